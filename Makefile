@@ -1,0 +1,64 @@
+# The two commands of the README: `make demo` and `make test`.  Both install what is
+# missing (Debian packages with apt-get, Python packages into .venv), build, then run.
+# Re-running is cheap: every step is guarded by a stamp or a file it produces.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMPS := .stamps
+BUILD_DIR := build/cp
+
+# Debian packages: compiler and headers for the native and eBPF parts, the kernel
+# tools the simulated cluster drives, and the real clients the tests use.
+DEB_PKGS := gcc clang llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev fuse3 \
+	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip
+PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 pytest ruff
+
+SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
+	meson.build pyproject.toml
+
+.PHONY: all deps build test demo demo-down lint clean
+all: build
+
+$(STAMPS)/deb:
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(DEB_PKGS); do \
+		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing Debian packages:" $$missing; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq $$missing >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq $$missing; } || exit 1; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: $(STAMPS)/deb
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --disable-pip-version-check $(PY_PKGS)
+	@touch $@
+
+$(STAMPS)/build: $(STAMPS)/venv $(SOURCES)
+	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps \
+		-Cbuild-dir=$(BUILD_DIR) .
+	@touch $@
+
+deps: $(STAMPS)/venv
+build: $(STAMPS)/build
+
+lint: build
+	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff format --check python tests bench
+
+test: build
+	$(VENV)/bin/ruff check python tests bench
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: build
+	$(VENV)/bin/hakit demo
+
+demo-down: build
+	$(VENV)/bin/hakit sim down --name demo
+
+clean:
+	rm -rf build $(STAMPS)

@@ -1,0 +1,618 @@
+"""userconfig.xml: one application module (SafeKit syntax, read unchanged).
+
+Defaults marked "hakit" are hakit's own choice where SafeKit's documentation is
+silent or where hakit's engine needs a different value; docs/configuration.md is
+generated from these declarations.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import ClassVar
+
+from hakit.config.kinds import (
+    AbsPath,
+    Choice,
+    Duration,
+    Host,
+    Int,
+    Netmask,
+    OnOff,
+    PortSpec,
+    Regex,
+    Text,
+)
+from hakit.config.rules import RuleSyntaxError, parse_rules
+from hakit.config.schema import attr, child, text
+
+WHEN = Choice(("prim", "second", "both", "pre"))
+ACTION_DOC = (
+    "Action when the resource goes down: restart, stopstart, stop, wait, swap, prim "
+    "(or, for errd, the name of a script in the module's bin/)."
+)
+_IDENT = re.compile(r"^[A-Za-z0-9_.\-]+$")
+
+
+def _ident_problems(kind: str, ident: str | None) -> Iterator[str]:
+    if ident is not None and not _IDENT.match(ident):
+        yield f"<{kind} ident=\"{ident}\">: use letters, digits, '_', '-' and '.' only"
+
+
+# ---------------------------------------------------------------- macros, heart, farm
+
+
+@dataclass(frozen=True)
+class Macro:
+    TAG: ClassVar[str] = "macro"
+    DOC: ClassVar[str] = (
+        "A named value; %NAME% is replaced by it in every attribute value and text of the file."
+    )
+    name: str = attr("Macro name, referenced as %name%.", Text(nonempty=True), required=True)
+    value: str = attr("Replacement text.", Text(), default="")
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    TAG: ClassVar[str] = "heartbeat"
+    DOC: ClassVar[str] = "A LAN of cluster.xml on which the mirror's nodes exchange heartbeats."
+    name: str = attr("LAN name from cluster.xml.", Text(nonempty=True), required=True)
+    ident: str | None = attr(
+        "Role of this LAN; ident=\"flow\" carries the replication flow.", Text(nonempty=True)
+    )
+
+
+@dataclass(frozen=True)
+class Heart:
+    TAG: ClassVar[str] = "heart"
+    DOC: ClassVar[str] = "Heartbeats of a mirror module. A peer is lost when silent on every LAN."
+    pulse: float = attr("Interval between heartbeats (hakit default).", Duration("ms"), 0.1)
+    timeout: float = attr(
+        "Silence after which a peer is declared lost (hakit default).", Duration("ms"), 0.6
+    )
+    heartbeats: tuple[Heartbeat, ...] = child(Heartbeat, many=True)
+
+    def validate(self) -> Iterator[str]:
+        if self.timeout <= self.pulse:
+            yield "<heart>: timeout must be longer than pulse"
+        names = [h.name for h in self.heartbeats]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            yield f"<heartbeat name=\"{dup}\"> is given twice"
+
+
+@dataclass(frozen=True)
+class FarmLan:
+    TAG: ClassVar[str] = "lan"
+    DOC: ClassVar[str] = "A LAN of cluster.xml whose nodes form the farm."
+    name: str = attr("LAN name from cluster.xml.", Text(nonempty=True), required=True)
+    console: bool = attr("Obsolete SafeKit 7 attribute, ignored.", OnOff(), ignored=True)
+    command: bool = attr("Obsolete SafeKit 7 attribute, ignored.", OnOff(), ignored=True)
+    framework: bool = attr("Obsolete SafeKit 7 attribute, ignored.", OnOff(), ignored=True)
+
+
+@dataclass(frozen=True)
+class Farm:
+    TAG: ClassVar[str] = "farm"
+    DOC: ClassVar[str] = "Topology of a farm module."
+    lans: tuple[FarmLan, ...] = child(FarmLan, many=True, required=True)
+
+
+# ---------------------------------------------------------------- virtual IP
+
+
+@dataclass(frozen=True)
+class VirtualAddr:
+    TAG: ClassVar[str] = "virtual_addr"
+    DOC: ClassVar[str] = "One virtual IP address."
+    addr: str = attr("Virtual IP address or name.", Host(), required=True)
+    where: str = attr(
+        "one_side_alias: on the primary only (mirror); alias: on every UP node (farm).",
+        Choice(("one_side_alias", "alias")),
+        "one_side_alias",
+    )
+    check: bool = attr("Generate an <ip> checker that watches the address.", OnOff(), False)
+    netmask: int | None = attr("Netmask; default: the interface's.", Netmask())
+    connections: bool = attr(
+        "Count active connections to the address in resource connections.<addr>.", OnOff(), False
+    )
+
+
+@dataclass(frozen=True)
+class RealInterface:
+    TAG: ClassVar[str] = "real_interface"
+    DOC: ClassVar[str] = "Addresses set as aliases of the interface, with its own MAC (mirror)."
+    addrs: tuple[VirtualAddr, ...] = child(VirtualAddr, many=True, required=True)
+
+
+@dataclass(frozen=True)
+class VirtualInterface:
+    TAG: ClassVar[str] = "virtual_interface"
+    DOC: ClassVar[str] = "Addresses shared by every node of a farm, answered with a virtual MAC."
+    type: str = attr(
+        "vmac_directed or vmac_invisible: how the VIP's frames reach the nodes (see docs/farm.md).",
+        Choice(("vmac_directed", "vmac_invisible")),
+        "vmac_directed",
+    )
+    addr: str | None = attr("Virtual MAC address; default: derived from the VIP.", Text(nonempty=True))
+    addrs: tuple[VirtualAddr, ...] = child(VirtualAddr, many=True, required=True)
+
+
+@dataclass(frozen=True)
+class Interface:
+    TAG: ClassVar[str] = "interface"
+    DOC: ClassVar[str] = "A network interface carrying virtual addresses."
+    check: bool = attr("Watch the interface's link; a down link makes the module wait.", OnOff(), False)
+    name: str | None = attr(
+        "Interface name (same on every node); default: the one whose subnet holds the VIP.",
+        Text(nonempty=True),
+    )
+    arpreroute: bool = attr("Repeat gratuitous ARP while the VIP is held.", OnOff(), False)
+    real: RealInterface | None = child(RealInterface)
+    virtual: VirtualInterface | None = child(VirtualInterface)
+
+    def validate(self) -> Iterator[str]:
+        if self.real is None and self.virtual is None:
+            yield "<interface> needs a <real_interface> or a <virtual_interface>"
+
+
+@dataclass(frozen=True)
+class InterfaceList:
+    TAG: ClassVar[str] = "interface_list"
+    DOC: ClassVar[str] = "Interfaces with virtual addresses."
+    interfaces: tuple[Interface, ...] = child(Interface, many=True, required=True)
+
+
+@dataclass(frozen=True)
+class LbHost:
+    TAG: ClassVar[str] = "host"
+    DOC: ClassVar[str] = "Relative weight of one node in a load-balancing group."
+    name: str = attr("Node name from cluster.xml.", Text(nonempty=True), required=True)
+    power: int = attr("Weight; a node with power 3 receives 3 times the share of power 1.", Int(0), 1)
+
+
+@dataclass(frozen=True)
+class LbCluster:
+    TAG: ClassVar[str] = "cluster"
+    DOC: ClassVar[str] = "Weights of the nodes for this group; nodes not listed have power 1."
+    hosts: tuple[LbHost, ...] = child(LbHost, many=True, required=True)
+
+
+@dataclass(frozen=True)
+class LbRule:
+    TAG: ClassVar[str] = "rule"
+    DOC: ClassVar[str] = "Traffic to the VIP that this group balances."
+    port: str = attr("Destination port, range a-b, or * for all.", PortSpec(), "*")
+    proto: str = attr("Protocol.", Choice(("tcp", "udp")), "tcp")
+    filter: str = attr(
+        "on_addr: by client address (a client stays on one node); on_port: by client address "
+        "and port; on_ipid: by IP identification (UDP, spreads one client).",
+        Choice(("on_addr", "on_port", "on_ipid")),
+        "on_addr",
+    )
+    virtual_addr: str = attr("VIP the rule applies to; * for every VIP of the module.", Text(), "*")
+
+    def validate(self) -> Iterator[str]:
+        if self.filter == "on_ipid" and self.proto != "udp":
+            yield "<rule filter=\"on_ipid\"> applies to proto=\"udp\" only"
+
+
+@dataclass(frozen=True)
+class LbGroup:
+    TAG: ClassVar[str] = "group"
+    DOC: ClassVar[str] = "A set of rules sharing one distribution of the clients over the nodes."
+    name: str = attr("Group name; resource <name>_N holds this node's share.", Text(nonempty=True),
+                     required=True)
+    cluster: LbCluster | None = child(LbCluster)
+    rules: tuple[LbRule, ...] = child(LbRule, many=True, required=True)
+
+
+@dataclass(frozen=True)
+class LoadBalancingList:
+    TAG: ClassVar[str] = "loadbalancing_list"
+    DOC: ClassVar[str] = "Load-balancing groups of a farm VIP."
+    groups: tuple[LbGroup, ...] = child(LbGroup, many=True, required=True)
+
+
+@dataclass(frozen=True)
+class Vip:
+    TAG: ClassVar[str] = "vip"
+    DOC: ClassVar[str] = "Virtual IP addresses of the module."
+    tcpreset: bool = attr("Reset TCP flows this node does not own instead of dropping them.", OnOff(),
+                          False)
+    scriptcontrol: bool = attr(
+        "Scripts open and close this node's share (hakit vip open|close) instead of the module.",
+        OnOff(),
+        False,
+    )
+    interfaces: InterfaceList = child(InterfaceList, required=True)
+    loadbalancing: LoadBalancingList | None = child(LoadBalancingList)
+
+    @property
+    def addrs(self) -> list[VirtualAddr]:
+        out: list[VirtualAddr] = []
+        for itf in self.interfaces.interfaces if self.interfaces else ():
+            for holder in (itf.real, itf.virtual):
+                if holder is not None:
+                    out.extend(holder.addrs)
+        return out
+
+
+# ---------------------------------------------------------------- replication
+
+
+@dataclass(frozen=True)
+class NotReplicated:
+    TAG: ClassVar[str] = "notreplicated"
+    DOC: ClassVar[str] = "Entries left out of replication (or, with regexpath=\"!…\", the only ones kept)."
+    path: str | None = attr("Path relative to the replicated directory.", Text(nonempty=True))
+    regexpath: str | None = attr(
+        "Regular expression on paths under the directory; a leading ! means replicate only matches.",
+        Regex(),
+    )
+
+    def validate(self) -> Iterator[str]:
+        if (self.path is None) == (self.regexpath is None):
+            yield "<notreplicated> needs exactly one of path or regexpath"
+        elif self.path is not None and self.path.startswith("/"):
+            yield "<notreplicated path> is relative to the replicated directory"
+
+
+@dataclass(frozen=True)
+class Replicated:
+    TAG: ClassVar[str] = "replicated"
+    DOC: ClassVar[str] = "A directory replicated from the primary to the secondary."
+    dir: str = attr("Absolute path of the directory (same path on both nodes).", AbsPath(), required=True)
+    mode: str | None = attr("Obsolete SafeKit attribute, ignored.", Text(), ignored=True)
+    excluded: tuple[NotReplicated, ...] = child(NotReplicated, many=True)
+
+    def validate(self) -> Iterator[str]:
+        if self.dir == "/":
+            yield "<replicated dir=\"/\">: a file system root cannot be replicated"
+
+
+@dataclass(frozen=True)
+class Rfs:
+    TAG: ClassVar[str] = "rfs"
+    DOC: ClassVar[str] = "Real-time replication of directories (mirror modules)."
+    acl: bool = attr("Replicate ACLs and extended attributes.", OnOff(), False)
+    nbremconn: int = attr("Parallel TCP connections to the secondary.", Int(1, 16), 1)
+    sendtimeout: float = attr("Time to wait for the secondary to accept data.", Duration("s"), 30.0)
+    allocthreshold: int = attr("Size in GB from which new files are preallocated on full sync.",
+                               Int(0), 0)
+    namespacepolicy: int = attr("Namespace resynchronisation policy (SafeKit compatible).", Int(0, 4), 4)
+    scripts: bool = attr("Run start_rfs/stop_rfs scripts around replication.", OnOff(), False)
+    replicated: tuple[Replicated, ...] = child(Replicated, many=True, required=True)
+
+    def validate(self) -> Iterator[str]:
+        dirs = [r.dir for r in self.replicated]
+        for a in dirs:
+            for b in dirs:
+                if a != b and b.startswith(a + "/"):
+                    yield f"replicated directories overlap: {b} is inside {a}"
+
+
+# ---------------------------------------------------------------- scripts, vhost
+
+
+@dataclass(frozen=True)
+class Var:
+    TAG: ClassVar[str] = "var"
+    DOC: ClassVar[str] = "An environment variable given to every module script."
+    name: str = attr("Variable name.", Text(nonempty=True), required=True)
+    value: str = attr("Value (macros expanded).", Text(), "")
+
+    def validate(self) -> Iterator[str]:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.name):
+            yield f"<var name=\"{self.name}\"> is not a valid environment variable name"
+
+
+@dataclass(frozen=True)
+class User:
+    TAG: ClassVar[str] = "user"
+    DOC: ClassVar[str] = "Module scripts. Without <user>, no script runs."
+    nicestoptimeout: float = attr("Time limit of a stop script.", Duration("s"), 300.0)
+    forcestoptimeout: float = attr("Time limit of a stop script run with 'force'.", Duration("s"), 300.0)
+    starttimeout: float = attr("Time limit of the other scripts (hakit).", Duration("s"), 300.0)
+    logging: str = attr(
+        "userlog: each script run's output goes to its own userlog file; none: discarded.",
+        Choice(("userlog", "none")),
+        "userlog",
+    )
+    userlogsize: int = attr("Kilobytes of script logs kept per module; older runs are deleted.",
+                            Int(1), 2048)
+    vars: tuple[Var, ...] = child(Var, many=True)
+
+
+@dataclass(frozen=True)
+class VirtualHostName:
+    TAG: ClassVar[str] = "virtualhostname"
+    DOC: ClassVar[str] = "A host name the application sees instead of the node's."
+    name: str = attr("Virtual host name.", Text(nonempty=True), required=True)
+    envfile: str = attr("File where the environment for the application is written.", AbsPath(),
+                        required=True)
+    when: str = attr("Where it applies.", Choice(("prim", "second", "both")), "prim")
+
+
+@dataclass(frozen=True)
+class Vhost:
+    TAG: ClassVar[str] = "vhost"
+    DOC: ClassVar[str] = "Virtual host names."
+    names: tuple[VirtualHostName, ...] = child(VirtualHostName, many=True, required=True)
+
+
+# ---------------------------------------------------------------- process monitoring
+
+
+@dataclass(frozen=True)
+class Proc:
+    TAG: ClassVar[str] = "proc"
+    DOC: ClassVar[str] = "A process (or systemd service) that must be running."
+    name: str = attr("Process name (comm), or the systemd unit with service=\"on\".", Text(nonempty=True),
+                     required=True)
+    service: bool = attr("name is a systemd service rather than a process.", OnOff(), False)
+    atleast: int = attr("Fewest instances allowed.", Int(0), 1)
+    atmost: int = attr("Most instances allowed; -1 for no limit.", Int(-1), -1)
+    action: str = attr(ACTION_DOC, Text(nonempty=True), "restart")
+    klass: str = attr(
+        "When monitoring runs: prim, second, both, pre, or a custom class enabled by "
+        "'hakit errd enable CLASS'.",
+        Text(nonempty=True),
+        "prim",
+        xml="class",
+    )
+    nameregex: str | None = attr("Match process names with this regular expression.", Regex())
+    argregex: str | None = attr("Match the command line with this regular expression.", Regex())
+
+    def validate(self) -> Iterator[str]:
+        if self.atmost >= 0 and self.atmost < self.atleast:
+            yield f"<proc name=\"{self.name}\">: atmost ({self.atmost}) is below atleast ({self.atleast})"
+
+
+@dataclass(frozen=True)
+class Errd:
+    TAG: ClassVar[str] = "errd"
+    DOC: ClassVar[str] = "Process and service monitoring (deaths seen as they happen, no polling)."
+    polltimer: float = attr("SafeKit's polling period; hakit is event driven and ignores it.",
+                            Duration("s"), 10.0, ignored=True)
+    procs: tuple[Proc, ...] = child(Proc, many=True, required=True)
+
+
+# ---------------------------------------------------------------- checkers
+
+
+@dataclass(frozen=True)
+class AddrTo:
+    TAG: ClassVar[str] = "to"
+    DOC: ClassVar[str] = "What the checker tests."
+    addr: str = attr("Address or host name.", Host(), required=True)
+    port: int | None = attr("TCP port (tcp checker).", Int(1, 65535))
+    interval: float = attr("Time between tests.", Duration("s"), 10.0)
+    timeout: float = attr("Time allowed for one test.", Duration("s"), 5.0)
+
+
+@dataclass(frozen=True)
+class IntfTo:
+    TAG: ClassVar[str] = "to"
+    DOC: ClassVar[str] = "The interface watched."
+    name: str = attr("Interface name.", Text(nonempty=True), required=True)
+
+
+@dataclass(frozen=True)
+class TcpChecker:
+    TAG: ClassVar[str] = "tcp"
+    DOC: ClassVar[str] = "Connects to a TCP service; resource tcp.<ident>, rule t_<ident>."
+    ident: str = attr("Checker name.", Text(nonempty=True), required=True)
+    when: str | None = attr("prim, second, both or pre; default prim (mirror) or both (farm).", WHEN)
+    action: str = attr(ACTION_DOC, Text(nonempty=True), "restart")
+    to: AddrTo = child(AddrTo, required=True)
+
+    def validate(self) -> Iterator[str]:
+        yield from _ident_problems("tcp", self.ident)
+        if self.to is not None and self.to.port is None:
+            yield f"<tcp ident=\"{self.ident}\"><to> needs a port"
+
+
+@dataclass(frozen=True)
+class PingChecker:
+    TAG: ClassVar[str] = "ping"
+    DOC: ClassVar[str] = "Pings an address; resource ping.<ident>, rule p_<ident>."
+    ident: str = attr("Checker name.", Text(nonempty=True), required=True)
+    when: str | None = attr("prim, second, both or pre; default pre.", WHEN)
+    action: str = attr(ACTION_DOC, Text(nonempty=True), "wait")
+    to: AddrTo = child(AddrTo, required=True)
+
+    def validate(self) -> Iterator[str]:
+        yield from _ident_problems("ping", self.ident)
+
+
+@dataclass(frozen=True)
+class IntfChecker:
+    TAG: ClassVar[str] = "intf"
+    DOC: ClassVar[str] = "Watches a network link (netlink events); resource intf.<ident>, rule i_<ident>."
+    ident: str = attr("Checker name.", Text(nonempty=True), required=True)
+    when: str | None = attr("prim, second, both or pre; default pre.", WHEN)
+    action: str = attr(ACTION_DOC, Text(nonempty=True), "wait")
+    to: IntfTo = child(IntfTo, required=True)
+
+    def validate(self) -> Iterator[str]:
+        yield from _ident_problems("intf", self.ident)
+
+
+@dataclass(frozen=True)
+class IpChecker:
+    TAG: ClassVar[str] = "ip"
+    DOC: ClassVar[str] = "Checks an address is configured locally; resource ip.<ident>, rule ip_<ident>."
+    ident: str = attr("Checker name.", Text(nonempty=True), required=True)
+    when: str | None = attr("prim or both; default prim (mirror) or both (farm).",
+                            Choice(("prim", "both")))
+    action: str = attr(ACTION_DOC, Text(nonempty=True), "stopstart")
+    to: AddrTo = child(AddrTo, required=True)
+
+    def validate(self) -> Iterator[str]:
+        yield from _ident_problems("ip", self.ident)
+
+
+@dataclass(frozen=True)
+class CustomChecker:
+    TAG: ClassVar[str] = "custom"
+    DOC: ClassVar[str] = (
+        "Runs a long-lived checker program from the module's bin/ that sets custom.<ident> "
+        "with 'hakit set -r custom.<ident> -v up|down'; rule c_<ident>."
+    )
+    ident: str = attr("Checker name.", Text(nonempty=True), required=True)
+    exec: str = attr("Program in the module's bin/ (or absolute path).", Text(nonempty=True),
+                     required=True)
+    arg: str = attr("Arguments, split like a shell would.", Text(), "")
+    when: str | None = attr("prim, second, both or pre; default prim (mirror) or both (farm).", WHEN)
+    action: str | None = attr(
+        ACTION_DOC + " Without action, write the rule in <failover> yourself.", Text(nonempty=True)
+    )
+
+    def validate(self) -> Iterator[str]:
+        yield from _ident_problems("custom", self.ident)
+
+
+@dataclass(frozen=True)
+class ModuleTo:
+    TAG: ClassVar[str] = "to"
+    DOC: ClassVar[str] = "Node whose module is watched (default: this node)."
+    addr: str = attr("Node address.", Host(), "127.0.0.1")
+    port: int = attr("hakitd API port on that node.", Int(1, 65535), 9010)
+
+
+@dataclass(frozen=True)
+class ModuleChecker:
+    TAG: ClassVar[str] = "module"
+    DOC: ClassVar[str] = "Depends on another module being up; resource module.<ident>, rule m_<ident>."
+    name: str = attr("Name of the module depended upon.", Text(nonempty=True), required=True)
+    ident: str | None = attr("Checker name; default: the module name.", Text(nonempty=True))
+    when: str | None = attr("prim, second, both or pre; default pre.", WHEN)
+    action: str = attr(ACTION_DOC, Text(nonempty=True), "wait")
+    to: ModuleTo | None = child(ModuleTo)
+
+    def validate(self) -> Iterator[str]:
+        yield from _ident_problems("module", self.ident or self.name)
+
+
+@dataclass(frozen=True)
+class SplitbrainChecker:
+    TAG: ClassVar[str] = "splitbrain"
+    DOC: ClassVar[str] = (
+        "Witness consulted only when every heartbeat is lost: the node that cannot reach it goes WAIT."
+    )
+    ident: str = attr("Checker name.", Text(nonempty=True), "witness")
+    exec: str = attr("Program that tests the witness (ping, or a program in bin/).", Text(nonempty=True),
+                     "ping")
+    arg: str = attr("Witness address (or arguments of exec).", Text(nonempty=True), required=True)
+
+
+@dataclass(frozen=True)
+class Check:
+    TAG: ClassVar[str] = "check"
+    DOC: ClassVar[str] = "Checkers of the module."
+    tcp: tuple[TcpChecker, ...] = child(TcpChecker, many=True)
+    ping: tuple[PingChecker, ...] = child(PingChecker, many=True)
+    intf: tuple[IntfChecker, ...] = child(IntfChecker, many=True)
+    ip: tuple[IpChecker, ...] = child(IpChecker, many=True)
+    custom: tuple[CustomChecker, ...] = child(CustomChecker, many=True)
+    module: tuple[ModuleChecker, ...] = child(ModuleChecker, many=True)
+    splitbrain: SplitbrainChecker | None = child(SplitbrainChecker)
+
+    def validate(self) -> Iterator[str]:
+        for prefix, items in (("tcp", self.tcp), ("ping", self.ping), ("intf", self.intf),
+                              ("ip", self.ip), ("custom", self.custom)):
+            idents = [c.ident for c in items]
+            for dup in sorted({i for i in idents if idents.count(i) > 1}):
+                yield f"two <{prefix}> checkers share ident \"{dup}\""
+
+
+@dataclass(frozen=True)
+class Failover:
+    TAG: ClassVar[str] = "failover"
+    DOC: ClassVar[str] = (
+        "Failover rules, one per statement: 'label: if (expression) then action();'. "
+        "Rules for checkers' action= attributes are generated and need not be written."
+    )
+    rules: str = text("Rule text, usually inside <![CDATA[ ... ]]>.")
+
+    def validate(self) -> Iterator[tuple[int, str]]:
+        try:
+            parse_rules(self.rules)
+        except RuleSyntaxError as exc:
+            yield exc.line - 1, f"failover rule: {exc}"
+
+
+# ---------------------------------------------------------------- the module
+
+
+@dataclass(frozen=True)
+class Service:
+    TAG: ClassVar[str] = "service"
+    DOC: ClassVar[str] = "The module: its kind and everything it runs."
+    mode: str = attr("mirror (2 nodes, replication), farm (N nodes, load balancing), light (1 node).",
+                     Choice(("mirror", "farm", "light")), required=True)
+    boot: str = attr(
+        "Start at boot: on, off, auto (if it ran before the reboot), ignore (leave it to "
+        "'hakit boot -m AM on|off').",
+        Choice(("on", "off", "auto", "ignore")),
+        "ignore",
+    )
+    boot_delay: float = attr("Delay before the start at boot.", Duration("s"), 0.0)
+    maxloop: int = attr("Automatic restarts allowed within loop_interval; one more stops the module.",
+                        Int(0), 3)
+    loop_interval: float = attr("Window over which maxloop counts.", Duration("h"), 24 * 3600.0)
+    defaultprim: str | None = attr(
+        "Node that takes PRIM back automatically after reintegration (mirror).", Text(nonempty=True)
+    )
+    automatic_reboot: bool = attr("Reboot the node when a stop fails (hakit: not done, logged).",
+                                  OnOff(), False, ignored=True)
+    heart: Heart | None = child(Heart)
+    farm: Farm | None = child(Farm)
+    vip: Vip | None = child(Vip)
+    rfs: Rfs | None = child(Rfs)
+    user: User | None = child(User)
+    vhost: Vhost | None = child(Vhost)
+    errd: Errd | None = child(Errd)
+    checks: Check | None = child(Check)
+    failover: Failover | None = child(Failover)
+
+    def validate(self) -> Iterator[str]:
+        if self.mode == "farm":
+            if self.farm is None:
+                yield "a farm module needs <farm><lan name=\"…\"/></farm>"
+            if self.rfs is not None:
+                yield "<rfs> replication is for mirror modules only (mode=\"mirror\")"
+            if self.heart is not None:
+                yield "a farm module's nodes are given by <farm><lan>, not <heart>"
+        if self.mode != "farm" and self.farm is not None:
+            yield f"<farm> applies to farm modules only, this one is mode=\"{self.mode}\""
+        if self.mode == "light" and (self.heart is not None or self.rfs is not None):
+            yield "a light module runs on one node: no <heart> or <rfs>"
+        if self.vip is not None:
+            for itf in self.vip.interfaces.interfaces if self.vip.interfaces else ():
+                for a in itf.virtual.addrs if itf.virtual else ():
+                    if a.where != "alias":
+                        yield f"<virtual_interface> address {a.addr} must use where=\"alias\""
+                if itf.virtual is not None and self.mode != "farm":
+                    yield "<virtual_interface> (shared VIP) is for farm modules"
+                if itf.real is not None and self.mode == "farm":
+                    yield "a farm VIP goes in <virtual_interface>, not <real_interface>"
+            if self.vip.loadbalancing is not None and self.mode != "farm":
+                yield "<loadbalancing_list> is for farm modules"
+
+
+@dataclass(frozen=True)
+class Safe:
+    TAG: ClassVar[str] = "safe"
+    DOC: ClassVar[str] = "Root of userconfig.xml."
+    macros: tuple[Macro, ...] = child(Macro, many=True)
+    service: Service = child(Service, required=True)
+
+
+@dataclass(frozen=True)
+class ModuleConfig:
+    """A read userconfig.xml: the module plus the macros it was expanded with."""
+
+    service: Service
+    macros: dict[str, str]

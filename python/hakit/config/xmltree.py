@@ -1,0 +1,78 @@
+"""A small XML tree that remembers line numbers, for FILE:LINE error messages.
+
+SafeKit configurations are read unchanged, including two liberties its own reader
+takes: a DOCTYPE line, and <macro> elements placed before the <safe> root (several
+top-level elements).  The document is therefore parsed inside a synthetic wrapper.
+"""
+
+from __future__ import annotations
+
+import re
+import xml.parsers.expat
+from dataclasses import dataclass, field
+from pathlib import Path
+
+WRAPPER = "hakit-document"
+_PROLOG = re.compile(r"<\?xml[^>]*\?>|<!DOCTYPE[^>\[]*(\[[^\]]*\])?\s*>", re.IGNORECASE)
+
+
+@dataclass
+class XNode:
+    tag: str
+    attrs: dict[str, str]
+    line: int
+    children: list[XNode] = field(default_factory=list)
+    text: str = ""
+
+    def attr_line(self, name: str) -> int:
+        # expat reports one line per element; attributes share it.
+        return self.line
+
+
+class XmlSyntaxError(Exception):
+    def __init__(self, line: int, message: str) -> None:
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+def _blank_keep_lines(match: re.Match[str]) -> str:
+    # Keep newlines so expat's line numbers still match the user's file.
+    return "\n" * match.group(0).count("\n")
+
+
+def parse_text(text: str) -> list[XNode]:
+    """Parse a document and return its top-level elements."""
+    body = _PROLOG.sub(_blank_keep_lines, text)
+    parser = xml.parsers.expat.ParserCreate()
+    stack: list[XNode] = [XNode("", {}, 1)]
+
+    def start(tag: str, attrs: dict[str, str]) -> None:
+        node = XNode(tag, attrs, parser.CurrentLineNumber)
+        stack[-1].children.append(node)
+        stack.append(node)
+
+    def end(_tag: str) -> None:
+        stack.pop()
+
+    def chars(data: str) -> None:
+        stack[-1].text += data
+
+    parser.StartElementHandler = start
+    parser.EndElementHandler = end
+    parser.CharacterDataHandler = chars
+    try:
+        # The wrapper's tags share the first and last lines, so numbering is unchanged.
+        parser.Parse(f"<{WRAPPER}>{body}</{WRAPPER}>", True)
+    except xml.parsers.expat.ExpatError as exc:
+        message = xml.parsers.expat.errors.messages.get(exc.code, str(exc))
+        raise XmlSyntaxError(exc.lineno, f"malformed XML: {message}") from None
+    return stack[0].children[0].children
+
+
+def parse_file(path: Path) -> list[XNode]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise XmlSyntaxError(1, f"not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+    return parse_text(text)

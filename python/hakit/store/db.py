@@ -1,0 +1,43 @@
+"""SQLite connections as hakit uses them: WAL, a busy timeout, a versioned schema.
+
+Several processes of a node (hakitd, module processes, scripts calling
+`hakit printi`, the CLI) open the same files; WAL lets readers run beside the one
+writer and the busy timeout absorbs the short write locks.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+
+BUSY_TIMEOUT_S = 10.0
+
+
+def connect(path: Path, schema: Sequence[str]) -> sqlite3.Connection:
+    """Open (creating if needed) a store and bring its schema to the latest version.
+
+    `schema[i]` is the SQL script that takes the store from version i to i+1, so a
+    store written by an older hakit is upgraded in place and never rebuilt.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    # NORMAL is durable across process crashes in WAL mode; only a power loss may
+    # drop the last transactions, which for logs and resource values is acceptable.
+    conn.execute("PRAGMA synchronous=NORMAL")
+    version = conn.execute("PRAGMA user_version").fetchone()[0]
+    for step in range(version, len(schema)):
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            # Another process may have migrated while we waited for the lock.
+            if conn.execute("PRAGMA user_version").fetchone()[0] == step:
+                for stmt in schema[step].split(";"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute(f"PRAGMA user_version={step + 1}")
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+    return conn
