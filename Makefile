@@ -8,6 +8,8 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMPS := .stamps
 BUILD_DIR := build/cp
+# meson and ninja come from the venv.
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # Debian packages: compiler and headers for the native and eBPF parts, the kernel
 # tools the simulated cluster drives, and the real clients the tests use.
@@ -48,7 +50,6 @@ build: $(STAMPS)/build
 
 lint: build
 	$(VENV)/bin/ruff check python tests bench
-	$(VENV)/bin/ruff format --check python tests bench
 
 test: build
 	$(VENV)/bin/ruff check python tests bench

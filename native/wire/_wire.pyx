@@ -61,7 +61,7 @@ cdef class FrameDecoder:
                                            strict_map_key=False))
             except (ValueError, msgpack.ExtraData, msgpack.FormatError,
                     msgpack.StackError) as exc:
-                raise FrameError(f"peer sent a malformed frame: {exc}") from None
+                raise FrameError(f"peer sent a malformed frame ({exc or type(exc).__name__})") from None
             pos = end
         if pos:
             del self._buf[:pos]

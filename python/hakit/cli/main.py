@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
+import shlex
+import sqlite3
 import sys
 from collections.abc import Sequence
 
 from hakit import __version__
 from hakit.errors import HakitError
+from hakit.ipc import caller
+from hakit.paths import paths
+from hakit.store.node_store import NodeStore
 
 # Each module defines register(subparsers); its handlers return the exit code.
 COMMAND_MODULES = (
@@ -40,9 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _run(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except HakitError as exc:
@@ -52,6 +56,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except sqlite3.Error as exc:
+        print(f"hakit: state store error: {exc}", file=sys.stderr)
+        return 1
+    except Exception as exc:
+        if os.environ.get("HAKIT_DEBUG"):
+            raise
+        print(f"hakit: internal error: {type(exc).__name__}: {exc} (HAKIT_DEBUG=1 shows the details)",
+              file=sys.stderr)
+        return 70
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = build_parser().parse_args(argv)
+    if not getattr(args, "logged", False):
+        return _run(args)
+    # Commands that change something go to the node's commands log, with their result.
+    try:
+        log: NodeStore | None = NodeStore(paths().node_db)
+        entry = log.command_started(caller(), "cli", shlex.join(["hakit", *argv]))
+    except (OSError, sqlite3.Error):
+        log = None
+    code = _run(args)
+    if log is not None:
+        log.command_ended(entry, code)
+        log.close()
+    return code
 
 
 if __name__ == "__main__":

@@ -178,7 +178,8 @@ class AbsPath(Kind):
     def parse(self, raw: str) -> str:
         v = raw.strip()
         if not v.startswith("/"):
-            raise ValueError(f"{raw!r} is not an absolute Linux path")
+            # Not !r: a Windows path would show doubled backslashes the user never wrote.
+            raise ValueError(f"'{raw}' is not an absolute Linux path")
         return v.rstrip("/") or "/"
 
 

@@ -116,11 +116,11 @@ def cross_check(loaded: Loaded, cluster: Cluster) -> list[Problem]:
         for group in svc.vip.loadbalancing.groups:
             for host in group.cluster.hosts if group.cluster else ():
                 if host.name not in nodes:
-                    add(host, f"<host name=\"{host.name}\"> is not a node of cluster.xml{closest(host.name, nodes)}")
+                    hint = closest(host.name, nodes)
+                    add(host, f"<host name=\"{host.name}\"> is not a node of cluster.xml{hint}")
     if svc.defaultprim and svc.defaultprim not in nodes:
-        add(svc, f"defaultprim \"{svc.defaultprim}\" is not a node of cluster.xml{closest(svc.defaultprim, nodes)}")
-    if svc.mode == "mirror" and len(module_nodes(svc, cluster)) != 2:
-        add(svc, f"a mirror module runs on exactly 2 nodes; its LANs hold {len(module_nodes(svc, cluster))}")
+        hint = closest(svc.defaultprim, nodes)
+        add(svc, f"defaultprim \"{svc.defaultprim}\" is not a node of cluster.xml{hint}")
     out.sort(key=lambda p: p.line)
     return out
 
@@ -130,17 +130,6 @@ def _lan_refs(svc: Service) -> Iterator[tuple[object, str]]:
         yield hb, hb.name
     for lan in svc.farm.lans if svc.farm else ():
         yield lan, lan.name
-
-
-def module_nodes(svc: Service, cluster: Cluster) -> list[str]:
-    """Nodes a module runs on: those of its heartbeat or farm LANs (all LANs if none named)."""
-    names = [lan for _obj, lan in _lan_refs(svc)] or [lan.name for lan in cluster.lan_list]
-    seen: dict[str, None] = {}
-    for lan_name in names:
-        lan = cluster.lan(lan_name)
-        for node in lan.nodes if lan else ():
-            seen.setdefault(node.name, None)
-    return list(seen)
 
 
 def check_files(paths: Sequence[Path], installed_cluster: Path | None = None) -> list[Problem]:

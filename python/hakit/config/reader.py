@@ -67,6 +67,9 @@ class Reader:
         """Build a `cls` from `node`.  `known_tags` maps every tag of the schema to its
         parent, to tell 'misplaced' from 'misspelt'."""
         kwargs: dict[str, Any] = {}
+        # A required attribute missing or unreadable: reported, and the element is left
+        # out of the model, so that no check ever runs on (or trips over) its None.
+        incomplete = False
         attrs = attrs_of(cls)
         for name, raw in node.attrs.items():
             if name not in attrs:
@@ -79,26 +82,30 @@ class Reader:
                 kwargs[field_name] = spec.kind.parse(self.expand(raw, node.line))
             except ValueError as exc:
                 self.problem(node.line, f"<{node.tag} {name}>: {exc}")
+                incomplete = incomplete or spec.required
         for name, (_field_name, spec) in attrs.items():
             if spec.required and name not in node.attrs:
                 self.problem(node.line, f"<{node.tag}> needs the attribute '{name}'")
+                incomplete = True
 
         children = children_of(cls)
         seen: dict[str, list[Any]] = {}
+        present: set[str] = set()  # includes incomplete children, already reported
         for sub in node.children:
             if sub.tag not in children:
                 self.problem(sub.line, self._unknown_child(sub.tag, node.tag, children, known_tags))
                 continue
             _field_name, cspec = children[sub.tag]
-            if not cspec.many and sub.tag in seen:
+            if not cspec.many and sub.tag in present:
                 self.problem(sub.line, f"<{node.tag}> may contain only one <{sub.tag}>")
                 continue
+            present.add(sub.tag)
             value = self.read(sub, cspec.cls, known_tags)
             if value is not None:
                 seen.setdefault(sub.tag, []).append(value)
         for tag, (field_name, cspec) in children.items():
             values = seen.get(tag, [])
-            if cspec.required and not values:
+            if cspec.required and tag not in present:
                 self.problem(node.line, f"<{node.tag}> needs a <{tag}> element")
             if values:
                 kwargs[field_name] = tuple(values) if cspec.many else values[0]
@@ -109,11 +116,9 @@ class Reader:
         elif node.text.strip():
             self.problem(node.line, f"<{node.tag}> takes no text: {node.text.strip()[:40]!r}")
 
-        try:
-            obj = cls(**kwargs)
-        except TypeError as exc:  # a required value failed to parse: already reported
-            self.problem(node.line, f"<{node.tag}> is incomplete ({exc})")
+        if incomplete:
             return None
+        obj = cls(**kwargs)
         self.lines[id(obj)] = node.line
         validate = getattr(obj, "validate", None)
         if validate is not None:

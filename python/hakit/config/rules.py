@@ -124,7 +124,8 @@ class _Parser:
             out.append(Rule(label, expr, action, line))
         labels = [r.label for r in out]
         for dup in sorted({lb for lb in labels if labels.count(lb) > 1}):
-            raise RuleSyntaxError(next(r.line for r in out if r.label == dup), f"rule label '{dup}' is used twice")
+            line = next(r.line for r in out if r.label == dup)
+            raise RuleSyntaxError(line, f"rule label '{dup}' is used twice")
         return out
 
     def expr(self) -> Expr:

@@ -32,12 +32,25 @@ def connect(path: Path, schema: Sequence[str]) -> sqlite3.Connection:
         try:
             # Another process may have migrated while we waited for the lock.
             if conn.execute("PRAGMA user_version").fetchone()[0] == step:
-                for stmt in schema[step].split(";"):
-                    if stmt.strip():
-                        conn.execute(stmt)
+                for stmt in _statements(schema[step]):
+                    conn.execute(stmt)
                 conn.execute(f"PRAGMA user_version={step + 1}")
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
     return conn
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements; executescript() would commit our transaction."""
+    out: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            out.append(buf)
+            buf = ""
+    if buf.strip():
+        out.append(buf)
+    return out

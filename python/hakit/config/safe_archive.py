@@ -1,0 +1,76 @@
+"""`.safe` module archives: a zip holding conf/userconfig.xml and bin/ scripts.
+
+Archives are written deterministically (sorted names, fixed timestamps) so the same
+module always packs to the same bytes, and read defensively: an archive comes from
+elsewhere, so member paths are confined to the module directory and sizes bounded.
+"""
+
+from __future__ import annotations
+
+import stat
+import zipfile
+from pathlib import Path, PurePosixPath
+
+from hakit.errors import HakitError
+
+USERCONFIG = "conf/userconfig.xml"
+ALLOWED_TOPS = ("conf", "bin")
+MAX_MEMBER_BYTES = 64 * 1024 * 1024
+_EPOCH = (1980, 1, 1, 0, 0, 0)
+
+
+class ArchiveError(HakitError):
+    pass
+
+
+def pack(module_dir: Path, out: Path) -> None:
+    """Write module_dir's conf/ and bin/ into the archive `out`."""
+    if not (module_dir / USERCONFIG).is_file():
+        raise ArchiveError(f"{module_dir} has no {USERCONFIG}")
+    files = sorted(
+        p
+        for top in ALLOWED_TOPS
+        if (module_dir / top).is_dir()
+        for p in (module_dir / top).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts
+    )
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for path in files:
+            info = zipfile.ZipInfo(path.relative_to(module_dir).as_posix(), _EPOCH)
+            mode = 0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644
+            info.external_attr = (stat.S_IFREG | mode) << 16
+            info.compress_type = zipfile.ZIP_DEFLATED
+            zf.writestr(info, path.read_bytes())
+    tmp.replace(out)
+
+
+def unpack(archive: Path, dest: Path) -> None:
+    """Extract a .safe archive into the (new, empty) directory `dest`."""
+    try:
+        zf = zipfile.ZipFile(archive)
+    except FileNotFoundError:
+        raise ArchiveError(f"{archive}: no such file") from None
+    except (zipfile.BadZipFile, OSError) as exc:
+        raise ArchiveError(f"{archive}: not a .safe archive ({exc})") from None
+    with zf:
+        members = [m for m in zf.infolist() if not m.is_dir()]
+        names = {m.filename for m in members}
+        if USERCONFIG not in names:
+            raise ArchiveError(f"{archive}: no {USERCONFIG} inside")
+        for m in members:
+            rel = PurePosixPath(m.filename)
+            if rel.is_absolute() or ".." in rel.parts or rel.parts[0] not in ALLOWED_TOPS:
+                raise ArchiveError(f"{archive}: refusing member {m.filename!r} (only conf/ and bin/)")
+            if m.file_size > MAX_MEMBER_BYTES:
+                raise ArchiveError(f"{archive}: member {m.filename} is too large")
+        dest.mkdir(parents=True)
+        for m in members:
+            target = dest.joinpath(*PurePosixPath(m.filename).parts)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(m))
+            mode = (m.external_attr >> 16) & 0o777
+            # Scripts must stay executable even from archives made on Windows.
+            if mode & 0o100 or PurePosixPath(m.filename).parts[0] == "bin":
+                target.chmod(0o755)

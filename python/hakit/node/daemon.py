@@ -1,0 +1,184 @@
+"""hakitd: the per-node daemon.
+
+Answers the CLI on /run/hakit/hakitd.sock and supervises one process per started
+module, so that a crash of one module never takes another down: an unexpected
+death is logged as critical and the module is restarted, at most RESPAWN_MAX
+times per RESPAWN_WINDOW_S, then left stopped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from hakit import __version__, ipc
+from hakit.errors import HakitError
+from hakit.module.catalog import Catalog
+from hakit.paths import Paths, paths
+from hakit.store.module_store import Level, ModuleStore
+
+START_TIMEOUT_S = 600.0
+RESPAWN_MAX = 3
+RESPAWN_WINDOW_S = 600.0
+STABLE = {("STOP", "NotReady"), ("ALONE", "Ready"), ("PRIM", "Ready"), ("SECOND", "Ready"),
+          ("UP", "Ready"), ("WAIT", "NotReady")}
+
+
+@dataclass
+class Supervised:
+    name: str
+    proc: asyncio.subprocess.Process
+    wanted: bool = True  # False once a stop was asked: its exit is then expected
+    respawns: list[float] = field(default_factory=list)
+    watcher: asyncio.Task[None] | None = None
+
+
+class Daemon:
+    def __init__(self, p: Paths) -> None:
+        self.paths = p
+        self.catalog = Catalog(p)
+        self.modules: dict[str, Supervised] = {}
+        self.started_at = time.time()
+        self.done = asyncio.Event()
+
+    def module_log(self, name: str, level: Level, message: str) -> None:
+        store = ModuleStore(self.paths.module_db(name))
+        try:
+            store.log(level, "hakitd", message)
+        finally:
+            store.close()
+
+    async def handle(self, op: str, args: dict[str, Any], user: str) -> Any:
+        if op == "ping":
+            return {
+                "version": __version__,
+                "node": os.environ.get("HAKIT_NODE") or socket.gethostname(),
+                "pid": os.getpid(),
+                "uptime": time.time() - self.started_at,
+                "modules": sorted(self.modules),
+            }
+        if op in ("start", "stop"):
+            name = str(args.get("module", ""))
+            self.catalog.require(name)
+            if op == "start":
+                return await self.start(name, user)
+            return await self.stop(name, user, bool(args.get("force")))
+        raise HakitError(f"unknown request '{op}'")
+
+    async def spawn(self, name: str) -> asyncio.subprocess.Process:
+        logfile = self.paths.module_log(name) / "module.out"
+        logfile.parent.mkdir(parents=True, exist_ok=True)
+        with open(logfile, "ab") as out:
+            return await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "hakit.module.process", name,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+            )
+
+    async def start(self, name: str, user: str) -> dict[str, Any]:
+        if name in self.modules:
+            raise HakitError(f"module {name} is already started")
+        self.catalog.config(name)  # refuse now, with the file's problems, if it no longer reads
+        self.module_log(name, Level.USER, f"Action start requested by {user}")
+        sup = Supervised(name, await self.spawn(name))
+        self.supervise(sup)
+        return await self.wait_stable(sup)
+
+    async def wait_stable(self, sup: Supervised) -> dict[str, Any]:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        sock = self.paths.module_socket(sup.name)
+        while time.monotonic() < deadline:
+            if sup.proc.returncode is not None:
+                raise HakitError(
+                    f"module {sup.name} did not start: see 'hakit logview -m {sup.name}' "
+                    f"and {self.paths.module_log(sup.name) / 'module.out'}"
+                )
+            with contextlib.suppress(HakitError, OSError, TimeoutError):
+                state = await ipc.acall(sock, "state", timeout=2.0)
+                if (state.get("state"), state.get("status")) in STABLE:
+                    return dict(state)
+            await asyncio.sleep(0.1)
+        raise HakitError(f"module {sup.name} is still starting after {START_TIMEOUT_S:g} s")
+
+    async def stop(self, name: str, user: str, force: bool) -> dict[str, Any]:
+        sup = self.modules.get(name)
+        if sup is None:
+            raise HakitError(f"module {name} is not started")
+        sup.wanted = False
+        try:
+            await ipc.acall(self.paths.module_socket(name), "stop", {"force": force},
+                            timeout=START_TIMEOUT_S)
+        except HakitError:
+            # Not answering: it cannot run its stop scripts, so end it.
+            with contextlib.suppress(ProcessLookupError):
+                sup.proc.terminate()
+        await sup.proc.wait()
+        return {"state": "STOP", "status": "NotReady"}
+
+    async def watch(self, sup: Supervised) -> None:
+        code = await sup.proc.wait()
+        if self.modules.get(sup.name) is not sup:
+            return
+        del self.modules[sup.name]
+        if not sup.wanted or code == 0 or self.done.is_set():
+            return
+        now = time.time()
+        recent = [t for t in sup.respawns if now - t < RESPAWN_WINDOW_S]
+        if len(recent) >= RESPAWN_MAX or code == 1:
+            # Exit code 1 is the module refusing to start; respawning would loop.
+            self.module_log(sup.name, Level.CRITICAL,
+                            f"Module process exited with code {code}; module left stopped")
+            return
+        self.module_log(sup.name, Level.CRITICAL, f"Module process died (code {code}); restarting it")
+        self.supervise(Supervised(sup.name, await self.spawn(sup.name), respawns=[*recent, now]))
+
+    def supervise(self, sup: Supervised) -> None:
+        self.modules[sup.name] = sup
+        sup.watcher = asyncio.create_task(self.watch(sup))
+
+    async def shutdown(self) -> None:
+        self.done.set()
+        for name in list(self.modules):
+            with contextlib.suppress(HakitError):
+                await self.stop(name, "hakitd", force=False)
+
+
+async def _main() -> int:
+    p = paths()
+    p.ensure()
+    if p.daemon_socket.exists():
+        with contextlib.suppress(HakitError):
+            ipc.call(p.daemon_socket, "ping", timeout=2.0)
+            print(f"hakitd: already running (socket {p.daemon_socket})", file=sys.stderr)
+            return 1
+    daemon = Daemon(p)
+    server = await ipc.serve(p.daemon_socket, daemon.handle)
+    p.daemon_pidfile.write_text(f"{os.getpid()}\n")
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(f"hakitd {__version__} listening on {p.daemon_socket}", flush=True)
+    await stop.wait()
+    server.close()
+    await daemon.shutdown()
+    for f in (p.daemon_socket, p.daemon_pidfile):
+        with contextlib.suppress(FileNotFoundError):
+            f.unlink()
+    return 0
+
+
+def main() -> None:
+    import uvloop
+
+    sys.exit(uvloop.run(_main()))
+
+
+if __name__ == "__main__":
+    main()

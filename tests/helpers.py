@@ -1,0 +1,62 @@
+"""Shared by the tests: run the hakit CLI, build module archives, run a node daemon."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from hakit.config.safe_archive import pack
+
+
+def hakit(*args: str, env: Mapping[str, str] | None = None, check: bool = False,
+          timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    """Run the installed `hakit` command as a user would."""
+    run = subprocess.run(
+        [sys.executable, "-m", "hakit.cli.main", *args],
+        capture_output=True, text=True, env=dict(env or os.environ), timeout=timeout,
+    )
+    if check and run.returncode != 0:
+        raise AssertionError(f"hakit {' '.join(args)} failed ({run.returncode}): {run.stderr}")
+    return run
+
+
+def make_module(root: Path, userconfig: str, scripts: Mapping[str, str]) -> Path:
+    """A .safe archive with this userconfig.xml and these bin/ scripts."""
+    src = root / "src"
+    (src / "conf").mkdir(parents=True)
+    (src / "bin").mkdir()
+    (src / "conf" / "userconfig.xml").write_text(userconfig)
+    for name, body in scripts.items():
+        path = src / "bin" / name
+        path.write_text(body)
+        path.chmod(0o755)
+    out = root / "module.safe"
+    pack(src, out)
+    return out
+
+
+@contextlib.contextmanager
+def running_daemon(env: Mapping[str, str], run_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """hakitd under a relocated HAKIT_ROOT, stopped (by its pid) at the end."""
+    proc = subprocess.Popen([sys.executable, "-m", "hakit.node.daemon"], env=dict(env),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    sock = run_dir / "hakitd.sock"
+    try:
+        deadline = time.monotonic() + 20
+        while not sock.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"hakitd did not start: {proc.stderr.read() if proc.stderr else ''}")
+            time.sleep(0.05)
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()

@@ -1,0 +1,118 @@
+"""hakitd, the CLI talking to it, module scripts and their logs (one node, real processes)."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+from pathlib import Path
+
+import pytest
+
+from hakit.paths import Paths
+from hakit.store.module_store import ModuleStore
+from tests.helpers import hakit, make_module, running_daemon
+
+LIGHT = """<!DOCTYPE safe>
+<macro name="GREETING" value="hello from %WHO%"/>
+<macro name="WHO" value="start_prim"/>
+<safe>
+  <service mode="light">
+    <user nicestoptimeout="%STOPLIMIT%">
+      <var name="GREETING" value="%GREETING%"/>
+    </user>
+  </service>
+  <macro name="STOPLIMIT" value="2s"/>
+</safe>
+"""
+
+SCRIPTS = {
+    "prestart": "#!/bin/sh\necho prestart ran\n",
+    "start_prim": '#!/bin/sh\necho "output of start_prim: $GREETING"\n'
+                  'hakit printi "printi from start_prim in $SAFEMODULE"\n',
+    # Ignores its stop: the 2 s limit of <user nicestoptimeout> must end it.
+    "stop_prim": "#!/bin/sh\necho stopping $1\nsleep 30\n",
+    "poststop": "#!/bin/sh\necho poststop $1\n",
+}
+
+
+@pytest.fixture
+def node(tmp_path: Path) -> tuple[dict[str, str], Paths]:
+    """A node whose standard paths are relocated under tmp_path with HAKIT_ROOT."""
+    root = tmp_path / "root"
+    env = dict(os.environ, HAKIT_ROOT=str(root))
+    return env, Paths(root / "etc/hakit", root / "var/lib/hakit", root / "var/log/hakit", root / "run/hakit")
+
+
+def test_commands_needing_the_daemon_say_it_is_not_running(node, tmp_path):
+    env, _p = node
+    archive = make_module(tmp_path, LIGHT, SCRIPTS)
+    hakit("module", "install", "-m", "app", str(archive), env=env, check=True)
+    run = hakit("start", "-m", "app", env=env)
+    assert run.returncode == 3
+    assert "hakitd is not running" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_light_module_runs_its_scripts_with_logs_and_history(node, tmp_path):
+    env, p = node
+    archive = make_module(tmp_path, LIGHT, SCRIPTS)
+    hakit("module", "install", "-m", "app", str(archive), env=env, check=True)
+    with running_daemon(env, p.run):
+        started = hakit("start", "-m", "app", env=env, check=True)
+        assert "ALONE (Ready)" in started.stdout
+        state = hakit("state", "-m", "app", env=env, check=True)
+        assert "ALONE (Ready)" in state.stdout
+
+        # Each script run has its own log, named after the script, holding its output.
+        ulog = next(p.module_log("app").glob("userlog_*_start_prim.ulog"))
+        assert "output of start_prim: hello from start_prim" in ulog.read_text()
+        prestart = next(p.module_log("app").glob("userlog_*_prestart.ulog"))
+        assert prestart.read_text() == "prestart ran\n"
+
+        # printi reaches logview with -I, not without (I is a support level).
+        assert "printi from start_prim in app" in hakit("logview", "-m", "app", "-I", env=env).stdout
+        default_view = hakit("logview", "-m", "app", env=env).stdout
+        assert "printi from start_prim" not in default_view
+        assert "Script start_prim" in default_view
+
+        stopped = hakit("stop", "-m", "app", env=env, check=True, timeout=60)
+        assert "STOP (NotReady)" in stopped.stdout
+
+    store = ModuleStore(p.module_db("app"))
+    history = [v for _at, v in store.history("module.state")]
+    assert history == ["WAIT", "ALONE", "STOP"]
+    full_log = [line.message for line in store.logs()]
+    assert any("stop_prim killed after 2 s" in m for m in full_log)
+    poststop = next(p.module_log("app").glob("userlog_*_poststop.ulog"))
+    assert "poststop" in poststop.read_text()
+
+    cmdlog = hakit("cmdlog", env=env, check=True).stdout
+    assert "hakit start -m app" in cmdlog and "hakit stop -m app" in cmdlog
+    assert "hakit module install -m app" in cmdlog
+
+
+def test_mirror_start_is_refused_clearly_without_engine(node, tmp_path):
+    env, p = node
+    hakit("module", "install", "-m", "mir", "mirror.safe", env=env, check=True)
+    with running_daemon(env, p.run):
+        run = hakit("start", "-m", "mir", env=env)
+    assert run.returncode != 0
+    assert "did not start" in run.stderr
+    assert "cluster engine" in hakit("logview", "-m", "mir", env=env).stdout
+
+
+def test_daemon_survives_a_peer_speaking_garbage(node):
+    env, p = node
+    with running_daemon(env, p.run) as proc:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(p.daemon_socket))
+            s.sendall(struct.pack(">I", 0xFFFFFF00) + b"junk")
+            reply = s.recv(4096)
+        assert b"limit" in reply
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(p.daemon_socket))
+            s.sendall(struct.pack(">I", 3) + b"\xc1\xc1\xc1")
+            assert b"malformed" in s.recv(4096)
+        assert proc.poll() is None
+        assert hakit("state", "-m", "nope", env=env).returncode != 0
