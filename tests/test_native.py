@@ -10,7 +10,6 @@ from pathlib import Path
 
 import msgpack
 import pytest
-
 from hakit._wire import MAX_FRAME, FrameDecoder, FrameError, pack_frame
 
 
