@@ -53,6 +53,7 @@ def _services(args: argparse.Namespace) -> int:
             run = subprocess.run([systemctl, *cmd, name], capture_output=True, text=True)
             if run.returncode != 0 and cmd[0] != "kill":
                 detail = (run.stderr or run.stdout).strip().splitlines()
-                raise HakitError(f"service {name}: systemctl {cmd[0]} failed"
-                                 + (f": {detail[-1]}" if detail else ""))
+                raise HakitError(
+                    f"service {name}: systemctl {cmd[0]} failed" + (f": {detail[-1]}" if detail else "")
+                )
     return 0

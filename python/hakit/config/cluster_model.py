@@ -27,9 +27,9 @@ class Lan:
         "or <farm><lan name> (farm)."
     )
     name: str = attr("Logical LAN name.", Text(nonempty=True), required=True)
-    console: bool = attr("Obsolete SafeKit 7 attribute, accepted and ignored.", OnOff(), ignored=True)
-    framework: bool = attr("Obsolete SafeKit 7 attribute, accepted and ignored.", OnOff(), ignored=True)
-    command: bool = attr("Obsolete SafeKit 7 attribute, accepted and ignored.", OnOff(), ignored=True)
+    console: bool = attr("Obsolete SafeKit 7 attribute.", OnOff(), ignored=True)
+    framework: bool = attr("Obsolete SafeKit 7 attribute.", OnOff(), ignored=True)
+    command: bool = attr("Obsolete SafeKit 7 attribute.", OnOff(), ignored=True)
     nodes: tuple[ClusterNode, ...] = child(ClusterNode, many=True, required=True)
 
     def validate(self) -> Iterator[str]:

@@ -86,9 +86,9 @@ class FarmLan:
     TAG: ClassVar[str] = "lan"
     DOC: ClassVar[str] = "A LAN of cluster.xml whose nodes form the farm."
     name: str = attr("LAN name from cluster.xml.", Text(nonempty=True), required=True)
-    console: bool = attr("Obsolete SafeKit 7 attribute, ignored.", OnOff(), ignored=True)
-    command: bool = attr("Obsolete SafeKit 7 attribute, ignored.", OnOff(), ignored=True)
-    framework: bool = attr("Obsolete SafeKit 7 attribute, ignored.", OnOff(), ignored=True)
+    console: bool = attr("Obsolete SafeKit 7 attribute.", OnOff(), ignored=True)
+    command: bool = attr("Obsolete SafeKit 7 attribute.", OnOff(), ignored=True)
+    framework: bool = attr("Obsolete SafeKit 7 attribute.", OnOff(), ignored=True)
 
 
 @dataclass(frozen=True)
@@ -263,7 +263,7 @@ class Replicated:
     TAG: ClassVar[str] = "replicated"
     DOC: ClassVar[str] = "A directory replicated from the primary to the secondary."
     dir: str = attr("Absolute path of the directory (same path on both nodes).", AbsPath(), required=True)
-    mode: str | None = attr("Obsolete SafeKit attribute, ignored.", Text(), ignored=True)
+    mode: str | None = attr("Obsolete SafeKit attribute.", Text(), ignored=True)
     excluded: tuple[NotReplicated, ...] = child(NotReplicated, many=True)
 
     def validate(self) -> Iterator[str]:

@@ -67,8 +67,9 @@ class Reader:
         """Build a `cls` from `node`.  `known_tags` maps every tag of the schema to its
         parent, to tell 'misplaced' from 'misspelt'."""
         kwargs: dict[str, Any] = {}
-        # A required attribute missing or unreadable: reported, and the element is left
-        # out of the model, so that no check ever runs on (or trips over) its None.
+        # An attribute missing or unreadable is reported and the element left out of the
+        # model: checks on it, or on a default standing in for what the user wrote, would
+        # only add noise (or trip over a None).
         incomplete = False
         attrs = attrs_of(cls)
         for name, raw in node.attrs.items():
@@ -82,7 +83,7 @@ class Reader:
                 kwargs[field_name] = spec.kind.parse(self.expand(raw, node.line))
             except ValueError as exc:
                 self.problem(node.line, f"<{node.tag} {name}>: {exc}")
-                incomplete = incomplete or spec.required
+                incomplete = True
         for name, (_field_name, spec) in attrs.items():
             if spec.required and name not in node.attrs:
                 self.problem(node.line, f"<{node.tag}> needs the attribute '{name}'")
@@ -91,6 +92,7 @@ class Reader:
         children = children_of(cls)
         seen: dict[str, list[Any]] = {}
         present: set[str] = set()  # includes incomplete children, already reported
+        partial = False  # a child was left out: this element's checks would misjudge it
         for sub in node.children:
             if sub.tag not in children:
                 self.problem(sub.line, self._unknown_child(sub.tag, node.tag, children, known_tags))
@@ -101,7 +103,9 @@ class Reader:
                 continue
             present.add(sub.tag)
             value = self.read(sub, cspec.cls, known_tags)
-            if value is not None:
+            if value is None:
+                partial = True
+            else:
                 seen.setdefault(sub.tag, []).append(value)
         for tag, (field_name, cspec) in children.items():
             values = seen.get(tag, [])
@@ -120,7 +124,7 @@ class Reader:
             return None
         obj = cls(**kwargs)
         self.lines[id(obj)] = node.line
-        validate = getattr(obj, "validate", None)
+        validate = None if partial else getattr(obj, "validate", None)
         if validate is not None:
             # A check yields a message, or (lines below the element, message) when
             # it knows better, as the failover rule parser does.

@@ -97,9 +97,10 @@ class _Parser:
         return tok
 
     def word(self, what: str) -> str:
+        line = self.line()  # of this token: after take() it would be the next one's
         tok = self.take()
         if not re.fullmatch(r"[A-Za-z0-9_.?*\-]+", tok):
-            raise RuleSyntaxError(self.line(), f"expected {what}, found '{tok}'")
+            raise RuleSyntaxError(line, f"expected {what}, found '{tok}'")
         return tok
 
     def rules(self) -> list[Rule]:
@@ -114,17 +115,17 @@ class _Parser:
             expr = self.expr()
             self.take(")")
             self.take("then")
+            action_line = self.line()
             action = self.word("an action")
             if action not in ACTIONS:
-                raise RuleSyntaxError(line, f"unknown action '{action}' (use {', '.join(ACTIONS)})"
-                )
+                raise RuleSyntaxError(action_line, f"unknown action '{action}' (use {', '.join(ACTIONS)})")
             self.take("(")
             self.take(")")
             self.take(";")
             out.append(Rule(label, expr, action, line))
         labels = [r.label for r in out]
         for dup in sorted({lb for lb in labels if labels.count(lb) > 1}):
-            line = next(r.line for r in out if r.label == dup)
+            line = [r.line for r in out if r.label == dup][1]  # the repeat is the mistake
             raise RuleSyntaxError(line, f"rule label '{dup}' is used twice")
         return out
 
@@ -152,9 +153,10 @@ class _Parser:
             self.take(")")
             return inner
         resource = self.word("a resource name")
+        op_line = self.line()
         op = self.take()
         if op not in ("==", "!="):
-            raise RuleSyntaxError(self.line(), f"expected == or != after '{resource}'")
+            raise RuleSyntaxError(op_line, f"expected == or != after '{resource}'")
         return Cmp(resource, op, self.word("a value"))
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 WRAPPER = "hakit-document"
+_TAG_MISMATCH = xml.parsers.expat.errors.codes[xml.parsers.expat.errors.XML_ERROR_TAG_MISMATCH]
 _PROLOG = re.compile(r"<\?xml[^>]*\?>|<!DOCTYPE[^>\[]*(\[[^\]]*\])?\s*>", re.IGNORECASE)
 
 
@@ -66,6 +67,10 @@ def parse_text(text: str) -> list[XNode]:
         parser.Parse(f"<{WRAPPER}>{body}</{WRAPPER}>", True)
     except xml.parsers.expat.ExpatError as exc:
         message = xml.parsers.expat.errors.messages.get(exc.code, str(exc))
+        # stack[1] is the wrapper: above it, the user's innermost element still open,
+        # which is what a mismatched (or missing) closing tag is really about.
+        if exc.code == _TAG_MISMATCH and len(stack) > 2:
+            message += f" (<{stack[-1].tag}> of line {stack[-1].line} is not closed)"
         raise XmlSyntaxError(exc.lineno, f"malformed XML: {message}") from None
     return stack[0].children[0].children
 

@@ -1,0 +1,366 @@
+"""What `hakit config check` says about wrong configurations: one FILE:LINE: message per
+problem, the right line, a suggestion for a misspelt name, and never a traceback."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from hakit.config.cluster_model import Cluster
+from hakit.config.loader import check_files
+from hakit.config.module_model import Safe
+from hakit.config.schema import attrs_of, children_of
+from tests.config_support import SEEDS, hakit
+
+TWO_LANS = SEEDS / "15.1.1-cluster-two-lans.xml"
+THREE_NODES = SEEDS / "15.2.1-cluster-three-nodes.xml"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # `config check` also reads the node's installed cluster.xml: never the host's.
+    monkeypatch.setenv("HAKIT_ROOT", str(tmp_path / "root"))
+
+
+def write(tmp_path: Path, text: str, name: str = "userconfig.xml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def problems(capsys: pytest.CaptureFixture[str], *files: Path) -> list[str]:
+    """stderr lines of `hakit config check FILES`, which must fail."""
+    run = hakit(capsys, "config", "check", *files)
+    assert run.code == 1, run
+    return run.err_lines
+
+
+def mirror(*parts: str, service_attrs: str = 'mode="mirror"') -> str:
+    """A mirror module whose <service> (line 3) holds the parts, one after the other
+    from line 4 on, without blank lines."""
+    body = "\n".join(textwrap.dedent(part).strip("\n") for part in parts)
+    return f"<!DOCTYPE safe>\n<safe>\n  <service {service_attrs}>\n{body}\n  </service>\n</safe>\n"
+
+
+HEART = """
+<heart>
+  <heartbeat name="default"/>
+</heart>
+"""  # lines 4-6
+
+
+# ---------------------------------------------------------------- syntax and names
+
+
+def test_unclosed_tag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(
+        tmp_path,
+        """\
+        <safe>
+          <service mode="mirror">
+            <heart>
+              <heartbeat name="default">
+            </heart>
+          </service>
+        </safe>
+        """,
+    )
+    assert problems(capsys, path) == [
+        f"{path}:5: malformed XML: mismatched tag (<heartbeat> of line 4 is not closed)"
+    ]
+
+
+def test_misspelt_element_names_the_right_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, mirror('<hart>\n  <heartbeat name="default"/>\n</hart>'))
+    assert problems(capsys, path) == [
+        f"{path}:4: unknown element <hart> inside <service> (did you mean 'heart'?)"
+    ]
+
+
+def test_misspelt_attribute_names_the_right_one(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, mirror(HEART, service_attrs='mdoe="mirror"'))
+    assert problems(capsys, path) == [
+        f"{path}:3: <service> has no attribute 'mdoe' (did you mean 'mode'?)",
+        f"{path}:3: <service> needs the attribute 'mode'",
+    ]
+
+
+def test_misplaced_element_says_where_it_belongs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, mirror('<heartbeat name="default"/>'))
+    assert problems(capsys, path) == [
+        f"{path}:4: <heartbeat> is not allowed inside <service> (it belongs inside <heart>)"
+    ]
+
+
+def test_bad_enum_value(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, mirror(HEART, service_attrs='mode="mirorr"'))
+    assert problems(capsys, path) == [f"{path}:3: <service mode>: 'mirorr' is not one of mirror, farm, light"]
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("fast", "'fast' is not a time value (e.g. 30, 500ms, 30s, 5mn, 2h)"),
+        ("-100", "'-100' is not a time value (e.g. 30, 500ms, 30s, 5mn, 2h)"),
+        ("3weeks", "unknown time unit 'weeks' (use ms, s, mn, h or d)"),
+    ],
+)
+def test_bad_time_value(tmp_path: Path, capsys: pytest.CaptureFixture[str], value: str, message: str) -> None:
+    path = write(
+        tmp_path, mirror(f'<heart pulse="{value}" timeout="10s">\n  <heartbeat name="default"/>\n</heart>')
+    )
+    assert problems(capsys, path) == [f"{path}:4: <heart pulse>: {message}"]
+
+
+@pytest.mark.parametrize(
+    ("to", "line", "message"),
+    [
+        ('port="70000"', 9, "<to port>: 70000 is out of range (integer 1..65535)"),
+        ('port="http"', 9, "<to port>: 'http' is not an integer"),
+        ("", 8, '<tcp ident="web"><to> needs a port'),  # reported by <tcp>, which needs it
+    ],
+)
+def test_bad_checker_port(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], to: str, line: int, message: str
+) -> None:
+    checker = f'<check>\n  <tcp ident="web">\n    <to addr="localhost" {to}/>\n  </tcp>\n</check>'
+    path = write(tmp_path, mirror(HEART, checker))
+    assert problems(capsys, path) == [f"{path}:{line}: {message}"]
+
+
+@pytest.mark.parametrize("port", ["0", "65536", "80-20", "1-2-3", "web"])
+def test_bad_load_balancing_port(tmp_path: Path, capsys: pytest.CaptureFixture[str], port: str) -> None:
+    text = (SEEDS / "15.2.2.1-farm.xml").read_text().replace('port="9010"', f'port="{port}"')
+    path = write(tmp_path, text)
+    assert problems(capsys, path) == [f"{path}:19: <rule port>: '{port}' is not a port, a range or *"]
+
+
+def test_duplicate_checker_ident(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    checks = """
+    <check>
+      <tcp ident="web"><to addr="localhost" port="80"/></tcp>
+      <tcp ident="web"><to addr="localhost" port="443"/></tcp>
+    </check>
+    """
+    path = write(tmp_path, mirror(HEART, checks))
+    assert problems(capsys, path) == [f'{path}:7: two <tcp> checkers share ident "web"']
+
+
+def test_every_problem_is_listed_in_file_order(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    body = """
+    <heart pulse="soon">
+      <heartbeat name="default"/>
+    </heart>
+    <rfs nbremconn="99">
+      <replicated dir="data"/>
+    </rfs>
+    <usr/>
+    """
+    path = write(tmp_path, mirror(body))
+    assert [line.split(": ", 1)[0] for line in problems(capsys, path)] == [
+        f"{path}:4",
+        f"{path}:7",
+        f"{path}:8",
+        f"{path}:10",
+    ]
+
+
+# ---------------------------------------------------------------- failover rules
+
+
+def test_rule_syntax_error_at_its_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = """
+    <failover>
+      <![CDATA[
+      # the first rule is fine
+      web_down: if (tcp.web == down) then restart();
+      web_odd: if (tcp.web = down) then restart();
+      ]]>
+    </failover>
+    """
+    path = write(tmp_path, mirror(HEART, rules))
+    assert problems(capsys, path) == [f"{path}:11: failover rule: unexpected character '='"]
+
+
+def test_rule_error_on_a_continuation_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = """
+    <failover><![CDATA[
+      a: if (tcp.web == down) then restart();
+      b: if (tcp.web == down
+             && ping.gw == up) then explode();
+    ]]></failover>
+    """
+    path = write(tmp_path, mirror(HEART, rules))
+    assert problems(capsys, path) == [
+        f"{path}:10: failover rule: unknown action 'explode' (use restart, stopstart, wait, stop, swap, prim)"
+    ]
+
+
+def test_rule_label_used_twice(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    rules = """
+    <failover><![CDATA[
+      a: if (tcp.web == down) then restart();
+      a: if (ping.gw == down) then wait();
+    ]]></failover>
+    """
+    path = write(tmp_path, mirror(HEART, rules))
+    assert problems(capsys, path) == [f"{path}:9: failover rule: rule label 'a' is used twice"]
+
+
+# ---------------------------------------------------------------- module kinds
+
+
+def test_farm_without_farm_element(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (SEEDS / "15.2.2.1-farm.xml").read_text()
+    start, end = text.index("  <farm>"), text.index("</farm>\n") + len("</farm>\n")
+    path = write(tmp_path, text[:start] + text[end:])
+    assert problems(capsys, path) == [f'{path}:4: a farm module needs <farm><lan name="…"/></farm>']
+
+
+def test_replication_in_a_farm(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (SEEDS / "15.2.2.1-farm.xml").read_text()
+    path = write(tmp_path, text.replace("  <user>", '  <rfs><replicated dir="/srv"/></rfs>\n  <user>'))
+    assert problems(capsys, path) == [
+        f'{path}:4: <rfs> replication is for mirror modules only (mode="mirror")'
+    ]
+
+
+# ---------------------------------------------------------------- against cluster.xml
+
+
+def test_unknown_lan_with_suggestion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (SEEDS / "15.1.2.2-mirror-flow-linux.xml").read_text().replace('"private"', '"privat"')
+    path = write(tmp_path, text)
+    expected = [f"{path}:8: LAN 'privat' is not in cluster.xml (did you mean 'private'?)"]
+    assert problems(capsys, TWO_LANS, path) == expected
+
+
+def test_installed_cluster_is_used_when_none_is_given(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = (SEEDS / "15.1.2.2-mirror-flow-linux.xml").read_text().replace('"private"', '"privat"')
+    path = write(tmp_path, text)
+    assert hakit(capsys, "config", "check", path).code == 0  # nothing installed yet: nothing to compare
+    assert hakit(capsys, "cluster", "config", TWO_LANS).code == 0
+    assert problems(capsys, path) == [
+        f"{path}:8: LAN 'privat' is not in cluster.xml (did you mean 'private'?)"
+    ]
+
+
+def test_unknown_host_in_load_balancing_cluster(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    text = (SEEDS / "15.2.2.4-farm-power.xml").read_text()
+    path = write(tmp_path, text.replace('<host name="node3" power="3"/>', '<host name="node4" power="3"/>'))
+    assert problems(capsys, THREE_NODES, path) == [
+        f"{path}:37: <host name=\"node4\"> is not a node of cluster.xml (did you mean 'node3'?)"
+    ]
+
+
+def test_cluster_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(
+        tmp_path,
+        """\
+        <cluster>
+          <lans>
+            <lan name="default">
+              <node name="node1" addr="10.0.0.1"/>
+              <node name="node2" addr="10.0.0.1"/>
+            </lan>
+            <lan name="default">
+              <node name="node3" addr="10.1.0.3"/>
+            </lan>
+          </lans>
+        </cluster>
+        """,
+        "cluster.xml",
+    )
+    assert problems(capsys, path) == [
+        f"{path}:1: LAN 'default' is defined twice",
+        f"{path}:1: no LAN connects every node: at least one <lan> must list all nodes",
+        f'{path}:3: address 10.0.0.1 is given to two nodes in <lan name="default">',
+    ]
+
+
+# ---------------------------------------------------------------- anything at all
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"\x89PNG\r\n\x1a\n\x00\x00\xff\xfe", ":1: not UTF-8 text"),
+        (b"PK\x03\x04\x14\x00\x00\x00\x08\x00", ":1: malformed XML"),
+        (b"", ":1: no <cluster> or <safe> root element"),
+        (b"   \n\n", ":1: no <cluster> or <safe> root element"),
+        (b"just some text", ":1: no <cluster> or <safe> root element"),
+        (b'{"cluster": []}', ":1: no <cluster> or <safe> root element"),
+        (b"<safe>\x00</safe>", ":1: malformed XML"),
+        (b"<!-- only a comment -->", ":1: no <cluster> or <safe> root element"),
+        (b"<safe/><cluster/>", ":1: more than one <cluster> or <safe> root element"),
+        (b'<!DOCTYPE safe [<!ENTITY a "aaaa">]><safe a="&a;"/>', ":1: malformed XML: undefined entity"),
+        (b"<safe>" + b"<x>" * 100_000 + b"</x>" * 100_000 + b"</safe>", ":1: unknown element <x> inside"),
+    ],
+    ids=["binary", "zip", "empty", "blank", "text", "json", "nul", "comment", "two-roots", "entity", "deep"],
+)
+def test_any_input_gives_lines_not_a_traceback(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    path = tmp_path / "input.xml"
+    path.write_bytes(content)
+    lines = problems(capsys, path)
+    assert lines and all(line.startswith(f"{path}:") for line in lines)
+    assert lines[0].startswith(f"{path}{message}")
+
+
+def test_missing_file_and_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    missing = tmp_path / "missing.xml"
+    assert problems(capsys, missing, tmp_path) == [
+        f"{missing}:0: cannot read: No such file or directory",
+        f"{tmp_path}:0: cannot read: Is a directory",
+    ]
+
+
+def test_valid_and_invalid_files_together(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = write(tmp_path, "<safe>")
+    run = hakit(capsys, "config", "check", TWO_LANS, bad)
+    assert run.code == 1
+    assert run.out == f"{TWO_LANS}: ok\n"
+    [line] = run.err_lines
+    assert line.startswith(f"{bad}:1: malformed XML")
+
+
+def _element_paths(root: type) -> list[tuple[type, list[str]]]:
+    out: list[tuple[type, list[str]]] = []
+    todo: list[tuple[type, list[str]]] = [(root, [root.TAG])]
+    seen: set[tuple[str, ...]] = set()
+    while todo:
+        cls, path = todo.pop()
+        if tuple(path) in seen:
+            continue
+        seen.add(tuple(path))
+        out.append((cls, path))
+        todo.extend((spec.cls, [*path, tag]) for tag, (_f, spec) in children_of(cls).items())
+    return out
+
+
+def _nest(path: list[str], leaf: str) -> str:
+    for tag in reversed(path[:-1]):
+        leaf = f"<{tag}>{leaf}</{tag}>"
+    return leaf
+
+
+@pytest.mark.parametrize("root", [Cluster, Safe], ids=["cluster", "safe"])
+def test_every_element_half_written_is_reported_not_crashed_on(tmp_path: Path, root: type) -> None:
+    """Each element of the schema, at its place, bare, twice, and with every attribute
+    set to nonsense or left empty: the reader reports, it never raises."""
+    files: list[Path] = []
+    for cls, path in _element_paths(root):
+        tag = path[-1]
+        for value in ("x", ""):
+            attrs = " ".join(f'{name}="{value}"' for name in attrs_of(cls))
+            for leaf in (f"<{tag}/>", f"<{tag}/><{tag}/>", f"<{tag} {attrs}/><{tag} {attrs}/>"):
+                files.append(tmp_path / f"{len(files)}.xml")
+                files[-1].write_text(_nest(path, leaf))
+    assert len(files) > 20
+    for file in files:
+        check_files([file])
