@@ -1,0 +1,106 @@
+"""Shared by every test module: root-only tests, and simulated clusters that never outlive a test.
+
+    def test_failover(make_sim):
+        sim = make_sim(nodes=2, lans=2, daemon=True)   # started; removed when the test ends
+        sim.kill("node1")
+
+A cluster belongs to the pytest process that made it (owner_pid).  If that process dies
+before its teardown (killed run, CI timeout), the next session's start removes it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
+
+import pytest
+
+from hakit.errors import HakitError
+from hakit.testing.sim import Sim
+
+IS_ROOT = os.geteuid() == 0
+_serial = itertools.count()
+
+
+def _base36(n: int) -> str:
+    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
+    out = ""
+    while True:
+        n, d = divmod(n, 36)
+        out = digits[d] + out
+        if not n:
+            return out
+
+
+def unique_sim_name() -> str:
+    """A cluster name no other test of any concurrent session uses (pid + serial, 7 chars)."""
+    return f"t{_base36(os.getpid())[-4:]:0>4}{_base36(next(_serial) % 36**2):0>2}"
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("root") and not IS_ROOT:
+        pytest.skip("needs root (namespaces, mounts, bpf)")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if IS_ROOT:
+        try:
+            Sim.sweep_stale()
+        except HakitError as exc:
+            print(f"\nwarning: could not remove stale simulated clusters: {exc}", file=sys.stderr)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    # Clusters a test made with Sim(...).up(owner_pid=os.getpid()) but did not remove.
+    if IS_ROOT:
+        try:
+            Sim.down_all(owner_pid=os.getpid())
+        except HakitError as exc:
+            print(f"\nwarning: could not remove this session's simulated clusters: {exc}", file=sys.stderr)
+
+
+@pytest.fixture
+def sim_name() -> str:
+    return unique_sim_name()
+
+
+@pytest.fixture
+def make_sim() -> Iterator[Callable[..., Sim]]:
+    """Factory of started simulated clusters, every one removed when the test ends.
+
+    make_sim(nodes=3, lans=1, daemon=False, paths=(), daemon_argv=None) -> Sim
+    """
+    if not IS_ROOT:
+        pytest.skip("needs root (namespaces, bridges, mounts)")
+    made: list[Sim] = []
+
+    def make(
+        nodes: int = 3,
+        lans: int = 1,
+        daemon: bool = False,
+        paths: Sequence[str] = (),
+        daemon_argv: Sequence[str] | None = None,
+    ) -> Sim:
+        sim = Sim(unique_sim_name())
+        # Registered before up(): a cluster whose daemon failed is up, and must go too.
+        made.append(sim)
+        sim.up(nodes, lans=lans, daemon=daemon, paths=paths, owner_pid=os.getpid(), daemon_argv=daemon_argv)
+        return sim
+
+    yield make
+    failures = []
+    for sim in reversed(made):
+        try:
+            sim.down()
+        except HakitError as exc:
+            failures.append(str(exc))
+    if failures:
+        pytest.fail("removing simulated clusters: " + "; ".join(failures))
+
+
+@pytest.fixture
+def sim(make_sim: Callable[..., Sim]) -> Sim:
+    """Three nodes on one LAN, no daemons."""
+    return make_sim()
