@@ -597,6 +597,10 @@ class Sim:
             env["PYTHONPATH"] = os.pathsep.join(
                 os.path.abspath(p) if p else p for p in env["PYTHONPATH"].split(os.pathsep)
             )
+        # The hakit commands of this installation, whether or not its venv is activated.
+        bindir = os.path.dirname(sys.executable)
+        if bindir not in env.get("PATH", "").split(os.pathsep):
+            env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
         env["HAKIT_NODE"] = node
         env["HAKIT_SIM"] = self.name
         env.update(extra or {})
