@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,3 +39,16 @@ def hakit(capsys: pytest.CaptureFixture[str], *argv: str | Path) -> Run:
     out, err = capsys.readouterr()
     assert "Traceback" not in err
     return Run(code, out, err)
+
+
+@pytest.fixture(autouse=True)
+def isolated_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every hakit path (the installed cluster.xml above all) under this test's directory:
+    `config check` also reads the node's cluster.xml, never the host's."""
+    monkeypatch.setenv("HAKIT_ROOT", str(tmp_path / "root"))
+
+
+def write(tmp_path: Path, text: str, name: str = "userconfig.xml") -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path

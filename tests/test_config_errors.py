@@ -12,22 +12,10 @@ from hakit.config.cluster_model import Cluster
 from hakit.config.loader import check_files
 from hakit.config.module_model import Safe
 from hakit.config.schema import attrs_of, children_of
-from tests.config_support import SEEDS, hakit
+from tests.config_support import SEEDS, hakit, isolated_root, write  # noqa: F401 - autouse fixture
 
 TWO_LANS = SEEDS / "15.1.1-cluster-two-lans.xml"
 THREE_NODES = SEEDS / "15.2.1-cluster-three-nodes.xml"
-
-
-@pytest.fixture(autouse=True)
-def _isolated_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # `config check` also reads the node's installed cluster.xml: never the host's.
-    monkeypatch.setenv("HAKIT_ROOT", str(tmp_path / "root"))
-
-
-def write(tmp_path: Path, text: str, name: str = "userconfig.xml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def problems(capsys: pytest.CaptureFixture[str], *files: Path) -> list[str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import re
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -17,21 +16,9 @@ from hakit.config.module_model import Check, ModuleConfig, Safe, SplitbrainCheck
 from hakit.config.rules import parse_rules
 from hakit.config.schema import children_of
 from hakit.paths import paths
-from tests.config_support import REPO, SEEDS, hakit
+from tests.config_support import REPO, SEEDS, hakit, isolated_root, write  # noqa: F401 - autouse fixture
 
 TWO_LANS = SEEDS / "15.1.1-cluster-two-lans.xml"
-
-
-@pytest.fixture(autouse=True)
-def _isolated_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Every path of hakit (the installed cluster.xml above all) under this test's directory.
-    monkeypatch.setenv("HAKIT_ROOT", str(tmp_path / "root"))
-
-
-def write(tmp_path: Path, text: str, name: str = "userconfig.xml") -> Path:
-    path = tmp_path / name
-    path.write_text(textwrap.dedent(text))
-    return path
 
 
 def module(tmp_path: Path, text: str) -> ModuleConfig:

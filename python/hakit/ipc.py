@@ -45,21 +45,30 @@ def call(path: Path, op: str, args: dict[str, Any] | None = None, timeout: float
             raise DaemonNotRunning(
                 f"{what} is not running on this node (no answer on {path}); start it with 'hakitd'"
             ) from None
-        sock.sendall(pack_frame({"op": op, "args": args or {}, "user": caller()}))
+        sock.sendall(_request(op, args))
         decoder = FrameDecoder()
         while True:
             try:
                 data = sock.recv(65536)
             except TimeoutError:
                 raise HakitError(f"{what} did not answer '{op}' within {timeout:g} s") from None
-            if not data:
-                raise HakitError(f"{what} closed the connection without answering '{op}'")
-            frames = decoder.feed(data)
-            if frames:
-                reply = frames[0]
-                break
+            if frames := _frames(decoder, data, what, op):
+                return _result(frames[0], what, op)
     finally:
         sock.close()
+
+
+def _request(op: str, args: dict[str, Any] | None) -> bytes:
+    return pack_frame({"op": op, "args": args or {}, "user": caller()})
+
+
+def _frames(decoder: FrameDecoder, data: bytes, what: str, op: str) -> list[Any]:
+    if not data:
+        raise HakitError(f"{what} closed the connection without answering '{op}'")
+    return list(decoder.feed(data))
+
+
+def _result(reply: object, what: str, op: str) -> Any:
     if not isinstance(reply, dict) or "ok" not in reply:
         raise HakitError(f"{what} sent an unexpected answer to '{op}'")
     if not reply["ok"]:
@@ -123,24 +132,18 @@ async def _dispatch(handler: Handler, req: object) -> dict[str, Any]:
 
 async def acall(path: Path, op: str, args: dict[str, Any] | None = None, timeout: float = 30.0) -> Any:
     """One request from inside an event loop (hakitd to a module process)."""
+    what = str(path)
     try:
-        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path)), timeout)
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(what), timeout)
     except (FileNotFoundError, ConnectionRefusedError):
         raise DaemonNotRunning(f"nothing answers on {path}") from None
     try:
-        writer.write(pack_frame({"op": op, "args": args or {}, "user": caller()}))
+        writer.write(_request(op, args))
         await writer.drain()
         decoder = FrameDecoder()
         while True:
             data = await asyncio.wait_for(reader.read(65536), timeout)
-            if not data:
-                raise HakitError(f"{path} closed the connection without answering '{op}'")
-            frames = decoder.feed(data)
-            if frames:
-                reply = frames[0]
-                break
+            if frames := _frames(decoder, data, what, op):
+                return _result(frames[0], what, op)
     finally:
         writer.close()
-    if not isinstance(reply, dict) or not reply.get("ok"):
-        raise RemoteError(str(reply.get("error", "failed")) if isinstance(reply, dict) else "bad answer")
-    return reply.get("result")

@@ -11,7 +11,6 @@ import contextlib
 import ctypes
 import json
 import os
-import re
 import shlex
 import shutil
 import subprocess
@@ -20,6 +19,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from hakit.errors import HakitError
+from hakit.testing.sim_ns import mounts
 
 NETNS_DIR = Path("/run/netns")
 MNT_DETACH = 0x2
@@ -193,20 +193,6 @@ def cgroup_remove(path: Path) -> None:
 
 
 # -- mounts
-
-
-def _unescape(field: str) -> str:
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
-
-
-def mounts() -> list[tuple[str, str]]:
-    """(mount point, fs type) in the host's mount namespace, in mount order."""
-    result = []
-    with open("/proc/self/mountinfo") as f:
-        for line in f:
-            left, _, right = line.partition(" - ")
-            result.append((_unescape(left.split()[4]), right.split()[0]))
-    return result
 
 
 def mounts_under(dirs: Iterable[Path]) -> list[str]:

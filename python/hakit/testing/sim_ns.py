@@ -75,7 +75,7 @@ def _unescape(field: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), field)
 
 
-def _mounts() -> list[tuple[str, str]]:
+def mounts() -> list[tuple[str, str]]:
     """(mount point, fs type) of the calling process's namespace, in mount order."""
     result = []
     with open("/proc/self/mountinfo") as f:
@@ -88,12 +88,12 @@ def _mounts() -> list[tuple[str, str]]:
 def init(hostname: str, binds: list[list[str]], sysfs_staging: str, detach_under: list[str]) -> None:
     name = hostname.encode()
     _check(_libc.sethostname(name, len(name)), "sethostname")
-    mounts = _mounts()
+    mounts_now = mounts()
     # The new namespace is a copy of the host's, including the mounts that pin other
     # namespaces (/run/netns, other nodes' and other harnesses' pins): the copies would
     # keep those alive as long as this node lives.
     under = [d.rstrip("/") for d in detach_under]
-    for target, fstype in reversed(mounts):
+    for target, fstype in reversed(mounts_now):
         if fstype == "nsfs" or any(target == d or target.startswith(d + "/") for d in under):
             try:
                 _umount_detach(target)
@@ -109,7 +109,7 @@ def init(hostname: str, binds: list[list[str]], sysfs_staging: str, detach_under
     # carry the host's cgroup tree over (the node's processes live in it), swap it in.
     os.makedirs(sysfs_staging, exist_ok=True)
     _mount("sysfs", sysfs_staging, "sysfs", MS_NOSUID | MS_NODEV | MS_NOEXEC)
-    if any(target == "/sys/fs/cgroup" for target, _ in mounts):
+    if any(target == "/sys/fs/cgroup" for target, _ in mounts_now):
         _mount("/sys/fs/cgroup", sysfs_staging + "/fs/cgroup", None, MS_BIND | MS_REC)
     _umount_detach("/sys")
     _mount(sysfs_staging, "/sys", None, MS_MOVE)
