@@ -49,10 +49,10 @@ deps: $(STAMPS)/venv
 build: $(STAMPS)/build
 
 lint: build
-	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff check $(wildcard python tests bench)
 
 test: build
-	$(VENV)/bin/ruff check python tests bench
+	$(VENV)/bin/ruff check $(wildcard python tests bench)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: build
