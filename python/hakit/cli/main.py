@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 from hakit import __version__
 from hakit.errors import HakitError
+from hakit.ipc import caller
 from hakit.paths import paths
 from hakit.store.node_store import NodeStore
 
@@ -72,14 +73,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "logged", False):
         return _run(args)
     # Commands that change something go to the node's commands log, with their result.
-    # Best effort, like the store itself: hakit.ipc needs the compiled frame codec, which a
-    # source checkout may not have built, and no command should fail for want of a log.
+    # Best effort: no command should fail for want of a log.
     try:
-        from hakit.ipc import caller
-
         log: NodeStore | None = NodeStore(paths().node_db)
         entry = log.command_started(caller(), "cli", shlex.join(["hakit", *argv]))
-    except (OSError, sqlite3.Error, ImportError):
+    except (OSError, sqlite3.Error):
         log = None
     code = _run(args)
     if log is not None:

@@ -117,7 +117,7 @@ class Catalog:
         check_name(name)
         if self.exists(name):
             raise ModuleError(f"module {name} is already installed; uninstall it first")
-        used = {m.id for m in self.listing()}
+        used = {self.module_id(n) for n in self.names()}
         if module_id is None:
             module_id = next(i for i in range(1, MAX_ID + 1) if i not in used)
         elif not 1 <= module_id <= MAX_ID:
@@ -131,14 +131,14 @@ class Catalog:
             staged = Path(tmp) / name
             unpack(archive, staged)
             try:
-                load_module(staged / "conf" / "userconfig.xml")
+                mode = load_module(staged / "conf" / "userconfig.xml").service.mode
             except ConfigInvalid as exc:
                 raise ModuleError(f"{archive} is not installable:\n{exc}") from None
             (staged / "id").write_text(f"{module_id}\n")
             staged.rename(self.paths.module_dir(name))
         for d in (self.paths.module_var(name), self.paths.module_log(name)):
             d.mkdir(parents=True, exist_ok=True)
-        return Installed(name, module_id, self.config(name).service.mode)
+        return Installed(name, module_id, mode)
 
     def uninstall(self, name: str) -> Path:
         """Remove a module, keeping its configuration as a .safe in the backup directory."""
