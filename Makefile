@@ -15,12 +15,14 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # tools the simulated cluster drives, and the real clients the tests use.
 DEB_PKGS := gcc clang llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev fuse3 \
 	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip
-PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 pytest ruff
+# Only for `make bench` (kept out of `make test`): the peers hakit is measured against.
+BENCH_DEB_PKGS := keepalived
+PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography pytest ruff
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
 	meson.build pyproject.toml
 
-.PHONY: all deps build test demo demo-down lint clean
+.PHONY: all deps build test demo demo-down lint bench clean
 all: build
 
 $(STAMPS)/deb:
@@ -57,6 +59,12 @@ test: build
 
 demo: build
 	$(VENV)/bin/hakit demo
+
+# BENCH_ARGS, e.g. "--rounds 10 --only hakit".  The bench packages go through the deb
+# stamp's own recipe, with their list and a stamp of their own.
+bench: build
+	@$(MAKE) --no-print-directory STAMPS=$(STAMPS)/bench DEB_PKGS="$(BENCH_DEB_PKGS)" $(STAMPS)/bench/deb
+	$(PY) bench/failover.py $(BENCH_ARGS)
 
 demo-down: build
 	$(VENV)/bin/hakit sim down --name demo

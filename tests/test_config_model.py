@@ -223,7 +223,7 @@ def installed() -> Path:
 
 
 def leftovers() -> list[str]:
-    return sorted(p.name for p in installed().parent.iterdir() if p.name != "cluster.xml")
+    return sorted(p.name for p in installed().parent.iterdir() if p.name not in ("cluster.xml", "pki"))
 
 
 def test_confinfo_without_cluster_xml(capsys: pytest.CaptureFixture[str]) -> None:
@@ -239,10 +239,17 @@ def test_cluster_config_installs_and_confinfo_shows_it(capsys: pytest.CaptureFix
     signature = cluster_signature(load_cluster(TWO_LANS))
     run = hakit(capsys, "cluster", "config", TWO_LANS)
     assert (run.code, run.err) == (0, "")
-    assert run.out.splitlines() == [
+    lines = run.out.splitlines()
+    assert lines[:2] == [
         f"cluster configuration installed in {installed()}",
         f"signature  {signature} (new)",
     ]
+    # The first node makes the cluster's CA and secret; this machine is no node of TWO_LANS,
+    # so it gets no certificate.
+    assert lines[2].startswith("credentials  created the cluster CA (fingerprint ")
+    assert lines[3] == f"credentials  created the cluster secret {paths().cluster_secret}"
+    assert lines[4].startswith("credentials  no node certificate: this machine is not a node of cluster.xml")
+    assert len(lines) == 5
     assert installed().read_bytes() == TWO_LANS.read_bytes()
     assert installed().stat().st_mode & 0o777 == 0o644
     assert leftovers() == []

@@ -92,14 +92,14 @@ def test_light_module_runs_its_scripts_with_logs_and_history(node, tmp_path):
     assert "hakit module install -m app" in cmdlog
 
 
-def test_mirror_start_is_refused_clearly_without_engine(node, tmp_path):
+def test_mirror_start_without_cluster_configuration_is_refused_clearly(node, tmp_path):
     env, p = node
     hakit("module", "install", "-m", "mir", "mirror.safe", env=env, check=True)
     with running_daemon(env, p.run):
         run = hakit("start", "-m", "mir", env=env)
-    assert run.returncode != 0
-    assert "did not start" in run.stderr
-    assert "cluster engine" in hakit("logview", "-m", "mir", env=env).stdout
+    assert run.returncode == 1
+    assert "did not start" in run.stderr and "cluster.xml" in run.stderr
+    assert "cluster.xml" in hakit("logview", "-m", "mir", env=env).stdout
 
 
 def test_daemon_survives_a_peer_speaking_garbage(node):

@@ -49,6 +49,15 @@ class Paths:
         return self.lib / "node.db"
 
     @property
+    def pki(self) -> Path:
+        """Cluster credentials: CA certificate, this node's key and certificate, cluster secret."""
+        return self.etc / "pki"
+
+    @property
+    def cluster_secret(self) -> Path:
+        return self.pki / "cluster.secret"
+
+    @property
     def daemon_socket(self) -> Path:
         return self.run / "hakitd.sock"
 
@@ -65,6 +74,14 @@ class Paths:
 
     def module_bin(self, module: str) -> Path:
         return self.module_dir(module) / "bin"
+
+    def module_key(self, module: str) -> Path:
+        """Made by 'hakit module genkey'; inside the module directory so it travels with -E."""
+        return self.module_dir(module) / "conf" / "key"
+
+    def module_nodes(self, module: str) -> Path:
+        """Nodes the module is configured on (written by -E), one name per line."""
+        return self.module_dir(module) / "conf" / "nodes"
 
     def module_var(self, module: str) -> Path:
         return self.lib / "modules" / module

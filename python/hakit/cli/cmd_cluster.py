@@ -1,25 +1,21 @@
-"""hakit cluster confinfo|config: inspect and install the node's cluster.xml."""
+"""hakit cluster confinfo|config|bundle|import: the node's cluster.xml and cluster credentials."""
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 from hakit.config.cluster_model import Cluster
-from hakit.config.loader import cluster_signature, cross_check, read_file
-from hakit.config.module_model import ModuleConfig
-from hakit.config.reader import Problem
+from hakit.config.loader import cluster_signature
 from hakit.errors import HakitError
-from hakit.paths import paths
+from hakit.node.cluster_conf import ClusterConfigError, install_cluster_xml, modules_against, valid_cluster
+from hakit.paths import Paths, paths
 
-
-class ClusterConfigError(HakitError):
-    pass
+# The credential commands import hakit.node.pki (and the cryptography package) only when run:
+# every other command starts faster without them.
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -38,40 +34,48 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
     p = verbs.add_parser(
         "config",
-        help="validate FILE and install it as this node's cluster.xml",
+        help="validate FILE and install it as this node's cluster.xml; make missing credentials",
         description="Validate FILE and, only when it has no problem, replace this node's cluster.xml "
-        "with it in one step (a reader sees the old file or the new one, never a mix).",
+        "with it in one step (a reader sees the old file or the new one, never a mix). Without FILE, "
+        "apply the installed cluster.xml again. On the first node, also create the cluster CA and the "
+        "cluster secret; on a node holding the CA, create or renew its own certificate. "
+        "Then 'hakit -H \"*\" -G' applies the configuration on every node.",
     )
-    p.add_argument("file", type=Path, metavar="FILE")
+    p.add_argument("file", nargs="?", type=Path, metavar="FILE")
     p.set_defaults(func=_config, logged=True)
 
+    p = verbs.add_parser(
+        "bundle",
+        help="on the CA node: write the credentials a new node needs to join (secret: 0600)",
+        description="Issue a key and certificate for NODE and write them, with the CA certificate and "
+        "the cluster secret, to OUT (mode 0600). Copy OUT to NODE by hand and run "
+        "'hakit cluster import OUT' there: this first copy is how the nodes come to trust each other.",
+    )
+    p.add_argument("node", metavar="NODE", help="a node of cluster.xml")
+    p.add_argument("-o", dest="out", type=Path, required=True, metavar="OUT")
+    p.set_defaults(func=_bundle, logged=True)
 
-def _valid_cluster(path: Path, shown_as: Path) -> Cluster | None:
-    """The cluster read from `path`, or None after printing every problem (named after
-    `shown_as`, the file the user knows)."""
-    loaded = read_file(path)
-    if isinstance(loaded.model, ModuleConfig):
-        # A module's own problems would only distract from the real mistake.
-        problems = [Problem(str(shown_as), 1, "this is a module configuration (<safe>), not a cluster.xml")]
-    else:
-        problems = [dataclasses.replace(p, file=str(shown_as)) for p in loaded.problems]
-    if isinstance(loaded.model, Cluster) and not problems:
-        return loaded.model
+    p = verbs.add_parser(
+        "import",
+        help="install a bundle made by 'hakit cluster bundle' on the CA node",
+        description="Check FILE (certificates signed by its CA, key matching, secret) and install it in "
+        "this node's credentials directory. Credentials of another CA found there are moved aside.",
+    )
+    p.add_argument("file", type=Path, metavar="FILE")
+    p.set_defaults(func=_import, logged=True)
+
+
+def _valid_cluster(path: Path) -> Cluster | None:
+    """The cluster read from `path`, or None after printing every problem."""
+    cluster, problems = valid_cluster(path, str(path))
     for problem in problems:
         print(problem, file=sys.stderr)
-    return None
+    return cluster
 
 
 def _confinfo(args: argparse.Namespace) -> int:
     path: Path = args.file or paths().cluster_xml
-    if args.file is None and not path.exists():
-        raise ClusterConfigError(
-            f"no cluster configuration on this node ({path} is missing); "
-            "install one with 'hakit cluster config FILE'"
-        )
-    cluster = _valid_cluster(path, path)
-    if cluster is None:
-        raise ClusterConfigError(f"{path} is not a valid cluster.xml")
+    cluster = _read_cluster(path, installed=args.file is None)
     print(f"file       {path}")
     print(f"signature  {cluster_signature(cluster)}")
     print()
@@ -91,68 +95,110 @@ def _table(cluster: Cluster) -> list[str]:
 
 
 def _config(args: argparse.Namespace) -> int:
-    source: Path = args.file
-    target = paths().cluster_xml
+    p = paths()
+    source: Path = args.file or p.cluster_xml
+    if args.file is None:
+        _require_installed(p)
     try:
         data = source.read_bytes()
     except OSError as exc:
         raise ClusterConfigError(f"{source}: cannot read: {exc.strerror}") from None
-    previous = _installed_signature(target)
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=".cluster.xml.", dir=target.parent)
-    except OSError as exc:
-        raise ClusterConfigError(f"cannot write in {target.parent}: {exc.strerror}") from None
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        # The copy is what gets validated, so what is installed is exactly what was checked.
-        cluster = _valid_cluster(tmp, shown_as=source)
-        if cluster is None:
-            raise ClusterConfigError(f"{source} has problems: nothing installed, {target} is unchanged")
-        tmp.chmod(0o644)
-        tmp.replace(target)
-    except OSError as exc:
-        raise ClusterConfigError(f"cannot install {target}: {exc.strerror}") from None
-    finally:
-        tmp.unlink(missing_ok=True)
-    _sync_dir(target.parent)
-
-    signature = cluster_signature(cluster)
-    change = "unchanged" if signature == previous else "new"
-    print(f"cluster configuration installed in {target}")
-    print(f"signature  {signature} ({change})")
-    for problem in _modules_against(cluster):
+        done = install_cluster_xml(p, data, str(source))
+    except ClusterConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        raise ClusterConfigError(str(exc)) from None
+    change = "unchanged" if done.signature == done.previous else "new"
+    print(f"cluster configuration installed in {p.cluster_xml}")
+    print(f"signature  {done.signature} ({change})")
+    for problem in modules_against(p, done.cluster):
         print(f"warning: {problem}", file=sys.stderr)
+
+    from hakit.node import pki
+
+    for line in pki.setup_local(p, done.cluster):
+        print(f"credentials  {line}")
+    _reload_daemon(p)
     return 0
 
 
-def _installed_signature(target: Path) -> str | None:
-    loaded = read_file(target) if target.exists() else None
-    if loaded is None or loaded.problems or not isinstance(loaded.model, Cluster):
-        return None
-    return cluster_signature(loaded.model)
+def _reload_daemon(p: Paths) -> None:
+    """hakitd listens for other nodes with the credentials and addresses it read at start:
+    have it read them again (it may well not be running yet)."""
+    if not p.daemon_socket.exists():
+        return
+    from hakit import ipc
+
+    with contextlib.suppress(HakitError):
+        ipc.call(p.daemon_socket, "rpc_reload", timeout=10.0)
 
 
-def _modules_against(cluster: Cluster) -> list[Problem]:
-    """What installed modules ask of the cluster that the new configuration lacks: a LAN
-    renamed or a node removed breaks them at their next start, so say it now."""
-    problems: list[Problem] = []
-    for conf in sorted(paths().modules.glob("*/conf/userconfig.xml")):
-        loaded = read_file(conf)
-        if isinstance(loaded.model, ModuleConfig) and not loaded.problems:
-            problems.extend(cross_check(loaded, cluster))
-    return problems
+def _require_installed(p: Paths) -> None:
+    if not p.cluster_xml.exists():
+        raise ClusterConfigError(f"no cluster configuration on this node ({p.cluster_xml} is missing); "
+                                 "install one with 'hakit cluster config FILE'")
 
 
-def _sync_dir(directory: Path) -> None:
-    # The rename is durable only once the directory entry itself reaches the disk.
-    with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+def _read_cluster(path: Path, installed: bool) -> Cluster:
+    """The cluster of `path` (the installed cluster.xml when `installed`), or the reason why not."""
+    if installed:
+        _require_installed(paths())
+    cluster = _valid_cluster(path)
+    if cluster is None:
+        raise ClusterConfigError(f"{path} is not a valid cluster.xml")
+    return cluster
+
+
+def _bundle(args: argparse.Namespace) -> int:
+    from hakit.node import pki
+
+    p = paths()
+    data = pki.make_bundle(p, _read_cluster(p.cluster_xml, installed=True), args.node)
+    out: Path = args.out
+    try:
+        fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), 0o600)
+            f.write(data)
+    except OSError as exc:
+        raise ClusterConfigError(f"cannot write {out}: {exc.strerror}") from None
+    print(f"credentials of {args.node} written to {out} (secret: copy it to {args.node} only, "
+          f"run 'hakit cluster import {out.name}' there, then delete it)")
+    return 0
+
+
+def _import(args: argparse.Namespace) -> int:
+    from hakit.node import pki
+
+    p = paths()
+    source: Path = args.file
+    try:
+        data = source.read_bytes()
+    except OSError as exc:
+        raise ClusterConfigError(f"{source}: cannot read: {exc.strerror}") from None
+    bundle = pki.read_bundle(data, str(source))
+    if p.cluster_xml.exists():
+        _check_bundle_node(p, bundle.node)
+    aside = pki.install_bundle(p, bundle)
+    if aside:
+        print(f"credentials of another cluster CA moved to {aside}")
+    print(f"credentials of {bundle.node} installed in {p.pki} ({pki.describe(p)})")
+    _reload_daemon(p)
+    return 0
+
+
+def _check_bundle_node(p: Paths, node: str) -> None:
+    """A bundle imported on the wrong machine would have it pose as another node."""
+    from hakit.node.identity import local_node
+
+    cluster, _ = valid_cluster(p.cluster_xml, str(p.cluster_xml))
+    if cluster is None:
+        return
+    try:
+        here = local_node(cluster)
+    except HakitError:
+        return
+    if here != node:
+        raise ClusterConfigError(f"this bundle is for {node}, and this machine is {here} in cluster.xml: "
+                                 f"make one for {here} on the CA node (hakit cluster bundle {here} -o FILE)")

@@ -4,11 +4,13 @@ module scripts (hakit services ...)."""
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
+import sys
 
 from hakit import ipc
-from hakit.errors import HakitError
+from hakit.errors import HakitError, UsageError
 from hakit.paths import paths
 
 
@@ -21,6 +23,24 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
             p.add_argument("--force", action="store_true", help="pass 'force' to the stop scripts")
         p.set_defaults(func=_control, logged=True)
 
+    for verb, text in (
+        ("prim", "make this node the primary of a mirror module (its data is the reference)"),
+        ("primforce", "prim, even when this node's data may not be the newest"),
+        ("second", "make this node the secondary of a mirror module"),
+        ("swap", "exchange the primary and secondary roles"),
+        ("restart", "restart the application where it runs (stop then start scripts)"),
+        ("stopstart", "stop the module then start it again (a mirror primary hands over)"),
+    ):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("-m", dest="module", required=True, metavar="AM")
+        p.add_argument("-i", dest="origin", metavar="WHO", help="who asks (a script's name), for the log")
+        p.set_defaults(func=_command, logged=True)
+
+    p = sub.add_parser("incloop", help="count one automatic restart against maxloop (exit 1 when reached)")
+    p.add_argument("-m", dest="module", metavar="AM", default=os.environ.get("SAFEMODULE"))
+    p.add_argument("-i", dest="origin", metavar="WHO", help="who counts (a script's name), for the log")
+    p.set_defaults(func=_incloop, logged=True)
+
     p = sub.add_parser("services", help="systemd services of a module's scripts (SERVICES macro)")
     p.add_argument("action", choices=("check", "noboot", "start", "stop"))
     p.add_argument("--force", action="store_true", help="with stop: kill what does not stop")
@@ -32,6 +52,24 @@ def _control(args: argparse.Namespace) -> int:
     req = {"module": args.module, "force": bool(getattr(args, "force", False))}
     result = ipc.call(paths().daemon_socket, args.verb, req, timeout=900.0)
     print(f"{args.module}: {result['state']} ({result['status']})")
+    return 0
+
+
+def _command(args: argparse.Namespace) -> int:
+    req = {"module": args.module, "verb": args.verb}
+    result = ipc.call(paths().daemon_socket, "command", req, timeout=900.0)
+    print(f"{args.module}: {result['state']} ({result['status']})")
+    return 0
+
+
+def _incloop(args: argparse.Namespace) -> int:
+    if not args.module:
+        raise UsageError("incloop: give -m AM (outside module scripts SAFEMODULE is not set)")
+    sock = paths().module_socket(args.module)
+    result = ipc.call(sock, "incloop", {"who": args.origin}, what=f"module {args.module}")
+    if not result["ok"]:
+        print(f"{args.module}: maxloop reached", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -1,4 +1,4 @@
-"""hakit module install|uninstall|list|listid|package."""
+"""hakit module install|uninstall|list|listid|package|genkey."""
 
 from __future__ import annotations
 
@@ -36,6 +36,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("out", metavar="OUT", help="archive to write")
     p.set_defaults(func=_package)
 
+    p = verbs.add_parser(
+        "genkey",
+        help="give the module its own heartbeat key (it travels with -E)",
+        description="Write a new random key in the module's conf/key (mode 0600). Its heartbeats are then "
+        "authenticated with it instead of a key derived from the cluster secret. Apply the module on its "
+        'nodes afterwards (hakit -H "node1,node2" -E AM): nodes with different keys do not hear each other.',
+    )
+    p.add_argument("-m", dest="module", required=True, metavar="AM")
+    p.set_defaults(func=_genkey, logged=True)
+
 
 def _install(args: argparse.Namespace) -> int:
     done = Catalog(paths()).install(args.archive, args.module, args.module_id)
@@ -68,4 +78,12 @@ def _listid(args: argparse.Namespace) -> int:
 def _package(args: argparse.Namespace) -> int:
     Catalog(paths()).package(args.module, Path(args.out))
     print(f"module {args.module} written to {args.out}")
+    return 0
+
+
+def _genkey(args: argparse.Namespace) -> int:
+    p = paths()
+    Catalog(p).genkey(args.module)
+    print(f"new key for module {args.module} in {p.module_key(args.module)}; "
+          f'apply it on the module\'s nodes: hakit -H "node1,node2" -E {args.module}')
     return 0

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "hakit.cli.cmd_module",
     "hakit.cli.cmd_state",
     "hakit.cli.cmd_control",
+    "hakit.cli.cmd_checks",
     "hakit.cli.cmd_sim",
     "hakit.cli.cmd_demo",
 )
@@ -69,7 +70,13 @@ def _run(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    if argv[:1] == ["-H"]:
+        # `hakit -H NODES CMD...` passes CMD on untouched: parsed before argparse sees it.
+        from hakit.cli import cmd_remote
+
+        args = cmd_remote.namespace(argv[1:])
+    else:
+        args = build_parser().parse_args(argv)
     if not getattr(args, "logged", False):
         return _run(args)
     # Commands that change something go to the node's commands log, with their result.

@@ -28,6 +28,7 @@ from hakit.config.module_model import (
     IpChecker,
     ModuleChecker,
     PingChecker,
+    Proc,
     Safe,
     TcpChecker,
 )
@@ -49,6 +50,21 @@ CHECKER_NAMES: dict[type, tuple[str, str]] = {
     CustomChecker: ("custom", "c_"),
     ModuleChecker: ("module", "m_"),
 }
+
+# Where a checker runs when its `when` is absent: (mirror and light modules, farm modules).
+# The checkers read it from here too (check/registry.py).
+CHECKER_WHEN: dict[type, tuple[str, str]] = {
+    TcpChecker: ("prim", "both"),
+    PingChecker: ("pre", "pre"),
+    IntfChecker: ("pre", "pre"),
+    IpChecker: ("prim", "both"),
+    CustomChecker: ("prim", "both"),
+    ModuleChecker: ("pre", "pre"),
+}
+
+# What the checkers generated from <vip> do (check/registry.py uses these).
+GENERATED_INTERFACE_ACTION = "wait"
+GENERATED_VIP_ACTION = "stopstart"
 
 # Parsed by the tests, so the reference never shows a rule the parser refuses.
 RULE_EXAMPLE = """
@@ -234,31 +250,75 @@ def _macros() -> Iterator[str]:
     yield ""
 
 
+def _when(cls: type) -> str:
+    mirror, farm = CHECKER_WHEN[cls]
+    return f"`{mirror}`" if mirror == farm else f"`{mirror}` (farm: `{farm}`)"
+
+
 def _checkers() -> Iterator[str]:
     yield "## Checker resources and generated rules"
     yield ""
     yield (
-        "Each checker keeps a resource up to date (`up` or `down`) that failover rules and "
-        "`hakit state` show. Its name is the checker's prefix and its `ident`. When the checker "
-        "has an `action` attribute, hakit also generates the failover rule that applies that "
-        "action when the resource goes down; its label is the rule prefix and the `ident`. "
-        "Write a rule in `<failover>` only for conditions those generated rules do not express."
+        "Each checker keeps a resource up to date that failover rules and `hakit state` show: "
+        "`up` or `down` while the checker runs, `unknown` while it does not. Its name is the "
+        "checker's prefix and its `ident`. When the checker has an `action` attribute, hakit also "
+        "generates the failover rule that applies that action when the resource goes down; its "
+        "label is the rule prefix and the `ident`. Write a rule in `<failover>` only for "
+        "conditions those generated rules do not express."
     )
     yield ""
-    yield "| checker | resource | generated rule | default action |"
-    yield "| --- | --- | --- | --- |"
+    yield "| checker | resource | generated rule | default action | runs (default `when`) |"
+    yield "| --- | --- | --- | --- | --- |"
     anchors = {s.cls: s.anchor for s in _sections(Safe)}
     for cls, (resource, rule) in CHECKER_NAMES.items():
         action = attrs_of(cls)["action"][1].default
         shown = f"`{action}`" if action else "none: write the rule"
         ident = "<ident>"
-        yield f"| [`<{cls.TAG}>`](#{anchors[cls]}) | `{resource}.{ident}` | `{rule}{ident}` | {shown} |"
+        yield (f"| [`<{cls.TAG}>`](#{anchors[cls]}) | `{resource}.{ident}` | `{rule}{ident}` | {shown} "
+               f"| {_when(cls)} |")
     yield ""
     yield (
-        '`<interface check="on">` adds an `intf` checker named after the interface, and '
-        '`<virtual_addr check="on">` an `ip` checker named after the address (`ip.10.0.0.10`). '
-        "Heartbeats show as `heartbeat.<LAN name>`. The split-brain checker has no resource: "
+        "`when` says in which states a checker runs: `pre` from the module's start to its stop; "
+        "`prim` on a mirror's primary (after `start_prim`, until `stop_prim`; a light module is "
+        "always primary); `second` on the secondary; `both` on either side. On a farm node every "
+        "checker but the `pre` ones runs once `start_both` has run."
+    )
+    yield ""
+    yield (
+        "What each one tests: `tcp` connects to `<to addr port>` every `interval` (down when "
+        "the connection fails within `timeout`); `ping` sends ICMP echo requests to `<to addr>` "
+        "(down when none is answered within `timeout`); `intf` follows the kernel's link events "
+        "(up while the link is administratively up and has a carrier); `ip` follows the "
+        "kernel's address events (up while the address is configured on one of the node's "
+        "interfaces); `custom` keeps its program running while the checker runs (restarted a second after "
+        "it exits, killed with its process group when it stops), and the program sets the "
+        "resource with `hakit set -r custom.<ident> -v up|down`; `module` asks every second "
+        "for the other module's state (up when it is Ready in ALONE, PRIM, SECOND or UP)."
+    )
+    yield ""
+    yield (
+        f'`<interface check="on">` adds an `intf` checker named after the interface (`intf.eth0`, '
+        f"rule `i_eth0`, action `{GENERATED_INTERFACE_ACTION}`); without `<interface name>`, the "
+        "interface is the one whose subnet holds the first address. "
+        '`<virtual_addr check="on">` in `<real_interface>` adds an `ip` checker named after the '
+        f"address (`ip.10.0.0.10`, rule `ip_10.0.0.10`, action `{GENERATED_VIP_ACTION}`). "
+        "A checker written in `<check>` for the same resource replaces the generated one. "
+        '*(next)* `<virtual_addr check="on">` in a farm\'s `<virtual_interface>` is not watched '
+        "yet. Heartbeats show as `heartbeat.<LAN name>`. The split-brain checker has no resource: "
         "it is consulted only when every heartbeat is lost."
+    )
+    yield ""
+    proc = attrs_of(Proc)
+    yield (
+        "Process monitoring (`<errd><proc>`) publishes `errd.<name>` (`errd.<name>.2`, `.3`, … "
+        "when several `<proc>` share a name) and acts by itself, without a rule: when the count "
+        "of this node's matching processes leaves [`atleast`, `atmost`] it runs the `action` "
+        f"(default `{proc['action'][1].default}`): a module action, or any other word as a script "
+        f"of the module's `bin/`. Its `class` (default `{proc['class'][1].default}`) works as "
+        "`when` above; `sec` is read as `second`; any other class runs between "
+        "`hakit errd enable CLASS` and `hakit errd disable CLASS`. `name` is compared with the "
+        "process name as `ps` shows it (15 characters); `nameregex` and `argregex` match anywhere "
+        "in the name and in the command line (anchor them with `^` and `$`)."
     )
     yield ""
 

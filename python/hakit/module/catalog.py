@@ -11,7 +11,10 @@ Layout of one installed module AM:
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import re
+import secrets
 import shutil
 import tempfile
 import time
@@ -93,6 +96,50 @@ class Catalog:
             return int((self.paths.module_dir(name) / "id").read_text().strip())
         except (OSError, ValueError):
             raise ModuleError(f"module {name} has no valid id file") from None
+
+    def key(self, name: str) -> bytes:
+        """Heartbeat authentication key: the module's own (genkey), else derived from the
+        cluster secret, so that a module is authenticated by default."""
+        try:
+            return bytes.fromhex(self.paths.module_key(name).read_text().strip())
+        except FileNotFoundError:
+            pass
+        except ValueError:
+            raise ModuleError(f"{self.paths.module_key(name)} is not a hexadecimal key") from None
+        try:
+            secret = self.paths.cluster_secret.read_bytes()
+        except FileNotFoundError:
+            raise ModuleError(
+                f"module {name} has no key and this node has no cluster secret: run "
+                "'hakit cluster config' (and 'hakit -H \"*\" -G'), or 'hakit module genkey -m "
+                f"{name}' then 'hakit -H \"node1,node2\" -E {name}'"
+            ) from None
+        return hmac.new(secret, f"module:{name}".encode(), hashlib.sha256).digest()
+
+    def genkey(self, name: str) -> None:
+        self.require(name)
+        path = self.paths.module_key(name)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(secrets.token_hex(32) + "\n")
+        tmp.chmod(0o600)
+        tmp.rename(path)
+
+    def nodes(self, name: str, cluster_nodes: list[str]) -> list[str]:
+        """Nodes the module runs on: as configured by -E, else every node of cluster.xml."""
+        try:
+            listed = [n.strip() for n in self.paths.module_nodes(name).read_text().split()]
+        except FileNotFoundError:
+            return list(cluster_nodes)
+        unknown = [n for n in listed if n not in cluster_nodes]
+        if unknown:
+            raise ModuleError(
+                f"module {name} is configured on {', '.join(unknown)}, not in cluster.xml"
+            )
+        return listed
+
+    def set_nodes(self, name: str, nodes: list[str]) -> None:
+        self.require(name)
+        self.paths.module_nodes(name).write_text("".join(f"{n}\n" for n in nodes))
 
     def listing(self) -> list[Installed]:
         out = []

@@ -1,8 +1,7 @@
 """One started module: its own process, supervised by hakitd.
 
-It owns the module's state, runs its scripts at each transition and answers hakitd
-on /run/hakit/modules/AM.sock.  This build drives the single-node (light) life
-cycle; mirror and farm automata come with the heartbeat engine.
+It builds the module's parts (heartbeats, checkers, failover rules, VIP, scripts),
+runs the automaton, and answers hakitd and the CLI on /run/hakit/modules/AM.sock.
 """
 
 from __future__ import annotations
@@ -10,110 +9,231 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import signal
 import sys
-from enum import StrEnum
 from typing import Any
 
 from hakit import ipc
+from hakit.check.admin import AdminFlags
+from hakit.check.base import CheckContext
+from hakit.check.registry import Checks
+from hakit.check.splitbrain import Witness
+from hakit.config.cluster_model import Cluster
+from hakit.config.loader import load_cluster
+from hakit.config.module_model import Heart as HeartConfig
+from hakit.config.rules import parse_rules
 from hakit.errors import HakitError
+from hakit.heart.link import Heart, Lan
+from hakit.module.automaton import Automaton, Parts, State
 from hakit.module.catalog import Catalog
+from hakit.module.datastate import DataState
+from hakit.module.failover import HEARTBEAT_RULE
 from hakit.module.log import ModuleLog
-from hakit.module.scripts import ScriptRunner
+from hakit.module.resources import Resources
+from hakit.module.scripts import ScriptRunner, environment
+from hakit.node.identity import local_node
 from hakit.paths import Paths, paths
 from hakit.store.module_store import Level, ModuleStore
+from hakit.vip.alias import MirrorVip
+
+HEART_PORT_BASE = 9300  # + module id: each module has its own heartbeat port
+COMMANDS = ("prim", "primforce", "second", "swap", "restart", "stopstart")
+READY_STATES = {"ALONE", "PRIM", "SECOND", "UP"}
 
 
-class State(StrEnum):
-    STOP = "STOP"
-    WAIT = "WAIT"
-    ALONE = "ALONE"
-    PRIM = "PRIM"
-    SECOND = "SECOND"
-    UP = "UP"
-
-
-class Status(StrEnum):
-    READY = "Ready"
-    TRANSIENT = "Transient"
-    NOT_READY = "NotReady"
+def _heart_lans(name: str, mode: str, svc: Any, cluster: Cluster, node: str, peers: list[str]) -> list[Lan]:
+    if mode == "farm":
+        names = [lan.name for lan in svc.farm.lans]
+    elif svc.heart is not None and svc.heart.heartbeats:
+        names = [h.name for h in svc.heart.heartbeats]
+    else:
+        # No <heartbeat> named: every LAN that joins the module's nodes.
+        names = [lan.name for lan in cluster.lan_list
+                 if all(cluster.addr(n, lan.name) for n in (node, *peers))]
+    lans = []
+    for lan in names:
+        mine = cluster.addr(node, lan)
+        if mine is None:
+            raise HakitError(f"module {name}: this node ({node}) has no address on LAN {lan} in cluster.xml")
+        addrs = {p: cluster.addr(p, lan) for p in peers}
+        lans.append(Lan(lan, mine, {p: a for p, a in addrs.items() if a}))
+    if not lans:
+        raise HakitError(f"module {name}: no LAN of cluster.xml joins its nodes for heartbeats")
+    return lans
 
 
 class ModuleProcess:
-    def __init__(self, name: str, p: Paths) -> None:
+    def __init__(self, name: str, p: Paths, intent: str | None) -> None:
         self.name = name
         self.paths = p
-        self.config = Catalog(p).config(name)
+        catalog = Catalog(p)
+        self.config = catalog.config(name)
+        svc = self.config.service
+        self.mode = svc.mode
+        self.datastate_path = p.module_var(name) / "data.json"
         self.store = ModuleStore(p.module_db(name))
         self.log = ModuleLog(name, self.store)
+        self.resources = Resources(self.store)
         self.scripts = ScriptRunner(name, self.config, p, self.log)
-        self.stopped = asyncio.Event()
-        self._stopping = False
-
-    def set_state(self, state: State, status: Status) -> None:
-        changed = self.store.set_resource("module.state", str(state))
-        changed |= self.store.set_resource("module.status", str(status))
-        if changed:
-            self.log(Level.EVENT, "module", f"Module state {state} ({status})")
-
-    async def start(self) -> None:
-        mode = self.config.service.mode
-        if mode != "light":
-            raise HakitError(
-                f"module {self.name} is a {mode} module; starting {mode} modules needs the "
-                "cluster engine, not part of this build"
+        heart: Heart | None = None
+        peers: list[str] = []
+        cluster: Cluster | None = None
+        if self.mode == "light" and not p.cluster_xml.exists():
+            node = os.uname().nodename
+        else:
+            if not p.cluster_xml.exists():
+                raise HakitError(f"a {self.mode} module needs the cluster configuration, and "
+                                 f"{p.cluster_xml} is missing: write it, then 'hakit cluster config'")
+            cluster = load_cluster(p.cluster_xml)
+            node = local_node(cluster)
+        if self.mode != "light":
+            assert cluster is not None
+            nodes = catalog.nodes(name, cluster.node_names)
+            if node not in nodes:
+                raise HakitError(f"module {name} is configured on {', '.join(nodes)}, not on {node}")
+            peers = [n for n in nodes if n != node]
+            if self.mode == "mirror" and len(peers) != 1:
+                raise HakitError(
+                    f"a mirror module runs on exactly two nodes; {name} is configured on {', '.join(nodes)}: "
+                    f"choose them with 'hakit -H \"nodeA,nodeB\" -E {name}'"
+                )
+            hc = svc.heart or HeartConfig()
+            heart = Heart(
+                module=name, node=node, key=catalog.key(name),
+                port=HEART_PORT_BASE + catalog.module_id(name), pulse=hc.pulse, timeout=hc.timeout,
+                lans=_heart_lans(name, self.mode, svc, cluster, node, peers),
+                resources=self.resources, log=self.log, on_change=self._peer_news,
             )
-        self.set_state(State.WAIT, Status.TRANSIENT)
-        if not (await self.scripts.run("prestart")).ok:
-            await self.stop(force=True, reason="prestart failed")
-            return
-        if not (await self.scripts.run("start_prim")).ok:
-            await self.stop(force=True, reason="start_prim failed")
-            return
-        self.set_state(State.ALONE, Status.READY)
+        self.heart = heart
+        self.node = node
+        for stale in self.resources.matching("*"):
+            if not stale.startswith("module."):
+                self.resources.set(stale, "unknown")
+        ctx = CheckContext(
+            module=name, node=node, paths=p, config=self.config, resources=self.resources, log=self.log,
+            act=self._act, run_script=self._run_script, env=environment(name, self.config, p),
+            module_state=self._module_state,
+        )
+        self.checks = Checks(ctx, self.mode)
+        witness = Witness(ctx) if svc.checks is not None and svc.checks.splitbrain is not None else None
+        rules = parse_rules(svc.failover.rules) if svc.failover is not None else []
+        rules += self.checks.rules()
+        if self.mode == "mirror":
+            rules.append(HEARTBEAT_RULE)
+        vip = MirrorVip(svc.vip, self.log) if svc.vip is not None and self.mode != "farm" else None
+        if intent == "prim" and self.mode == "mirror":
+            refusal = DataState.load(self.datastate_path).prim_refusal()
+            if refusal:
+                raise HakitError(f"prim refused: {refusal}")
+        self.automaton = Automaton(
+            Parts(name=name, node=node, mode=self.mode, config=self.config, resources=self.resources,
+                  log=self.log, scripts=self.scripts, checks=self.checks, heart=heart, peers=peers, vip=vip,
+                  witness=witness, datastate_path=self.datastate_path),
+            rules, intent,
+        )
 
-    async def stop(self, force: bool = False, reason: str = "") -> None:
-        if self._stopping:
-            return
-        self._stopping = True
-        if reason:
-            self.log(Level.CRITICAL, "module", f"Stopping module: {reason}")
-        self.set_state(State.STOP, Status.TRANSIENT)
-        args = ("force",) if force else ()
-        await self.scripts.run("stop_prim", *args)
-        await self.scripts.run("poststop", *args)
-        self.set_state(State.STOP, Status.NOT_READY)
-        self.stopped.set()
+    # -- callbacks given to the parts
+    def _peer_news(self) -> None:
+        assert self.heart is not None
+        for peer in self.heart.peers:
+            news = self.heart.peer(peer)
+            value = f"{news.get('state')} ({news.get('status')})" if news else "lost"
+            self.resources.set(f"peer.{peer}", value)
+        self.automaton.wake()
 
+    async def _act(self, action: str, origin: str) -> None:
+        a = self.automaton
+        a.jobs.put_nowait((lambda: a.automatic(action, origin), None))
+        a.wake()
+
+    async def _run_script(self, script: str) -> int | None:
+        return (await self.scripts.run(script)).code
+
+    async def _module_state(self, module: str, addr: str | None, port: int) -> tuple[str, str] | None:
+        if addr is None:
+            store = ModuleStore(self.paths.module_db(module))
+            try:
+                state, status = store.resource("module.state"), store.resource("module.status")
+            finally:
+                store.close()
+            return (state.value, status.value) if state and status else None
+        from hakit.node.rpc import acall_node
+
+        try:
+            got = await acall_node(self.paths, addr, "module_state", {"module": module}, port=port)
+        except (HakitError, OSError):
+            return None
+        return str(got["state"]), str(got["status"])
+
+    # -- requests from hakitd and the CLI
     async def handle(self, op: str, args: dict[str, Any], user: str) -> Any:
+        a = self.automaton
         if op == "state":
-            res = {r.name: r.value for r in self.store.resources("module.")}
-            return {"state": res.get("module.state"), "status": res.get("module.status")}
+            return a.summary()
         if op == "stop":
             self.log(Level.USER, "module", f"Action stop requested by {user}")
-            await self.stop(force=bool(args.get("force")))
+            await a.submit(lambda: a.finish(force=bool(args.get("force"))))
+            return a.summary()
+        if op == "command":
+            verb = str(args.get("verb"))
+            if verb not in COMMANDS:
+                raise HakitError(f"unknown command '{verb}'")
+            self.log(Level.USER, "module", f"Action {verb} requested by {user}")
+            return await a.submit(lambda: a.command(verb))
+        if op == "incloop":
+            who = str(args.get("who") or user)
+            ok = a.budget.spend()
+            self.log(Level.EVENT, "module",
+                     f"Loop counter incremented by {who}: {len(a.budget.stamps)}/{a.budget.maxloop}")
+            return {"ok": ok}
+        if op == "set":
+            self.checks.set(str(args.get("resource", "")), str(args.get("value", "")))
+            return None
+        if op == "errd":
+            klass = str(args.get("klass", ""))
+            if args.get("verb") == "enable":
+                await self.checks.errd.enable_class(klass)
+            else:
+                await self.checks.errd.disable_class(klass)
+            return None
+        if op == "admin":
+            task = self.checks.apply_admin(AdminFlags.load(self.paths, self.name))
+            if task is not None:
+                await task
             return None
         raise HakitError(f"unknown module request '{op}'")
 
 
-async def _main(name: str) -> int:
+async def _main(name: str, intent: str | None) -> int:
     p = paths()
-    mod = ModuleProcess(name, p)
+    try:
+        mod = ModuleProcess(name, p, intent)
+    except (HakitError, OSError) as exc:
+        store = ModuleStore(p.module_db(name))
+        store.log(Level.CRITICAL, "module", f"Module cannot start: {exc}")
+        store.set_resource("module.state", str(State.STOP))
+        store.close()
+        print(f"hakit module {name}: {exc}", file=sys.stderr)
+        return 1
     server = await ipc.serve(p.module_socket(name), mod.handle)
     loop = asyncio.get_running_loop()
+    a = mod.automaton
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, lambda: asyncio.ensure_future(mod.stop()))
+        loop.add_signal_handler(sig, lambda: a.submit(a.finish))
     try:
-        try:
-            await mod.start()
-        except HakitError as exc:
-            mod.log(Level.CRITICAL, "module", str(exc))
-            mod.set_state(State.STOP, Status.NOT_READY)
-            print(f"hakit module {name}: {exc}", file=sys.stderr)
-            return 1
-        await mod.stopped.wait()
+        if mod.heart is not None:
+            try:
+                await mod.heart.start()
+            except OSError as exc:
+                mod.log(Level.CRITICAL, "module", f"Module cannot start: {exc}")
+                a.set_state(State.STOP, a.status)
+                return 1
+        await a.run()
         return 0
     finally:
+        if mod.heart is not None:
+            await mod.heart.stop(a.payload())
         server.close()
         with contextlib.suppress(FileNotFoundError):
             p.module_socket(name).unlink()
@@ -123,10 +243,11 @@ async def _main(name: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(prog="hakit-module")
     parser.add_argument("module")
+    parser.add_argument("--intent", choices=("prim", "primforce", "second"))
     args = parser.parse_args()
     import uvloop
 
-    sys.exit(uvloop.run(_main(args.module)))
+    sys.exit(uvloop.run(_main(args.module, args.intent)))
 
 
 if __name__ == "__main__":

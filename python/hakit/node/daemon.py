@@ -21,12 +21,15 @@ from typing import Any
 from hakit import __version__, ipc
 from hakit.errors import HakitError
 from hakit.module.catalog import Catalog
+from hakit.node import remote_ops
+from hakit.node.rpc import RpcServer
 from hakit.paths import Paths, paths
 from hakit.store.module_store import Level, ModuleStore
 
 START_TIMEOUT_S = 600.0
 RESPAWN_MAX = 3
 RESPAWN_WINDOW_S = 600.0
+STARTING_COMMANDS = ("prim", "primforce", "second")
 STABLE = {("STOP", "NotReady"), ("ALONE", "Ready"), ("PRIM", "Ready"), ("SECOND", "Ready"),
           ("UP", "Ready"), ("WAIT", "NotReady")}
 
@@ -55,6 +58,16 @@ class Daemon:
         finally:
             store.close()
 
+    def last_critical(self, name: str, since: float) -> str:
+        store = ModuleStore(self.paths.module_db(name))
+        try:
+            lines = store.logs({Level.CRITICAL}, limit=5)
+        finally:
+            store.close()
+        # hakitd's own line about the exit may already be there: the module's reason is older.
+        reasons = [ln.message for ln in lines if ln.at >= since and ln.source != "hakitd"]
+        return reasons[-1] if reasons else "it exited without a reason"
+
     async def handle(self, op: str, args: dict[str, Any], user: str) -> Any:
         if op == "ping":
             return {
@@ -64,41 +77,61 @@ class Daemon:
                 "uptime": time.time() - self.started_at,
                 "modules": sorted(self.modules),
             }
-        if op in ("start", "stop"):
+        if op in ("start", "stop", "command"):
             name = str(args.get("module", ""))
             self.catalog.require(name)
             if op == "start":
                 return await self.start(name, user)
-            return await self.stop(name, user, bool(args.get("force")))
+            if op == "stop":
+                return await self.stop(name, user, bool(args.get("force")))
+            return await self.command(name, str(args.get("verb", "")), user)
+        # Asked by other nodes over RPC (hakit -H ...): see node/remote_ops.py.
+        if op == "cli":
+            return await remote_ops.run_cli(args)
+        if op == "apply_cluster":
+            return remote_ops.apply_cluster(self.paths, args, user)
+        if op == "apply_module":
+            return remote_ops.apply_module(self.paths, args, running=str(args.get("module")) in self.modules)
+        if op == "module_state":
+            return remote_ops.module_state(self.paths, args)
         raise HakitError(f"unknown request '{op}'")
 
-    async def spawn(self, name: str) -> asyncio.subprocess.Process:
+    async def spawn(self, name: str, intent: str | None = None) -> asyncio.subprocess.Process:
         logfile = self.paths.module_log(name) / "module.out"
         logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(logfile, "ab") as out:
             return await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "hakit.module.process", name,
+                *(("--intent", intent) if intent else ()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
             )
 
-    async def start(self, name: str, user: str) -> dict[str, Any]:
+    async def start(self, name: str, user: str, intent: str | None = None) -> dict[str, Any]:
         if name in self.modules:
             raise HakitError(f"module {name} is already started")
         self.catalog.config(name)  # refuse now, with the file's problems, if it no longer reads
-        self.module_log(name, Level.USER, f"Action start requested by {user}")
-        sup = Supervised(name, await self.spawn(name))
+        self.module_log(name, Level.USER, f"Action {intent or 'start'} requested by {user}")
+        sup = Supervised(name, await self.spawn(name, intent))
         self.supervise(sup)
         return await self.wait_stable(sup)
 
+    async def command(self, name: str, verb: str, user: str) -> dict[str, Any]:
+        """prim, second, swap, restart, ...: a stopped module starts with that intent."""
+        if name not in self.modules:
+            if verb in STARTING_COMMANDS:
+                return await self.start(name, user, intent=verb)
+            raise HakitError(f"module {name} is not started on this node")
+        return dict(await ipc.acall(self.paths.module_socket(name), "command", {"verb": verb},
+                                    timeout=START_TIMEOUT_S))
+
     async def wait_stable(self, sup: Supervised) -> dict[str, Any]:
         deadline = time.monotonic() + START_TIMEOUT_S
+        began = time.time()
         sock = self.paths.module_socket(sup.name)
         while time.monotonic() < deadline:
             if sup.proc.returncode is not None:
-                raise HakitError(
-                    f"module {sup.name} did not start: see 'hakit logview -m {sup.name}' "
-                    f"and {self.paths.module_log(sup.name) / 'module.out'}"
-                )
+                raise HakitError(f"module {sup.name} did not start: {self.last_critical(sup.name, began)} "
+                                 f"(see 'hakit logview -m {sup.name}')")
             with contextlib.suppress(HakitError, OSError, TimeoutError):
                 state = await ipc.acall(sock, "state", timeout=2.0)
                 if (state.get("state"), state.get("status")) in STABLE:
@@ -158,7 +191,11 @@ async def _main() -> int:
             print(f"hakitd: already running (socket {p.daemon_socket})", file=sys.stderr)
             return 1
     daemon = Daemon(p)
-    server = await ipc.serve(p.daemon_socket, daemon.handle)
+    # Other nodes' requests go through the RPC listener, which also re-reads its credentials
+    # and addresses when asked (rpc_reload) or after an applied cluster.xml.
+    rpc = RpcServer(p, daemon.handle)
+    server = await ipc.serve(p.daemon_socket, rpc.handle)
+    await rpc.reload()
     p.daemon_pidfile.write_text(f"{os.getpid()}\n")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -167,6 +204,7 @@ async def _main() -> int:
     print(f"hakitd {__version__} listening on {p.daemon_socket}", flush=True)
     await stop.wait()
     server.close()
+    rpc.close()
     await daemon.shutdown()
     for f in (p.daemon_socket, p.daemon_pidfile):
         with contextlib.suppress(FileNotFoundError):

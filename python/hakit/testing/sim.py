@@ -46,6 +46,7 @@ from types import TracebackType
 from typing import Any
 from xml.etree import ElementTree as ET
 
+from hakit.check.proc_events import NETNS_ENV as PROC_NETNS_ENV
 from hakit.errors import HakitError
 from hakit.paths import ROOT_ENV, Paths
 from hakit.testing import sim_host as host
@@ -265,6 +266,11 @@ class Sim:
     def veth(self, index: int, lan: int) -> str:
         return f"hkv{self.name}-{index}-{lan}"
 
+    @property
+    def _host_netns_pin(self) -> Path:
+        """hakit-checks: see _build_node; its path is the same inside every node."""
+        return self._ns_dir / "host.net"
+
     def _pin(self, node: str, kind: str) -> Path:
         return self._ns_dir / f"{node}.{kind}"
 
@@ -450,6 +456,7 @@ class Sim:
                     src.mkdir(parents=True, exist_ok=True)
                 (self.data_dir / node / "etc" / "cluster.xml").write_text(_cluster_xml(st))
             self._ns_dir.mkdir(parents=True, exist_ok=True)
+        self._bootstrap_pki(st)
         host.bind_private(self._ns_dir)
         try:
             self.cgroup.mkdir(exist_ok=True)
@@ -468,6 +475,20 @@ class Sim:
         host.ip_batch("create the LAN bridges", cmds)
         for i in range(1, st.nodes + 1):
             self._build_node(st, i)
+
+    def _bootstrap_pki(self, st: State) -> None:
+        """One cluster PKI, made the way an operator does it: the CA and secret on node1
+        (`hakit cluster config`), a bundle imported on every other node."""
+        # Imported here: `hakit sim` commands that do not build a cluster skip the crypto library.
+        from hakit.config.loader import load_cluster
+        from hakit.node import pki
+
+        first = self._host_paths(st.node_names[0])
+        cluster = load_cluster(first.cluster_xml)
+        pki.setup_node(first, cluster, st.node_names[0])
+        for node in st.node_names[1:]:
+            bundle = pki.read_bundle(pki.make_bundle(first, cluster, node), f"bundle of {node}")
+            pki.install_bundle(self._host_paths(node), bundle)
 
     def _build_node(self, st: State, i: int) -> None:
         node = f"node{i}"
@@ -515,6 +536,17 @@ class Sim:
                 "init",
                 json.dumps(spec),
             ],
+        )
+        # hakit-checks: the kernel's process-event connector (errd) answers in the host's
+        # network namespace only.  Node processes reach it through this file: the host's
+        # netns bound inside the node's mount namespace (init drops every nsfs mount it
+        # inherits, and nothing propagates into it), gone with that namespace.
+        with host.os_errors(f"{node}: create the host network namespace pin"):
+            self._host_netns_pin.touch()
+        host.run(
+            f"{node}: pin the host's network namespace for process events",
+            ["nsenter", f"--mount={mnt}", "--", "mount", "--bind", "/proc/self/ns/net",
+             str(self._host_netns_pin)],
         )
 
     def _teardown_node(self, st: State, i: int) -> None:
@@ -603,6 +635,7 @@ class Sim:
             env["PATH"] = os.pathsep.join([bindir, env.get("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")])
         env["HAKIT_NODE"] = node
         env["HAKIT_SIM"] = self.name
+        env[PROC_NETNS_ENV] = str(self._host_netns_pin)  # hakit-checks: see _build_node
         env.update(extra or {})
         return env
 

@@ -1,0 +1,118 @@
+"""This node's processes as /proc shows them: name (comm), command line, network namespace.
+
+A node's processes are those in the caller's network namespace.  On a real host that
+is every process; on a simulated cluster all nodes share one pid namespace, and
+counting another node's `mybin` would hide this node's failure.  errd and
+`hakit kill` both select processes through ProcMatcher.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from functools import cached_property
+
+TASK_COMM_LEN = 16  # the kernel keeps 15 characters of a process name
+
+
+def netns_of(pid: int | str) -> tuple[int, int] | None:
+    """Identity of a process's network namespace; None once it is gone (or a zombie)."""
+    try:
+        st = os.stat(f"/proc/{pid}/ns/net")
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def own_netns() -> tuple[int, int]:
+    ns = netns_of("self")
+    assert ns is not None
+    return ns
+
+
+def all_pids() -> list[int]:
+    return [int(d) for d in os.listdir("/proc") if d.isdigit()]
+
+
+def _read(path: str) -> bytes | None:
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+class ProcInfo:
+    """One process, read lazily: a matcher usually needs only the name."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+
+    @cached_property
+    def comm(self) -> str | None:
+        raw = _read(f"/proc/{self.pid}/comm")
+        return raw.decode(errors="replace").rstrip("\n") if raw is not None else None
+
+    @cached_property
+    def cmdline(self) -> str:
+        raw = _read(f"/proc/{self.pid}/cmdline") or b""
+        return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+    @cached_property
+    def netns(self) -> tuple[int, int] | None:
+        return netns_of(self.pid)
+
+    @cached_property
+    def cgroup(self) -> str:
+        """The process's cgroup v2 path ("" when unknown)."""
+        raw = _read(f"/proc/{self.pid}/cgroup") or b""
+        for line in raw.decode(errors="replace").splitlines():
+            if line.startswith("0::"):
+                return line[3:]
+        return ""
+
+
+@dataclass(frozen=True)
+class ProcMatcher:
+    """Processes named `name` (comm, as ps shows it), or whose name matches nameregex,
+    and whose command line matches argregex, in the network namespace `netns`.
+    Regular expressions match anywhere in the text (anchor them with ^ and $)."""
+
+    name: str | None
+    nameregex: str | None
+    argregex: str | None
+    netns: tuple[int, int]
+
+    @cached_property
+    def _name_re(self) -> re.Pattern[str] | None:
+        return re.compile(self.nameregex) if self.nameregex is not None else None
+
+    @cached_property
+    def _arg_re(self) -> re.Pattern[str] | None:
+        return re.compile(self.argregex) if self.argregex is not None else None
+
+    def matches(self, info: ProcInfo) -> bool:
+        comm = info.comm
+        if comm is None:
+            return False
+        if self._name_re is not None:
+            if not self._name_re.search(comm):
+                return False
+        elif self.name is not None and comm != self.name[: TASK_COMM_LEN - 1]:
+            return False
+        if info.netns != self.netns:
+            return False
+        return self._arg_re is None or self._arg_re.search(info.cmdline) is not None
+
+    def scan(self) -> set[int]:
+        return {pid for pid in all_pids() if self.matches(ProcInfo(pid))}
+
+
+def alive(pid: int, netns: tuple[int, int]) -> bool:
+    """A running (not zombie) process in that network namespace."""
+    stat = _read(f"/proc/{pid}/stat") or b""
+    end = stat.rfind(b")")
+    if end < 0 or stat[end + 2 : end + 3] in (b"Z", b"X", b""):
+        return False
+    return netns_of(pid) == netns

@@ -1,0 +1,252 @@
+"""Sending and hearing a module's heartbeats on every LAN it names.
+
+Every `pulse` this node sends its payload (the module's state) to each peer on
+each LAN, and at once whenever the payload changes, so a state change reaches
+the peer in one network trip rather than one pulse.  A peer whose datagrams stop
+on a LAN for `timeout` is down on that LAN; a peer down on every LAN is lost.
+`heartbeat.<LAN>` is up while some peer is heard on that LAN.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from hakit.heart.protocol import Beat, Rejected, decode, encode
+from hakit.module.log import ModuleLog
+from hakit.module.resources import Resources
+from hakit.store.module_store import Level
+
+REJECT_LOG_INTERVAL_S = 60.0  # a flood of forged datagrams must not flood the module log
+FINAL_BEATS = 3  # a stopping node says so a few times: one lost datagram must not cost a timeout
+
+
+@dataclass
+class Lan:
+    name: str
+    local_addr: str
+    peers: dict[str, str]  # peer node -> its address on this LAN
+
+
+@dataclass
+class _Peer:
+    heard: dict[str, float] = field(default_factory=dict)  # LAN -> monotonic time of last datagram
+    seq: dict[str, tuple[int, int]] = field(default_factory=dict)  # LAN -> last (incarnation, seq)
+    newest: tuple[int, int] = (0, -1)
+    payload: dict[str, Any] | None = None
+    alive: bool = False
+    timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
+
+
+class _Endpoint(asyncio.DatagramProtocol):
+    def __init__(self, heart: Heart, lan: Lan) -> None:
+        self.heart = heart
+        self.lan = lan
+        self.transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        self.heart.received(self.lan, data, addr[0])
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP unreachable from a dead peer: expected while it is down, nothing to do.
+        pass
+
+
+class Heart:
+    def __init__(
+        self,
+        *,
+        module: str,
+        node: str,
+        key: bytes,
+        port: int,
+        pulse: float,
+        timeout: float,
+        lans: list[Lan],
+        resources: Resources,
+        log: ModuleLog,
+        on_change: Callable[[], None],
+    ) -> None:
+        self.module = module
+        self.node = node
+        self.key = key
+        self.port = port
+        self.pulse = pulse
+        self.timeout = timeout
+        self.lans = lans
+        self.resources = resources
+        self.log = log
+        self.on_change = on_change
+        self.payload: dict[str, Any] = {}
+        self.incarnation = time.time_ns()
+        self.seq = 0
+        self.peers = {p: _Peer() for lan in lans for p in lan.peers}
+        self._endpoints: list[_Endpoint] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._started = 0.0
+        self._rejects: dict[str, float] = {}
+
+    # -- life cycle
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        for lan in self.lans:
+            try:
+                _, proto = await loop.create_datagram_endpoint(
+                    lambda lan=lan: _Endpoint(self, lan),
+                    local_addr=(lan.local_addr, self.port),
+                    family=socket.AF_INET,
+                    reuse_port=False,
+                )
+            except OSError as exc:
+                await self.close()
+                raise OSError(
+                    exc.errno, f"heartbeat socket on LAN {lan.name} ({lan.local_addr}:{self.port}): "
+                    f"{exc.strerror}"
+                ) from None
+            self._endpoints.append(proto)
+        self._started = time.monotonic()
+        self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._settle())]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        self._tasks = []
+        for peer in self.peers.values():
+            for timer in peer.timers.values():
+                timer.cancel()
+            peer.timers.clear()
+        for ep in self._endpoints:
+            if ep.transport is not None:
+                ep.transport.close()
+        self._endpoints = []
+
+    async def stop(self, final: dict[str, Any]) -> None:
+        """Tell the peers this node's last state, then go silent."""
+        self.payload = dict(final)
+        for _ in range(FINAL_BEATS):
+            self._send_all()
+            await asyncio.sleep(self.pulse / 4)
+        await self.close()
+
+    # -- what the module reads
+    def update(self, payload: dict[str, Any]) -> None:
+        if payload != self.payload:
+            self.payload = dict(payload)
+            self._send_all()
+
+    def peer(self, name: str) -> dict[str, Any] | None:
+        """The peer's last payload while it is heard; None when lost or never heard."""
+        p = self.peers.get(name)
+        return p.payload if p is not None and p.alive else None
+
+    def alive_peers(self) -> list[str]:
+        return [n for n, p in self.peers.items() if p.alive]
+
+    def settled(self) -> bool:
+        """Whether a peer that runs had time to be heard since this node started."""
+        return time.monotonic() - self._started >= self.timeout
+
+    # -- wire
+    def _send_all(self) -> None:
+        self.seq += 1
+        data = encode(self.key, Beat(self.module, self.node, self.incarnation, self.seq, self.payload))
+        for ep in self._endpoints:
+            if ep.transport is None:
+                continue
+            for addr in ep.lan.peers.values():
+                with contextlib.suppress(OSError):
+                    ep.transport.sendto(data, (addr, self.port))
+
+    async def _send_loop(self) -> None:
+        while True:
+            self._send_all()
+            await asyncio.sleep(self.pulse)
+
+    def received(self, lan: Lan, data: bytes, source: str) -> None:
+        try:
+            beat = decode(self.key, data)
+            if beat.module != self.module:
+                raise Rejected(f"for module {beat.module}")
+            if lan.peers.get(beat.sender) != source:
+                raise Rejected(f"claims to be {beat.sender}, whose address on LAN {lan.name} is not {source}")
+        except Rejected as exc:
+            self._rejected(lan, source, str(exc))
+            return
+        peer = self.peers[beat.sender]
+        stamp = (beat.incarnation, beat.seq)
+        if stamp <= peer.seq.get(lan.name, (0, -1)):
+            if beat.incarnation < peer.seq[lan.name][0]:
+                self._rejected(lan, source, "replayed (older incarnation)")
+            # Same incarnation, old seq: reordered or replayed; either way stale.
+            return
+        peer.seq[lan.name] = stamp
+        peer.heard[lan.name] = time.monotonic()
+        self._arm(beat.sender, peer, lan)
+        changed = False
+        if stamp > peer.newest:
+            peer.newest = stamp
+            if beat.payload != peer.payload:
+                peer.payload = beat.payload
+                changed = True
+        if not peer.alive:
+            peer.alive = True
+            self.log(Level.EVENT, "heart", f"Peer {beat.sender} heard on LAN {lan.name}")
+            changed = True
+        self._publish_lan(lan)
+        if changed:
+            self.on_change()
+
+    def _rejected(self, lan: Lan, source: str, reason: str) -> None:
+        now = time.monotonic()
+        if now - self._rejects.get(source, -REJECT_LOG_INTERVAL_S) >= REJECT_LOG_INTERVAL_S:
+            self._rejects[source] = now
+            self.log(Level.CRITICAL, "heart", f"Heartbeat from {source} on LAN {lan.name} rejected: {reason}")
+
+    # -- loss detection
+    def _publish_lan(self, lan: Lan) -> None:
+        now = time.monotonic()
+        up = any(now - self.peers[p].heard.get(lan.name, -1e9) < self.timeout for p in lan.peers)
+        if up or self.settled():
+            self.resources.set(f"heartbeat.{lan.name}", "up" if up else "down")
+
+    def _arm(self, name: str, peer: _Peer, lan: Lan, delay: float | None = None) -> None:
+        # One timer per peer and LAN, re-armed by every datagram: the loss is seen the
+        # moment the timeout expires, not at the next tick of a polling loop.
+        old = peer.timers.get(lan.name)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+        peer.timers[lan.name] = loop.call_later(
+            self.timeout if delay is None else delay, self._expired, name, peer, lan
+        )
+
+    def _expired(self, name: str, peer: _Peer, lan: Lan) -> None:
+        peer.timers.pop(lan.name, None)
+        left = self.timeout - (time.monotonic() - peer.heard[lan.name])
+        if left > 0:
+            # The loop's clock runs a little ahead of time.monotonic(): not yet.
+            self._arm(name, peer, lan, left + 0.001)
+            return
+        self._publish_lan(lan)
+        if peer.alive and not peer.timers:
+            peer.alive = False
+            silent = time.monotonic() - max(peer.heard.values())
+            self.log(Level.EVENT, "heart", f"Peer {name} lost: silent on every LAN for {silent:.2f} s")
+            self.on_change()
+
+    async def _settle(self) -> None:
+        """LANs on which nobody was ever heard read down once a timeout has passed."""
+        await asyncio.sleep(self.timeout)
+        for lan in self.lans:
+            self._publish_lan(lan)

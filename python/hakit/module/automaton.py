@@ -1,0 +1,558 @@
+"""The module's state automaton: mirror (STOP, WAIT, ALONE, PRIM, SECOND), farm
+(STOP, WAIT, UP) and light (STOP, WAIT, ALONE).
+
+One task owns every transition.  Operator commands, failover actions and peer
+news are queued to it; after each it reconciles: it compares what it sees (the
+peer's state from the heartbeats, the wait and prim rules that hold, the intent
+given by `prim`/`second`) with the current state and takes the next transition.
+Transitions run the module's scripts; nothing else runs while one is in progress,
+so two transitions never interleave.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+from hakit.check.registry import Checks
+from hakit.check.splitbrain import Witness
+from hakit.config.module_model import ModuleConfig
+from hakit.config.rules import Rule
+from hakit.errors import HakitError
+from hakit.heart.link import Heart
+from hakit.module.datastate import DataState
+from hakit.module.failover import FailoverMachine, LoopBudget
+from hakit.module.log import ModuleLog
+from hakit.module.resources import Resources
+from hakit.module.scripts import ScriptRunner
+from hakit.store.module_store import Level
+from hakit.vip.alias import MirrorVip
+
+WITNESS_TIMEOUT_S = 1.0
+
+
+class State(StrEnum):
+    STOP = "STOP"
+    WAIT = "WAIT"
+    ALONE = "ALONE"
+    PRIM = "PRIM"
+    SECOND = "SECOND"
+    UP = "UP"
+
+
+class Status(StrEnum):
+    READY = "Ready"
+    TRANSIENT = "Transient"
+    NOT_READY = "NotReady"
+
+
+PRIMARY = (State.ALONE, State.PRIM)
+
+
+class StartFailed(HakitError):
+    """A start script failed: the module stops instead of running half started."""
+
+
+@dataclass
+class Parts:
+    """What the automaton drives; built by the module process."""
+
+    name: str
+    node: str
+    mode: str
+    config: ModuleConfig
+    resources: Resources
+    log: ModuleLog
+    scripts: ScriptRunner
+    checks: Checks
+    heart: Heart | None
+    peers: list[str]
+    vip: MirrorVip | None
+    witness: Witness | None
+    datastate_path: Path
+
+
+Job = Callable[[], Awaitable[Any]]
+
+
+class Automaton:
+    def __init__(self, parts: Parts, rules: list[Rule], intent: str | None) -> None:
+        self.p = parts
+        self.name = parts.name
+        self.log = parts.log
+        self.state = State.STOP
+        self.status = Status.NOT_READY
+        self.intent = intent  # prim, primforce, second: an operator's choice still to honour
+        svc = parts.config.service
+        self.budget = LoopBudget(svc.maxloop, svc.loop_interval)
+        self.data = DataState.load(parts.datastate_path) if parts.mode == "mirror" else DataState()
+        self.failover = FailoverMachine(rules, parts.resources, self._rule_fired, self.wake)
+        self.primary_since = 0.0
+        self.yielding = False  # swap: this primary handed over and waits to become secondary
+        self.swap_asked = False  # swap asked on the secondary, carried to the primary by heartbeat
+        self.jobs: asyncio.Queue[tuple[Job, asyncio.Future[Any] | None]] = asyncio.Queue()
+        self._wakeup = asyncio.Event()
+        self.stopped = asyncio.Event()
+        self._waiting_logged = ""
+
+    # -- outside world
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def submit(self, job: Job) -> asyncio.Future[Any]:
+        fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self.jobs.put_nowait((job, fut))
+        self.wake()
+        return fut
+
+    def peer(self) -> dict[str, Any] | None:
+        if self.p.heart is None or not self.p.peers:
+            return None
+        return self.p.heart.peer(self.p.peers[0])
+
+    def set_state(self, state: State, status: Status) -> None:
+        if (state, status) == (self.state, self.status):
+            return
+        self.state, self.status = state, status
+        res = self.p.resources
+        changed = res.set("module.state", str(state))
+        changed |= res.set("module.status", str(status))
+        if changed:
+            self.log(Level.EVENT, "module", f"Module state {state} ({status})")
+        self._advertise()
+
+    def _advertise(self) -> None:
+        if self.p.heart is not None:
+            self.p.heart.update(self.payload())
+
+    def payload(self) -> dict[str, Any]:
+        return {
+            "state": str(self.state), "status": str(self.status), "role": self.data.role,
+            "gen": self.data.gen, "since": self.primary_since, "yield": self.yielding,
+            "swap": self.swap_asked,
+        }
+
+    def _save_data(self, role: str, gen: int | None = None) -> None:
+        if self.p.mode != "mirror":
+            return
+        self.data.role = role
+        if gen is not None:
+            self.data.gen = gen
+        self.data.save(self.p.datastate_path)
+        self._advertise()
+
+    def _rule_fired(self, rule: Rule) -> None:
+        origin = f"rule {rule.label}"
+        self.log(Level.EVENT, "failover", f"Rule {rule.label} true: action {rule.action}")
+        self.jobs.put_nowait((lambda: self.automatic(rule.action, origin), None))
+        self.wake()
+
+    # -- main loop
+    async def run(self) -> None:
+        try:
+            await self.begin()
+        except StartFailed as exc:
+            await self.finish(force=True, reason=str(exc))
+            return
+        while not self.stopped.is_set():
+            await self._wakeup.wait()
+            self._wakeup.clear()
+            while not self.jobs.empty() and not self.stopped.is_set():
+                job, fut = self.jobs.get_nowait()
+                try:
+                    result = await job()
+                except StartFailed as exc:
+                    if fut is not None and not fut.done():
+                        fut.set_exception(HakitError(str(exc)))
+                    await self.finish(force=True, reason=str(exc))
+                    break
+                except HakitError as exc:
+                    if fut is None:
+                        self.log(Level.CRITICAL, "module", str(exc))
+                    elif not fut.done():
+                        fut.set_exception(exc)
+                    continue
+                if fut is not None and not fut.done():
+                    fut.set_result(result)
+            if self.stopped.is_set():
+                break
+            try:
+                await self.reconcile()
+            except StartFailed as exc:
+                await self.finish(force=True, reason=str(exc))
+        # Commands queued behind a stop get the final state.
+        while not self.jobs.empty():
+            _, fut = self.jobs.get_nowait()
+            if fut is not None and not fut.done():
+                fut.set_exception(HakitError(f"module {self.name} stopped"))
+
+    async def begin(self) -> None:
+        self.set_state(State.WAIT, Status.TRANSIENT)
+        if self.p.vip is not None:
+            await self.p.vip.clear_stale()
+        await self._enable("pre")
+        await self._script("prestart")
+        self.failover.evaluate()
+        self.wake()
+
+    async def _enable(self, klass: str) -> None:
+        try:
+            await self.p.checks.enable(klass)
+        except HakitError as exc:
+            raise StartFailed(str(exc)) from None
+
+    async def _script(self, script: str, *args: str, fatal: bool = True) -> None:
+        result = await self.p.scripts.run(script, *args)
+        if not result.ok and fatal:
+            raise StartFailed(f"{script} failed")
+
+    # -- reconciliation
+    async def reconcile(self) -> None:
+        before = (self.state, self.status, self.data.role)
+        await self._reconcile()
+        if (self.state, self.status, self.data.role) != before:
+            self.wake()  # one transition may enable the next (WAIT after giving way -> SECOND)
+
+    async def _reconcile(self) -> None:
+        if self.state == State.STOP:
+            return
+        waits = self.failover.holding("wait")
+        if waits:
+            if self.state != State.WAIT:
+                await self.to_wait(f"rule {waits[0].label}")
+            self.set_state(State.WAIT, Status.NOT_READY)
+            return
+        if self.p.mode == "farm":
+            if self.state == State.WAIT:
+                await self.start_farm()
+            return
+        if self.p.mode == "light":
+            if self.state == State.WAIT:
+                await self.to_primary()
+            return
+        await self.reconcile_mirror()
+
+    async def reconcile_mirror(self) -> None:
+        peer = self.peer()
+        pstate = peer.get("state") if peer else None
+        if self.state == State.WAIT:
+            await self._from_wait(peer)
+        elif self.state == State.SECOND:
+            if self.yielding:
+                if pstate in PRIMARY and peer and peer.get("status") == Status.READY:
+                    await self.to_second(peer)
+                elif peer is None and await self._witness_allows():
+                    self.yielding = False
+                    await self.to_primary()
+                return
+            if peer is None:
+                if self.failover.holding("prim") and await self._witness_allows():
+                    self.log(Level.EVENT, "module", f"Peer {self.p.peers[0]} lost: taking over")
+                    await self.to_primary()
+            elif pstate in (State.STOP, State.WAIT) or (pstate == State.SECOND and peer.get("yield")):
+                self.log(Level.EVENT, "module", f"Peer {self.p.peers[0]} is {pstate}: taking over")
+                await self.to_primary()
+        elif self.state in PRIMARY:
+            if peer is None:
+                if self.state == State.PRIM and not await self._witness_allows():
+                    return
+                self._alone()
+            elif pstate in PRIMARY:
+                await self._split_brain_healed(peer)
+            elif pstate == State.SECOND and peer.get("status") == Status.READY and not peer.get("yield"):
+                if self.state == State.ALONE:
+                    self.set_state(State.PRIM, Status.READY)
+                if peer.get("swap") or self._defaultprim_is_peer():
+                    why = "asked by the secondary" if peer.get("swap") else "the peer is the default primary"
+                    self.log(Level.EVENT, "module", f"Swap: {why}")
+                    await self.hand_over()
+            elif self.state == State.PRIM:
+                self._alone()
+
+    async def _from_wait(self, peer: dict[str, Any] | None) -> None:
+        pstate = peer.get("state") if peer else None
+        if peer is not None and pstate in PRIMARY and not peer.get("yield"):
+            if self.intent in ("prim", "primforce"):
+                self.log(Level.CRITICAL, "module", f"{self.intent} dropped: {self.p.peers[0]} is {pstate}")
+            self.intent = None
+            await self.to_second(peer)
+            return
+        if self.intent in ("prim", "primforce"):
+            self.intent = None
+            await self.to_primary()
+            return
+        if self.intent == "second":
+            self._waiting("waiting for a primary (started as secondary)")
+            return
+        if peer is not None and pstate == State.WAIT:
+            winner = self._elect_at_start(peer)
+            if winner is True:
+                await self.to_primary()
+            elif winner is None:
+                self._waiting("both nodes wait: neither copy is known to be the newest; "
+                              "choose with 'hakit prim -m {m}' on the node holding the reference data")
+            else:
+                self._waiting(f"waiting for {self.p.peers[0]} to become primary")
+            return
+        heart = self.p.heart
+        if peer is None and heart is not None and heart.settled() and self.failover.holding("prim"):
+            if self.data.role == "prim":
+                await self.to_primary()
+            else:
+                why = self.data.prim_refusal() or "this module never ran as primary here"
+                self._waiting(f"peer absent and {why}; 'hakit prim -m {{m}}' decides")
+            return
+        if peer is not None and pstate == State.SECOND:
+            self._waiting(f"waiting: {self.p.peers[0]} is SECOND and about to take over")
+            return
+        if heart is not None and heart.settled():
+            self.set_state(State.WAIT, Status.NOT_READY)
+
+    def _waiting(self, why: str) -> None:
+        why = why.replace("{m}", self.name)
+        if why != self._waiting_logged:
+            self._waiting_logged = why
+            self.log(Level.EVENT, "module", why[0].upper() + why[1:])
+        self.set_state(State.WAIT, Status.NOT_READY)
+
+    def _elect_at_start(self, peer: dict[str, Any]) -> bool | None:
+        """Both nodes wait: which becomes primary?  Both compute the same answer."""
+        mine = (self.data.gen, self.data.role == "prim")
+        theirs = (int(peer.get("gen", 0)), peer.get("role") == "prim")
+        if mine != theirs:
+            return mine > theirs
+        if self.data.role in ("new", "syncing") and peer.get("role") in ("new", "syncing"):
+            return None
+        dp = self.p.config.service.defaultprim
+        if dp in (self.p.node, self.p.peers[0]):
+            return dp == self.p.node
+        return None
+
+    async def _split_brain_healed(self, peer: dict[str, Any]) -> None:
+        """Both nodes ran as primary (a partition without witness); one gives way."""
+        dp = self.p.config.service.defaultprim
+        if dp in (self.p.node, self.p.peers[0]):
+            keep = dp == self.p.node
+        else:
+            mine, theirs = self.primary_since, float(peer.get("since", 0.0))
+            keep = (mine, self.p.node) < (theirs, self.p.peers[0])
+        if keep:
+            return
+        self.log(Level.CRITICAL, "module",
+                 f"Both nodes were primary (partition healed): this node gives way to {self.p.peers[0]}; "
+                 "its changes since the partition are discarded by the resynchronisation")
+        await self.to_wait("split brain resolved")
+        self._save_data("syncing")
+
+    def _defaultprim_is_peer(self) -> bool:
+        return self.p.config.service.defaultprim == self.p.peers[0] and self.state == State.PRIM
+
+    def _alone(self) -> None:
+        if self.state == State.PRIM:
+            self.log(Level.EVENT, "module", f"Peer {self.p.peers[0]} gone: running alone")
+            self._save_data("prim", self.data.gen + 1)
+        self.set_state(State.ALONE, Status.READY)
+
+    async def _witness_allows(self) -> bool:
+        """With a split-brain checker: only the node that reaches the witness goes on."""
+        w = self.p.witness
+        if w is None:
+            return True
+        ok = await w.reachable(WITNESS_TIMEOUT_S)
+        res = f"splitbrain.{w.cfg.ident}"
+        self.p.resources.set(res, "up" if ok else "down")
+        if ok:
+            return True
+        self.log(Level.CRITICAL, "module",
+                 "Every heartbeat lost and the witness unreachable: this node waits")
+        await self.to_wait("witness unreachable")
+        return False
+
+    # -- transitions
+    async def to_primary(self) -> None:
+        was = self.state
+        self.set_state(was, Status.TRANSIENT)
+        if was == State.SECOND:
+            await self.p.checks.disable("second")
+            await self._script("stop_second", fatal=False)
+        if self.p.mode == "mirror":
+            self._save_data("prim", self.data.gen + 1)
+        self.primary_since = time.time()
+        self.yielding = False
+        self.swap_asked = False
+        if self.p.vip is not None:
+            await self.p.vip.take()
+        self.set_state(State.ALONE, Status.TRANSIENT)
+        await self._script("start_prim")
+        await self._enable("prim")
+        self.set_state(State.ALONE, Status.READY)
+        self.wake()  # the peer may already be waiting to become secondary
+
+    async def to_second(self, peer: dict[str, Any]) -> None:
+        self.set_state(State.SECOND, Status.TRANSIENT)
+        if not self.yielding:
+            # Replication resynchronises the data here before the node counts as secondary;
+            # a crash in between leaves the copy marked inconsistent.
+            self._save_data("syncing")
+        self._save_data("second", int(peer.get("gen", 0)))
+        self.yielding = False
+        await self._script("start_second")
+        await self._enable("second")
+        self.set_state(State.SECOND, Status.READY)
+
+    async def start_farm(self) -> None:
+        self.set_state(State.WAIT, Status.TRANSIENT)
+        await self._script("start_both")
+        await self._enable("both")
+        self.set_state(State.UP, Status.READY)
+
+    async def stop_application(self, force: bool = False) -> None:
+        """Stop what the current state started (scripts, checkers, VIP)."""
+        args = ("force",) if force else ()
+        if self.state in PRIMARY:
+            await self.p.checks.disable("prim")
+            await self._script("stop_prim", *args, fatal=False)
+            if self.p.vip is not None:
+                await self.p.vip.release()
+        elif self.state == State.SECOND:
+            await self.p.checks.disable("second")
+            await self._script("stop_second", *args, fatal=False)
+        elif self.state == State.UP:
+            await self.p.checks.disable("both")
+            await self._script("stop_both", *args, fatal=False)
+
+    async def to_wait(self, reason: str) -> None:
+        self.log(Level.EVENT, "module", f"Going to WAIT: {reason}")
+        self.set_state(self.state, Status.TRANSIENT)
+        await self.stop_application()
+        self.yielding = False
+        self.set_state(State.WAIT, Status.NOT_READY)
+
+    async def hand_over(self) -> None:
+        """swap, primary side: stop the application and let the secondary take over."""
+        self.set_state(self.state, Status.TRANSIENT)
+        await self.stop_application()
+        self.yielding = True
+        self.set_state(State.SECOND, Status.TRANSIENT)
+
+    async def finish(self, force: bool = False, reason: str = "") -> None:
+        """Stop the module: application, checkers, poststop; then the process ends."""
+        if self.stopped.is_set():
+            return
+        if reason:
+            self.log(Level.CRITICAL, "module", f"Stopping module: {reason}")
+        self.set_state(self.state, Status.TRANSIENT)
+        await self.stop_application(force)
+        await self.p.checks.stop_all()
+        await self._script("poststop", *(("force",) if force else ()), fatal=False)
+        self.set_state(State.STOP, Status.NOT_READY)
+        self.stopped.set()
+
+    # -- actions
+    async def automatic(self, action: str, origin: str) -> None:
+        """An action the failover machine or errd asked for: it spends maxloop budget."""
+        if self.state == State.STOP:
+            return
+        if action in ("restart", "stopstart", "wait") and not self.budget.spend():
+            await self.finish(reason=f"maxloop reached ({self.budget.maxloop} automatic actions "
+                                     f"within {self.budget.interval:g} s; last: {action} by {origin})")
+            return
+        await self.act(action, origin)
+
+    async def act(self, action: str, origin: str) -> None:
+        self.log(Level.EVENT, "module", f"Action {action} from {origin}")
+        if action == "stop":
+            await self.finish(reason=f"stop by {origin}")
+        elif action == "restart":
+            await self.restart()
+        elif action == "stopstart":
+            await self.stopstart()
+        elif action == "swap":
+            await self.swap()
+        elif action == "prim":
+            self.wake()
+        elif action == "wait":
+            self.wake()  # the rule holds: reconcile moves to WAIT
+        else:
+            raise HakitError(f"unknown action {action}")
+
+    async def restart(self) -> None:
+        state = self.state
+        if state not in (*PRIMARY, State.SECOND, State.UP):
+            raise HakitError(f"module {self.name} is {state}: nothing runs to restart")
+        self.set_state(state, Status.TRANSIENT)
+        await self.stop_application()
+        if self.p.vip is not None and state in PRIMARY:
+            await self.p.vip.take()
+        script, klass = {State.SECOND: ("start_second", "second"), State.UP: ("start_both", "both")}.get(
+            state, ("start_prim", "prim"))
+        await self._script(script)
+        await self._enable(klass)
+        self.set_state(state, Status.READY)
+
+    async def stopstart(self) -> None:
+        self.set_state(self.state, Status.TRANSIENT)
+        await self.stop_application()
+        await self.p.checks.disable("pre")
+        await self._script("poststop", fatal=False)
+        self.set_state(State.STOP, Status.TRANSIENT)
+        if self.p.heart is not None and self.p.peers:
+            # Let the secondary see this node stopped before it comes back waiting.
+            await asyncio.sleep(self.p.heart.pulse * 2)
+        await self.begin()
+
+    async def swap(self) -> None:
+        peer = self.peer()
+        if self.p.mode != "mirror":
+            raise HakitError("swap applies to mirror modules")
+        if self.state == State.PRIM and peer and peer.get("state") == State.SECOND:
+            await self.hand_over()
+        elif self.state == State.SECOND and peer and peer.get("state") == State.PRIM:
+            self.swap_asked = True
+            self._advertise()
+        else:
+            raise HakitError(f"swap needs PRIM and SECOND; this node is {self.state}")
+
+    # -- operator commands (run as jobs)
+    async def command(self, verb: str) -> dict[str, str]:
+        peer = self.peer()
+        pstate = peer.get("state") if peer else None
+        if verb in ("prim", "primforce"):
+            if self.p.mode != "mirror":
+                raise HakitError(f"{verb} applies to mirror modules; this one is {self.p.mode}")
+            if self.state in PRIMARY:
+                return self.summary()
+            if pstate in PRIMARY:
+                raise HakitError(f"{self.p.peers[0]} is already {pstate}: use swap to change the primary")
+            if self.state == State.SECOND:
+                raise HakitError(f"this node is SECOND of {self.p.peers[0]}: use swap")
+            refusal = self.data.prim_refusal()
+            if verb == "prim" and refusal:
+                raise HakitError(f"prim refused: {refusal}")
+            self.intent = verb
+            await self._from_wait(peer)
+        elif verb == "second":
+            if self.p.mode != "mirror":
+                raise HakitError(f"second applies to mirror modules; this one is {self.p.mode}")
+            if self.state in PRIMARY:
+                self.intent = "second"
+                await self.to_wait("second requested")
+            elif self.state == State.WAIT:
+                self.intent = "second"
+        elif verb == "swap":
+            await self.swap()
+        elif verb == "restart":
+            await self.restart()
+        elif verb == "stopstart":
+            await self.stopstart()
+        else:
+            raise HakitError(f"unknown command {verb}")
+        return self.summary()
+
+    def summary(self) -> dict[str, str]:
+        return {"state": str(self.state), "status": str(self.status)}

@@ -1,0 +1,54 @@
+"""What a mirror node knows about the freshness of its copy of the data.
+
+role: new (never ran here), prim (this node was primary last: its copy is the
+reference), second (it was an in-sync secondary: the primary may have moved on
+since), syncing (a synchronisation was interrupted: the copy is inconsistent).
+gen grows each time a node becomes primary without an in-sync secondary (ALONE),
+so of two diverging copies the one with the higher gen saw the later writes.
+Written atomically on every change: after a crash it tells the truth.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+ROLES = ("new", "prim", "second", "syncing")
+
+
+@dataclass
+class DataState:
+    role: str = "new"
+    gen: int = 0
+
+    @classmethod
+    def load(cls, path: Path) -> DataState:
+        try:
+            raw = json.loads(path.read_text())
+            state = cls(str(raw["role"]), int(raw["gen"]))
+        except FileNotFoundError:
+            return cls()
+        except (OSError, ValueError, KeyError, TypeError):
+            # Unreadable: treat the copy as inconsistent, only primforce can trust it.
+            return cls("syncing", 0)
+        return state if state.role in ROLES else cls("syncing", state.gen)
+
+    def save(self, path: Path) -> None:
+        tmp = path.with_suffix(".tmp")
+        with open(tmp, "w") as f:
+            json.dump(asdict(self), f)
+            f.flush()
+            os.fsync(f.fileno())
+        tmp.rename(path)
+
+    def prim_refusal(self) -> str | None:
+        """Why `prim` must not trust this copy (primforce may), or None."""
+        if self.role == "second":
+            return ("this node was secondary when the module last ran: the other node may hold newer "
+                    "data; start it there, or use primforce to take this copy as the reference")
+        if self.role == "syncing":
+            return ("a synchronisation of this node's data was interrupted: the copy is inconsistent; "
+                    "start the other node, or use primforce to take this copy as the reference")
+        return None

@@ -1,0 +1,371 @@
+"""Node-to-node RPC: TLS 1.3 with mutual authentication against the cluster CA, msgpack frames.
+
+hakitd listens on RPC_PORT on each of its node's addresses in cluster.xml.  Both sides
+present a node certificate signed by the cluster CA; any such holder may call (every node
+may already run any command on every other, so there is nothing finer to grant).  Names and
+addresses in certificates are not checked against the peer's address: readdressing a node
+must not cut it off.  The server runs TLS itself (_TlsConnection), so that a peer failing
+the handshake is logged by address and reason.
+
+ALPN "hakit/1" selects this protocol (another protocol, the web API, is to share the port
+under its own ALPN).  On the connection: the request and answer frames of hakit.ipc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+import ssl
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from hakit import ipc
+from hakit._wire import FrameDecoder, FrameError, pack_frame
+from hakit.config.loader import load_cluster
+from hakit.errors import HakitError
+from hakit.node import pki
+from hakit.node.identity import local_node
+from hakit.paths import Paths
+
+RPC_PORT = 9010
+ALPN = "hakit/1"
+CONNECT_TIMEOUT = 3.0  # per address: one lost SYN is retransmitted after 1 s
+HANDSHAKE_TIMEOUT = 5.0
+IP_FREEBIND = 15  # Linux; not exported by the socket module
+# What other nodes may ask; everything else stays on the local socket.
+SERVED = frozenset({"ping", "cli", "apply_cluster", "apply_module", "module_state"})
+
+
+class RpcError(HakitError):
+    """The conversation with another node failed (as opposed to the node refusing the request)."""
+
+
+class Unreachable(RpcError):
+    pass
+
+
+def client_context(p: Paths) -> ssl.SSLContext:
+    """This node's credentials, for connections to other nodes (one context serves many)."""
+    return _context(p, server=False)
+
+
+def _context(p: Paths, server: bool) -> ssl.SSLContext:
+    ca, cert, key = pki.credential_files(p)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER if server else ssl.PROTOCOL_TLS_CLIENT)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_REQUIRED
+    try:
+        ctx.load_verify_locations(cafile=str(ca))
+        ctx.load_cert_chain(str(cert), str(key))
+    except (ssl.SSLError, OSError) as exc:
+        raise pki.PkiError(f"cannot load the credentials in {p.pki}: {exc}") from None
+    ctx.set_alpn_protocols([ALPN])
+    return ctx
+
+
+def _peer_name(ssl_object: ssl.SSLObject | None) -> str:
+    cert = ssl_object.getpeercert() if ssl_object else None
+    for rdn in (cert or {}).get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                return str(value)
+    return "?"
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"certificate refused: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return (exc.reason or "").replace("_", " ").lower() or str(exc)
+    if isinstance(exc, TimeoutError):
+        return "no answer in time"
+    return exc.strerror or str(exc) if isinstance(exc, OSError) else str(exc)
+
+
+# ---------------------------------------------------------------- client
+
+
+@dataclass
+class Connection:
+    """An authenticated connection to one node; several requests may follow each other."""
+
+    addr: str
+    peer: str  # the CN of the node's certificate
+    peer_cert_der: bytes
+    reader: asyncio.StreamReader
+    writer: asyncio.StreamWriter
+
+    async def call(self, op: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+        what = f"{self.peer} ({self.addr})"
+        try:
+            request = ipc._request(op, args)
+        except FrameError as exc:
+            raise RpcError(f"cannot send '{op}' to {what}: {exc}") from None
+        try:
+            self.writer.write(request)
+            await self.writer.drain()
+            decoder = FrameDecoder()
+            async with asyncio.timeout(timeout):
+                while True:
+                    data = await self.reader.read(65536)
+                    if frames := ipc._frames(decoder, data, what, op):
+                        return ipc._result(frames[0], what, op)
+        except TimeoutError:
+            raise RpcError(f"{what} did not answer '{op}' within {timeout:g} s") from None
+        except (ssl.SSLError, ConnectionError) as exc:
+            # TLS 1.3: a server refusing our certificate says so only on the first read.
+            raise RpcError(f"{what} dropped the connection: {_reason(exc)}") from None
+        except FrameError as exc:
+            raise RpcError(f"{what} sent garbage: {exc}") from None
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+async def connect(p: Paths, addrs: Sequence[str], port: int = RPC_PORT,
+                  context: ssl.SSLContext | None = None) -> Connection:
+    """A connection to the first of `addrs` that answers (a node's addresses in LAN order)."""
+    ctx = context or client_context(p)
+    failures = []
+    for addr in addrs:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(addr, port), CONNECT_TIMEOUT)
+        except TimeoutError:
+            failures.append(f"{addr}:{port}: no answer within {CONNECT_TIMEOUT:g} s")
+            continue
+        except OSError as exc:
+            failures.append(f"{addr}:{port}: {_reason(exc)}")
+            continue
+        try:
+            await asyncio.wait_for(writer.start_tls(ctx), HANDSHAKE_TIMEOUT)
+        except (OSError, TimeoutError) as exc:
+            writer.close()
+            # It answered: another address would reach the same node and fail the same way.
+            raise RpcError(f"{addr}:{port}: TLS handshake failed: {_reason(exc)}") from None
+        ssl_object = writer.get_extra_info("ssl_object")
+        try:
+            peer, der = _peer_name(ssl_object), ssl_object.getpeercert(binary_form=True) or b""
+        except ValueError:
+            # The node ended TLS as soon as it began: it refused our certificate or protocol.
+            writer.close()
+            raise RpcError(f"{addr}:{port}: the node closed the connection at once "
+                           f"(does it trust this node's certificate? does it speak {ALPN}?)") from None
+        return Connection(addr, peer, der, reader, writer)
+    raise Unreachable("; ".join(failures) or "no address")
+
+
+async def acall_node(paths: Paths, addr: str, op: str, args: dict[str, Any],
+                     port: int = RPC_PORT, timeout: float = 10.0) -> Any:
+    conn = await connect(paths, [addr], port)
+    try:
+        return await conn.call(op, args, timeout)
+    finally:
+        conn.close()
+
+
+def call_node(paths: Paths, addr: str, op: str, args: dict[str, Any],
+              port: int = RPC_PORT, timeout: float = 10.0) -> Any:
+    return asyncio.run(acall_node(paths, addr, op, args, port, timeout))
+
+
+# ---------------------------------------------------------------- server
+
+
+class _TlsConnection(asyncio.Protocol):
+    """One accepted connection.  TLS runs here, over memory buffers, rather than in the event
+    loop: the loops drop a failed handshake without a word, and switching a plain connection
+    to TLS afterwards (start_tls) can lose a fast client's first bytes."""
+
+    def __init__(self, server: RpcServer, ctx: ssl.SSLContext) -> None:
+        self.server = server
+        self._in, self._out = ssl.MemoryBIO(), ssl.MemoryBIO()
+        self.tls = ctx.wrap_bio(self._in, self._out, server_side=True)
+        self.reader = asyncio.StreamReader()
+        self.where = "?"
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.Transport, transport)  # uvloop's transports are not subclasses
+        self.where = "{}:{}".format(*transport.get_extra_info("peername")[:2])
+        self._timer = asyncio.get_running_loop().call_later(
+            HANDSHAKE_TIMEOUT, self.drop, "TLS handshake failed: no answer in time")
+
+    def data_received(self, data: bytes) -> None:
+        self._in.write(data)
+        try:
+            if self._task is None and not self._handshake():
+                return
+            while chunk := self.tls.read(65536):
+                self.reader.feed_data(chunk)
+        except ssl.SSLWantReadError:
+            pass
+        except ssl.SSLZeroReturnError:
+            self.reader.feed_eof()
+        except ssl.SSLError as exc:
+            self._flush()  # the alert tells the peer why
+            self.drop(("" if self._task else "TLS handshake failed: ") + _reason(exc))
+            return
+        self._flush()
+
+    def _handshake(self) -> bool:
+        """True once done (SSLWantReadError while the peer has more to say)."""
+        self.tls.do_handshake()
+        if self._timer:
+            self._timer.cancel()
+        self._flush()
+        if self.tls.selected_alpn_protocol() != ALPN:
+            self.drop(f"it does not speak {ALPN}")
+            return False
+        self._task = asyncio.ensure_future(self.server._serve(self))
+        return True
+
+    def write(self, data: bytes) -> None:
+        if self._closed:
+            return  # the peer is gone, or was dropped: nobody to answer
+        with contextlib.suppress(ssl.SSLError):  # the peer ended TLS (close_notify) before the answer
+            self.tls.write(data)
+        self._flush()
+
+    def _flush(self) -> None:
+        if (out := self._out.read()) and self._transport:
+            self._transport.write(out)
+
+    def drop(self, reason: str) -> None:
+        self.server.log(f"dropped {self.where}: {reason}")
+        self.close()
+
+    def close(self) -> None:
+        self._closed = True
+        if self._timer:
+            self._timer.cancel()
+        if self._transport and not self._transport.is_closing():
+            with contextlib.suppress(ssl.SSLError):
+                self.tls.unwrap()  # queues our close_notify; the peer's is not awaited
+            self._flush()
+            self._transport.close()
+        self.reader.feed_eof()
+
+    def eof_received(self) -> bool:
+        self.reader.feed_eof()
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._task is None and not self._closed:
+            # A client refusing our certificate may just hang up, without an alert.
+            self.drop("the peer left during the TLS handshake")
+        self.close()
+
+
+def _log(message: str) -> None:
+    print(f"hakitd: rpc: {message}", file=sys.stderr, flush=True)
+
+
+class RpcServer:
+    """The listener of one hakitd; sits in front of the daemon's request handler."""
+
+    def __init__(self, p: Paths, handler: ipc.Handler, port: int = RPC_PORT,
+                 log: Callable[[str], None] = _log) -> None:
+        self.paths = p
+        self.handler = handler
+        self.port = port
+        self.log = log
+        self._ctx: ssl.SSLContext | None = None
+        self._addrs: list[str] = []
+        self._servers: list[asyncio.AbstractServer] = []
+
+    async def handle(self, op: str, args: dict[str, Any], user: str) -> Any:
+        """The daemon's handler, plus `rpc_reload` (after credentials or cluster.xml changed
+        on this node) and a reload after each applied cluster configuration."""
+        if op == "rpc_reload":
+            return await self.reload()
+        result = await self.handler(op, args, user)
+        if op == "apply_cluster":
+            await self.reload()
+        return result
+
+    async def reload(self) -> dict[str, Any]:
+        """Read cluster.xml and the credentials again; listen on this node's addresses."""
+        try:
+            cluster = load_cluster(self.paths.cluster_xml)
+            addrs = pki.node_addresses(cluster, local_node(cluster))
+            self._ctx = _context(self.paths, server=True)
+        except HakitError as exc:
+            self._close_servers()
+            self._addrs = []
+            self.log(f"not listening: {str(exc).splitlines()[0]}")
+            return {"listening": []}
+        if addrs != self._addrs:
+            loop = asyncio.get_running_loop()
+            self._close_servers()
+            self._addrs = addrs
+            for addr in addrs:
+                try:
+                    server = await loop.create_server(self._connection, sock=self._socket(addr))
+                    self._servers.append(server)
+                except OSError as exc:
+                    self.log(f"cannot listen on {addr}:{self.port}: {_reason(exc)}")
+            self.log(f"listening on {', '.join(f'{a}:{self.port}' for a in addrs)}")
+        return {"listening": [f"{a}:{self.port}" for a in self._addrs]}
+
+    def _socket(self, addr: str) -> socket.socket:
+        family, kind, proto, _name, sockaddr = socket.getaddrinfo(addr, self.port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET:
+                # Bound even while the address is not up yet (hakitd started before the network).
+                sock.setsockopt(socket.IPPROTO_IP, IP_FREEBIND, 1)
+            sock.bind(sockaddr)
+            sock.setblocking(False)
+        except OSError:
+            sock.close()
+            raise
+        return sock
+
+    def _close_servers(self) -> None:
+        for server in self._servers:
+            server.close()
+        self._servers = []
+
+    def close(self) -> None:
+        self._close_servers()
+
+    def _connection(self) -> _TlsConnection:
+        assert self._ctx is not None  # set before any listener exists
+        return _TlsConnection(self, self._ctx)
+
+    async def _serve(self, conn: _TlsConnection) -> None:
+        try:
+            await self._requests(conn)
+        except Exception as exc:  # a bug must cost this connection only, and say why in one line
+            conn.drop(f"internal error: {type(exc).__name__}: {exc}")
+        else:
+            conn.close()
+
+    async def _requests(self, conn: _TlsConnection) -> None:
+        peer = _peer_name(conn.tls)
+        decoder = FrameDecoder()
+        while data := await conn.reader.read(65536):
+            try:
+                requests = decoder.feed(data)
+            except FrameError as exc:
+                conn.write(pack_frame({"ok": False, "error": str(exc)}))
+                conn.drop(f"{peer}: {exc}")
+                return
+            for req in requests:
+                if isinstance(req, dict):
+                    # Who asked, as the certificate says, not as the request claims.
+                    req["user"] = f"{req.get('user', '?')}@{peer}"
+                conn.write(pack_frame(await ipc._dispatch(self._served, req)))
+
+    async def _served(self, op: str, args: dict[str, Any], user: str) -> Any:
+        if op not in SERVED:
+            raise HakitError(f"'{op}' is not served to other nodes")
+        return await self.handle(op, args, user)
