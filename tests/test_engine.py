@@ -82,10 +82,10 @@ def has_vip(sim, node: str, vip: str) -> bool:
 
 
 def install(sim, tmp_path: Path, nodes: list[str], conf: str, scripts: dict[str, str] | None = None,
-            module: str = MODULE) -> None:
+            module: str = MODULE, module_id: int = 7) -> None:
     archive = make_module(tmp_path / module, conf, scripts if scripts is not None else TRACING)
     for node in nodes:
-        hk(sim, node, "module", "install", "-m", module, "-M", "7", str(archive))
+        hk(sim, node, "module", "install", "-m", module, "-M", str(module_id), str(archive))
 
 
 @pytest.fixture
@@ -232,3 +232,151 @@ def test_farm_keeps_survivors_up_when_a_node_dies(make_sim, tmp_path):
              and "lost" in v.split("peer.node3")[1].split("\n")[0])
     for node in ("node1", "node2"):
         assert state(sim, node) == "UP (Ready)"
+
+
+LIGHT_START = """#!/bin/sh
+echo "start_prim $*" >> /var/lib/hakit/trace
+setsid python3 -c "import socket,time; s=socket.socket(); \\
+s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1); s.bind(('127.0.0.1',8081)); \\
+s.listen(); time.sleep(1e6)" \\
+    </dev/null >/dev/null 2>&1 &
+echo $! > /var/lib/hakit/web.pid
+cp /bin/sleep /var/lib/hakit/hkapp
+setsid /var/lib/hakit/hkapp 100000 </dev/null >/dev/null 2>&1 &
+echo $! > /var/lib/hakit/hkapp.pid
+"""
+LIGHT_STOP = """#!/bin/sh
+echo "stop_prim $*" >> /var/lib/hakit/trace
+kill $(cat /var/lib/hakit/web.pid) $(cat /var/lib/hakit/hkapp.pid) 2>/dev/null
+exit 0
+"""
+
+
+def fired(sim, node: str, label: str, action: str, module: str = MODULE) -> Callable[[], bool]:
+    return lambda: f"Rule {label} true: action {action}" in hk(sim, node, "logview", "-m", module)
+
+
+def starts(sim, node: str) -> int:
+    return trace(sim, node).count("start_prim ")
+
+
+def test_every_checker_type_triggers_its_action(make_sim, tmp_path):
+    sim = make_sim(nodes=2, lans=2, daemon=True)
+    vip = sim.spare_addr(0, 1)
+    conf = f"""<!DOCTYPE safe>
+<safe>
+  <service mode="light" maxloop="50">
+    <vip><interface_list><interface>
+      <real_interface><virtual_addr addr="{vip}" where="one_side_alias" check="on"/></real_interface>
+    </interface></interface_list></vip>
+    <errd><proc name="hkapp" atleast="1" action="restart" class="prim"/></errd>
+    <check>
+      <tcp ident="web" when="prim"><to addr="127.0.0.1" port="8081" interval="1" timeout="1"/></tcp>
+      <ping ident="gw"><to addr="{sim.addr("node2")}" interval="1" timeout="1"/></ping>
+      <intf ident="lan1"><to name="eth1"/></intf>
+      <custom ident="c" exec="forever" action="restart"/>
+      <module name="other"/>
+    </check>
+    <user/>
+  </service>
+</safe>
+"""
+    other = '<!DOCTYPE safe>\n<safe><service mode="light"><user/></service></safe>\n'
+    install(sim, tmp_path, ["node1"], other, {}, module="other", module_id=8)
+    install(sim, tmp_path, ["node1"], conf, {
+        "start_prim": LIGHT_START, "stop_prim": LIGHT_STOP,
+        "forever": "#!/bin/sh\nexec sleep 100000\n",
+    })
+    hk(sim, "node1", "start", "-m", "other")
+    hk(sim, "node1", "start", "-m", MODULE)
+    wait_state(sim, "node1", "ALONE (Ready)")
+    hk(sim, "node1", "set", "-m", MODULE, "-r", "custom.c", "-v", "up")
+
+    def up(resource: str) -> Callable[[], bool]:
+        return lambda: f"{resource} " in (out := hk(sim, "node1", "state", "-m", MODULE, "-v")) and \
+            out.split(f"{resource} ")[1].split()[0] == "up"
+
+    for res in ("tcp.web", "ping.gw", "intf.lan1", f"ip.{vip}", "module.other", "errd.hkapp"):
+        wait_for(f"{res} up", up(res))
+
+    # tcp: the listener dies -> restart, which starts it again.
+    n = starts(sim, "node1")
+    sim.exec("node1", ["sh", "-c", "kill $(cat /var/lib/hakit/web.pid)"])
+    wait_for("t_web restart", fired(sim, "node1", "t_web", "restart"))
+    wait_for("restarted", lambda: starts(sim, "node1") > n)
+    wait_state(sim, "node1", "ALONE (Ready)")
+    wait_for("tcp.web up again", up("tcp.web"))
+
+    # errd: the monitored process dies -> restart.
+    n = starts(sim, "node1")
+    wait_for("errd.hkapp up", up("errd.hkapp"))
+    sim.exec("node1", ["sh", "-c", "kill $(cat /var/lib/hakit/hkapp.pid)"])
+    wait_for("errd restart",
+             lambda: "Action restart from errd hkapp" in hk(sim, "node1", "logview", "-m", MODULE))
+    wait_for("restarted", lambda: starts(sim, "node1") > n)
+    wait_state(sim, "node1", "ALONE (Ready)")
+
+    # custom: the checker program reports down -> restart.
+    n = starts(sim, "node1")
+    hk(sim, "node1", "set", "-m", MODULE, "-r", "custom.c", "-v", "down")
+    wait_for("c_c restart", fired(sim, "node1", "c_c", "restart"))
+    wait_for("restarted", lambda: starts(sim, "node1") > n)
+    wait_state(sim, "node1", "ALONE (Ready)")
+
+    # ip: the VIP disappears -> stopstart, which puts it back.
+    sim.exec("node1", ["ip", "addr", "del", f"{vip}/24", "dev", "eth0"])
+    wait_for(f"ip_{vip} stopstart", fired(sim, "node1", f"ip_{vip}", "stopstart"))
+    wait_for("VIP back", lambda: has_vip(sim, "node1", vip))
+    wait_state(sim, "node1", "ALONE (Ready)")
+
+    # ping: the target is cut off -> wait while it is; back when healed.
+    sim.cut("node1", "node2")
+    wait_for("p_gw wait", fired(sim, "node1", "p_gw", "wait"))
+    wait_state(sim, "node1", "WAIT (NotReady)")
+    assert not has_vip(sim, "node1", vip)
+    sim.heal()
+    wait_state(sim, "node1", "ALONE (Ready)")
+
+    # intf: the link goes down -> wait.
+    sim.exec("node1", ["ip", "link", "set", "eth1", "down"])
+    wait_for("i_lan1 wait", fired(sim, "node1", "i_lan1", "wait"))
+    wait_state(sim, "node1", "WAIT (NotReady)")
+    sim.exec("node1", ["ip", "link", "set", "eth1", "up"])
+    wait_state(sim, "node1", "ALONE (Ready)")
+
+    # module: the module depended upon stops -> wait.
+    hk(sim, "node1", "stop", "-m", "other")
+    wait_for("m_other wait", fired(sim, "node1", "m_other", "wait"))
+    wait_state(sim, "node1", "WAIT (NotReady)")
+    hk(sim, "node1", "start", "-m", "other")
+    wait_state(sim, "node1", "ALONE (Ready)")
+    hk(sim, "node1", "stop", "-m", MODULE)
+
+
+def test_maxloop_stops_the_module_on_the_fourth_error(make_sim, tmp_path):
+    sim = make_sim(nodes=1, daemon=True)
+    conf = """<!DOCTYPE safe>
+<safe>
+  <service mode="light" maxloop="3" loop_interval="1">
+    <check><custom ident="c" exec="forever" action="restart"/></check>
+    <user/>
+  </service>
+</safe>
+"""
+    install(sim, tmp_path, ["node1"], conf, {**TRACING, "forever": "#!/bin/sh\nexec sleep 100000\n"})
+    hk(sim, "node1", "start", "-m", MODULE)
+    for error in range(1, 5):
+        hk(sim, "node1", "set", "-m", MODULE, "-r", "custom.c", "-v", "up")
+        hk(sim, "node1", "set", "-m", MODULE, "-r", "custom.c", "-v", "down")
+        if error < 4:
+            wait_for(f"restart {error}", lambda e=error: trace(sim, "node1").count("start_prim ") == e + 1)
+            wait_state(sim, "node1", "ALONE (Ready)")
+    wait_state(sim, "node1", "STOP (NotReady)")
+    assert trace(sim, "node1").count("start_prim ") == 4
+    assert "maxloop reached" in hk(sim, "node1", "logview", "-m", MODULE)
+    # incloop: the same budget, for scripts that restart an application themselves.
+    hk(sim, "node1", "start", "-m", MODULE)
+    codes = [sim.exec("node1", ["hakit", "incloop", "-m", MODULE, "-i", "t"], check=False).returncode
+             for _ in range(4)]
+    assert codes == [0, 0, 0, 1]
+    hk(sim, "node1", "stop", "-m", MODULE)

@@ -67,9 +67,11 @@ class Heartbeat:
 class Heart:
     TAG: ClassVar[str] = "heart"
     DOC: ClassVar[str] = "Heartbeats of a mirror module. A peer is lost when silent on every LAN."
-    pulse: float = attr("Interval between heartbeats (hakit default).", Duration("ms"), 0.1)
+    pulse: float = attr("Interval between heartbeats (hakit default, see docs/engine.md).",
+                        Duration("ms"), 0.2)
     timeout: float = attr(
-        "Silence after which a peer is declared lost (hakit default).", Duration("ms"), 0.6
+        "Silence after which a peer is declared lost (hakit default, see docs/engine.md).",
+        Duration("ms"), 0.6
     )
     heartbeats: tuple[Heartbeat, ...] = child(Heartbeat, many=True)
 

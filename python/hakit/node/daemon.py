@@ -16,6 +16,7 @@ import socket
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from hakit import __version__, ipc
@@ -29,6 +30,7 @@ from hakit.store.module_store import Level, ModuleStore
 START_TIMEOUT_S = 600.0
 RESPAWN_MAX = 3
 RESPAWN_WINDOW_S = 600.0
+SELF = "hakitd"  # the user of the requests hakitd makes itself
 STARTING_COMMANDS = ("prim", "primforce", "second")
 STABLE = {("STOP", "NotReady"), ("ALONE", "Ready"), ("PRIM", "Ready"), ("SECOND", "Ready"),
           ("UP", "Ready"), ("WAIT", "NotReady")}
@@ -50,6 +52,7 @@ class Daemon:
         self.modules: dict[str, Supervised] = {}
         self.started_at = time.time()
         self.done = asyncio.Event()
+        self.booting: list[asyncio.Task[None]] = []
 
     def module_log(self, name: str, level: Level, message: str) -> None:
         store = ModuleStore(self.paths.module_db(name))
@@ -111,6 +114,7 @@ class Daemon:
             raise HakitError(f"module {name} is already started")
         self.catalog.config(name)  # refuse now, with the file's problems, if it no longer reads
         self.module_log(name, Level.USER, f"Action {intent or 'start'} requested by {user}")
+        self.running_marker(name).touch()
         sup = Supervised(name, await self.spawn(name, intent))
         self.supervise(sup)
         return await self.wait_stable(sup)
@@ -144,6 +148,9 @@ class Daemon:
         if sup is None:
             raise HakitError(f"module {name} is not started")
         sup.wanted = False
+        if user != SELF:
+            # An operator's stop: boot="auto" must not start it again at the next boot.
+            self.running_marker(name).unlink(missing_ok=True)
         try:
             await ipc.acall(self.paths.module_socket(name), "stop", {"force": force},
                             timeout=START_TIMEOUT_S)
@@ -179,7 +186,28 @@ class Daemon:
         self.done.set()
         for name in list(self.modules):
             with contextlib.suppress(HakitError):
-                await self.stop(name, "hakitd", force=False)
+                await self.stop(name, SELF, force=False)
+
+    def running_marker(self, name: str) -> Path:
+        return self.paths.module_var(name) / "running"
+
+    async def boot(self) -> None:
+        """Start the modules configured with boot="on", and boot="auto" ones that ran before."""
+        for name in self.catalog.names():
+            try:
+                svc = self.catalog.config(name).service
+            except HakitError as exc:
+                self.module_log(name, Level.CRITICAL, f"Not started at boot: {exc}")
+                continue
+            if svc.boot == "on" or (svc.boot == "auto" and self.running_marker(name).exists()):
+                self.booting.append(asyncio.create_task(self._boot_one(name, svc.boot_delay)))
+
+    async def _boot_one(self, name: str, delay: float) -> None:
+        await asyncio.sleep(delay)
+        try:
+            await self.start(name, "boot")
+        except HakitError as exc:
+            self.module_log(name, Level.CRITICAL, f"Start at boot failed: {exc}")
 
 
 async def _main() -> int:
@@ -202,6 +230,7 @@ async def _main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"hakitd {__version__} listening on {p.daemon_socket}", flush=True)
+    await daemon.boot()
     await stop.wait()
     server.close()
     rpc.close()

@@ -1,18 +1,24 @@
 """`make demo`: a simulated 3-node cluster with a sample mirror module on node1 and
-node2 and a sample farm module on all three, installed and configured from the
-shipped templates."""
+node2 and a sample farm module on all three, configured from the shipped templates
+the way an operator would (install on node1, `-E` to the others), started, and
+watched: every state change on every node is printed as it happens."""
 
 from __future__ import annotations
 
 import re
 import signal
+import sqlite3
 import tempfile
+import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from hakit.config.safe_archive import USERCONFIG
+from hakit.errors import HakitError
 from hakit.module.catalog import template
 from hakit.module.scripts import hakit_bin_dir
+from hakit.store.module_store import ModuleStore
 from hakit.testing.sim import Sim
 
 MIRROR_NODES = ("node1", "node2")
@@ -44,10 +50,55 @@ def bring_up(sim: Sim, workdir: Path) -> None:
     )
     farm = with_macros("farm.safe", {"VIRTUAL_IP": sim.spare_addr(0, 2)}, workdir / "demo-farm.safe")
     hk = str(hakit_bin_dir() / "hakit")
-    for node in MIRROR_NODES:
-        sim.exec(node, [hk, "module", "install", "-m", "mirror", "-M", "1", str(mirror)])
-    for node in FARM_NODES:
-        sim.exec(node, [hk, "module", "install", "-m", "farm", "-M", "2", str(farm)])
+
+    def run(node: str, *args: str) -> None:
+        sim.exec(node, [hk, *args], capture=True)
+
+    run("node1", "module", "install", "-m", "mirror", "-M", "1", str(mirror))
+    run("node1", "module", "install", "-m", "farm", "-M", "2", str(farm))
+    run("node1", "-H", ",".join(MIRROR_NODES), "-E", "mirror")
+    run("node1", "-H", ",".join(FARM_NODES), "-E", "farm")
+    # The mirror's first start: node1 holds the reference data.
+    run("node1", "prim", "-m", "mirror")
+    run("node2", "start", "-m", "mirror")
+    run("node1", "-H", ",".join(FARM_NODES), "start", "-m", "farm")
+
+
+def states(sim: Sim) -> dict[tuple[str, str], str]:
+    """Each module's state on each node, read from the nodes' stores."""
+    out: dict[tuple[str, str], str] = {}
+    for node in sim.nodes():
+        for module in ("mirror", "farm"):
+            db = sim.host_path(node, f"/var/lib/hakit/modules/{module}/state.db")
+            if not db.exists():
+                continue
+            store = ModuleStore(db)
+            try:
+                state, status = store.resource("module.state"), store.resource("module.status")
+            finally:
+                store.close()
+            if state and status:
+                out[(module, node)] = f"{state.value} ({status.value})"
+    return out
+
+
+def watch(sim: Sim, stop: Callable[[], bool]) -> None:
+    """Print every module state change until `stop()`; a killed node shows as down."""
+    seen: dict[tuple[str, str], str] = {}
+    while not stop():
+        try:
+            now = states(sim)
+            node_state = {n.name: n.state for n in sim.status().nodes}
+        except (HakitError, OSError, sqlite3.Error):
+            time.sleep(0.2)
+            continue
+        for key in sorted(now):
+            up = node_state.get(key[1], "up") == "up"
+            value = now[key] if up else f"node {node_state[key[1]]}"
+            if seen.get(key) != value:
+                seen[key] = value
+                print(f"{time.strftime('%H:%M:%S')}  {key[0]:<6} on {key[1]}: {value}", flush=True)
+        time.sleep(0.2)
 
 
 def describe(sim: Sim) -> str:
@@ -73,7 +124,10 @@ def describe(sim: Sim) -> str:
         lines.append(f"  {node}: {logdir}  (hakitd.out, modules/*/userlog_*.ulog)")
     lines += [
         "",
-        f"Break it: {hk} sim kill --name {n} node2 ; {hk} sim revive --name {n} node2",
+        f"Break it: {hk} sim kill --name {n} node1     # mirror fails over to node2, farm stays UP",
+        f"          {hk} sim revive --name {n} node1",
+        f"          {hk} sim exec --name {n} node1 -- hakit start -m mirror      # back as SECOND",
+        f"          {hk} sim exec --name {n} node1 -- hakit -H '*' start -m farm",
         f"          {hk} sim cut --name {n} node1 node2 ; {hk} sim heal --name {n}",
         "Ctrl-C (or 'make demo-down') removes everything.",
     ]
@@ -103,8 +157,8 @@ def run_demo(name: str, detach: bool) -> int:
 
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
-    while not stop:
-        signal.pause()
+    print("\nModule states (changes appear here as they happen):", flush=True)
+    watch(sim, lambda: stop)
     print("\nRemoving the simulated cluster…", flush=True)
     sim.down()
     return 0
