@@ -188,6 +188,19 @@ class Daemon:
             with contextlib.suppress(HakitError):
                 await self.stop(name, SELF, force=False)
 
+    def forget_stale_states(self) -> None:
+        """No module process survives hakitd: a state left by a crash or a reboot is stale."""
+        for name in self.catalog.names():
+            store = ModuleStore(self.paths.module_db(name))
+            try:
+                state = store.resource("module.state")
+                if state is not None and state.value != "STOP":
+                    store.log(Level.EVENT, SELF, f"Module was {state.value} when its node or hakitd stopped")
+                    store.set_resource("module.state", "STOP")
+                    store.set_resource("module.status", "NotReady")
+            finally:
+                store.close()
+
     def running_marker(self, name: str) -> Path:
         return self.paths.module_var(name) / "running"
 
@@ -219,6 +232,7 @@ async def _main() -> int:
             print(f"hakitd: already running (socket {p.daemon_socket})", file=sys.stderr)
             return 1
     daemon = Daemon(p)
+    daemon.forget_stale_states()
     # Other nodes' requests go through the RPC listener, which also re-reads its credentials
     # and addresses when asked (rpc_reload) or after an applied cluster.xml.
     rpc = RpcServer(p, daemon.handle)
