@@ -37,7 +37,8 @@ $(STAMPS)/deb:
 	fi
 	@touch $@
 
-$(STAMPS)/venv: $(STAMPS)/deb
+# Re-checked when the Makefile (and so PY_PKGS) changes; pip skips what is there.
+$(STAMPS)/venv: $(STAMPS)/deb Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(PY_PKGS)
 	@touch $@
@@ -60,11 +61,13 @@ test: build
 demo: build
 	$(VENV)/bin/hakit demo
 
-# BENCH_ARGS, e.g. "--rounds 10 --only hakit".  The bench packages go through the deb
-# stamp's own recipe, with their list and a stamp of their own.
+# BENCHES picks benchmarks (default all), BENCH_ARGS passes options to them, e.g.
+# make bench BENCHES=failover BENCH_ARGS="--rounds 10".  The bench packages go through
+# the deb stamp's own recipe, with their list and a stamp of their own.
+BENCHES ?= heartbeat failover
 bench: build
 	@$(MAKE) --no-print-directory STAMPS=$(STAMPS)/bench DEB_PKGS="$(BENCH_DEB_PKGS)" $(STAMPS)/bench/deb
-	$(PY) bench/failover.py $(BENCH_ARGS)
+	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py $(BENCH_ARGS) || exit 1; done
 
 demo-down: build
 	$(VENV)/bin/hakit sim down --name demo

@@ -382,3 +382,24 @@ def test_maxloop_stops_the_module_on_the_fourth_error(make_sim, tmp_path):
              for _ in range(4)]
     assert codes == [0, 0, 0, 1]
     hk(sim, "node1", "stop", "-m", MODULE)
+
+
+def test_default_primary_takes_the_role_back_after_reintegration(make_sim, tmp_path):
+    sim = make_sim(nodes=2, daemon=True)
+    vip = sim.spare_addr(0, 1)
+    install(sim, tmp_path, ["node1", "node2"], mirror_conf(vip, service='defaultprim="node1"'))
+    hk(sim, "node1", "prim", "-m", MODULE)
+    hk(sim, "node2", "start", "-m", MODULE)
+    wait_state(sim, "node2", "SECOND (Ready)")
+    # An operator's restart runs the application's scripts again in place.
+    hk(sim, "node1", "restart", "-m", MODULE)
+    assert trace(sim, "node1").count("start_prim ") == 2 and state(sim, "node1") == "PRIM (Ready)"
+    sim.kill("node1")
+    wait_state(sim, "node2", "ALONE (Ready)")
+    sim.revive("node1")
+    hk(sim, "node1", "start", "-m", MODULE)
+    # node1 comes back as secondary, then, being the default primary, takes PRIM back.
+    wait_state(sim, "node1", "PRIM (Ready)")
+    wait_state(sim, "node2", "SECOND (Ready)")
+    assert has_vip(sim, "node1", vip) and not has_vip(sim, "node2", vip)
+    assert "start_second " in trace(sim, "node1")
