@@ -45,30 +45,30 @@ def call(path: Path, op: str, args: dict[str, Any] | None = None, timeout: float
             raise DaemonNotRunning(
                 f"{what} is not running on this node (no answer on {path}); start it with 'hakitd'"
             ) from None
-        sock.sendall(_request(op, args))
+        sock.sendall(request_frame(op, args))
         decoder = FrameDecoder()
         while True:
             try:
                 data = sock.recv(65536)
             except TimeoutError:
                 raise HakitError(f"{what} did not answer '{op}' within {timeout:g} s") from None
-            if frames := _frames(decoder, data, what, op):
-                return _result(frames[0], what, op)
+            if frames := decode_frames(decoder, data, what, op):
+                return reply_result(frames[0], what, op)
     finally:
         sock.close()
 
 
-def _request(op: str, args: dict[str, Any] | None) -> bytes:
+def request_frame(op: str, args: dict[str, Any] | None) -> bytes:
     return pack_frame({"op": op, "args": args or {}, "user": caller()})
 
 
-def _frames(decoder: FrameDecoder, data: bytes, what: str, op: str) -> list[Any]:
+def decode_frames(decoder: FrameDecoder, data: bytes, what: str, op: str) -> list[Any]:
     if not data:
         raise HakitError(f"{what} closed the connection without answering '{op}'")
     return list(decoder.feed(data))
 
 
-def _result(reply: object, what: str, op: str) -> Any:
+def reply_result(reply: object, what: str, op: str) -> Any:
     if not isinstance(reply, dict) or "ok" not in reply:
         raise HakitError(f"{what} sent an unexpected answer to '{op}'")
     if not reply["ok"]:
@@ -100,7 +100,7 @@ async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
         try:
             while data := await reader.read(65536):
                 for req in decoder.feed(data):
-                    writer.write(pack_frame(await _dispatch(handler, req)))
+                    writer.write(pack_frame(await dispatch(handler, req)))
                     await writer.drain()
         except FrameError as exc:
             # Garbage on the socket: answer once so the sender knows why, then drop it.
@@ -118,7 +118,7 @@ async def serve(path: Path, handler: Handler) -> asyncio.AbstractServer:
     return server
 
 
-async def _dispatch(handler: Handler, req: object) -> dict[str, Any]:
+async def dispatch(handler: Handler, req: object) -> dict[str, Any]:
     if not isinstance(req, dict) or not isinstance(req.get("op"), str):
         return {"ok": False, "error": "malformed request"}
     args = req.get("args") or {}
@@ -138,12 +138,12 @@ async def acall(path: Path, op: str, args: dict[str, Any] | None = None, timeout
     except (FileNotFoundError, ConnectionRefusedError):
         raise DaemonNotRunning(f"nothing answers on {path}") from None
     try:
-        writer.write(_request(op, args))
+        writer.write(request_frame(op, args))
         await writer.drain()
         decoder = FrameDecoder()
         while True:
             data = await asyncio.wait_for(reader.read(65536), timeout)
-            if frames := _frames(decoder, data, what, op):
-                return _result(frames[0], what, op)
+            if frames := decode_frames(decoder, data, what, op):
+                return reply_result(frames[0], what, op)
     finally:
         writer.close()

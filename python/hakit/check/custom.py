@@ -22,7 +22,7 @@ from hakit.check.base import UNKNOWN, CheckContext, TaskChecker
 from hakit.config.docgen import CHECKER_NAMES
 from hakit.config.module_model import CustomChecker
 from hakit.errors import HakitError
-from hakit.module.scripts import _kill_group
+from hakit.module.scripts import kill_group
 from hakit.store.module_store import Level
 
 RESTART_DELAY_S = 1.0
@@ -67,7 +67,7 @@ class CustomCheck(TaskChecker):
             try:
                 code = await proc.wait()
             except asyncio.CancelledError:
-                await _kill_group(proc)
+                await kill_group(proc)
                 raise
             finally:
                 self.pid = None

@@ -118,7 +118,7 @@ class ScriptRunner:
                 code = await asyncio.wait_for(proc.wait(), limit)
             except TimeoutError:
                 timed_out = True
-                code = await _kill_group(proc)
+                code = await kill_group(proc)
         if timed_out:
             self.log(Level.CRITICAL, "script", f"Script {script} killed after {limit:g} s time limit")
         elif code != 0:
@@ -140,7 +140,7 @@ class ScriptRunner:
                     p.unlink()
 
 
-async def _kill_group(proc: asyncio.subprocess.Process) -> int:
+async def kill_group(proc: asyncio.subprocess.Process) -> int:
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, sig)

@@ -102,7 +102,7 @@ class Connection:
     async def call(self, op: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
         what = f"{self.peer} ({self.addr})"
         try:
-            request = ipc._request(op, args)
+            request = ipc.request_frame(op, args)
         except FrameError as exc:
             raise RpcError(f"cannot send '{op}' to {what}: {exc}") from None
         try:
@@ -112,8 +112,8 @@ class Connection:
             async with asyncio.timeout(timeout):
                 while True:
                     data = await self.reader.read(65536)
-                    if frames := ipc._frames(decoder, data, what, op):
-                        return ipc._result(frames[0], what, op)
+                    if frames := ipc.decode_frames(decoder, data, what, op):
+                        return ipc.reply_result(frames[0], what, op)
         except TimeoutError:
             raise RpcError(f"{what} did not answer '{op}' within {timeout:g} s") from None
         except (ssl.SSLError, ConnectionError) as exc:
@@ -363,7 +363,7 @@ class RpcServer:
                 if isinstance(req, dict):
                     # Who asked, as the certificate says, not as the request claims.
                     req["user"] = f"{req.get('user', '?')}@{peer}"
-                conn.write(pack_frame(await ipc._dispatch(self._served, req)))
+                conn.write(pack_frame(await ipc.dispatch(self._served, req)))
 
     async def _served(self, op: str, args: dict[str, Any], user: str) -> Any:
         if op not in SERVED:
