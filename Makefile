@@ -22,7 +22,7 @@ PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
 	meson.build pyproject.toml
 
-.PHONY: all deps build test demo demo-down lint bench clean
+.PHONY: all deps build test demo demo-down lint bench clean rfs-asan
 all: build
 
 $(STAMPS)/deb:
@@ -54,9 +54,33 @@ build: $(STAMPS)/build
 lint: build
 	$(VENV)/bin/ruff check $(wildcard python tests bench)
 
-test: build
+test: build rfs-asan
 	$(VENV)/bin/ruff check $(wildcard python tests bench)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# ---- rfs core tests: native/rfs/tests/test_*.c linked with the core's own sources
+# (ops, repl, apply) under ASan + UBSan, into build/rfs-asan/; run by
+# tests/test_rfs_stream.py.  A few seconds to build, and only what changed.
+RFS_DIR := native/rfs
+RFS_ASAN := build/rfs-asan
+RFS_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
+	-fsanitize=address,undefined -fno-sanitize-recover=all -I$(RFS_DIR)
+RFS_HEADERS := $(wildcard $(RFS_DIR)/*.h $(RFS_DIR)/tests/*.h)
+RFS_CORE := $(patsubst %,$(RFS_ASAN)/obj/%.o,ops repl apply) $(RFS_ASAN)/obj/rfs_test.o
+RFS_TESTS := $(patsubst $(RFS_DIR)/tests/%.c,$(RFS_ASAN)/%,$(wildcard $(RFS_DIR)/tests/test_*.c))
+
+$(RFS_ASAN)/obj/%.o: $(RFS_DIR)/%.c $(RFS_HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(RFS_CFLAGS) -c -o $@ $<
+$(RFS_ASAN)/obj/%.o: $(RFS_DIR)/tests/%.c $(RFS_HEADERS)
+	@mkdir -p $(@D)
+	$(CC) $(RFS_CFLAGS) -c -o $@ $<
+$(RFS_ASAN)/test_%: $(RFS_ASAN)/obj/test_%.o $(RFS_CORE)
+	$(CC) $(RFS_CFLAGS) -o $@ $^ -llz4 -lpthread
+# Kept, so a change rebuilds only what it touches.
+.SECONDARY: $(RFS_CORE) $(patsubst $(RFS_ASAN)/%,$(RFS_ASAN)/obj/%.o,$(RFS_TESTS))
+rfs-asan: $(STAMPS)/deb $(RFS_TESTS)
+# ---- end of rfs core tests
 
 demo: build
 	$(VENV)/bin/hakit demo

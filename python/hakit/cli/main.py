@@ -38,7 +38,11 @@ class _Parser(argparse.ArgumentParser):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="hakit", description="hakit high-availability toolkit")
+    parser = _Parser(
+        prog="hakit", description="hakit high-availability toolkit",
+        epilog='On other nodes: hakit -H "node1,node2"|"*" VERB ...; hakit -H "*" -G (apply the cluster '
+               'configuration); hakit -H "node1,node2" -E AM (apply a module configuration).',
+    )
     parser.add_argument("--version", action="version", version=f"hakit {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB", parser_class=_Parser)
     sub.required = True

@@ -1,0 +1,1263 @@
+/* hakit-rfs, the FUSE layer: see fs.h.
+ *
+ * Why the high-level libfuse API (fuse.h) and not the low-level one of passthrough_hp:
+ * the stream needs, for every operation, the file's path relative to the root as it is
+ * when the operation happens.  The high-level API keeps exactly that tree (node ->
+ * parent, name) and, while an operation runs on a path, read-locks every node of it: a
+ * rename or unlink of the file or of any parent directory waits until the operation,
+ * and so its rfs_repl_submit(), is done.  Operations therefore enter the stream in an
+ * order in which every path is right.  Over the low-level API we would rebuild the same
+ * tree and the same locks; what they cost (a mutex and a path string per request) is
+ * small beside the kernel round trip, and is paid alike with and without replication.
+ * The data paths, which set the throughput, are the same in both APIs: WRITE requests
+ * of up to 1 MiB, reads answered by splicing from the real file.
+ *
+ * Ordering within one file comes from the kernel: a write(2) through the page cache or
+ * with O_DIRECT holds the inode lock for its WRITE request, and written-back mmap pages
+ * never overlap a WRITE in flight; so for any one file, pwrite() and submit happen in
+ * the same order on every thread.
+ *
+ * Cache and write modes, weighed against the durability contract (docs/replication.md):
+ *  - write-through, not the writeback cache.  With writeback, write(2) returns before
+ *    we see the data: strict mode could not hold, buffered data would reach the
+ *    secondary only when the kernel writes dirty pages back (dirty_expire_centisecs,
+ *    30 s by default) instead of within the stream's flush delay, and every close would
+ *    add a SETATTR of the times.  Write-through sends each write(2) as one request.
+ *  - kernel_cache and long timeouts on the primary: the mount is the only writer of the
+ *    directory and the kernel updates its caches on every change passing through it.
+ *    On the secondary the receiver changes files underneath the mount, so the caches
+ *    are short and a file's pages are dropped when it changed (auto_cache).
+ *
+ * Handlers follow the high-level API's own convention, which is the passthrough_hp
+ * style already: each does its work on the real directory and returns 0 / a count or
+ * -errno; modifying ones then hand a struct rfs_op to replicate().  They are wired in
+ * one table, rfs_ops, at the end.
+ *
+ * Locks: fs.c takes none of its own.  Counters are atomics, per-open state lives in
+ * the open file; the only ordering is libfuse's path locks described above.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/fsuid.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/uio.h>
+#include <sys/wait.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <fuse.h>
+#include <fuse_lowlevel.h>
+#include <linux/fuse.h>
+
+#include "fs.h"
+
+#define MAX_WRITE (1u << 20)          /* one write(2) of up to 1 MiB is one request */
+#define PRIMARY_CACHE_S 60.0          /* attributes, entries, negative entries */
+#define SECONDARY_CACHE_S 1.0         /* how stale a reader on the secondary may see the tree */
+#define MAX_THREADS 64                /* requests waiting on the secondary each hold one */
+#define IDLE_THREADS 8
+#define DIVERGED_LOG_MAX 100          /* then divergences are only counted */
+
+_Static_assert(sizeof(uint64_t) >= sizeof(void *), "fuse_file_info.fh holds a pointer");
+_Static_assert(sizeof(off_t) == 8, "64-bit file offsets (_FILE_OFFSET_BITS=64 from fuse3)");
+_Static_assert(offsetof(struct fuse_init_out, flags) == 12, "INIT reply flags where the kernel reads them");
+_Static_assert((O_SYNC & O_DSYNC) == O_DSYNC, "O_SYNC implies O_DSYNC: one test covers both");
+
+struct rfs_fs {
+	struct fuse *fuse;
+	struct rfs_repl *repl;
+	int rootfd;
+	int mntfd;          /* O_PATH on the mount's root: unmounting through it hits only this mount */
+	int watchdog_fd;    /* write end of the watchdog's pipe */
+	pid_t watchdog_pid;
+	bool strict, xattr;
+	pthread_t loop_thread;
+	atomic_bool running, stopping, unmounted, link_logged;
+	struct {
+		atomic_uint_fast64_t writes, write_bytes, namespace_ops, syncs, getxattrs, diverged,
+			links_refused;
+	} n;
+};
+
+/* One open regular file. */
+struct rfs_file {
+	int fd;
+	bool sync;            /* O_SYNC / O_DSYNC: each write durable on the secondary before it returns */
+	atomic_bool written;  /* changed since the last sync: its close makes it durable on the secondary */
+	atomic_bool sxid;     /* set-user/group-ID: the first unprivileged write clears the bits */
+};
+
+/* One open directory (telldir offsets, as the kernel resumes a listing). */
+struct rfs_dir {
+	DIR *dp;
+	struct dirent *entry; /* read but not yet given to the kernel */
+	off_t offset;
+};
+
+void hk_log(const char *fmt, ...)
+{
+	char line[1024];
+	va_list ap;
+	int n = snprintf(line, sizeof line, "hakit-rfs: ");
+
+	va_start(ap, fmt);
+	n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
+	va_end(ap);
+	if (n > (int)sizeof line - 2)
+		n = (int)sizeof line - 2;
+	line[n++] = '\n';
+	/* One write per line: lines of concurrent threads never interleave. */
+	if (write(STDERR_FILENO, line, (size_t)n) < 0)
+		return;
+}
+
+static struct rfs_fs *ctx_fs(void)
+{
+	return fuse_get_context()->private_data;
+}
+
+static struct rfs_file *file_of(const struct fuse_file_info *fi)
+{
+	return (struct rfs_file *)(uintptr_t)fi->fh;
+}
+
+static struct rfs_dir *dir_of(const struct fuse_file_info *fi)
+{
+	return (struct rfs_dir *)(uintptr_t)fi->fh;
+}
+
+/* libfuse's paths start with "/".  The real directory's *at() calls want "a/b" and "."
+ * for the root; the stream wants "a/b" and "" for the root (rfs_op.h: no "." part). */
+static const char *sys_path(const char *path)
+{
+	return path[1] ? path + 1 : ".";
+}
+
+static const char *stream_path(const char *path)
+{
+	return path + 1;
+}
+
+/* The real file by a path the path-only calls (the *xattr family) accept: through the
+ * magic link of rootfd, which leads to the real directory beneath the mount. */
+static int real_path(const struct rfs_fs *fs, const char *path, char *out, size_t size)
+{
+	int n = snprintf(out, size, "/proc/self/fd/%d/%s", fs->rootfd, sys_path(path));
+
+	return n < (int)size ? 0 : -ENAMETOOLONG;
+}
+
+/* The primary has already done the operation, so a failure on the secondary does not
+ * fail the application: it is logged and counted (rfs_repl.h). */
+static void replicate(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wait)
+{
+	int err = rfs_repl_submit(fs->repl, op, wait);
+	uint_fast64_t n;
+
+	if (err == 0)
+		return;
+	n = atomic_fetch_add(&fs->n.diverged, 1);
+	if (n < DIVERGED_LOG_MAX)
+		hk_log("the secondary failed to %s %s: %s%s", rfs_opcode_name(op->code), op->path,
+		       strerror(-err), n + 1 == DIVERGED_LOG_MAX ? " (further failures are only counted)" : "");
+}
+
+/* Namespace operations return only once the secondary applied them. */
+static int replicate_applied(struct rfs_fs *fs, const struct rfs_op *op)
+{
+	atomic_fetch_add_explicit(&fs->n.namespace_ops, 1, memory_order_relaxed);
+	replicate(fs, op, RFS_WAIT_APPLIED);
+	return 0;
+}
+
+static enum rfs_wait data_wait(const struct rfs_fs *fs, const struct rfs_file *f)
+{
+	if (f->sync)
+		return RFS_WAIT_DURABLE;
+	return fs->strict ? RFS_WAIT_APPLIED : RFS_WAIT_QUEUED;
+}
+
+/* The primary's times, for the secondary's copy: the secondary's own writes stamped its
+ * clock on it. */
+static void replicate_times(struct rfs_fs *fs, const char *spath, const struct stat *st, enum rfs_wait wait)
+{
+	struct rfs_op op = {
+		.code = RFS_OP_UTIMENS, .path = spath,
+		.atime_sec = st->st_atim.tv_sec, .atime_nsec = st->st_atim.tv_nsec,
+		.mtime_sec = st->st_mtim.tv_sec, .mtime_nsec = st->st_mtim.tv_nsec,
+	};
+
+	replicate(fs, &op, wait);
+}
+
+/* Makes the secondary's copy of an open file (fd: its times travel along) or of a
+ * directory (fd < 0) durable. */
+static void sync_to_secondary(struct rfs_fs *fs, const char *path, int fd, bool datasync)
+{
+	struct rfs_op op = { .code = RFS_OP_FSYNC, .path = stream_path(path), .flags = datasync };
+	struct stat st;
+
+	/* Queued: the FSYNC that follows on the same path is waited for. */
+	if (fd >= 0 && fstat(fd, &st) == 0)
+		replicate_times(fs, op.path, &st, RFS_WAIT_QUEUED);
+	atomic_fetch_add_explicit(&fs->n.syncs, 1, memory_order_relaxed);
+	replicate(fs, &op, RFS_WAIT_DURABLE);
+}
+
+static bool is_sxid(mode_t mode)
+{
+	return S_ISREG(mode) && ((mode & S_ISUID) || (mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP));
+}
+
+/* With FUSE_HANDLE_KILLPRIV_V2 (see the INIT hook below) clearing set-user/group-ID bits
+ * on write, truncate and open(O_TRUNC) is ours, as the kernel does for a writer without
+ * CAP_FSETID.  libfuse 3.14 does not pass the kernel's flag for it on, so an
+ * unprivileged caller (uid != 0) stands for it; the callers test that. */
+static int kill_sxid(struct rfs_fs *fs, const char *path, int fd)
+{
+	struct stat st;
+	mode_t mode;
+
+	if (fstat(fd, &st) < 0)
+		return -errno;
+	if (!is_sxid(st.st_mode))
+		return 0;
+	mode = st.st_mode & 07777 & ~(mode_t)S_ISUID;
+	if (mode & S_IXGRP)
+		mode &= ~(mode_t)S_ISGID;
+	if (fchmod(fd, mode) < 0)
+		return -errno;
+	if (path) {
+		struct rfs_op op = { .code = RFS_OP_CHMOD, .path = stream_path(path), .mode = mode };
+		return replicate_applied(fs, &op);
+	}
+	return 0;
+}
+
+static bool unprivileged_caller(void)
+{
+	return fuse_get_context()->uid != 0;
+}
+
+/* New entries are created with the caller's group as file-system gid (so that a
+ * set-group-ID parent still imposes its own group, as the real file system decides) and
+ * the caller's umask (the kernel leaves it to us, FUSE_CAP_DONT_MASK, so that a parent's
+ * default ACL can take its place), then given to the caller (owner_to_caller).  Only
+ * the gid is switched: a non-zero fsuid would drop CAP_DAC_OVERRIDE and the real file
+ * system would check again, against our groups, what the kernel already checked on the
+ * mount against the caller's.  umask is per fs_struct: each worker thread gets its own
+ * (unshare(CLONE_FS)) before changing it. */
+struct creator {
+	uid_t uid;
+	gid_t saved_fsgid;
+};
+
+static struct creator creator_begin(void)
+{
+	static __thread bool own_fs_struct;
+	const struct fuse_context *ctx = fuse_get_context();
+
+	if (!own_fs_struct && unshare(CLONE_FS) == 0)
+		own_fs_struct = true;
+	if (own_fs_struct)
+		umask(ctx->umask);
+	return (struct creator){ .uid = ctx->uid, .saved_fsgid = (gid_t)setfsgid(ctx->gid) };
+}
+
+static void creator_end(const struct creator *c)
+{
+	umask(0);
+	setfsgid(c->saved_fsgid);
+}
+
+/* Gives a new entry (by fd, or by path when fd < 0) to its creator; *st is then the
+ * entry's final state. */
+static int owner_to_caller(struct rfs_fs *fs, const char *sp, int fd, const struct creator *c,
+			   struct stat *st)
+{
+	int r = fd >= 0 ? fstat(fd, st) : fstatat(fs->rootfd, sp, st, AT_SYMLINK_NOFOLLOW);
+
+	if (r < 0)
+		return -errno;
+	if (c->uid == st->st_uid)
+		return 0;
+	r = fd >= 0 ? fchown(fd, c->uid, (gid_t)-1)
+		    : fchownat(fs->rootfd, sp, c->uid, (gid_t)-1, AT_SYMLINK_NOFOLLOW);
+	if (r < 0)
+		return -errno;
+	st->st_uid = c->uid;
+	/* chown drops the set-ID bits of a non-directory: a file created with them keeps them. */
+	if (!S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode) && (st->st_mode & (S_ISUID | S_ISGID))) {
+		r = fd >= 0 ? fchmod(fd, st->st_mode & 07777) : fchmodat(fs->rootfd, sp, st->st_mode & 07777, 0);
+		if (r < 0)
+			return -errno;
+	}
+	return 0;
+}
+
+/* An entry created here that could not be given to its caller is removed again: it
+ * must not stay behind root's, unreplicated. */
+static int undo_create(struct rfs_fs *fs, const char *sp, bool dir, int err)
+{
+	unlinkat(fs->rootfd, sp, dir ? AT_REMOVEDIR : 0);
+	return err;
+}
+
+/* Replicates a creation (op: code, path, path2, rdev) so that the secondary's entry
+ * ends with the primary's mode and owner.  The receiver creates as root
+ * (rfs_op.h: a creation carries its mode only): another owner follows as a CHOWN,
+ * then a CHMOD for set-ID bits, which chown drops.  They act on the same path, so the
+ * stream keeps them in order, and the application waits for the last one only. */
+static int replicate_created(struct rfs_fs *fs, struct rfs_op *op, const struct stat *st)
+{
+	bool special = S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode) || S_ISFIFO(st->st_mode) ||
+		       S_ISSOCK(st->st_mode);
+	bool chown = st->st_uid != 0 || st->st_gid != 0;
+	bool chmod = chown && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode) &&
+		     (st->st_mode & (S_ISUID | S_ISGID));
+
+	op->mode = special ? st->st_mode : st->st_mode & 07777;
+	atomic_fetch_add_explicit(&fs->n.namespace_ops, 1, memory_order_relaxed);
+	replicate(fs, op, chown ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
+	if (chown) {
+		struct rfs_op own = { .code = RFS_OP_CHOWN, .path = op->path, .uid = (uint32_t)st->st_uid,
+				      .gid = (uint32_t)st->st_gid };
+		replicate(fs, &own, chmod ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
+	}
+	if (chmod) {
+		struct rfs_op mode = { .code = RFS_OP_CHMOD, .path = op->path, .mode = st->st_mode & 07777 };
+		replicate(fs, &mode, RFS_WAIT_APPLIED);
+	}
+	return 0;
+}
+
+static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
+{
+	struct rfs_fs *fs = ctx_fs();
+	int r = fi ? fstat(file_of(fi)->fd, st) : fstatat(fs->rootfd, sys_path(path), st, AT_SYMLINK_NOFOLLOW);
+
+	return r < 0 ? -errno : 0;
+}
+
+static int fs_readlink(const char *path, char *buf, size_t size)
+{
+	ssize_t n = readlinkat(ctx_fs()->rootfd, sys_path(path), buf, size - 1);
+
+	if (n < 0)
+		return -errno;
+	buf[n] = '\0';
+	return 0;
+}
+
+static int fs_mknod(const char *path, mode_t mode, dev_t rdev)
+{
+	struct rfs_fs *fs = ctx_fs();
+	const char *sp = sys_path(path);
+	struct rfs_op op = { .path = stream_path(path), .rdev = rdev };
+	struct creator c = creator_begin();
+	struct stat st;
+	int r;
+
+	/* mknod(S_IFREG) is a creation like open(O_CREAT) and travels as one. */
+	if (S_ISREG(mode)) {
+		op.code = RFS_OP_CREATE;
+		r = openat(fs->rootfd, sp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, mode);
+		if (r >= 0)
+			close(r);
+	} else {
+		op.code = RFS_OP_MKNOD;
+		r = mknodat(fs->rootfd, sp, mode, rdev);
+	}
+	r = r < 0 ? -errno : 0;
+	creator_end(&c);
+	if (r)
+		return r;
+	r = owner_to_caller(fs, sp, -1, &c, &st);
+	if (r)
+		return undo_create(fs, sp, false, r);
+	return replicate_created(fs, &op, &st);
+}
+
+static int fs_mkdir(const char *path, mode_t mode)
+{
+	struct rfs_fs *fs = ctx_fs();
+	const char *sp = sys_path(path);
+	struct rfs_op op = { .code = RFS_OP_MKDIR, .path = stream_path(path) };
+	struct creator c = creator_begin();
+	struct stat st;
+	int r = mkdirat(fs->rootfd, sp, mode) < 0 ? -errno : 0;
+
+	creator_end(&c);
+	if (r)
+		return r;
+	r = owner_to_caller(fs, sp, -1, &c, &st);
+	if (r)
+		return undo_create(fs, sp, true, r);
+	return replicate_created(fs, &op, &st);
+}
+
+static int fs_unlink(const char *path)
+{
+	struct rfs_fs *fs = ctx_fs();
+	struct rfs_op op = { .code = RFS_OP_UNLINK, .path = stream_path(path) };
+
+	if (unlinkat(fs->rootfd, sys_path(path), 0) < 0)
+		return -errno;
+	return replicate_applied(fs, &op);
+}
+
+static int fs_rmdir(const char *path)
+{
+	struct rfs_fs *fs = ctx_fs();
+	struct rfs_op op = { .code = RFS_OP_RMDIR, .path = stream_path(path) };
+
+	if (unlinkat(fs->rootfd, sys_path(path), AT_REMOVEDIR) < 0)
+		return -errno;
+	return replicate_applied(fs, &op);
+}
+
+static int fs_symlink(const char *target, const char *path)
+{
+	struct rfs_fs *fs = ctx_fs();
+	const char *sp = sys_path(path);
+	struct rfs_op op = { .code = RFS_OP_SYMLINK, .path = stream_path(path), .path2 = target };
+	struct creator c = creator_begin();
+	struct stat st;
+	int r = symlinkat(target, fs->rootfd, sp) < 0 ? -errno : 0;
+
+	creator_end(&c);
+	if (r)
+		return r;
+	r = owner_to_caller(fs, sp, -1, &c, &st);
+	if (r)
+		return undo_create(fs, sp, false, r);
+	return replicate_created(fs, &op, &st);
+}
+
+static int fs_rename(const char *from, const char *to, unsigned int flags)
+{
+	struct rfs_fs *fs = ctx_fs();
+	struct rfs_op op = { .code = RFS_OP_RENAME, .path = stream_path(from), .path2 = stream_path(to),
+			     .flags = flags };
+
+	if (renameat2(fs->rootfd, sys_path(from), fs->rootfd, sys_path(to), flags) < 0)
+		return -errno;
+	return replicate_applied(fs, &op);
+}
+
+/* Hard links are not supported in replicated directories (as in the product this
+ * follows): two names for one inode cannot be kept identical by path-based operations. */
+static int fs_link(const char *from, const char *to)
+{
+	struct rfs_fs *fs = ctx_fs();
+
+	atomic_fetch_add(&fs->n.links_refused, 1);
+	if (!atomic_exchange(&fs->link_logged, true))
+		hk_log("hard links are not supported in a replicated directory: refused %s -> %s "
+		       "(logged once, counted in stats)", to, from);
+	return -EPERM;
+}
+
+static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct rfs_fs *fs = ctx_fs();
+	struct rfs_op op = { .code = RFS_OP_CHMOD, .path = path ? stream_path(path) : NULL, .mode = mode & 07777 };
+	int r = fi ? fchmod(file_of(fi)->fd, mode) : fchmodat(fs->rootfd, sys_path(path), mode, 0);
+
+	if (r < 0)
+		return -errno;
+	return path ? replicate_applied(fs, &op) : 0;
+}
+
+static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
+{
+	struct rfs_fs *fs = ctx_fs();
+	struct rfs_op op = { .code = RFS_OP_CHOWN, .path = path ? stream_path(path) : NULL,
+			     .uid = (uint32_t)uid, .gid = (uint32_t)gid };
+	int r = fi ? fchown(file_of(fi)->fd, uid, gid)
+		   : fchownat(fs->rootfd, sys_path(path), uid, gid, AT_SYMLINK_NOFOLLOW);
+
+	if (r < 0)
+		return -errno;
+	return path ? replicate_applied(fs, &op) : 0;
+}
+
+static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
+{
+	struct rfs_fs *fs = ctx_fs();
+	int fd = fi ? file_of(fi)->fd : openat(fs->rootfd, sys_path(path), O_WRONLY | O_CLOEXEC);
+	struct stat st;
+	int r;
+
+	if (fd < 0)
+		return -errno;
+	r = ftruncate(fd, size) < 0 ? -errno : 0;
+	if (r == 0 && unprivileged_caller())
+		r = kill_sxid(fs, path, fd);
+	if (r == 0 && path && fstat(fd, &st) < 0)
+		r = -errno;
+	if (!fi)
+		close(fd);
+	if (r || !path)
+		return r;
+	if (fi)
+		atomic_store(&file_of(fi)->written, true);
+	/* truncate(2) by path has no close to carry the new times: they follow at once. */
+	struct rfs_op op = { .code = RFS_OP_TRUNCATE, .path = stream_path(path), .off = size };
+	atomic_fetch_add_explicit(&fs->n.namespace_ops, 1, memory_order_relaxed);
+	replicate(fs, &op, RFS_WAIT_QUEUED);
+	replicate_times(fs, op.path, &st, RFS_WAIT_APPLIED);
+	return 0;
+}
+
+/* UTIME_NOW / UTIME_OMIT are resolved by reading the times back: the secondary gets
+ * the primary's absolute values (rfs_op.h). */
+static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
+{
+	struct rfs_fs *fs = ctx_fs();
+	struct stat st;
+	int r;
+
+	if (fi)
+		r = futimens(file_of(fi)->fd, tv) < 0 || fstat(file_of(fi)->fd, &st) < 0;
+	else
+		r = utimensat(fs->rootfd, sys_path(path), tv, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    fstatat(fs->rootfd, sys_path(path), &st, AT_SYMLINK_NOFOLLOW) < 0;
+	if (r)
+		return -errno;
+	if (path) {
+		atomic_fetch_add_explicit(&fs->n.namespace_ops, 1, memory_order_relaxed);
+		replicate_times(fs, stream_path(path), &st, RFS_WAIT_APPLIED);
+	}
+	return 0;
+}
+
+/* Open flags the real file is opened without.  O_APPEND: the kernel computes the
+ * append offset from its file size, exact since every write passes through it, and
+ * sends it; with O_APPEND pwrite() would ignore that offset and the stream could not
+ * tell where the data went.  O_DIRECT: the request buffers are not aligned, and the
+ * application's direct I/O has already bypassed the mount's page cache. */
+#define REAL_OPEN_DROP (O_APPEND | O_DIRECT | O_CREAT | O_EXCL | O_NOCTTY)
+
+static int attach_file(struct fuse_file_info *fi, int fd, mode_t mode)
+{
+	struct rfs_file *f = calloc(1, sizeof *f);
+
+	if (f == NULL)
+		return -ENOMEM;
+	f->fd = fd;
+	f->sync = (fi->flags & O_DSYNC) != 0;
+	atomic_init(&f->written, false);
+	atomic_init(&f->sxid, is_sxid(mode));
+	fi->fh = (uintptr_t)f;
+	return 0;
+}
+
+static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
+{
+	struct rfs_fs *fs = ctx_fs();
+	const char *sp = sys_path(path);
+	struct rfs_op op = { .code = RFS_OP_CREATE, .path = stream_path(path) };
+	struct creator c = creator_begin();
+	int fd = openat(fs->rootfd, sp, (fi->flags & ~REAL_OPEN_DROP) | O_CREAT | O_CLOEXEC, mode);
+	struct stat st;
+	int r = fd < 0 ? -errno : 0;
+
+	creator_end(&c);
+	if (r)
+		return r;
+	r = owner_to_caller(fs, sp, fd, &c, &st);
+	if (r == 0)
+		r = attach_file(fi, fd, st.st_mode);
+	if (r) {
+		close(fd);
+		return undo_create(fs, sp, false, r);
+	}
+	/* Its close makes it durable and gives it the primary's times, even unwritten. */
+	atomic_store(&file_of(fi)->written, true);
+	return replicate_created(fs, &op, &st);
+}
+
+static int fs_open(const char *path, struct fuse_file_info *fi)
+{
+	struct rfs_fs *fs = ctx_fs();
+	int fd = openat(fs->rootfd, sys_path(path), (fi->flags & ~REAL_OPEN_DROP) | O_CLOEXEC);
+	struct stat st = { 0 };
+	int r = 0;
+
+	if (fd < 0)
+		return -errno;
+	/* Only files opened for writing need their mode, for kill_sxid. */
+	if ((fi->flags & O_ACCMODE) != O_RDONLY && fstat(fd, &st) < 0)
+		r = -errno;
+	if (r == 0 && (fi->flags & O_TRUNC) && is_sxid(st.st_mode) && unprivileged_caller()) {
+		r = kill_sxid(fs, path, fd);
+		st.st_mode &= ~(mode_t)(S_ISUID | S_ISGID);
+	}
+	if (r == 0)
+		r = attach_file(fi, fd, st.st_mode);
+	if (r) {
+		close(fd);
+		return r;
+	}
+	/* The kernel leaves O_TRUNC to us (atomic_o_trunc): the truncation travels as one. */
+	if (fi->flags & O_TRUNC) {
+		struct rfs_op op = { .code = RFS_OP_TRUNCATE, .path = stream_path(path), .off = 0 };
+
+		atomic_store(&file_of(fi)->written, true);
+		return replicate_applied(fs, &op);
+	}
+	return 0;
+}
+
+/* Answered by splicing from the real file when the kernel allows it. */
+static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size, off_t off,
+		       struct fuse_file_info *fi)
+{
+	struct fuse_bufvec *b = malloc(sizeof *b);
+
+	(void)path;
+	if (b == NULL)
+		return -ENOMEM;
+	*b = (struct fuse_bufvec)FUSE_BUFVEC_INIT(size);
+	b->buf[0].flags = FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK;
+	b->buf[0].fd = file_of(fi)->fd;
+	b->buf[0].pos = off;
+	*bufp = b;
+	return 0;
+}
+
+static int fs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
+{
+	struct rfs_fs *fs = ctx_fs();
+	struct rfs_file *f = file_of(fi);
+	ssize_t n;
+
+	/* Written-back mmap pages (writepage) carry no caller: their writer was checked when
+	 * it dirtied them. */
+	if (!fi->writepage && atomic_load_explicit(&f->sxid, memory_order_relaxed) && unprivileged_caller() &&
+	    atomic_exchange(&f->sxid, false)) {
+		int r = kill_sxid(fs, path, f->fd);
+		if (r)
+			return r;
+	}
+	n = pwrite(f->fd, buf, size, off);
+	if (n < 0)
+		return -errno;
+	/* No path: the file was unlinked while open, and is gone on the secondary too. */
+	if (path && n > 0) {
+		struct rfs_op op = { .code = RFS_OP_WRITE, .path = stream_path(path), .off = off,
+				     .len = (uint64_t)n, .data = buf, .data_len = (size_t)n };
+		enum rfs_wait wait = data_wait(fs, f);
+
+		atomic_store(&f->written, true);
+		atomic_fetch_add_explicit(&fs->n.writes, 1, memory_order_relaxed);
+		atomic_fetch_add_explicit(&fs->n.write_bytes, (uint64_t)n, memory_order_relaxed);
+		if (wait == RFS_WAIT_DURABLE)
+			atomic_fetch_add_explicit(&fs->n.syncs, 1, memory_order_relaxed);
+		replicate(fs, &op, wait);
+	}
+	return (int)n;
+}
+
+static int fs_statfs(const char *path, struct statvfs *st)
+{
+	(void)path;
+	return fstatvfs(ctx_fs()->rootfd, st) < 0 ? -errno : 0;
+}
+
+/* close(2): what the application wrote through this descriptor is durable on the
+ * secondary before close returns (the kernel waits for FLUSH, not for RELEASE). */
+static int fs_flush(const char *path, struct fuse_file_info *fi)
+{
+	struct rfs_file *f = file_of(fi);
+
+	if (path && atomic_exchange(&f->written, false))
+		sync_to_secondary(ctx_fs(), path, f->fd, true);
+	return 0;
+}
+
+/* The last reference went away.  Pages of a shared mapping may have been written back
+ * after the last close: they are made durable here, as close would have. */
+static int fs_release(const char *path, struct fuse_file_info *fi)
+{
+	struct rfs_file *f = file_of(fi);
+
+	if (path && atomic_exchange(&f->written, false))
+		sync_to_secondary(ctx_fs(), path, f->fd, true);
+	close(f->fd);
+	free(f);
+	return 0;
+}
+
+/* A local fsync, run beside the secondary's when one is attached: fsync(2) then costs
+ * the longer of the two, not their sum. */
+struct local_sync {
+	int fd;
+	bool datasync;
+	int result;
+};
+
+static void *local_sync(void *arg)
+{
+	struct local_sync *job = arg;
+
+	job->result = (job->datasync ? fdatasync(job->fd) : fsync(job->fd)) < 0 ? -errno : 0;
+	return NULL;
+}
+
+static bool attached(struct rfs_fs *fs)
+{
+	struct rfs_repl_stats st;
+
+	rfs_repl_stats(fs->repl, &st); /* atomic loads only */
+	return st.attached;
+}
+
+/* fd: the open file or directory; times_fd: the file whose times travel along, or -1. */
+static int sync_both(struct rfs_fs *fs, const char *path, int fd, int times_fd, bool datasync)
+{
+	struct local_sync job = { .fd = fd, .datasync = datasync };
+	pthread_t helper;
+	bool beside = path && attached(fs) && pthread_create(&helper, NULL, local_sync, &job) == 0;
+
+	if (!beside)
+		local_sync(&job);
+	if (path)
+		sync_to_secondary(fs, path, times_fd, datasync);
+	if (beside)
+		pthread_join(helper, NULL);
+	return job.result;
+}
+
+static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	struct rfs_file *f = file_of(fi);
+
+	if (path)
+		atomic_store(&f->written, false);
+	return sync_both(ctx_fs(), path, f->fd, f->fd, datasync);
+}
+
+static int fs_opendir(const char *path, struct fuse_file_info *fi)
+{
+	struct rfs_dir *d = calloc(1, sizeof *d);
+	int fd, r;
+
+	if (d == NULL)
+		return -ENOMEM;
+	fd = openat(ctx_fs()->rootfd, sys_path(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 || (d->dp = fdopendir(fd)) == NULL) {
+		r = -errno;
+		if (fd >= 0)
+			close(fd);
+		free(d);
+		return r;
+	}
+	fi->fh = (uintptr_t)d;
+	return 0;
+}
+
+static int fs_readdir(const char *path, void *buf, fuse_fill_dir_t fill, off_t offset,
+		      struct fuse_file_info *fi, enum fuse_readdir_flags flags)
+{
+	struct rfs_dir *d = dir_of(fi);
+
+	(void)path;
+	if (offset != d->offset) {
+		seekdir(d->dp, offset);
+		d->entry = NULL;
+		d->offset = offset;
+	}
+	for (;;) {
+		if (d->entry == NULL) {
+			errno = 0;
+			d->entry = readdir(d->dp);
+			if (d->entry == NULL)
+				return errno ? -errno : 0;
+		}
+		const char *name = d->entry->d_name;
+		struct stat st = { .st_ino = d->entry->d_ino, .st_mode = DTTOIF(d->entry->d_type) };
+		enum fuse_fill_dir_flags plus = 0;
+		/* READDIRPLUS: attributes with the names save `ls -l` a LOOKUP per entry. */
+		if ((flags & FUSE_READDIR_PLUS) && strcmp(name, ".") != 0 && strcmp(name, "..") != 0 &&
+		    fstatat(dirfd(d->dp), name, &st, AT_SYMLINK_NOFOLLOW) == 0)
+			plus = FUSE_FILL_DIR_PLUS;
+		off_t next = telldir(d->dp);
+		if (fill(buf, name, &st, next, plus))
+			return 0;
+		d->entry = NULL;
+		d->offset = next;
+	}
+}
+
+static int fs_releasedir(const char *path, struct fuse_file_info *fi)
+{
+	struct rfs_dir *d = dir_of(fi);
+
+	(void)path;
+	closedir(d->dp);
+	free(d);
+	return 0;
+}
+
+/* fsync on a directory makes the entries created in it durable: on the secondary too. */
+static int fs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi)
+{
+	return sync_both(ctx_fs(), path, dirfd(dir_of(fi)->dp), -1, datasync);
+}
+
+/* Extended attributes (and so POSIX ACLs) exist on the mount only when they are
+ * replicated (--xattr, the module's acl="on"): served but not replicated, they would
+ * silently differ after a failover.  Otherwise ENOSYS, which the kernel remembers and
+ * turns into EOPNOTSUPP without asking again, as on a file system without xattrs. */
+static int fs_setxattr(const char *path, const char *name, const char *value, size_t size, int flags)
+{
+	struct rfs_fs *fs = ctx_fs();
+	char real[PATH_MAX + 32];
+	int r;
+
+	if (!fs->xattr)
+		return -ENOSYS;
+	r = real_path(fs, path, real, sizeof real);
+	if (r)
+		return r;
+	if (lsetxattr(real, name, value, size, flags) < 0)
+		return -errno;
+	struct rfs_op op = { .code = RFS_OP_SETXATTR, .path = stream_path(path), .name = name,
+			     .data = value, .data_len = size, .flags = (uint32_t)flags };
+	return replicate_applied(fs, &op);
+}
+
+static int fs_getxattr(const char *path, const char *name, char *value, size_t size)
+{
+	struct rfs_fs *fs = ctx_fs();
+	char real[PATH_MAX + 32];
+	ssize_t n;
+	int r;
+
+	atomic_fetch_add_explicit(&fs->n.getxattrs, 1, memory_order_relaxed);
+	if (!fs->xattr)
+		return -ENOSYS;
+	r = real_path(fs, path, real, sizeof real);
+	if (r)
+		return r;
+	n = lgetxattr(real, name, value, size);
+	return n < 0 ? -errno : (int)n;
+}
+
+static int fs_listxattr(const char *path, char *list, size_t size)
+{
+	struct rfs_fs *fs = ctx_fs();
+	char real[PATH_MAX + 32];
+	ssize_t n;
+	int r;
+
+	if (!fs->xattr)
+		return -ENOSYS;
+	r = real_path(fs, path, real, sizeof real);
+	if (r)
+		return r;
+	n = llistxattr(real, list, size);
+	return n < 0 ? -errno : (int)n;
+}
+
+static int fs_removexattr(const char *path, const char *name)
+{
+	struct rfs_fs *fs = ctx_fs();
+	char real[PATH_MAX + 32];
+	int r;
+
+	if (!fs->xattr)
+		return -ENOSYS;
+	r = real_path(fs, path, real, sizeof real);
+	if (r)
+		return r;
+	if (lremovexattr(real, name) < 0)
+		return -errno;
+	struct rfs_op op = { .code = RFS_OP_REMOVEXATTR, .path = stream_path(path), .name = name };
+	return replicate_applied(fs, &op);
+}
+
+/* Preallocation, hole punching, zeroing: data operations, waited on as writes are. */
+static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
+{
+	struct rfs_fs *fs = ctx_fs();
+	struct rfs_file *f = file_of(fi);
+
+	if (fallocate(f->fd, mode, off, len) < 0)
+		return -errno;
+	if (path) {
+		struct rfs_op op = { .code = RFS_OP_FALLOCATE, .path = stream_path(path), .flags = (uint32_t)mode,
+				     .off = off, .len = (uint64_t)len };
+		atomic_store(&f->written, true);
+		replicate(fs, &op, data_wait(fs, f));
+	}
+	return 0;
+}
+
+/* SEEK_DATA / SEEK_HOLE (the kernel answers the other whences itself). */
+static off_t fs_lseek(const char *path, off_t off, int whence, struct fuse_file_info *fi)
+{
+	off_t r = lseek(file_of(fi)->fd, off, whence);
+
+	(void)path;
+	return r < 0 ? -errno : r;
+}
+
+static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
+{
+	struct rfs_fs *fs = ctx_fs();
+
+	/* Write data must arrive in memory (it goes to the file and to the stream); reads
+	 * may leave by splice.  No writeback cache: see the top of this file. */
+	conn->want &= ~(unsigned)(FUSE_CAP_SPLICE_READ | FUSE_CAP_WRITEBACK_CACHE);
+	conn->want |= conn->capable & FUSE_CAP_SPLICE_WRITE;
+	/* The caller's umask is applied by the real file system (creator_begin), which lets a
+	 * parent's default ACL replace it, as on a local file system. */
+	conn->want |= conn->capable & FUSE_CAP_DONT_MASK;
+	if (fs->xattr)
+		conn->want |= conn->capable & FUSE_CAP_POSIX_ACL;
+	conn->max_write = MAX_WRITE;
+
+	cfg->use_ino = 1;
+	cfg->hard_remove = 1; /* no .fuse_hidden files, which would be replicated */
+	cfg->nullpath_ok = 0; /* every operation needs its path, for the stream */
+	if (fs->repl) {
+		cfg->kernel_cache = 1;
+		cfg->entry_timeout = cfg->attr_timeout = cfg->negative_timeout = PRIMARY_CACHE_S;
+	} else {
+		cfg->auto_cache = 1;
+		cfg->entry_timeout = cfg->attr_timeout = SECONDARY_CACHE_S;
+		cfg->negative_timeout = 0;
+	}
+	return fs;
+}
+
+/* Hard links (link) are refused; copy_file_range, ioctl, locks are left out on
+ * purpose: the kernel then copies through read and write (replicated as writes) and
+ * keeps locks on the mount itself. */
+static const struct fuse_operations rfs_ops = {
+	.init = fs_init,
+	.getattr = fs_getattr,
+	.readlink = fs_readlink,
+	.mknod = fs_mknod,
+	.mkdir = fs_mkdir,
+	.unlink = fs_unlink,
+	.rmdir = fs_rmdir,
+	.symlink = fs_symlink,
+	.rename = fs_rename,
+	.link = fs_link,
+	.chmod = fs_chmod,
+	.chown = fs_chown,
+	.truncate = fs_truncate,
+	.utimens = fs_utimens,
+	.create = fs_create,
+	.open = fs_open,
+	.read_buf = fs_read_buf,
+	.write = fs_write,
+	.statfs = fs_statfs,
+	.flush = fs_flush,
+	.release = fs_release,
+	.fsync = fs_fsync,
+	.opendir = fs_opendir,
+	.readdir = fs_readdir,
+	.releasedir = fs_releasedir,
+	.fsyncdir = fs_fsyncdir,
+	.setxattr = fs_setxattr,
+	.getxattr = fs_getxattr,
+	.listxattr = fs_listxattr,
+	.removexattr = fs_removexattr,
+	.fallocate = fs_fallocate,
+	.lseek = fs_lseek,
+};
+
+/* libfuse 3.14 cannot ask the kernel for FUSE_HANDLE_KILLPRIV_V2 (libfuse 3.16 adds
+ * FUSE_CAP_HANDLE_KILLPRIV_V2).  Without it the kernel sends GETXATTR
+ * security.capability before every single write (file_remove_privs), doubling the
+ * requests of a write load; with it the super block is SB_NOSEC and the probe happens
+ * once per inode, which is then known to carry no capability.  The session's I/O
+ * passes through these functions only to add that flag to the INIT reply when the
+ * kernel offered it; clearing set-ID bits becomes ours (kill_sxid).  Extended attributes
+ * are untouched: GETXATTR/SETXATTR still come for every name an application uses.
+ * One mount per process, so the INIT being answered is file-scope state. */
+static _Atomic uint64_t init_unique; /* the INIT request being answered; 0: none */
+
+static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
+{
+	ssize_t n = read(fd, buf, len);
+	const struct fuse_in_header *in = buf;
+
+	(void)userdata;
+	if (n >= (ssize_t)(sizeof *in + offsetof(struct fuse_init_in, flags) + sizeof(uint32_t)) &&
+	    in->opcode == FUSE_INIT) {
+		const struct fuse_init_in *arg = (const void *)(in + 1);
+
+		if (arg->flags & FUSE_HANDLE_KILLPRIV_V2)
+			atomic_store(&init_unique, in->unique);
+	}
+	return n;
+}
+
+static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
+{
+	const struct fuse_out_header *out = iov[0].iov_base;
+	uint64_t unique = atomic_load_explicit(&init_unique, memory_order_relaxed);
+
+	(void)userdata;
+	if (unique != 0 && out->unique == unique && out->error == 0 && count > 1 &&
+	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t)) {
+		struct fuse_init_out *arg = iov[1].iov_base;
+
+		arg->flags |= FUSE_HANDLE_KILLPRIV_V2;
+		atomic_store(&init_unique, 0);
+	}
+	return writev(fd, iov, count);
+}
+
+/* With custom I/O libfuse splices only through these. */
+static ssize_t io_splice(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned int flags,
+			 void *userdata)
+{
+	(void)userdata;
+	return splice(fdin, offin, fdout, offout, len, flags);
+}
+
+static const struct fuse_custom_io killpriv_v2_io = {
+	.read = io_read,
+	.writev = io_writev,
+	.splice_receive = io_splice,
+	.splice_send = io_splice,
+};
+
+static void log_libfuse(enum fuse_log_level level, const char *fmt, va_list ap)
+{
+	char msg[768];
+	size_t n;
+
+	if (level > FUSE_LOG_NOTICE)
+		return;
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	n = strlen(msg);
+	while (n > 0 && msg[n - 1] == '\n')
+		msg[--n] = '\0';
+	hk_log("libfuse: %s", msg);
+}
+
+/* The process that unmounts when hakit-rfs dies without doing it (crash, SIGKILL): a
+ * dead FUSE server leaves a mount answering every access with ENOTCONN.  It holds only
+ * the read end of a pipe whose write end dies with the server, and the mount's root by
+ * an O_PATH descriptor: unmounting through that descriptor can only remove this very
+ * mount, never the directory beneath nor a mount made later on the same path.  Forked
+ * from a threaded process: system calls only from here on. */
+static _Noreturn void watchdog(int wake_fd, int mnt_fd, const char *msg, size_t msg_len)
+{
+	static const int ignored[] = { SIGTERM, SIGINT, SIGHUP, SIGUSR1 };
+	struct sigaction ign = { .sa_handler = SIG_IGN };
+	char c;
+
+	/* It ends when the server does, not with a signal meant for the server's group. */
+	for (size_t i = 0; i < sizeof ignored / sizeof ignored[0]; i++)
+		sigaction(ignored[i], &ign, NULL);
+	if (dup2(wake_fd, 0) < 0 || dup2(mnt_fd, 1) < 0)
+		_exit(1);
+	close_range(3, ~0u, 0);
+	prctl(PR_SET_NAME, "hakit-rfs-wd");
+	while (read(0, &c, 1) < 0 && errno == EINTR)
+		;
+	if (umount2("/proc/self/fd/1", MNT_DETACH) == 0 && write(2, msg, msg_len) < 0)
+		_exit(1);
+	_exit(0);
+}
+
+static int start_watchdog(struct rfs_fs *fs, const char *dir)
+{
+	char msg[PATH_MAX + 96];
+	int p[2];
+	int n = snprintf(msg, sizeof msg, "hakit-rfs: the server died; its mount of %s was removed\n", dir);
+
+	if (pipe2(p, O_CLOEXEC) < 0)
+		return -errno;
+	fs->watchdog_pid = fork();
+	if (fs->watchdog_pid < 0) {
+		close(p[0]);
+		close(p[1]);
+		return -errno;
+	}
+	if (fs->watchdog_pid == 0)
+		watchdog(p[0], fs->mntfd, msg, (size_t)(n < (int)sizeof msg ? n : (int)sizeof msg - 1));
+	close(p[0]);
+	fs->watchdog_fd = p[1];
+	return 0;
+}
+
+static void unmount_exact(struct rfs_fs *fs)
+{
+	char path[64];
+
+	if (fs->mntfd < 0 || atomic_exchange(&fs->unmounted, true))
+		return;
+	snprintf(path, sizeof path, "/proc/self/fd/%d", fs->mntfd);
+	/* Lazy: files still open keep the detached mount until /dev/fuse closes (fuse_destroy). */
+	if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL)
+		hk_log("unmount: %s", strerror(errno));
+}
+
+static int mount_options(const struct rfs_fs_config *cfg, struct fuse_args *args)
+{
+	char *opts = NULL, *fsname = NULL;
+	int r = -ENOMEM;
+
+	/* default_permissions: the kernel checks permissions (we run as root);
+	 * allow_other: every user sees the directory; suid,dev: as on the directory beneath. */
+	if (fuse_opt_add_opt(&opts, "default_permissions,allow_other,suid,dev,subtype=hakit-rfs") < 0 ||
+	    (cfg->repl == NULL && fuse_opt_add_opt(&opts, "ro") < 0) ||
+	    asprintf(&fsname, "fsname=%s", cfg->dir) < 0 || fuse_opt_add_opt_escaped(&opts, fsname) < 0)
+		goto out;
+	if (fuse_opt_add_arg(args, "hakit-rfs") < 0 || fuse_opt_add_arg(args, "-o") < 0 ||
+	    fuse_opt_add_arg(args, opts) < 0)
+		goto out;
+	r = 0;
+out:
+	free(opts);
+	free(fsname);
+	return r;
+}
+
+int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out)
+{
+	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
+	struct rfs_fs *fs = calloc(1, sizeof *fs);
+	struct fuse_session *se;
+	int r;
+
+	if (fs == NULL)
+		return -ENOMEM;
+	fs->repl = cfg->repl;
+	fs->rootfd = cfg->rootfd;
+	fs->mntfd = fs->watchdog_fd = -1;
+	fs->strict = cfg->strict;
+	fs->xattr = cfg->xattr;
+	fuse_set_log_func(log_libfuse);
+	r = mount_options(cfg, &args);
+	if (r == 0) {
+		fs->fuse = fuse_new(&args, &rfs_ops, sizeof rfs_ops, fs);
+		if (fs->fuse == NULL)
+			r = -EINVAL;
+	}
+	fuse_opt_free_args(&args);
+	if (r) {
+		hk_log("cannot set up FUSE: %s", strerror(-r));
+		free(fs);
+		return r;
+	}
+	if (fuse_mount(fs->fuse, cfg->dir) != 0) {
+		hk_log("cannot mount over %s (libfuse said why above)", cfg->dir);
+		fuse_destroy(fs->fuse);
+		free(fs);
+		return -EIO;
+	}
+	se = fuse_get_session(fs->fuse);
+	/* The mount's root, taken before the loop runs: an O_PATH open sends no request. */
+	fs->mntfd = open(cfg->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
+	r = fs->mntfd < 0 ? -errno : fuse_session_custom_io(se, &killpriv_v2_io, fuse_session_fd(se));
+	if (r == 0)
+		r = start_watchdog(fs, cfg->dir);
+	if (r) {
+		hk_log("cannot set up the mount of %s: %s", cfg->dir, strerror(-r));
+		if (fs->mntfd >= 0)
+			rfs_fs_free(fs);
+		else {
+			fuse_unmount(fs->fuse);
+			fuse_destroy(fs->fuse);
+			free(fs);
+		}
+		return r;
+	}
+	*out = fs;
+	return 0;
+}
+
+/* Interrupts the loop's sem_wait (installed without SA_RESTART). */
+static void wake_loop(int sig)
+{
+	(void)sig;
+}
+
+int rfs_fs_run(struct rfs_fs *fs)
+{
+	struct sigaction sa = { .sa_handler = wake_loop };
+	struct fuse_loop_config *lc;
+	int r = 0;
+
+	sigemptyset(&sa.sa_mask);
+	sigaction(SIGUSR1, &sa, NULL);
+	fs->loop_thread = pthread_self();
+	atomic_store(&fs->running, true);
+	/* With rfs_fs_stop's order (stopping, then running), one of the two sees the other. */
+	if (!atomic_load(&fs->stopping)) {
+		lc = fuse_loop_cfg_create();
+		fuse_loop_cfg_set_max_threads(lc, MAX_THREADS);
+		fuse_loop_cfg_set_idle_threads(lc, IDLE_THREADS);
+		r = fuse_loop_mt(fs->fuse, lc);
+		fuse_loop_cfg_destroy(lc);
+	}
+	atomic_store(&fs->running, false);
+	if (atomic_load(&fs->stopping))
+		return 0;
+	return r < 0 ? r : -ENOTCONN;
+}
+
+void rfs_fs_stop(struct rfs_fs *fs)
+{
+	static const struct timespec kick = { .tv_nsec = 5 * 1000 * 1000 };
+
+	atomic_store(&fs->stopping, true);
+	fuse_exit(fs->fuse);
+	/* The loop notices the exit only when woken; a signal sent just before it sleeps is
+	 * lost, hence the repeat. */
+	while (atomic_load(&fs->running)) {
+		pthread_kill(fs->loop_thread, SIGUSR1);
+		nanosleep(&kick, NULL);
+	}
+	unmount_exact(fs);
+}
+
+void rfs_fs_counters(struct rfs_fs *fs, struct rfs_fs_counters *out)
+{
+	out->writes = atomic_load(&fs->n.writes);
+	out->write_bytes = atomic_load(&fs->n.write_bytes);
+	out->namespace_ops = atomic_load(&fs->n.namespace_ops);
+	out->syncs = atomic_load(&fs->n.syncs);
+	out->getxattrs = atomic_load(&fs->n.getxattrs);
+	out->diverged = atomic_load(&fs->n.diverged);
+	out->links_refused = atomic_load(&fs->n.links_refused);
+}
+
+void rfs_fs_free(struct rfs_fs *fs)
+{
+	unmount_exact(fs);
+	fuse_destroy(fs->fuse);
+	close(fs->mntfd);
+	if (fs->watchdog_fd >= 0) {
+		/* It wakes, finds the mount gone, and ends: reap it rather than leave a zombie. */
+		close(fs->watchdog_fd);
+		waitpid(fs->watchdog_pid, NULL, 0);
+	}
+	free(fs);
+}

@@ -1,0 +1,52 @@
+/* The FUSE layer of hakit-rfs (fs.c): one replicated directory served through a FUSE
+ * mount laid over the directory itself, from a descriptor of the real directory opened
+ * before the mount.  On the primary every modifying operation is done on the real
+ * directory and submitted to the replication stream (rfs_repl.h); on the secondary the
+ * mount is read-only and the receiver writes underneath it.
+ */
+#ifndef HAKIT_RFS_FS_H
+#define HAKIT_RFS_FS_H
+
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "rfs_repl.h"
+
+struct rfs_fs;
+
+struct rfs_fs_config {
+	const char *dir;        /* absolute path of the directory: the mount point */
+	int rootfd;             /* that directory, opened before the mount; stays the caller's */
+	struct rfs_repl *repl;  /* the primary's stream; NULL: secondary, mounted read-only */
+	bool strict;            /* every write waits until the secondary applied it */
+	bool xattr;             /* extended attributes and POSIX ACLs served and replicated */
+};
+
+struct rfs_fs_counters {
+	uint64_t writes, write_bytes; /* data writes replicated */
+	uint64_t namespace_ops;       /* operations the application waited on the secondary for */
+	uint64_t syncs;               /* fsync, O_SYNC writes and closes made durable on the secondary */
+	uint64_t getxattrs;           /* GETXATTR requests served (the kernel's killpriv probe included) */
+	uint64_t diverged;            /* operations the secondary failed to apply */
+	uint64_t links_refused;       /* link(2) attempts refused */
+};
+
+/* Mounts over cfg->dir; 0 or -errno, logged. */
+int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out);
+
+/* Serves requests with a pool of threads until rfs_fs_stop() (returns 0) or until the
+ * mount disappears from outside (returns -ENOTCONN).  Call from one thread only. */
+int rfs_fs_run(struct rfs_fs *fs);
+
+/* Any thread: makes rfs_fs_run() return; returns once it has. */
+void rfs_fs_stop(struct rfs_fs *fs);
+
+void rfs_fs_counters(struct rfs_fs *fs, struct rfs_fs_counters *out);
+
+/* Unmounts (exactly this mount, never what lies beneath) and frees. */
+void rfs_fs_free(struct rfs_fs *fs);
+
+/* One line on stderr, "hakit-rfs: " first. */
+void hk_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,713 @@
+/* hakit-rfs: the replicated file system of one directory of a mirror module.
+ *
+ *   hakit-rfs primary   --dir D --ctl SOCKET [--nbremconn N] [--sendtimeout MS]
+ *                       [--strict] [--compress] [--xattr]
+ *   hakit-rfs secondary --dir D --ctl SOCKET --listen ADDR:PORT [--xattr]
+ *
+ * Both mount FUSE over D (fs.c), from a descriptor of D opened before the mount.  The
+ * primary streams every change to the secondary it is attached to; the secondary's
+ * mount is read-only and its receiver applies the stream to D underneath, through a
+ * descriptor of its own.
+ *
+ * Control socket (Unix, mode 0600): one command per line, one reply line per command,
+ * "ok[ ...]" or "error <message>":
+ *   attach HOST PORT | detach | stats (ok key=value ...) | stop (unmounts, then exits 0)
+ * The stream's news go to every connected client as "event <what>" lines.  SIGTERM and
+ * SIGINT stop as "stop" does.
+ *
+ * Threads: main runs the FUSE loop (which has its own workers); "control" serves the
+ * control socket and the signals (signalfd); on the secondary, "receiver" runs
+ * rfs_receiver_serve().  They share no lock: events cross from the stream's threads
+ * through a pipe, the end of the loop through an eventfd, a stop through rfs_fs_stop().
+ *
+ * Exit status: 0 after a stop, 1 on an error at run time (logged), 2 on bad arguments.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <getopt.h>
+#include <limits.h>
+#include <netdb.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/eventfd.h>
+#include <sys/mount.h>
+#include <sys/signalfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "fs.h"
+#include "rfs_repl.h"
+
+#define FUSE_SUPER_MAGIC 0x65735546
+#define DEFAULT_SENDTIMEOUT_MS 30000   /* the module's sendtimeout default, 30 s */
+#define FLUSH_DELAY_MS 100             /* a buffered write is on the wire within this */
+#define MAX_QUEUED_BYTES (64u << 20)   /* buffered writes beyond this wait for the wire */
+#define MAX_CLIENTS 16
+#define LINE_MAX_LEN 1024
+
+static const char usage[] =
+	"usage: hakit-rfs primary --dir D --ctl SOCKET [--nbremconn N] [--sendtimeout MS]"
+	" [--strict] [--compress] [--xattr]\n"
+	"       hakit-rfs secondary --dir D --ctl SOCKET --listen ADDR:PORT [--xattr]\n";
+
+struct args {
+	bool primary;
+	const char *dir, *ctl, *listen;
+	int nbremconn, sendtimeout_ms;
+	bool strict, compress, xattr;
+	bool primary_only_given;   /* an option the secondary refuses */
+};
+
+/* The process's state, shared by main and the control and receiver threads. */
+struct server {
+	struct args a;
+	char dir[PATH_MAX];
+	struct rfs_fs *fs;
+	struct rfs_repl *repl;        /* primary only */
+	int ctl_fd, sig_fd, event_rd, event_wr, loop_done_fd;
+	/* secondary only */
+	int recv_rootfd, recv_listen_fd;
+	volatile int recv_stop;
+	pthread_t recv_thread;
+	atomic_int exit_code;
+};
+
+static _Noreturn void usage_error(const char *fmt, const char *what)
+{
+	char msg[512];
+
+	snprintf(msg, sizeof msg, fmt, what);
+	hk_log("%s (hakit-rfs --help)", msg);
+	exit(2);
+}
+
+static int parse_int(const char *s, const char *opt, long lo, long hi)
+{
+	char *end;
+	long v;
+
+	errno = 0;
+	v = strtol(s, &end, 10);
+	if (errno || end == s || *end || v < lo || v > hi) {
+		char what[128];
+
+		snprintf(what, sizeof what, "%s must be an integer from %ld to %ld", opt, lo, hi);
+		usage_error("%s", what);
+	}
+	return (int)v;
+}
+
+static void parse_args(int argc, char **argv, struct args *a)
+{
+	enum { O_DIR = 1, O_CTL, O_LISTEN, O_NBREMCONN, O_SENDTIMEOUT, O_STRICT, O_COMPRESS, O_XATTR, O_HELP };
+	static const struct option opts[] = {
+		{ "dir", required_argument, NULL, O_DIR },
+		{ "ctl", required_argument, NULL, O_CTL },
+		{ "listen", required_argument, NULL, O_LISTEN },
+		{ "nbremconn", required_argument, NULL, O_NBREMCONN },
+		{ "sendtimeout", required_argument, NULL, O_SENDTIMEOUT },
+		{ "strict", no_argument, NULL, O_STRICT },
+		{ "compress", no_argument, NULL, O_COMPRESS },
+		{ "xattr", no_argument, NULL, O_XATTR },
+		{ "help", no_argument, NULL, O_HELP },
+		{ 0 },
+	};
+	int c;
+
+	*a = (struct args){ .nbremconn = 1, .sendtimeout_ms = DEFAULT_SENDTIMEOUT_MS };
+	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
+		fputs(usage, stdout);
+		exit(0);
+	}
+	if (argc < 2 || (strcmp(argv[1], "primary") && strcmp(argv[1], "secondary")))
+		usage_error("%s", argc < 2 ? "missing role: primary or secondary" : "the role must be primary or secondary");
+	a->primary = !strcmp(argv[1], "primary");
+	opterr = 0;
+	optind = 2;
+	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
+		switch (c) {
+		case O_DIR: a->dir = optarg; break;
+		case O_CTL: a->ctl = optarg; break;
+		case O_LISTEN: a->listen = optarg; break;
+		case O_NBREMCONN:
+			a->nbremconn = parse_int(optarg, "--nbremconn", 1, 16);
+			a->primary_only_given = true;
+			break;
+		case O_SENDTIMEOUT:
+			a->sendtimeout_ms = parse_int(optarg, "--sendtimeout", 1, 24 * 3600 * 1000);
+			a->primary_only_given = true;
+			break;
+		case O_STRICT: a->strict = a->primary_only_given = true; break;
+		case O_COMPRESS: a->compress = a->primary_only_given = true; break;
+		case O_XATTR: a->xattr = true; break;
+		case O_HELP:
+			fputs(usage, stdout);
+			exit(0);
+		default:
+			usage_error("unknown option or missing value: %s", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		usage_error("unexpected argument: %s", argv[optind]);
+	if (a->dir == NULL || a->ctl == NULL)
+		usage_error("%s", "--dir and --ctl are required");
+	if (a->primary && a->listen)
+		usage_error("%s", "--listen is for the secondary");
+	if (!a->primary && a->listen == NULL)
+		usage_error("%s", "the secondary needs --listen ADDR:PORT");
+	if (!a->primary && a->primary_only_given)
+		usage_error("%s", "--nbremconn, --sendtimeout, --strict and --compress are for the primary");
+}
+
+/* Descriptors 0-2 must be taken before anything opens: the watchdog (fs.c) relies on
+ * its fds landing above them. */
+static void hold_std_fds(void)
+{
+	int fd;
+
+	while ((fd = open("/dev/null", O_RDWR)) >= 0 && fd <= 2)
+		;
+	if (fd > 2)
+		close(fd);
+}
+
+/* Is the mount on top of path a hakit-rfs mount (from /proc/self/mountinfo)? */
+static bool hakit_mount_on(const char *path)
+{
+	FILE *f = fopen("/proc/self/mountinfo", "re");
+	char line[4096], mnt[PATH_MAX];
+	bool found = false;
+
+	if (f == NULL)
+		return false;
+	while (fgets(line, sizeof line, f)) {
+		char *sep = strstr(line, " - "), *p = line, *o = mnt;
+		/* Field 5 is the mount point, with space, tab, newline and backslash escaped as \ooo. */
+		for (int i = 0; i < 4 && p; i++)
+			p = strchr(p, ' ') ? strchr(p, ' ') + 1 : NULL;
+		if (p == NULL || sep == NULL)
+			continue;
+		while (*p && *p != ' ' && o < mnt + sizeof mnt - 1) {
+			if (p[0] == '\\' && p[1] >= '0' && p[1] <= '3' && p[2] && p[3]) {
+				*o++ = (char)((p[1] - '0') * 64 + (p[2] - '0') * 8 + (p[3] - '0'));
+				p += 4;
+			} else {
+				*o++ = *p++;
+			}
+		}
+		*o = '\0';
+		if (strcmp(mnt, path) == 0)
+			/* Later lines are mounted later: the last match is the top one. */
+			found = strncmp(sep + 3, "fuse.hakit-rfs ", 15) == 0;
+	}
+	fclose(f);
+	return found;
+}
+
+/* D's absolute path without resolving D itself, which may be a dead mount. */
+static int canonical_dir(const char *dir, char *out)
+{
+	char copy[PATH_MAX], parent[PATH_MAX];
+	char *slash, *base;
+
+	if (strlen(dir) >= sizeof copy)
+		return -ENAMETOOLONG;
+	strcpy(copy, dir);
+	for (size_t n = strlen(copy); n > 1 && copy[n - 1] == '/'; n--)
+		copy[n - 1] = '\0';
+	slash = strrchr(copy, '/');
+	base = slash ? slash + 1 : copy;
+	if (!strcmp(base, ".") || !strcmp(base, "..") || !strcmp(copy, "/"))
+		return -EINVAL;
+	if (slash == copy)
+		strcpy(parent, "/");
+	else if (realpath(slash ? (*slash = '\0', copy) : ".", parent) == NULL)
+		return -errno;
+	if (snprintf(out, PATH_MAX, "%s/%s", strcmp(parent, "/") ? parent : "", base) >= PATH_MAX)
+		return -ENAMETOOLONG;
+	return 0;
+}
+
+/* D, opened before the mount.  A hakit-rfs mount left dead on D by a crashed run (its
+ * watchdog killed with it) is removed; a live FUSE mount at D means D is served already. */
+static int open_dir(struct server *s)
+{
+	struct statfs sfs;
+	struct stat st, up;
+	int r = canonical_dir(s->a.dir, s->dir);
+	int fd;
+
+	if (r) {
+		hk_log("%s: %s", s->a.dir, r == -EINVAL ? "not a usable directory path" : strerror(-r));
+		return -1;
+	}
+	fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (fd < 0 && errno == ENOTCONN && hakit_mount_on(s->dir) && umount2(s->dir, MNT_DETACH) == 0) {
+		hk_log("removed the dead mount a previous run left on %s", s->dir);
+		fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+	if (fd < 0) {
+		hk_log("%s: %s", s->dir, errno == ENOENT ? "no such directory" : errno == ENOTDIR ? "not a directory" : strerror(errno));
+		return -1;
+	}
+	if (fstatfs(fd, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC && fstat(fd, &st) == 0 &&
+	    fstatat(fd, "..", &up, 0) == 0 && st.st_dev != up.st_dev) {
+		hk_log("%s is already served by a FUSE file system (another hakit-rfs?)", s->dir);
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+static int ctl_listen(const char *path)
+{
+	struct sockaddr_un sa = { .sun_family = AF_UNIX };
+	struct stat st;
+	mode_t old;
+	int fd, r;
+
+	if (strlen(path) >= sizeof sa.sun_path) {
+		hk_log("control socket path too long: %s", path);
+		return -1;
+	}
+	strcpy(sa.sun_path, path);
+	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
+		hk_log("%s exists and is not a socket", path);
+		return -1;
+	}
+	unlink(path);
+	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0) {
+		hk_log("control socket: %s", strerror(errno));
+		return -1;
+	}
+	old = umask(0177); /* born 0600: root's only */
+	r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
+	umask(old);
+	if (r < 0 || listen(fd, MAX_CLIENTS) < 0) {
+		hk_log("control socket %s: %s", path, strerror(errno));
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* "ADDR:PORT" or "[ADDR]:PORT" -> a listening TCP socket. */
+static int tcp_listen(const char *spec)
+{
+	struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				  .ai_flags = AI_PASSIVE | AI_NUMERICSERV | AI_NUMERICHOST };
+	struct addrinfo *res;
+	char host[256];
+	const char *colon = strrchr(spec, ':');
+	size_t len;
+	int fd = -1, r, one = 1;
+
+	if (colon == NULL || colon == spec || !colon[1] || (size_t)(colon - spec) >= sizeof host) {
+		hk_log("--listen %s: expected ADDR:PORT", spec);
+		return -1;
+	}
+	len = (size_t)(colon - spec);
+	if (spec[0] == '[' && spec[len - 1] == ']') {
+		memcpy(host, spec + 1, len - 2);
+		host[len - 2] = '\0';
+	} else {
+		memcpy(host, spec, len);
+		host[len] = '\0';
+	}
+	r = getaddrinfo(host, colon + 1, &hints, &res);
+	if (r) {
+		hk_log("--listen %s: %s", spec, gai_strerror(r));
+		return -1;
+	}
+	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
+	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 16) < 0) {
+		hk_log("cannot listen on %s: %s", spec, strerror(errno));
+		if (fd >= 0)
+			close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(res);
+	return fd;
+}
+
+/* From the stream's threads: never blocks (a full pipe drops the line, it is logged). */
+static void on_event(void *arg, const char *what)
+{
+	struct server *s = arg;
+	char line[512];
+	int n = snprintf(line, sizeof line, "event %s\n", what);
+
+	hk_log("%s", what);
+	if (n >= (int)sizeof line) {
+		n = (int)sizeof line - 1;
+		line[n - 1] = '\n';
+	}
+	if (write(s->event_wr, line, (size_t)n) < 0)
+		return;
+}
+
+struct client {
+	int fd;
+	size_t len;
+	char buf[LINE_MAX_LEN];
+};
+
+struct control {
+	struct server *s;
+	struct client clients[MAX_CLIENTS];
+	int nclients;
+	char events[4096];
+	size_t events_len;
+	bool done;
+};
+
+/* A client that does not take its lines is dropped rather than let it stall the others. */
+static void client_send(struct control *c, int i, const char *line)
+{
+	size_t len = strlen(line);
+
+	if (c->clients[i].fd >= 0 && send(c->clients[i].fd, line, len, MSG_NOSIGNAL | MSG_DONTWAIT) != (ssize_t)len) {
+		close(c->clients[i].fd);
+		c->clients[i].fd = -1;
+	}
+}
+
+static void stats_line(struct server *s, char *out, size_t size)
+{
+	struct rfs_fs_counters n;
+	int k;
+
+	rfs_fs_counters(s->fs, &n);
+	k = snprintf(out, size, "ok role=%s", s->a.primary ? "primary" : "secondary");
+	if (s->repl) {
+		struct rfs_repl_stats r;
+
+		rfs_repl_stats(s->repl, &r);
+		k += snprintf(out + k, size - (size_t)k,
+			      " attached=%d ops_sent=%llu bytes_sent=%llu bytes_on_wire=%llu acks=%llu queued_bytes=%llu",
+			      r.attached, (unsigned long long)r.ops_sent, (unsigned long long)r.bytes_sent,
+			      (unsigned long long)r.bytes_on_wire, (unsigned long long)r.acks,
+			      (unsigned long long)r.queued_bytes);
+	}
+	snprintf(out + k, size - (size_t)k,
+		 " writes=%llu write_bytes=%llu namespace_ops=%llu syncs=%llu getxattrs=%llu diverged=%llu"
+		 " links_refused=%llu\n",
+		 (unsigned long long)n.writes, (unsigned long long)n.write_bytes,
+		 (unsigned long long)n.namespace_ops, (unsigned long long)n.syncs,
+		 (unsigned long long)n.getxattrs, (unsigned long long)n.diverged,
+		 (unsigned long long)n.links_refused);
+}
+
+static void stop_all(struct control *c)
+{
+	rfs_fs_stop(c->s->fs);
+	c->done = true;
+}
+
+static void command(struct control *c, int i, char *line)
+{
+	struct server *s = c->s;
+	char reply[1024], host[256];
+	char *verb = strtok(line, " \t"), *a1 = strtok(NULL, " \t"), *a2 = strtok(NULL, " \t");
+	bool extra = strtok(NULL, " \t") != NULL;
+
+	if (verb == NULL)
+		snprintf(reply, sizeof reply, "error empty command\n");
+	else if (!strcmp(verb, "stats") && !a1)
+		stats_line(s, reply, sizeof reply);
+	else if (!strcmp(verb, "stop") && !a1) {
+		stop_all(c);
+		snprintf(reply, sizeof reply, "ok\n");
+	} else if ((!strcmp(verb, "attach") || !strcmp(verb, "detach")) && s->repl == NULL)
+		snprintf(reply, sizeof reply, "error %s: this is the secondary\n", verb);
+	else if (!strcmp(verb, "detach") && !a1) {
+		rfs_repl_detach(s->repl);
+		snprintf(reply, sizeof reply, "ok\n");
+	} else if (!strcmp(verb, "attach") && a2 && !extra) {
+		char *end;
+		long port = strtol(a2, &end, 10);
+		int r;
+
+		snprintf(host, sizeof host, "%s", a1);
+		if (*end || port < 1 || port > 65535)
+			snprintf(reply, sizeof reply, "error attach: bad port %s\n", a2);
+		else if ((r = rfs_repl_attach(s->repl, host, (int)port)) < 0)
+			snprintf(reply, sizeof reply, "error attach %s %ld: %s\n", host, port, strerror(-r));
+		else
+			snprintf(reply, sizeof reply, "ok\n");
+	} else
+		snprintf(reply, sizeof reply, "error unknown command '%s' (attach HOST PORT, detach, stats, stop)\n", verb);
+	client_send(c, i, reply);
+}
+
+static void client_input(struct control *c, int i)
+{
+	struct client *cl = &c->clients[i];
+	ssize_t n = recv(cl->fd, cl->buf + cl->len, sizeof cl->buf - cl->len, 0);
+	char *nl;
+
+	if (n <= 0) {
+		close(cl->fd);
+		cl->fd = -1;
+		return;
+	}
+	cl->len += (size_t)n;
+	while (cl->fd >= 0 && !c->done && (nl = memchr(cl->buf, '\n', cl->len)) != NULL) {
+		size_t used = (size_t)(nl - cl->buf) + 1;
+
+		*nl = '\0';
+		if (nl > cl->buf && nl[-1] == '\r')
+			nl[-1] = '\0';
+		command(c, i, cl->buf);
+		memmove(cl->buf, cl->buf + used, cl->len - used);
+		cl->len -= used;
+	}
+	if (cl->fd >= 0 && cl->len == sizeof cl->buf) {
+		client_send(c, i, "error line too long\n");
+		if (cl->fd >= 0) {
+			close(cl->fd);
+			cl->fd = -1;
+		}
+	}
+}
+
+/* Forwards whole "event" lines to every client. */
+static void forward_events(struct control *c)
+{
+	ssize_t n = read(c->s->event_rd, c->events + c->events_len, sizeof c->events - c->events_len - 1);
+	char *start = c->events, *nl;
+
+	if (n <= 0)
+		return;
+	c->events_len += (size_t)n;
+	c->events[c->events_len] = '\0';
+	while ((nl = strchr(start, '\n')) != NULL) {
+		char save = nl[1];
+
+		nl[1] = '\0';
+		for (int i = 0; i < c->nclients; i++)
+			client_send(c, i, start);
+		nl[1] = save;
+		start = nl + 1;
+	}
+	c->events_len -= (size_t)(start - c->events);
+	memmove(c->events, start, c->events_len);
+	if (c->events_len == sizeof c->events - 1)
+		c->events_len = 0; /* a line longer than the buffer: on_event never writes one */
+}
+
+static void *control_main(void *arg)
+{
+	struct control *c = calloc(1, sizeof *c);
+	struct server *s = arg;
+
+	if (c == NULL) {
+		hk_log("control: out of memory");
+		atomic_store(&s->exit_code, 1);
+		rfs_fs_stop(s->fs);
+		return NULL;
+	}
+	c->s = s;
+	while (!c->done) {
+		struct pollfd p[4 + MAX_CLIENTS];
+		int np = 0;
+
+		p[np++] = (struct pollfd){ .fd = s->ctl_fd, .events = POLLIN };
+		p[np++] = (struct pollfd){ .fd = s->sig_fd, .events = POLLIN };
+		p[np++] = (struct pollfd){ .fd = s->event_rd, .events = POLLIN };
+		p[np++] = (struct pollfd){ .fd = s->loop_done_fd, .events = POLLIN };
+		for (int i = 0; i < c->nclients; i++)
+			p[np++] = (struct pollfd){ .fd = c->clients[i].fd, .events = POLLIN };
+		if (poll(p, (nfds_t)np, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			hk_log("control: poll: %s", strerror(errno));
+			break;
+		}
+		if (p[3].revents)
+			break;
+		if (p[1].revents) {
+			struct signalfd_siginfo si;
+
+			if (read(s->sig_fd, &si, sizeof si) == (ssize_t)sizeof si)
+				hk_log("signal %u: stopping", si.ssi_signo);
+			stop_all(c);
+			break;
+		}
+		if (p[2].revents)
+			forward_events(c);
+		for (int i = 0; i < c->nclients && !c->done; i++)
+			if (p[4 + i].revents)
+				client_input(c, i);
+		/* Compact the table over the clients that left. */
+		int kept = 0;
+		for (int i = 0; i < c->nclients; i++)
+			if (c->clients[i].fd >= 0)
+				c->clients[kept++] = c->clients[i];
+		c->nclients = kept;
+		if (p[0].revents && !c->done) {
+			int fd = accept4(s->ctl_fd, NULL, NULL, SOCK_CLOEXEC);
+
+			if (fd >= 0 && c->nclients == MAX_CLIENTS) {
+				if (send(fd, "error too many control clients\n", 31, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
+					hk_log("control: refused a client: %s", strerror(errno));
+				close(fd);
+			} else if (fd >= 0) {
+				c->clients[c->nclients++] = (struct client){ .fd = fd };
+			}
+		}
+	}
+	for (int i = 0; i < c->nclients; i++)
+		if (c->clients[i].fd >= 0)
+			close(c->clients[i].fd);
+	free(c);
+	return NULL;
+}
+
+static void *receiver_main(void *arg)
+{
+	struct server *s = arg;
+	int r = rfs_receiver_serve(s->recv_rootfd, s->recv_listen_fd, &s->recv_stop);
+
+	if (!s->recv_stop) {
+		hk_log("the receiver stopped: %s", r < 0 ? strerror(-r) : "no reason given");
+		atomic_store(&s->exit_code, 1);
+		rfs_fs_stop(s->fs);
+	}
+	return NULL;
+}
+
+/* Signals: TERM and INT are read by the control thread (signalfd), so they are blocked
+ * in every thread, which inherit main's mask; a closed client must not kill us (PIPE). */
+static int signals_to_fd(void)
+{
+	sigset_t set;
+
+	signal(SIGPIPE, SIG_IGN);
+	signal(SIGHUP, SIG_IGN);
+	sigemptyset(&set);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGINT);
+	pthread_sigmask(SIG_BLOCK, &set, NULL);
+	return signalfd(-1, &set, SFD_CLOEXEC);
+}
+
+static int start_stream(struct server *s)
+{
+	int ev[2];
+
+	if (pipe2(ev, O_CLOEXEC | O_NONBLOCK) < 0) {
+		hk_log("pipe: %s", strerror(errno));
+		return -1;
+	}
+	s->event_rd = ev[0];
+	s->event_wr = ev[1];
+	if (!s->a.primary)
+		return 0;
+	struct rfs_repl_config cfg = {
+		.nbremconn = s->a.nbremconn,
+		.send_timeout_ms = s->a.sendtimeout_ms,
+		.compress = s->a.compress,
+		.max_queued_bytes = MAX_QUEUED_BYTES,
+		.flush_delay_ms = FLUSH_DELAY_MS,
+		.event = on_event,
+		.event_arg = s,
+	};
+	s->repl = rfs_repl_new(&cfg);
+	if (s->repl == NULL) {
+		hk_log("cannot start the replication stream");
+		return -1;
+	}
+	return 0;
+}
+
+int main(int argc, char **argv)
+{
+	static struct server srv = { .ctl_fd = -1, .sig_fd = -1, .event_rd = -1, .event_wr = -1,
+				     .loop_done_fd = -1, .recv_rootfd = -1, .recv_listen_fd = -1 };
+	struct server *s = &srv;
+	pthread_t ctl_thread;
+	int rootfd, r;
+
+	hold_std_fds();
+	parse_args(argc, argv, &s->a);
+	rootfd = open_dir(s);
+	if (rootfd < 0)
+		return 1;
+	/* The receiver's own descriptor of D, also from before the mount. */
+	if (!s->a.primary && (s->recv_rootfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
+		hk_log("%s: %s", s->dir, strerror(errno));
+		return 1;
+	}
+	s->ctl_fd = ctl_listen(s->a.ctl);
+	if (s->ctl_fd < 0)
+		return 1;
+	if (!s->a.primary && (s->recv_listen_fd = tcp_listen(s->a.listen)) < 0)
+		goto out_ctl;
+	s->sig_fd = signals_to_fd();
+	s->loop_done_fd = eventfd(0, EFD_CLOEXEC);
+	if (s->sig_fd < 0 || s->loop_done_fd < 0) {
+		hk_log("signalfd/eventfd: %s", strerror(errno));
+		goto out_ctl;
+	}
+	/* Modes reach the real directory exactly as the kernel passed them (fs.c applies the
+	 * caller's umask itself where the kernel leaves it to us). */
+	umask(0);
+	if (start_stream(s) < 0)
+		goto out_ctl;
+	struct rfs_fs_config cfg = { .dir = s->dir, .rootfd = rootfd, .repl = s->repl, .strict = s->a.strict,
+				     .xattr = s->a.xattr };
+	if (rfs_fs_mount(&cfg, &s->fs) < 0)
+		goto out_repl;
+	if (!s->a.primary && (r = pthread_create(&s->recv_thread, NULL, receiver_main, s)) != 0) {
+		hk_log("receiver thread: %s", strerror(r));
+		atomic_store(&s->exit_code, 1);
+		goto out_fs;
+	}
+	if ((r = pthread_create(&ctl_thread, NULL, control_main, s)) != 0) {
+		hk_log("control thread: %s", strerror(r));
+		atomic_store(&s->exit_code, 1);
+		goto out_recv;
+	}
+	hk_log("%s %s mounted", s->a.primary ? "primary" : "secondary (read-only)", s->dir);
+
+	r = rfs_fs_run(s->fs);
+	if (r < 0) {
+		hk_log("%s was unmounted from outside: stopping", s->dir);
+		atomic_store(&s->exit_code, 1);
+	}
+	if (eventfd_write(s->loop_done_fd, 1) < 0)
+		hk_log("eventfd: %s", strerror(errno));
+	pthread_join(ctl_thread, NULL);
+out_recv:
+	if (!s->a.primary) {
+		s->recv_stop = 1;
+		/* Wakes a receiver blocked in accept. */
+		shutdown(s->recv_listen_fd, SHUT_RDWR);
+		pthread_join(s->recv_thread, NULL);
+	}
+out_fs:
+	rfs_fs_free(s->fs);
+	hk_log("%s unmounted", s->dir);
+	if (s->repl)
+		rfs_repl_free(s->repl);
+	unlink(s->a.ctl);
+	return atomic_load(&s->exit_code);
+out_repl:
+	if (s->repl)
+		rfs_repl_free(s->repl);
+out_ctl:
+	unlink(s->a.ctl);
+	return 1;
+}

@@ -1,0 +1,56 @@
+/* The opcode table shared by the stream (repl.c) and the receiver (apply.c). */
+#include <stddef.h>
+#include <time.h>
+
+#include "core.h"
+#include "rfs_op.h"
+
+#define P RFS_SHAPE_PATH
+#define P2 RFS_SHAPE_PATH2
+#define N RFS_SHAPE_NAME
+#define D RFS_SHAPE_DATA
+#define R RFS_SHAPE_ROOT
+#define B RFS_SHAPE_BARRIER
+
+static const struct {
+	const char *name;
+	unsigned shape;
+} ops[RFS_OP_MAX] = {
+	[RFS_OP_WRITE] = {"write", P | D},
+	[RFS_OP_TRUNCATE] = {"truncate", P},
+	[RFS_OP_CREATE] = {"create", P},
+	[RFS_OP_MKDIR] = {"mkdir", P | B},
+	[RFS_OP_MKNOD] = {"mknod", P},
+	[RFS_OP_SYMLINK] = {"symlink", P | P2},
+	[RFS_OP_UNLINK] = {"unlink", P},
+	[RFS_OP_RMDIR] = {"rmdir", P | B},
+	[RFS_OP_RENAME] = {"rename", P | P2 | B},
+	[RFS_OP_CHMOD] = {"chmod", P | R},
+	[RFS_OP_CHOWN] = {"chown", P | R},
+	[RFS_OP_UTIMENS] = {"utimens", P | R},
+	[RFS_OP_SETXATTR] = {"setxattr", P | R | N | D},
+	[RFS_OP_REMOVEXATTR] = {"removexattr", P | R | N},
+	[RFS_OP_FALLOCATE] = {"fallocate", P},
+	[RFS_OP_FSYNC] = {"fsync", P | R},
+	[RFS_OP_SYNCFS] = {"syncfs", B},
+};
+
+_Static_assert(RFS_OP_SYNCFS + 1 == RFS_OP_MAX, "a row above for every opcode");
+
+const char *rfs_opcode_name(uint16_t code)
+{
+	return code < RFS_OP_MAX && ops[code].name ? ops[code].name : "unknown";
+}
+
+unsigned rfs_op_shape(uint16_t code)
+{
+	return code < RFS_OP_MAX ? ops[code].shape : 0;
+}
+
+int64_t rfs_now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}

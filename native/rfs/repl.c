@@ -1,0 +1,1471 @@
+/* The replication stream: the primary's side (rfs_repl_*) turns submitted ops into
+ * frames (proto.h) on `nbremconn` TCP connections; the secondary's side
+ * (rfs_receiver_serve) reads them, applies them (apply.c) and acks each one.
+ *
+ * Ordering.  The receiver applies each connection's frames in order, one connection
+ * per thread, so two ops keep their order only when they share a connection:
+ * - an op that acts on one path (write, truncate, fallocate, fsync, attributes, and
+ *   also create, mknod, symlink and unlink, which add or remove only that entry) goes
+ *   on the connection of its path's hash: everything on one file stays in order;
+ * - an op that can change what other paths refer to (mkdir: a parent for new paths;
+ *   rmdir, rename: a subtree removed or moved; syncfs) is a barrier.  It takes the
+ *   gate exclusively, so nothing else is queued meanwhile, waits until every
+ *   connection has no un-acked frame, goes out and is acked, then releases the gate:
+ *   it is applied after everything submitted before it and before anything after it.
+ *
+ * Sending.  Submitters copy frames into their connection's queue under its mutex; the
+ * whole queue goes out with one sendmsg (a batch).  Buffered ops are sent by a sender
+ * thread per connection within flush_delay_ms, or at once when FLUSH_BYTES are
+ * queued, so small writes share a send; a caller that waits for its ack sends the
+ * queue itself, and its write data of ZEROCOPY_MIN or more is not copied.
+ * Un-acked bytes per connection are bounded (max_queued_bytes / nbremconn): beyond
+ * that the submitter blocks, nothing is dropped.  An acker thread per connection
+ * reads acks (in seq order) and wakes the waiters.
+ *
+ * Detach.  No progress (a send that moves no byte, or un-acked frames and no ack) for
+ * send_timeout_ms kills the session: sockets shut down, every waiter returns 0, the
+ * event callback hears "detached <reason>".  The session is reaped (threads joined,
+ * sockets closed) by the next attach, detach or free.  The callback may call
+ * rfs_repl_detach or rfs_repl_attach, not rfs_repl_free.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <lz4.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <poll.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/uio.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core.h"
+#include "proto.h"
+#include "rfs_repl.h"
+
+#define HDR sizeof(struct rfs_wire_hdr)
+#define WOP sizeof(struct rfs_wire_op)
+#define FLUSH_BYTES (256u << 10)        /* a buffered queue this big goes out at once */
+#define ZEROCOPY_MIN (64u << 10)        /* waited-for write data from here on is not copied */
+#define LZ4_MIN 512                     /* shorter write data is not worth compressing */
+#define LZ4_SKIP 16                     /* writes sent raw after one that did not compress */
+#define SOCK_BUF (4 << 20)
+#define ACK_POLL_MS 100
+#define DEFAULT_QUEUED (64u << 20)
+#define DEFAULT_TIMEOUT_MS 30000
+#define NS_PER_MS 1000000LL
+
+static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+static void say(const char *fmt, ...)
+{
+	char line[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(line, sizeof line, fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "hakit-rfs: %s\n", line);
+}
+
+static void cond_init_mono(pthread_cond_t *c)
+{
+	pthread_condattr_t ca;
+
+	pthread_condattr_init(&ca);
+	pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+	pthread_cond_init(c, &ca);
+	pthread_condattr_destroy(&ca);
+}
+
+static void wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t when_ns)
+{
+	struct timespec ts = {.tv_sec = when_ns / 1000000000, .tv_nsec = when_ns % 1000000000};
+
+	pthread_cond_timedwait(c, m, &ts);
+}
+
+static int grow(void *pp, size_t *cap, size_t need, size_t elem)
+{
+	void **p = pp, *q;
+	size_t n = *cap ? *cap : 64;
+
+	if (need <= *cap)
+		return 0;
+	while (n < need)
+		n *= 2;
+	q = realloc(*p, n * elem);
+	if (!q)
+		return -ENOMEM;
+	*p = q;
+	*cap = n;
+	return 0;
+}
+
+static void set_sock_bufs(int fd)
+{
+	int v = SOCK_BUF;
+
+	/* FORCE variants go past net.core.[rw]mem_max for root; plain ones otherwise. */
+	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof v))
+		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof v))
+		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v);
+}
+
+static void set_nodelay(int fd)
+{
+	int one = 1;
+
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+}
+
+/* ======================= primary ======================= */
+
+/* A run of queued bytes: inline in the queue's buffer, or a submitter's own data. */
+struct seg {
+	const char *ext; /* NULL: at off in buf */
+	size_t off, len;
+};
+
+struct outq {
+	char *buf;
+	size_t len, cap;
+	struct seg *segs;
+	size_t nsegs, segcap;
+	size_t bytes, raw_bytes; /* on the wire / before compression */
+	uint64_t ops;
+	int64_t first_ns;        /* when the oldest op in it was queued */
+};
+
+struct waiter {
+	uint64_t seq;
+	int result, done;
+	struct waiter *next;
+};
+
+struct session;
+
+struct conn {
+	struct session *s;
+	int fd;
+	int threads;               /* how many of sender, acker were started */
+	pthread_t sender, acker;
+	/* Lock order: attach_mu > gate > conn.mu, one connection's at a time, never with
+	 * repl.mu.  Guards every field below. */
+	pthread_mutex_t mu;
+	pthread_cond_t wake_sender;
+	pthread_cond_t acked;      /* acks arrived, a batch was sent, or the session died */
+	int dead;
+	struct outq q;             /* being filled by submitters */
+	struct outq spare;         /* being sent, outside mu, by whoever set sending */
+	int sending;               /* a thread is sending spare: the sender, or a waiter */
+	int fail_rc;               /* a waiter's send failed: the sender detaches */
+	uint64_t next_seq;         /* last seq given out */
+	uint64_t acked_seq;
+	uint64_t taken_seq;        /* last seq taken for sending */
+	uint64_t taken, sent;      /* batches taken for sending, and finished */
+	uint32_t *ring;            /* wire sizes of the un-acked frames, in seq order */
+	size_t ring_cap, ring_head, ring_n;
+	size_t unacked_bytes, limit;
+	int sleeping;              /* the sender waits on wake_sender */
+	int ack_waiters;           /* threads waiting on acked */
+	struct waiter *waiters;
+	int64_t progress_ns;       /* last byte sent or ack received */
+};
+
+struct session {
+	struct rfs_repl *r;
+	int nconn;
+	struct conn *conns;
+	atomic_int dead;
+	atomic_int installed;      /* became cur: its death detaches */
+	atomic_int refs;           /* submitters using the session */
+	struct session *next;      /* on r->zombies */
+};
+
+struct rfs_repl {
+	struct rfs_repl_config cfg;
+	/* Serializes attach/detach and guards zombies.  Top of the lock order; never held
+	 * while joining threads (a stream thread may call detach from the event callback). */
+	pthread_mutex_t attach_mu;
+	/* Shared by per-path submitters while they queue; exclusive for a barrier op from
+	 * before its drain to its ack, and to change cur.  Writer-preferring, so a stream
+	 * of writes cannot starve a rename.  Lock order: attach_mu > gate > conn.mu. */
+	pthread_rwlock_t gate;
+	/* With cond: reapers wait for a dead session's refs.  Lock order: gate > mu; held
+	 * with no conn.mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t cond;
+	struct session *cur;       /* written under attach_mu and gate; read under either */
+	struct session *zombies;   /* killed, not yet reaped; guarded by attach_mu */
+	atomic_int attached;
+	atomic_int lz_skip;
+	atomic_uint_fast64_t ops_sent, bytes_sent, bytes_on_wire, acks;
+	atomic_size_t queued;
+};
+
+/* ---- queues ---- */
+
+/* All allocation for one frame happens here, before it gets a seq. */
+static int outq_room(struct outq *q, size_t n)
+{
+	int rc = grow(&q->buf, &q->cap, q->len + n, 1);
+
+	return rc ? rc : grow(&q->segs, &q->segcap, q->nsegs + 2, sizeof *q->segs);
+}
+
+static void outq_copy(struct outq *q, const void *p, size_t n)
+{
+	struct seg *last = q->nsegs ? &q->segs[q->nsegs - 1] : NULL;
+
+	if (!n)
+		return;
+	if (last && !last->ext)
+		last->len += n; /* inline runs always end at q->len */
+	else
+		q->segs[q->nsegs++] = (struct seg){.off = q->len, .len = n};
+	memcpy(q->buf + q->len, p, n);
+	q->len += n;
+	q->bytes += n;
+}
+
+static void outq_ref(struct outq *q, const void *p, size_t n)
+{
+	q->segs[q->nsegs++] = (struct seg){.ext = p, .len = n};
+	q->bytes += n;
+}
+
+static void outq_reset(struct outq *q)
+{
+	q->len = q->nsegs = q->bytes = q->raw_bytes = 0;
+	q->ops = 0;
+}
+
+static void outq_free(struct outq *q)
+{
+	free(q->buf);
+	free(q->segs);
+}
+
+static int ring_room(struct conn *c)
+{
+	uint32_t *n;
+	size_t cap = c->ring_cap ? c->ring_cap * 2 : 256;
+
+	if (c->ring_n < c->ring_cap)
+		return 0;
+	n = malloc(cap * sizeof *n);
+	if (!n)
+		return -ENOMEM;
+	for (size_t i = 0; i < c->ring_n; i++)
+		n[i] = c->ring[(c->ring_head + i) % c->ring_cap];
+	free(c->ring);
+	c->ring = n;
+	c->ring_cap = cap;
+	c->ring_head = 0;
+	return 0;
+}
+
+/* ---- sessions ---- */
+
+static void session_kill(struct session *s, const char *reason)
+{
+	struct rfs_repl *r = s->r;
+	int was = 0;
+
+	if (!atomic_compare_exchange_strong(&s->dead, &was, 1))
+		return;
+	if (atomic_load(&s->installed))
+		atomic_store(&r->attached, 0);
+	for (int i = 0; i < s->nconn; i++) {
+		struct conn *c = &s->conns[i];
+
+		pthread_mutex_lock(&c->mu);
+		c->dead = 1;
+		pthread_cond_broadcast(&c->wake_sender);
+		pthread_cond_broadcast(&c->acked);
+		pthread_mutex_unlock(&c->mu);
+		if (c->fd >= 0)
+			shutdown(c->fd, SHUT_RDWR);
+	}
+	if (reason && r->cfg.event) {
+		char what[256];
+
+		snprintf(what, sizeof what, "detached %s", reason);
+		r->cfg.event(r->cfg.event_arg, what);
+	}
+}
+
+static void session_put(struct session *s)
+{
+	struct rfs_repl *r = s->r;
+	int dead = atomic_load(&s->dead); /* read before: s may be freed once refs is 0 */
+
+	if (atomic_fetch_sub(&s->refs, 1) == 1 && dead) {
+		pthread_mutex_lock(&r->mu);
+		pthread_cond_broadcast(&r->cond);
+		pthread_mutex_unlock(&r->mu);
+	}
+}
+
+static int session_has_thread(struct session *s, pthread_t t)
+{
+	for (int i = 0; i < s->nconn; i++) {
+		struct conn *c = &s->conns[i];
+
+		if ((c->threads > 0 && pthread_equal(c->sender, t)) ||
+		    (c->threads > 1 && pthread_equal(c->acker, t)))
+			return 1;
+	}
+	return 0;
+}
+
+/* Join, wait for the last submitter, close, free.  s is dead. */
+static void session_free(struct session *s)
+{
+	struct rfs_repl *r = s->r;
+
+	for (int i = 0; i < s->nconn; i++) {
+		struct conn *c = &s->conns[i];
+
+		if (c->threads > 0)
+			pthread_join(c->sender, NULL);
+		if (c->threads > 1)
+			pthread_join(c->acker, NULL);
+	}
+	pthread_mutex_lock(&r->mu);
+	/* A submitter that decremented refs before dead was set does not broadcast: poll. */
+	while (atomic_load(&s->refs) > 0)
+		wait_until(&r->cond, &r->mu, rfs_now_ns() + 10 * NS_PER_MS);
+	pthread_mutex_unlock(&r->mu);
+	for (int i = 0; i < s->nconn; i++) {
+		struct conn *c = &s->conns[i];
+
+		if (c->fd >= 0)
+			close(c->fd);
+		atomic_fetch_sub(&r->queued, c->unacked_bytes);
+		outq_free(&c->q);
+		outq_free(&c->spare);
+		free(c->ring);
+		pthread_mutex_destroy(&c->mu);
+		pthread_cond_destroy(&c->wake_sender);
+		pthread_cond_destroy(&c->acked);
+	}
+	free(s->conns);
+	free(s);
+}
+
+/* Kill cur and move it to the zombies.  Caller holds attach_mu. */
+static void detach_locked(struct rfs_repl *r)
+{
+	struct session *s = r->cur; /* not under the gate: a barrier op may hold it */
+
+	if (!s)
+		return;
+	/* Kill first: it wakes every submitter holding the gate, so we can take it. */
+	session_kill(s, NULL);
+	pthread_rwlock_wrlock(&r->gate);
+	r->cur = NULL;
+	pthread_rwlock_unlock(&r->gate);
+	s->next = r->zombies;
+	r->zombies = s;
+}
+
+/* Reap every zombie except the one whose thread we run on (it is reaped later). */
+static void reap_zombies(struct rfs_repl *r)
+{
+	struct session *list, *s, *keep = NULL;
+
+	pthread_mutex_lock(&r->attach_mu);
+	list = r->zombies;
+	r->zombies = NULL;
+	pthread_mutex_unlock(&r->attach_mu);
+	while ((s = list)) {
+		list = s->next;
+		if (session_has_thread(s, pthread_self())) {
+			s->next = keep;
+			keep = s;
+		} else {
+			session_free(s);
+		}
+	}
+	if (keep) {
+		pthread_mutex_lock(&r->attach_mu);
+		keep->next = r->zombies;
+		r->zombies = keep;
+		pthread_mutex_unlock(&r->attach_mu);
+	}
+}
+
+/* ---- the two threads of a connection ---- */
+
+static int send_batch(struct conn *c, const struct outq *q)
+{
+	struct iovec iov[64];
+	size_t i = 0, skip = 0; /* next segment, bytes of it already sent */
+
+	while (i < q->nsegs) {
+		struct msghdr mh = {.msg_iov = iov};
+		size_t n = 0;
+		ssize_t sent;
+
+		for (size_t j = i; j < q->nsegs && n < sizeof iov / sizeof *iov; j++, n++) {
+			const struct seg *g = &q->segs[j];
+			const char *base = g->ext ? g->ext : q->buf + g->off;
+			size_t from = j == i ? skip : 0;
+
+			iov[n] = (struct iovec){.iov_base = (void *)(base + from), .iov_len = g->len - from};
+		}
+		mh.msg_iovlen = n;
+		sent = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		if (sent < 0 && errno == EINTR)
+			continue;
+		if (sent < 0)
+			return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
+		pthread_mutex_lock(&c->mu);
+		c->progress_ns = rfs_now_ns();
+		pthread_mutex_unlock(&c->mu);
+		while (sent > 0) {
+			size_t left = q->segs[i].len - skip;
+
+			if ((size_t)sent < left) {
+				skip += (size_t)sent;
+				break;
+			}
+			sent -= (ssize_t)left;
+			i++;
+			skip = 0;
+		}
+	}
+	return 0;
+}
+
+/* Send everything queued on c as one batch.  Called and returns with c->mu held;
+ * the caller checked that nobody is sending. */
+static int flush_locked(struct conn *c)
+{
+	struct rfs_repl *r = c->s->r;
+	struct outq t = c->q;
+	int rc;
+
+	c->q = c->spare;
+	c->spare = t;
+	c->sending = 1;
+	c->taken++;
+	c->taken_seq = c->next_seq;
+	pthread_mutex_unlock(&c->mu);
+	rc = send_batch(c, &c->spare);
+	pthread_mutex_lock(&c->mu);
+	c->sending = 0;
+	c->sent = c->taken;
+	if (!rc) {
+		atomic_fetch_add(&r->ops_sent, c->spare.ops);
+		atomic_fetch_add(&r->bytes_sent, c->spare.raw_bytes);
+		atomic_fetch_add(&r->bytes_on_wire, c->spare.bytes);
+		outq_reset(&c->spare);
+	}
+	/* Waiters whose frame was queued meanwhile send it now; owners of zero-copy data
+	 * may return; the sender restarts its timer for what buffered ops came in. */
+	if (c->ack_waiters)
+		pthread_cond_broadcast(&c->acked);
+	if (c->q.bytes && c->sleeping)
+		pthread_cond_signal(&c->wake_sender);
+	return rc;
+}
+
+/* One step of a wait for seq to be acked (c->mu held).  When seq is still queued and
+ * nobody is sending, the waiter sends the queue itself: waking the sender thread would
+ * add a hand-off to every round trip.  A failure is left to the sender thread to
+ * report: the waiter may hold the gate, which the event callback may need. */
+static void wait_step(struct conn *c, uint64_t seq)
+{
+	int rc;
+
+	if (c->sending || c->fail_rc || c->taken_seq >= seq || !c->q.bytes) {
+		pthread_cond_wait(&c->acked, &c->mu);
+		return;
+	}
+	rc = flush_locked(c);
+	if (rc) {
+		c->fail_rc = rc;
+		pthread_cond_signal(&c->wake_sender);
+	}
+}
+
+/* The sender thread sends buffered ops: once flush_delay_ms passed since the oldest
+ * was queued, or at once when FLUSH_BYTES are waiting. */
+static void *sender_main(void *arg)
+{
+	struct conn *c = arg;
+	struct rfs_repl *r = c->s->r;
+	int64_t delay = (int64_t)(r->cfg.flush_delay_ms > 0 ? r->cfg.flush_delay_ms : 0) * NS_PER_MS;
+	char reason[128] = "";
+
+	pthread_mutex_lock(&c->mu);
+	while (!c->dead) {
+		int rc = c->fail_rc;
+
+		if (!rc && (c->sending || !c->q.bytes)) {
+			c->sleeping = 1;
+			pthread_cond_wait(&c->wake_sender, &c->mu);
+			c->sleeping = 0;
+			continue;
+		}
+		if (!rc && c->q.bytes < FLUSH_BYTES && rfs_now_ns() < c->q.first_ns + delay) {
+			c->sleeping = 1;
+			wait_until(&c->wake_sender, &c->mu, c->q.first_ns + delay);
+			c->sleeping = 0;
+			continue;
+		}
+		if (!rc)
+			rc = flush_locked(c);
+		if (rc == -ETIMEDOUT)
+			snprintf(reason, sizeof reason, "send timeout (no progress for %d ms)",
+				 r->cfg.send_timeout_ms);
+		else if (rc)
+			snprintf(reason, sizeof reason, "connection lost (%s)", strerror(-rc));
+		if (rc)
+			break;
+	}
+	pthread_mutex_unlock(&c->mu);
+	if (*reason)
+		session_kill(c->s, reason);
+	return NULL;
+}
+
+/* Takes the acks in buf[0..n) (whole frames); 0, or -1 with why set. */
+static int take_acks(struct conn *c, const char *buf, size_t n, char *why, size_t whylen)
+{
+	struct rfs_repl *r = c->s->r;
+	int rc = 0;
+
+	pthread_mutex_lock(&c->mu);
+	for (size_t pos = 0; pos + HDR <= n; pos += HDR) {
+		struct rfs_wire_hdr h;
+		uint32_t size;
+
+		rfs_hdr_get(&h, buf + pos);
+		if (h.magic != RFS_MAGIC || h.version != RFS_VERSION || h.type != RFS_T_ACK || h.body_len ||
+		    h.seq != c->acked_seq + 1 || h.seq > c->next_seq) {
+			snprintf(why, whylen, "bad ack from the secondary (seq %llu, expected %llu)",
+				 (unsigned long long)h.seq, (unsigned long long)c->acked_seq + 1);
+			rc = -1;
+			break;
+		}
+		size = c->ring[c->ring_head];
+		c->ring_head = (c->ring_head + 1) % c->ring_cap;
+		c->ring_n--;
+		c->unacked_bytes -= size;
+		atomic_fetch_sub(&r->queued, size);
+		c->acked_seq = h.seq;
+		for (struct waiter *w = c->waiters; w; w = w->next) {
+			if (w->seq == h.seq) {
+				w->result = h.result;
+				w->done = 1;
+			}
+		}
+		atomic_fetch_add(&r->acks, 1);
+	}
+	c->progress_ns = rfs_now_ns();
+	if (c->ack_waiters)
+		pthread_cond_broadcast(&c->acked);
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+static void *acker_main(void *arg)
+{
+	struct conn *c = arg;
+	struct session *s = c->s;
+	int64_t timeout = (int64_t)s->r->cfg.send_timeout_ms * NS_PER_MS;
+	char buf[64 * HDR], why[160] = "";
+	size_t have = 0;
+
+	/* The socket's SO_RCVTIMEO (ACK_POLL_MS) wakes the loop to check the ack timeout. */
+	while (!atomic_load(&s->dead)) {
+		ssize_t got = recv(c->fd, buf + have, sizeof buf - have, 0);
+
+		if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
+			int late;
+
+			pthread_mutex_lock(&c->mu);
+			late = c->ring_n && rfs_now_ns() - c->progress_ns > timeout;
+			pthread_mutex_unlock(&c->mu);
+			if (late) {
+				snprintf(why, sizeof why, "no acknowledgement for %d ms", s->r->cfg.send_timeout_ms);
+				break;
+			}
+			continue;
+		}
+		if (got <= 0) {
+			if (got)
+				snprintf(why, sizeof why, "connection lost (%s)", strerror(errno));
+			else
+				snprintf(why, sizeof why, "connection closed by the secondary");
+			break;
+		}
+		have += (size_t)got;
+		if (take_acks(c, buf, have - have % HDR, why, sizeof why))
+			break;
+		memmove(buf, buf + have - have % HDR, have % HDR);
+		have %= HDR;
+	}
+	if (*why)
+		session_kill(s, why);
+	return NULL;
+}
+
+/* ---- connecting ---- */
+
+static int connect_one(const char *host, int port, int timeout_ms)
+{
+	struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
+				 .ai_flags = AI_NUMERICSERV}, *ai, *a;
+	char service[16];
+	struct timeval tv = {.tv_sec = timeout_ms / 1000, .tv_usec = timeout_ms % 1000 * 1000};
+	struct timeval ack_tv = {.tv_usec = ACK_POLL_MS * 1000};
+	int fd = -1, rc, err = -ECONNREFUSED;
+
+	snprintf(service, sizeof service, "%d", port);
+	rc = getaddrinfo(host, service, &hints, &ai);
+	if (rc)
+		return rc == EAI_SYSTEM ? -errno : -EHOSTUNREACH;
+	for (a = ai; a; a = a->ai_next) {
+		struct pollfd p;
+		socklen_t len = sizeof err;
+
+		fd = socket(a->ai_family, a->ai_socktype | SOCK_CLOEXEC | SOCK_NONBLOCK, a->ai_protocol);
+		if (fd < 0) {
+			err = -errno;
+			continue;
+		}
+		/* Before connect: the window scale is agreed in the handshake. */
+		set_sock_bufs(fd);
+		if (connect(fd, a->ai_addr, a->ai_addrlen) && errno != EINPROGRESS) {
+			err = -errno;
+		} else {
+			p = (struct pollfd){.fd = fd, .events = POLLOUT};
+			rc = poll(&p, 1, timeout_ms);
+			if (rc == 0)
+				err = -ETIMEDOUT;
+			else if (rc < 0 || getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len))
+				err = -errno;
+			else
+				err = -err;
+		}
+		if (!err)
+			break;
+		close(fd);
+		fd = -1;
+	}
+	freeaddrinfo(ai);
+	if (fd < 0)
+		return err;
+	/* Blocking from now on; a send that moves no byte for the timeout fails with EAGAIN,
+	 * a receive returns EAGAIN every ACK_POLL_MS for the acker to check the time. */
+	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &ack_tv, sizeof ack_tv);
+	set_nodelay(fd);
+	return fd;
+}
+
+static int hello(int fd, uint64_t session, int index, int nconn, int timeout_ms)
+{
+	char frame[HDR + sizeof(struct rfs_wire_hello)], ack[HDR];
+	struct rfs_wire_hdr h = {.magic = RFS_MAGIC, .version = RFS_VERSION, .type = RFS_T_HELLO,
+				 .body_len = sizeof(struct rfs_wire_hello)};
+	struct rfs_wire_hello hl = {.session = session, .conn_index = (uint16_t)index,
+				    .nconn = (uint16_t)nconn};
+	size_t got = 0;
+
+	rfs_hdr_put(frame, &h);
+	rfs_hello_put(frame + HDR, &hl);
+	if (send(fd, frame, sizeof frame, MSG_NOSIGNAL) != (ssize_t)sizeof frame)
+		return errno ? -errno : -EIO;
+	while (got < sizeof ack) {
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		int n = poll(&p, 1, timeout_ms);
+		ssize_t k;
+
+		if (n == 0)
+			return -ETIMEDOUT;
+		if (n < 0)
+			return -errno;
+		k = recv(fd, ack + got, sizeof ack - got, 0);
+		if (k <= 0)
+			return k ? -errno : -ECONNRESET;
+		got += (size_t)k;
+	}
+	rfs_hdr_get(&h, ack);
+	if (h.magic != RFS_MAGIC || h.version != RFS_VERSION || h.type != RFS_T_ACK || h.seq || h.body_len)
+		return -EPROTO;
+	return h.result;
+}
+
+static int session_open(struct rfs_repl *r, const char *host, int port, struct session **out)
+{
+	static atomic_uint_fast64_t serial;
+	struct session *s = calloc(1, sizeof *s);
+	struct timespec now;
+	uint64_t id;
+	int n = r->cfg.nbremconn, rc = 0;
+	size_t queued = r->cfg.max_queued_bytes ? r->cfg.max_queued_bytes : DEFAULT_QUEUED;
+
+	if (!s || !(s->conns = calloc((size_t)n, sizeof *s->conns))) {
+		free(s);
+		return -ENOMEM;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	id = ((uint64_t)now.tv_sec * 1000000000 + (uint64_t)now.tv_nsec) ^ (uint64_t)getpid() << 48;
+	id += atomic_fetch_add(&serial, 1);
+	s->r = r;
+	s->nconn = n;
+	for (int i = 0; i < n; i++) {
+		struct conn *c = &s->conns[i];
+
+		c->s = s;
+		c->fd = -1;
+		c->limit = queued / (size_t)n;
+		pthread_mutex_init(&c->mu, NULL);
+		cond_init_mono(&c->wake_sender);
+		cond_init_mono(&c->acked);
+	}
+	for (int i = 0; i < n && !rc; i++) {
+		struct conn *c = &s->conns[i];
+
+		c->fd = connect_one(host, port, r->cfg.send_timeout_ms);
+		if (c->fd < 0) {
+			rc = c->fd;
+			c->fd = -1;
+		} else {
+			rc = hello(c->fd, id, i, n, r->cfg.send_timeout_ms);
+		}
+	}
+	for (int i = 0; i < n && !rc; i++) {
+		struct conn *c = &s->conns[i];
+
+		rc = -pthread_create(&c->sender, NULL, sender_main, c);
+		if (!rc && ++c->threads && (rc = -pthread_create(&c->acker, NULL, acker_main, c)) == 0)
+			c->threads++;
+	}
+	if (rc) {
+		session_kill(s, NULL);
+		session_free(s);
+		return rc;
+	}
+	*out = s;
+	return 0;
+}
+
+/* ---- the interface ---- */
+
+static pthread_key_t lz_key;
+static pthread_once_t lz_once = PTHREAD_ONCE_INIT;
+
+static void lz_key_make(void)
+{
+	pthread_key_create(&lz_key, free);
+}
+
+struct rfs_repl *rfs_repl_new(const struct rfs_repl_config *cfg)
+{
+	struct rfs_repl *r = calloc(1, sizeof *r);
+	pthread_rwlockattr_t ra;
+
+	if (!r)
+		return NULL;
+	pthread_once(&lz_once, lz_key_make);
+	r->cfg = *cfg;
+	if (r->cfg.nbremconn < 1)
+		r->cfg.nbremconn = 1;
+	if (r->cfg.nbremconn > 16)
+		r->cfg.nbremconn = 16;
+	if (r->cfg.send_timeout_ms <= 0)
+		r->cfg.send_timeout_ms = DEFAULT_TIMEOUT_MS;
+	pthread_mutex_init(&r->attach_mu, NULL);
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&r->gate, &ra);
+	pthread_rwlockattr_destroy(&ra);
+	pthread_mutex_init(&r->mu, NULL);
+	cond_init_mono(&r->cond);
+	return r;
+}
+
+void rfs_repl_free(struct rfs_repl *r)
+{
+	if (!r)
+		return;
+	rfs_repl_detach(r);
+	pthread_rwlock_destroy(&r->gate);
+	pthread_mutex_destroy(&r->attach_mu);
+	pthread_mutex_destroy(&r->mu);
+	pthread_cond_destroy(&r->cond);
+	free(r);
+}
+
+int rfs_repl_attach(struct rfs_repl *r, const char *host, int port)
+{
+	struct session *s;
+	int rc;
+
+	rfs_repl_detach(r);
+	rc = session_open(r, host, port, &s);
+	if (rc)
+		return rc;
+	pthread_mutex_lock(&r->attach_mu);
+	detach_locked(r); /* a concurrent attach won meanwhile: replace it */
+	pthread_rwlock_wrlock(&r->gate);
+	r->cur = s;
+	atomic_store(&s->installed, 1);
+	atomic_store(&r->attached, 1);
+	pthread_rwlock_unlock(&r->gate);
+	pthread_mutex_unlock(&r->attach_mu);
+	return 0;
+}
+
+void rfs_repl_detach(struct rfs_repl *r)
+{
+	pthread_mutex_lock(&r->attach_mu);
+	detach_locked(r);
+	pthread_mutex_unlock(&r->attach_mu);
+	reap_zombies(r);
+}
+
+void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out)
+{
+	*out = (struct rfs_repl_stats){
+		.ops_sent = atomic_load(&r->ops_sent),
+		.bytes_sent = atomic_load(&r->bytes_sent),
+		.bytes_on_wire = atomic_load(&r->bytes_on_wire),
+		.acks = atomic_load(&r->acks),
+		.queued_bytes = atomic_load(&r->queued),
+		.attached = atomic_load(&r->attached),
+	};
+}
+
+/* Write data compressed into this thread's scratch when that pays; else NULL. */
+static const void *compress(struct rfs_repl *r, const void *data, size_t len, size_t *out_len)
+{
+	size_t cap = (size_t)LZ4_compressBound((int)RFS_DATA_MAX);
+	char *buf = pthread_getspecific(lz_key);
+	int n;
+
+	if (!r->cfg.compress || len < LZ4_MIN)
+		return NULL;
+	/* Incompressible data (media, encrypted, fio's random buffers) would cost CPU on
+	 * every write for nothing: after a miss, the next LZ4_SKIP writes go raw. */
+	if (atomic_load_explicit(&r->lz_skip, memory_order_relaxed) > 0) {
+		atomic_fetch_sub_explicit(&r->lz_skip, 1, memory_order_relaxed);
+		return NULL;
+	}
+	if (!buf) {
+		buf = malloc(cap);
+		if (!buf || pthread_setspecific(lz_key, buf)) {
+			free(buf);
+			return NULL;
+		}
+	}
+	n = LZ4_compress_default(data, buf, (int)len, (int)cap);
+	if (n <= 0 || (size_t)n > len - len / 8) {
+		atomic_store_explicit(&r->lz_skip, LZ4_SKIP, memory_order_relaxed);
+		return NULL;
+	}
+	*out_len = (size_t)n;
+	return buf;
+}
+
+static size_t slen(const char *s)
+{
+	return s ? strlen(s) + 1 : 0;
+}
+
+static struct conn *conn_of(struct session *s, const char *path)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+	for (const char *p = path ? path : ""; *p; p++)
+		h = (h ^ (unsigned char)*p) * 1099511628211ull;
+	return &s->conns[h % (uint64_t)s->nconn];
+}
+
+/* Wait until every frame queued on every connection is acked (the session may die). */
+static void drain(struct session *s)
+{
+	for (int i = 0; i < s->nconn; i++) {
+		struct conn *c = &s->conns[i];
+
+		pthread_mutex_lock(&c->mu);
+		c->ack_waiters++;
+		while (!c->dead && c->acked_seq < c->next_seq)
+			wait_step(c, c->next_seq);
+		c->ack_waiters--;
+		pthread_mutex_unlock(&c->mu);
+	}
+}
+
+/* What a queued frame's submitter may still have to wait for. */
+struct ticket {
+	struct waiter w;
+	int waiting;        /* w is on the conn's list */
+	uint64_t batch;     /* data sent from the caller's buffer: the batch that sends it */
+};
+
+/* Queue one frame on c; 0, -ESHUTDOWN (the session died) or -ENOMEM (nothing queued
+ * either way; the caller kills the session once it holds no lock). */
+static int enqueue(struct session *s, struct conn *c, const struct rfs_op *op, enum rfs_wait wait,
+		   int must_ack, struct ticket *t)
+{
+	struct rfs_repl *r = s->r;
+	size_t plen = slen(op->path), p2len = slen(op->path2), nlen = slen(op->name);
+	size_t dlen = op->data_len, size;
+	const void *data;
+	char head[HDR + WOP];
+	struct rfs_wire_hdr h = {.magic = RFS_MAGIC, .version = RFS_VERSION, .type = (uint8_t)op->code,
+				 .path_len = (uint16_t)plen, .path2_len = (uint16_t)p2len,
+				 .name_len = (uint16_t)nlen};
+	int zerocopy;
+
+	if (op->code == RFS_OP_WRITE && (data = compress(r, op->data, op->data_len, &dlen)))
+		h.flags |= RFS_F_LZ4;
+	else
+		data = op->data;
+	if (wait == RFS_WAIT_DURABLE)
+		h.flags |= RFS_F_DURABLE;
+	/* The caller's buffer outlives the send only when it waits for the ack. */
+	zerocopy = !(h.flags & RFS_F_LZ4) && wait != RFS_WAIT_QUEUED && dlen >= ZEROCOPY_MIN;
+	h.body_len = (uint32_t)(WOP + plen + p2len + nlen + dlen);
+	size = HDR + h.body_len;
+
+	pthread_mutex_lock(&c->mu);
+	c->ack_waiters++;
+	while (!c->dead && c->unacked_bytes && c->unacked_bytes + size > c->limit)
+		wait_step(c, c->next_seq);
+	c->ack_waiters--;
+	if (c->dead || outq_room(&c->q, size - (zerocopy ? dlen : 0)) || ring_room(c)) {
+		int rc = c->dead ? -ESHUTDOWN : -ENOMEM;
+
+		pthread_mutex_unlock(&c->mu);
+		return rc;
+	}
+	h.seq = ++c->next_seq;
+	rfs_hdr_put(head, &h);
+	rfs_wop_put(head + HDR, op, (uint32_t)op->data_len);
+	if (!c->q.bytes)
+		c->q.first_ns = rfs_now_ns();
+	outq_copy(&c->q, head, sizeof head);
+	outq_copy(&c->q, op->path, plen);
+	outq_copy(&c->q, op->path2, p2len);
+	outq_copy(&c->q, op->name, nlen);
+	if (zerocopy)
+		outq_ref(&c->q, data, dlen);
+	else
+		outq_copy(&c->q, data, dlen);
+	c->q.raw_bytes += size - dlen + op->data_len;
+	c->q.ops++;
+	c->ring[(c->ring_head + c->ring_n++) % c->ring_cap] = (uint32_t)size;
+	if (!c->unacked_bytes)
+		c->progress_ns = rfs_now_ns(); /* the ack timeout runs from here */
+	c->unacked_bytes += size;
+	atomic_fetch_add(&r->queued, size);
+	t->batch = zerocopy ? c->taken + 1 : 0;
+	t->waiting = must_ack;
+	if (must_ack) {
+		/* Sent by the caller itself, in await(). */
+		t->w = (struct waiter){.seq = h.seq, .next = c->waiters};
+		c->waiters = &t->w;
+	} else if (c->sleeping && (c->q.bytes == size || c->q.bytes >= FLUSH_BYTES)) {
+		/* A first op for the timer, or enough to send now; else the sender is due anyway. */
+		pthread_cond_signal(&c->wake_sender);
+	}
+	pthread_mutex_unlock(&c->mu);
+	return 0;
+}
+
+/* The ack's result (0 if the session died); returns only once the caller's data is
+ * no longer referenced by the queue. */
+static int await(struct conn *c, struct ticket *t)
+{
+	int rc = 0;
+
+	pthread_mutex_lock(&c->mu);
+	c->ack_waiters++;
+	for (;;) {
+		int acked = !t->waiting || t->w.done || c->dead;
+		int data_busy = t->batch && c->sent < t->batch && !(c->dead && c->taken < t->batch);
+
+		if (acked && !data_busy)
+			break;
+		wait_step(c, t->waiting ? t->w.seq : 0);
+	}
+	c->ack_waiters--;
+	if (t->waiting) {
+		for (struct waiter **p = &c->waiters; *p; p = &(*p)->next) {
+			if (*p == &t->w) {
+				*p = t->w.next;
+				break;
+			}
+		}
+		rc = t->w.done ? t->w.result : 0;
+	}
+	pthread_mutex_unlock(&c->mu);
+	return rc;
+}
+
+static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait)
+{
+	int barrier = rfs_op_shape(op->code) & RFS_SHAPE_BARRIER, rc = 0, queued;
+	struct ticket t = {0};
+	struct session *s;
+	struct conn *c;
+
+	if (barrier)
+		pthread_rwlock_wrlock(&r->gate);
+	else
+		pthread_rwlock_rdlock(&r->gate);
+	s = r->cur;
+	if (!s || atomic_load(&s->dead)) {
+		pthread_rwlock_unlock(&r->gate);
+		return 0;
+	}
+	atomic_fetch_add(&s->refs, 1);
+	if (barrier)
+		drain(s);
+	c = conn_of(s, op->path);
+	queued = enqueue(s, c, op, wait, barrier || wait != RFS_WAIT_QUEUED, &t);
+	if (!queued && !barrier)
+		pthread_rwlock_unlock(&r->gate);
+	if (!queued && (t.waiting || t.batch))
+		rc = await(c, &t);
+	if (queued || barrier)
+		pthread_rwlock_unlock(&r->gate);
+	if (queued == -ENOMEM)
+		session_kill(s, "out of memory queueing an op");
+	session_put(s);
+	return rc;
+}
+
+int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait)
+{
+	unsigned shape = rfs_op_shape(op->code);
+	struct rfs_op part;
+	int rc;
+
+	if (!shape)
+		return -EINVAL;
+	if (!atomic_load(&r->attached))
+		return 0;
+	if (slen(op->path) > RFS_PATH_MAX || slen(op->path2) > RFS_PATH_MAX)
+		return -ENAMETOOLONG;
+	if (slen(op->name) > RFS_NAME_MAX)
+		return -ERANGE;
+	if ((shape & RFS_SHAPE_PATH && !op->path) || (shape & RFS_SHAPE_PATH2 && !op->path2) ||
+	    (shape & RFS_SHAPE_NAME && !op->name) || (op->data_len && !(shape & RFS_SHAPE_DATA)))
+		return -EINVAL;
+	if (op->data_len <= RFS_DATA_MAX)
+		return submit_one(r, op, wait);
+	if (op->code != RFS_OP_WRITE)
+		return -E2BIG;
+	/* Longer writes go as consecutive frames on the file's connection. */
+	part = *op;
+	for (size_t done = 0; done < op->data_len; done += part.data_len) {
+		part.data = (const char *)op->data + done;
+		part.off = op->off + (int64_t)done;
+		part.data_len = op->data_len - done < RFS_DATA_MAX ? op->data_len - done : RFS_DATA_MAX;
+		rc = submit_one(r, &part, done + part.data_len < op->data_len ? RFS_WAIT_QUEUED : wait);
+		if (rc)
+			return rc;
+	}
+	return 0;
+}
+
+/* ======================= secondary ======================= */
+
+#define RX_BUF (RFS_FRAME_MAX + (256u << 10))
+#define RX_ACKS 2048                    /* acks buffered before a send */
+#define RX_CACHE 64                     /* write fds kept open */
+#define RX_IDLE_NS (5000 * NS_PER_MS)   /* a cached fd unused this long is closed */
+#define RX_POLL_MS 500
+
+struct receiver;
+
+struct rconn {
+	struct receiver *rx;
+	int fd;
+	pthread_t th;
+	char peer[64];
+	atomic_int closing;        /* stop before the next frame */
+	atomic_int finished;       /* the thread is done: join it */
+	/* Guarded by rx->mu (lock order: receiver.mu > applier.mu). */
+	uint64_t session;
+	int hello_seen, in_session;
+	struct rconn *next;
+	/* The thread's own. */
+	uint64_t expect_seq;
+	char *buf, *raw;
+	size_t have;
+	char acks[RX_ACKS * HDR];
+	size_t nacks;
+};
+
+struct receiver {
+	struct rfs_applier *ap;
+	volatile int *stop;
+	/* Guards conns, session and each conn's session fields; taken before applier.mu. */
+	pthread_mutex_t mu;
+	pthread_cond_t cond;       /* a connection left its session */
+	struct rconn *conns;
+	uint64_t session;
+	int have_session;
+};
+
+/* *stop is the caller's plain int: read it atomically all the same. */
+static int rx_stop_asked(struct receiver *rx)
+{
+	return __atomic_load_n(rx->stop, __ATOMIC_RELAXED);
+}
+
+static int rx_stopping(struct rconn *k)
+{
+	return atomic_load(&k->closing) || rx_stop_asked(k->rx);
+}
+
+static int acks_flush(struct rconn *k)
+{
+	size_t off = 0, len = k->nacks * HDR;
+
+	while (off < len) {
+		ssize_t n = send(k->fd, k->acks + off, len - off, MSG_NOSIGNAL);
+
+		if (n >= 0)
+			off += (size_t)n;
+		else if ((errno != EAGAIN && errno != EINTR) || rx_stopping(k))
+			return -1; /* EAGAIN: SO_SNDTIMEO passed, time to look at stop */
+	}
+	k->nacks = 0;
+	return 0;
+}
+
+static int ack(struct rconn *k, uint64_t seq, int result)
+{
+	struct rfs_wire_hdr h = {.magic = RFS_MAGIC, .version = RFS_VERSION, .type = RFS_T_ACK,
+				 .seq = seq, .result = result};
+
+	if (k->nacks == RX_ACKS && acks_flush(k))
+		return -1;
+	rfs_hdr_put(k->acks + k->nacks++ * HDR, &h);
+	return 0;
+}
+
+/* The header alone decides whether the frame is acceptable, before its body is read:
+ * a huge length is refused without waiting for it.  0, or -1 with why set. */
+static int check_hdr(struct rconn *k, const struct rfs_wire_hdr *h, char *why, size_t n)
+{
+	unsigned shape = rfs_op_shape(h->type);
+	size_t strs = (size_t)h->path_len + h->path2_len + h->name_len;
+
+#define BAD(...) return snprintf(why, n, __VA_ARGS__), -1
+	if (h->magic != RFS_MAGIC)
+		BAD("bad magic 0x%08x", h->magic);
+	if (h->version != RFS_VERSION)
+		BAD("unsupported version %u", h->version);
+	if (!k->hello_seen) {
+		if (h->type != RFS_T_HELLO || h->seq || h->body_len != sizeof(struct rfs_wire_hello))
+			BAD("the first frame is not a hello");
+		return 0;
+	}
+	if (!shape)
+		BAD("unknown frame type %u", h->type);
+	if (h->seq != k->expect_seq)
+		BAD("seq %llu, expected %llu", (unsigned long long)h->seq, (unsigned long long)k->expect_seq);
+	if (h->flags & ~RFS_F_KNOWN || (h->flags & RFS_F_LZ4 && h->type != RFS_OP_WRITE))
+		BAD("bad flags 0x%x for %s", h->flags, rfs_opcode_name(h->type));
+	if (h->body_len > RFS_BODY_MAX || h->path_len > RFS_PATH_MAX || h->path2_len > RFS_PATH_MAX ||
+	    h->name_len > RFS_NAME_MAX)
+		BAD("%s frame beyond the limits", rfs_opcode_name(h->type));
+	if (h->body_len < WOP + strs)
+		BAD("%s frame shorter than its strings", rfs_opcode_name(h->type));
+	if (!(shape & RFS_SHAPE_DATA) && h->body_len != WOP + strs)
+		BAD("data in a %s frame", rfs_opcode_name(h->type));
+	if (!(shape & RFS_SHAPE_PATH) != !h->path_len || !(shape & RFS_SHAPE_PATH2) != !h->path2_len ||
+	    !(shape & RFS_SHAPE_NAME) != !h->name_len)
+		BAD("%s frame with the wrong strings", rfs_opcode_name(h->type));
+	return 0;
+#undef BAD
+}
+
+/* A string of the body: exactly len bytes, NUL last and only there. */
+static const char *body_str(const char *p, uint16_t len, int *bad)
+{
+	if (!len)
+		return NULL;
+	if (memchr(p, '\0', len) != p + len - 1)
+		*bad = 1;
+	return p;
+}
+
+static int hello_in(struct rconn *k, const char *body)
+{
+	struct receiver *rx = k->rx;
+	struct rfs_wire_hello hl;
+	int ok;
+
+	rfs_hello_get(&hl, body);
+	pthread_mutex_lock(&rx->mu);
+	if (!rx->have_session || rx->session != hl.session) {
+		/* The latest session wins: the older one's connections stop before their next
+		 * frame and the new one applies nothing until they did. */
+		rx->session = hl.session;
+		rx->have_session = 1;
+		for (struct rconn *o = rx->conns; o; o = o->next) {
+			if (o != k && o->hello_seen && o->session != hl.session) {
+				atomic_store(&o->closing, 1);
+				shutdown(o->fd, SHUT_RDWR);
+			}
+		}
+		/* Files may have been changed outside the stream between sessions. */
+		rfs_applier_expire(rx->ap, 0);
+	}
+	k->session = hl.session;
+	k->hello_seen = 1;
+	for (;;) {
+		int old = 0;
+
+		for (struct rconn *o = rx->conns; o; o = o->next)
+			old |= o->in_session && o->session != k->session;
+		if (!old || rx_stopping(k))
+			break;
+		pthread_cond_wait(&rx->cond, &rx->mu);
+	}
+	ok = rx->session == k->session && !rx_stopping(k);
+	k->in_session = ok;
+	pthread_mutex_unlock(&rx->mu);
+	k->expect_seq = 1;
+	return ok ? ack(k, 0, 0) : -1;
+}
+
+/* One whole op frame: decode, apply, queue the ack.  0, or -1 with why set (garbage)
+ * or not (the connection is being closed). */
+static int op_in(struct rconn *k, const struct rfs_wire_hdr *h, const char *body, char *why, size_t n)
+{
+	struct rfs_op op = {.code = h->type};
+	const char *p = body + WOP;
+	size_t wire = h->body_len - WOP - h->path_len - h->path2_len - h->name_len;
+	uint32_t raw = rfs_wop_get(&op, body);
+	int bad = 0, durable = !!(h->flags & RFS_F_DURABLE), rc;
+
+	op.path = body_str(p, h->path_len, &bad);
+	p += h->path_len;
+	op.path2 = body_str(p, h->path2_len, &bad);
+	p += h->path2_len;
+	op.name = body_str(p, h->name_len, &bad);
+	p += h->name_len;
+	if (bad)
+		return snprintf(why, n, "%s frame with a string not NUL-terminated", rfs_opcode_name(h->type)), -1;
+	if (raw > RFS_DATA_MAX || (!(h->flags & RFS_F_LZ4) && raw != wire))
+		return snprintf(why, n, "%s frame with a bad data length", rfs_opcode_name(h->type)), -1;
+	if (h->flags & RFS_F_LZ4) {
+		if (LZ4_decompress_safe(p, k->raw, (int)wire, (int)raw) != (int)raw)
+			return snprintf(why, n, "write frame with corrupt lz4 data"), -1;
+		p = k->raw;
+	}
+	op.data = raw ? p : NULL;
+	op.data_len = raw;
+	/* Acks already earned should not wait behind an fsync. */
+	if ((durable || op.code == RFS_OP_FSYNC || op.code == RFS_OP_SYNCFS) && k->nacks && acks_flush(k))
+		return -1;
+	rc = rfs_applier_apply(k->rx->ap, &op, durable);
+	k->expect_seq++;
+	return ack(k, h->seq, rc);
+}
+
+/* Every whole frame in the buffer; 0, or -1: close (with why set if garbage). */
+static int frames_in(struct rconn *k, char *why, size_t n)
+{
+	size_t pos = 0;
+	int rc = 0;
+
+	while (!rc && k->have - pos >= HDR) {
+		struct rfs_wire_hdr h;
+
+		rfs_hdr_get(&h, k->buf + pos);
+		if (check_hdr(k, &h, why, n))
+			return -1;
+		if (k->have - pos < HDR + h.body_len)
+			break;
+		if (rx_stopping(k))
+			return -1;
+		if (!k->hello_seen)
+			rc = hello_in(k, k->buf + pos + HDR);
+		else
+			rc = op_in(k, &h, k->buf + pos + HDR, why, n);
+		pos += HDR + h.body_len;
+	}
+	memmove(k->buf, k->buf + pos, k->have - pos);
+	k->have -= pos;
+	return rc;
+}
+
+static void *rconn_main(void *arg)
+{
+	struct rconn *k = arg;
+	struct receiver *rx = k->rx;
+	int64_t expired = rfs_now_ns();
+	char why[192] = "";
+
+	/* SO_RCVTIMEO makes recv return every RX_POLL_MS to look at stop and the cache. */
+	while (!rx_stopping(k)) {
+		ssize_t got = recv(k->fd, k->buf + k->have, RX_BUF - k->have, 0);
+
+		if (rfs_now_ns() - expired > RX_IDLE_NS / 4) {
+			rfs_applier_expire(rx->ap, RX_IDLE_NS);
+			expired = rfs_now_ns();
+		}
+		if (got < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (got <= 0)
+			break;
+		k->have += (size_t)got;
+		if (frames_in(k, why, sizeof why) || acks_flush(k))
+			break;
+	}
+	if (*why)
+		say("receiver: closing the connection from %s: %s", k->peer, why);
+	shutdown(k->fd, SHUT_RDWR); /* the peer learns now, not when the fd is reaped */
+	pthread_mutex_lock(&rx->mu);
+	k->in_session = 0;
+	pthread_cond_broadcast(&rx->cond);
+	pthread_mutex_unlock(&rx->mu);
+	/* The fd stays open until the thread is joined: another thread may shut it down. */
+	atomic_store(&k->finished, 1);
+	return NULL;
+}
+
+static void rconn_free(struct rconn *k)
+{
+	close(k->fd);
+	free(k->buf);
+	free(k->raw);
+	free(k);
+}
+
+/* Join the connections whose thread is done (all of them with all set). */
+static void rx_reap(struct receiver *rx, int all)
+{
+	struct rconn *done = NULL, **pp, *k;
+
+	pthread_mutex_lock(&rx->mu);
+	for (pp = &rx->conns; (k = *pp);) {
+		if (all || atomic_load(&k->finished)) {
+			*pp = k->next;
+			k->next = done;
+			done = k;
+		} else {
+			pp = &k->next;
+		}
+	}
+	pthread_mutex_unlock(&rx->mu);
+	while ((k = done)) {
+		done = k->next;
+		pthread_join(k->th, NULL);
+		rconn_free(k);
+	}
+}
+
+static void rx_accept(struct receiver *rx, int fd, const struct sockaddr_storage *sa, socklen_t len)
+{
+	struct rconn *k = calloc(1, sizeof *k);
+	struct timeval tv = {.tv_usec = RX_POLL_MS * 1000};
+	char host[INET6_ADDRSTRLEN] = "?", serv[16] = "?";
+
+	getnameinfo((const struct sockaddr *)sa, len, host, sizeof host, serv, sizeof serv,
+		    NI_NUMERICHOST | NI_NUMERICSERV);
+	if (!k || !(k->buf = malloc(RX_BUF)) || !(k->raw = malloc(RFS_DATA_MAX))) {
+		say("receiver: refusing the connection from %s: out of memory", host);
+		if (k)
+			free(k->buf);
+		free(k);
+		close(fd);
+		return;
+	}
+	k->rx = rx;
+	k->fd = fd;
+	snprintf(k->peer, sizeof k->peer, "%s:%s", host, serv);
+	set_nodelay(fd);
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+	pthread_mutex_lock(&rx->mu);
+	if (pthread_create(&k->th, NULL, rconn_main, k)) {
+		pthread_mutex_unlock(&rx->mu);
+		say("receiver: refusing the connection from %s: no thread", k->peer);
+		rconn_free(k);
+		return;
+	}
+	k->next = rx->conns;
+	rx->conns = k;
+	pthread_mutex_unlock(&rx->mu);
+}
+
+int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop)
+{
+	struct receiver rx = {.stop = stop};
+	int rc = 0;
+
+	/* Modes arrive already masked by the application's umask on the primary. */
+	umask(0);
+	rx.ap = rfs_applier_new(rootfd, RX_CACHE);
+	if (!rx.ap)
+		return -errno;
+	/* A connection that resets between poll and accept must not block the loop. */
+	fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
+	/* Accepted sockets inherit the listener's buffers (and window scale). */
+	set_sock_bufs(listen_fd);
+	pthread_mutex_init(&rx.mu, NULL);
+	pthread_cond_init(&rx.cond, NULL);
+	while (!rx_stop_asked(&rx)) {
+		struct pollfd p = {.fd = listen_fd, .events = POLLIN};
+		struct sockaddr_storage sa;
+		socklen_t len = sizeof sa;
+		int n = poll(&p, 1, RX_POLL_MS / 2), fd;
+
+		rx_reap(&rx, 0);
+		if (n < 0 && errno != EINTR) {
+			rc = -errno;
+			break;
+		}
+		if (n <= 0)
+			continue;
+		fd = accept4(listen_fd, (struct sockaddr *)&sa, &len, SOCK_CLOEXEC);
+		if (fd >= 0)
+			rx_accept(&rx, fd, &sa, len);
+		else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+			say("receiver: accept: %s", strerror(errno));
+		else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED && errno != EPROTO)
+			rc = -errno;
+		if (rc)
+			break;
+	}
+	pthread_mutex_lock(&rx.mu);
+	for (struct rconn *k = rx.conns; k; k = k->next) {
+		atomic_store(&k->closing, 1);
+		shutdown(k->fd, SHUT_RDWR);
+	}
+	pthread_cond_broadcast(&rx.cond);
+	pthread_mutex_unlock(&rx.mu);
+	rx_reap(&rx, 1);
+	pthread_mutex_destroy(&rx.mu);
+	pthread_cond_destroy(&rx.cond);
+	rfs_applier_free(rx.ap);
+	return rc;
+}

@@ -1,0 +1,62 @@
+/* One modifying operation on a replicated directory, as the FUSE layer (fs.c) sees it
+ * and as the replication stream (repl.c) carries it to the secondary, where apply.c
+ * performs it on the real directory.  Declared once here for all three.
+ *
+ * Paths are relative to the replicated directory's root, without a leading slash,
+ * never containing "." or ".." components (the FUSE layer builds them; the receiver
+ * refuses anything else).  Times are resolved to absolute values by the primary
+ * (UTIME_NOW becomes the primary's clock) so both copies end identical.
+ */
+#ifndef HAKIT_RFS_OP_H
+#define HAKIT_RFS_OP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+enum rfs_opcode {
+	RFS_OP_WRITE = 1,   /* path, off, data/data_len */
+	RFS_OP_TRUNCATE,    /* path, off = new size */
+	RFS_OP_CREATE,      /* path, mode: a new empty regular file (replaces nothing) */
+	RFS_OP_MKDIR,       /* path, mode */
+	RFS_OP_MKNOD,       /* path, mode (S_IFIFO, S_IFSOCK, S_IFCHR, S_IFBLK), rdev */
+	RFS_OP_SYMLINK,     /* path = the link, path2 = its target (taken verbatim) */
+	RFS_OP_UNLINK,      /* path */
+	RFS_OP_RMDIR,       /* path */
+	RFS_OP_RENAME,      /* path -> path2, flags = renameat2 flags */
+	RFS_OP_CHMOD,       /* path, mode */
+	RFS_OP_CHOWN,       /* path, uid, gid ((uint32_t)-1: unchanged) */
+	RFS_OP_UTIMENS,     /* path, atime, mtime */
+	RFS_OP_SETXATTR,    /* path, name, data/data_len = value, flags = XATTR_CREATE/REPLACE */
+	RFS_OP_REMOVEXATTR, /* path, name */
+	RFS_OP_FALLOCATE,   /* path, flags = fallocate mode, off, len */
+	RFS_OP_FSYNC,       /* path, flags = 1 for fdatasync: make the file durable on the secondary */
+	RFS_OP_SYNCFS,      /* make everything durable on the secondary (barrier) */
+	RFS_OP_MAX
+};
+
+struct rfs_op {
+	uint16_t code;      /* enum rfs_opcode */
+	uint32_t flags;
+	uint32_t mode;
+	uint32_t uid, gid;
+	uint64_t rdev;
+	int64_t off;
+	uint64_t len;
+	int64_t atime_sec, atime_nsec, mtime_sec, mtime_nsec;
+	const char *path;
+	const char *path2;  /* NULL when unused */
+	const char *name;   /* NULL when unused */
+	const void *data;
+	size_t data_len;
+};
+
+/* How long rfs_repl_submit() blocks. */
+enum rfs_wait {
+	RFS_WAIT_QUEUED,  /* buffered write: returns once queued; sent within the documented delay */
+	RFS_WAIT_APPLIED, /* namespace ops, strict writes: the secondary performed it */
+	RFS_WAIT_DURABLE, /* fsync, O_SYNC/O_DSYNC writes, close: the secondary made it durable */
+};
+
+const char *rfs_opcode_name(uint16_t code);
+
+#endif

@@ -1,0 +1,58 @@
+/* The replication stream, primary side (repl.c): the FUSE layer submits every
+ * modifying operation; the stream carries it to the secondary over `nbremconn` TCP
+ * connections, in order for any one file and in order across namespace operations.
+ *
+ * While no secondary is attached (the module is ALONE), submit records nothing yet and
+ * returns 0 at once: the application is never blocked by a missing peer.  (Dirty-block
+ * bitmaps and the namespace journal hook in here.)  A secondary that stops answering
+ * for `send_timeout_ms` is detached; submits waiting on it return 0 and the detach is
+ * reported through the event callback.
+ */
+#ifndef HAKIT_RFS_REPL_H
+#define HAKIT_RFS_REPL_H
+
+#include <stdint.h>
+
+#include "rfs_op.h"
+
+struct rfs_repl;
+
+struct rfs_repl_config {
+	int nbremconn;                 /* 1..16 */
+	int send_timeout_ms;
+	int compress;                  /* lz4 for write data where it pays */
+	size_t max_queued_bytes;       /* buffered writes beyond this block the writer */
+	int flush_delay_ms;            /* a queued write is on the wire within this */
+	/* Called from the stream's threads: "detached <reason>" when the peer is lost. */
+	void (*event)(void *arg, const char *what);
+	void *event_arg;
+};
+
+struct rfs_repl_stats {
+	uint64_t ops_sent, bytes_sent, bytes_on_wire, acks, queued_bytes;
+	int attached;
+};
+
+struct rfs_repl *rfs_repl_new(const struct rfs_repl_config *cfg);
+void rfs_repl_free(struct rfs_repl *r);
+
+/* Connect to a receiver; 0 or -errno.  Replaces a previous attachment. */
+int rfs_repl_attach(struct rfs_repl *r, const char *host, int port);
+void rfs_repl_detach(struct rfs_repl *r);
+
+/* 0, or the -errno the secondary got applying it (the primary already did it: the
+ * caller logs the divergence, it does not fail the application). */
+int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait);
+
+void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out);
+
+/* Secondary side (repl.c + apply.c): accept connections on listen_fd and apply what
+ * they carry under rootfd until *stop becomes non-zero.  0 or -errno. */
+int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop);
+
+/* Perform one operation under rootfd (apply.c); 0 or -errno.  Refuses absolute paths,
+ * "." / ".." components and symlinks met on the way (openat2 RESOLVE_BENEATH |
+ * RESOLVE_NO_SYMLINKS): a peer speaking garbage can only fail, never escape. */
+int rfs_apply(int rootfd, const struct rfs_op *op);
+
+#endif

@@ -1,0 +1,59 @@
+/* Helpers shared by the rfs core's C tests (built with ASan/UBSan by `make rfs-asan`). */
+#ifndef HAKIT_RFS_TEST_H
+#define HAKIT_RFS_TEST_H
+
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "rfs_op.h"
+#include "rfs_repl.h"
+
+/* A failed check ends the program: the Python runner reports its message.  On stdout,
+ * because a test may point stderr elsewhere to read what the receiver logs. */
+#define CHECK(cond, ...)                                                              \
+	do {                                                                          \
+		if (!(cond)) {                                                        \
+			printf("FAIL %s:%d: %s: ", __FILE__, __LINE__, #cond);        \
+			printf(__VA_ARGS__);                                          \
+			printf("\n");                                                 \
+			exit(1);                                                      \
+		}                                                                     \
+	} while (0)
+
+#define CHECK_RC(expr, want)                                                          \
+	do {                                                                          \
+		int rc_ = (expr);                                                     \
+		CHECK(rc_ == (want), "got %d (%s), want %d", rc_, rc_ < 0 ? strerror(-rc_) : "", (want)); \
+	} while (0)
+
+/* A fresh directory under $TMPDIR or /tmp, removed at exit; its path in out (PATH_MAX). */
+void tmpdir(char *out, const char *what);
+void rmtree(const char *path);
+int open_dir(const char *path);
+
+/* Both trees hold the same entries: type, mode, owner, size, content, symlink target,
+ * device number, xattrs; mtimes too for files whose mtime is EXACT_SEC in a. */
+#define EXACT_SEC 1000000000
+void tree_same(const char *a, const char *b);
+
+/* A receiver applying under root, served by a thread on 127.0.0.1:port. */
+struct rx {
+	int rootfd, listen_fd, port;
+	volatile int stop;
+	int result;
+	pthread_t th;
+};
+void rx_start(struct rx *rx, const char *root);
+void rx_stop(struct rx *rx);
+int listen_local(int *port);
+
+/* The primary's side of a test: do op on the primary's tree, submit it, and check that
+ * both sides got the same result (the secondary's comes back in the ack). */
+int both(struct rfs_repl *r, int rootfd, const struct rfs_op *op, enum rfs_wait wait);
+
+void fill(void *buf, size_t n, unsigned seed, int compressible);
+int64_t now_ms(void);
+
+#endif

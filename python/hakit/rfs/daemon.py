@@ -1,0 +1,136 @@
+"""Driving one `hakit-rfs` process: the replicated file system of one directory of a
+mirror module (native/rfs/).
+
+On the primary it serves the directory through FUSE and streams every change to the
+secondary's receiver; on the secondary it receives, and the directory is read-only
+to applications.  The module process talks to it over a Unix control socket: one
+text command per line, one reply line starting with "ok" or "error"; lines starting
+with "event" are the daemon's news (a detached secondary).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from importlib import resources
+from pathlib import Path
+
+from hakit.errors import HakitError
+
+START_TIMEOUT_S = 10.0
+STOP_TIMEOUT_S = 30.0
+RFS_PORT_BASE = 10000  # + 16 * module id + directory index: each directory its own receiver
+
+
+def rfs_binary() -> Path:
+    return Path(str(resources.files("hakit") / "libexec" / "hakit-rfs"))
+
+
+def rfs_port(module_id: int, index: int) -> int:
+    return RFS_PORT_BASE + 16 * module_id + index
+
+
+class RfsDaemon:
+    def __init__(self, directory: str, ctl: Path, log: Path, argv_tail: list[str],
+                 on_event: Callable[[str], None]) -> None:
+        self.directory = directory
+        self.ctl = ctl
+        self.log = log
+        self.argv_tail = argv_tail
+        self.on_event = on_event
+        self.proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.StreamReader | None = None
+        self._writer: asyncio.StreamWriter | None = None
+        self._replies: asyncio.Queue[str] = asyncio.Queue()
+        self._lock = asyncio.Lock()
+        self._pump: asyncio.Task[None] | None = None
+
+    async def start(self, role: str) -> None:
+        self.ctl.parent.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileNotFoundError):
+            self.ctl.unlink()
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.log, "ab") as out:
+            self.proc = await asyncio.create_subprocess_exec(
+                str(rfs_binary()), role, "--dir", self.directory, "--ctl", str(self.ctl), *self.argv_tail,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+            )
+        deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
+        while True:
+            if self.proc.returncode is not None:
+                tail = self.log.read_text(errors="replace").strip().splitlines()[-1:]
+                raise HakitError(f"replication of {self.directory} did not start: "
+                                 f"{tail[0] if tail else 'exited'} (log: {self.log})")
+            with contextlib.suppress(OSError):
+                self._reader, self._writer = await asyncio.open_unix_connection(str(self.ctl))
+                break
+            if asyncio.get_running_loop().time() > deadline:
+                await self.kill()
+                raise HakitError(f"replication of {self.directory}: no control socket after "
+                                 f"{START_TIMEOUT_S:g} s")
+            await asyncio.sleep(0.02)
+        self._pump = asyncio.create_task(self._read_lines())
+
+    async def _read_lines(self) -> None:
+        assert self._reader is not None
+        while line := await self._reader.readline():
+            text = line.decode(errors="replace").strip()
+            if text.startswith("event "):
+                self.on_event(text[len("event "):])
+            else:
+                await self._replies.put(text)
+        await self._replies.put("error control socket closed")
+
+    async def command(self, line: str, timeout: float = 30.0) -> str:
+        """Send one command; the reply's text after "ok", or HakitError."""
+        if self._writer is None:
+            raise HakitError(f"replication of {self.directory} is not running")
+        async with self._lock:
+            self._writer.write(line.encode() + b"\n")
+            await self._writer.drain()
+            try:
+                reply = await asyncio.wait_for(self._replies.get(), timeout)
+            except TimeoutError:
+                raise HakitError(f"replication of {self.directory}: no answer to '{line}'") from None
+        if reply == "ok" or reply.startswith("ok "):
+            return reply[3:]
+        raise HakitError(f"replication of {self.directory}: {reply.removeprefix('error ')}")
+
+    async def attach(self, host: str, port: int) -> None:
+        await self.command(f"attach {host} {port}")
+
+    async def detach(self) -> None:
+        await self.command("detach")
+
+    async def stats(self) -> dict[str, str]:
+        text = await self.command("stats")
+        return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+
+    async def stop(self) -> None:
+        """Unmount and end; killed if it does not end in time."""
+        if self.proc is None:
+            return
+        with contextlib.suppress(HakitError, OSError):
+            await self.command("stop", timeout=STOP_TIMEOUT_S)
+        try:
+            await asyncio.wait_for(self.proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            await self.kill()
+        self._close()
+
+    async def kill(self) -> None:
+        if self.proc is not None and self.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self.proc.kill()
+            # hakit-rfs's watchdog child unmounts what a killed server leaves behind.
+            await self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            self._pump = None
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
