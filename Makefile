@@ -13,10 +13,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # Debian packages: compiler and headers for the native and eBPF parts, the kernel
 # tools the simulated cluster drives, and the real clients the tests use.
-DEB_PKGS := gcc clang llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev fuse3 \
+DEB_PKGS := gcc clang llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev libxxhash-dev fuse3 \
 	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip
 # Only for `make bench` (kept out of `make test`): the peers hakit is measured against.
-BENCH_DEB_PKGS := keepalived
+BENCH_DEB_PKGS := keepalived fio
 PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography pytest ruff
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
@@ -88,7 +88,7 @@ demo: build
 # BENCHES picks benchmarks (default all), BENCH_ARGS passes options to them, e.g.
 # make bench BENCHES=failover BENCH_ARGS="--rounds 10".  The bench packages go through
 # the deb stamp's own recipe, with their list and a stamp of their own.
-BENCHES ?= heartbeat failover
+BENCHES ?= heartbeat failover replication zeroloss
 bench: build
 	@$(MAKE) --no-print-directory STAMPS=$(STAMPS)/bench DEB_PKGS="$(BENCH_DEB_PKGS)" $(STAMPS)/bench/deb
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py $(BENCH_ARGS) || exit 1; done

@@ -3,6 +3,7 @@ heartbeats, failover rules, checkers acting, maxloop, split brain."""
 
 from __future__ import annotations
 
+import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -10,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from hakit.heart.protocol import Beat, encode
+from hakit.testing import zeroloss
 from tests.helpers import make_module
 
 pytestmark = pytest.mark.root
@@ -403,3 +405,56 @@ def test_default_primary_takes_the_role_back_after_reintegration(make_sim, tmp_p
     wait_state(sim, "node2", "SECOND (Ready)")
     assert has_vip(sim, "node1", vip) and not has_vip(sim, "node2", vip)
     assert "start_second " in trace(sim, "node1")
+
+
+WRITER = r"""
+import os, sys
+path, n = sys.argv[1], 0
+fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+while True:
+    n += 1
+    os.write(fd, b"record %08d\n" % n)
+    os.fsync(fd)
+    print(n, flush=True)  # acknowledged: the application was told it is durable
+"""
+
+
+def test_mirror_replicates_and_keeps_every_acknowledged_record_across_a_crash(make_sim, tmp_path):
+    sim = make_sim(nodes=2, daemon=True, paths=("/srv/rep",))
+    vip = sim.spare_addr(0, 1)
+    install(sim, tmp_path, ["node1", "node2"], mirror_conf(vip, '<rfs><replicated dir="/srv/rep"/></rfs>'))
+    sim.exec("node1", ["sh", "-c", "mkdir -p /srv/rep/d && echo before > /srv/rep/d/old"])
+    hk(sim, "node1", "prim", "-m", MODULE)
+    hk(sim, "node2", "start", "-m", MODULE)
+    wait_state(sim, "node2", "SECOND (Ready)", timeout=30)
+    wait_state(sim, "node1", "PRIM (Ready)")
+    # What was there before the secondary joined came over with the full synchronisation.
+    assert (sim.host_path("node2", "/srv/rep") / "d/old").read_text() == "before\n"
+    refused = sim.exec("node2", ["sh", "-c", "echo x > /srv/rep/x"], check=False, capture=True)
+    assert refused.returncode != 0
+
+    writer = sim.popen("node1", ["python3", "-c", WRITER, "/srv/rep/records"],
+                       stdout=subprocess.PIPE, text=True)
+    acked = 0
+    assert writer.stdout is not None
+    for line in writer.stdout:
+        acked = int(line)
+        if acked >= 200:
+            break
+    sim.kill("node1")
+    for line in writer.stdout:  # what was acknowledged up to the crash
+        acked = int(line)
+    writer.wait()
+    wait_state(sim, "node2", "ALONE (Ready)")
+    records = (sim.host_path("node2", "/srv/rep") / "records").read_text().splitlines()
+    assert len(records) >= acked
+    assert records[:acked] == [f"record {i:08d}" for i in range(1, acked + 1)]
+    # node2 now serves the directory read-write.
+    sim.exec("node2", ["sh", "-c", "echo after > /srv/rep/d/new"])
+
+
+def test_zero_loss_over_primary_crashes(make_sim, tmp_path):
+    sim = make_sim(nodes=2, daemon=True, paths=(zeroloss.REPDIR,))
+    result = zeroloss.run(sim, tmp_path, rounds=3, seed=3)
+    assert result.rounds == 3 and result.acked > 0
+    assert result.lost == 0, result.details

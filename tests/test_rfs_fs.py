@@ -23,6 +23,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -70,19 +71,29 @@ class Rfs:
                 stdin=subprocess.DEVNULL, stdout=out, stderr=out)
         # The control thread answers only once the mount is up.
         deadline = time.monotonic() + 10
-        while not (self.ctl.exists() and self.cmd("stats").startswith("ok ")):
+        while not (self.ctl.exists() and self.ready()):
             if self.proc.poll() is not None or time.monotonic() > deadline:
                 self.close()
                 raise AssertionError(f"hakit-rfs {role} did not start: {self.log.read_text()}")
             time.sleep(0.01)
 
+    def ready(self) -> bool:
+        """Between bind and listen the socket exists but refuses connections."""
+        try:
+            return self.cmd("stats").startswith("ok ")
+        except OSError:
+            return False
+
     def cmd(self, line: str) -> str:
-        """The reply line; "" when the process closed the connection."""
+        """The reply line, past the events; "" when the process closed the connection."""
         with socket.socket(socket.AF_UNIX) as s:
             s.settimeout(30)
             s.connect(str(self.ctl))
             s.sendall(line.encode() + b"\n")
-            return s.makefile().readline().strip()
+            lines = s.makefile()
+            while (reply := lines.readline().strip()).startswith("event "):
+                pass
+            return reply
 
     def stats(self) -> dict[str, int | str]:
         reply = self.cmd("stats")
@@ -428,3 +439,60 @@ def test_primary_and_secondary_end_identical(rfs, base: Path):
     assert primary.stop() == 0
     assert secondary.stop() == 0
     assert tree(sdir, file_times=True) == expected
+
+
+def paused(proc: subprocess.Popen) -> contextlib.AbstractContextManager[None]:
+    """The process stopped (SIGSTOP) for the block, continued after it whatever happens."""
+    @contextlib.contextmanager
+    def pause() -> Iterator[None]:
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
+    return pause()
+
+
+def test_close_waits_until_the_secondary_applied(rfs, base: Path):
+    port = free_port()
+    secondary = rfs("secondary", "sec", "--listen", f"127.0.0.1:{port}")
+    primary = rfs("primary", "pri")
+    assert primary.cmd(f"attach 127.0.0.1 {port}") == "ok"
+    (base / "pri" / "f").write_bytes(b"")
+    fd = os.open(base / "pri" / "f", os.O_WRONLY)
+    os.write(fd, b"buffered")                                # queued: returns at once
+    with paused(secondary.proc):
+        closing = ThreadPoolExecutor(1).submit(os.close, fd)
+        time.sleep(0.3)
+        assert not closing.done()                            # close waits for the secondary
+    closing.result(timeout=10)
+    assert (base / "sec" / "f").read_bytes() == b"buffered"
+    counters = primary.stats()
+    assert counters["closes"] == 2 and counters["syncs"] == 0   # applied there, not made durable
+    fd = os.open(base / "pri" / "s", os.O_CREAT | os.O_WRONLY | os.O_SYNC, 0o644)
+    os.write(fd, b"synchronous")
+    os.close(fd)
+    assert primary.stats()["syncs"] == 2                     # the write and the close: durable
+
+
+def test_full_sync_reports_a_detach(rfs, base: Path):
+    port = free_port()
+    secondary = rfs("secondary", "sec", "--listen", f"127.0.0.1:{port}", "--xattr")
+    for i in range(20):
+        (base / "pri").mkdir(exist_ok=True)
+        (base / "pri" / f"f{i}").write_bytes(b"x" * 1000)
+    primary = rfs("primary", "pri", "--xattr")
+    assert primary.cmd(f"attach 127.0.0.1 {port}") == "ok"
+    with paused(secondary.proc):
+        syncing = ThreadPoolExecutor(1).submit(primary.cmd, "fullsync")
+        deadline = time.monotonic() + 10
+        while primary.stats()["sync_state"] != "running" and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert primary.cmd("fullsync") == "error fullsync: a full sync is running already"
+        assert primary.cmd("detach") == "ok"
+        assert syncing.result(timeout=10) == "error the secondary was detached during the full sync"
+    assert primary.stats()["sync_state"] == "failed"
+    # Attached again, it runs to the end.
+    assert primary.cmd(f"attach 127.0.0.1 {port}") == "ok"
+    assert primary.cmd("fullsync").startswith("ok files=")
+    assert tree(base / "sec", file_times=True) == tree(base / "pri", file_times=True)

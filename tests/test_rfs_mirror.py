@@ -1,15 +1,18 @@
 """hakit-rfs between two simulated nodes: the primary's FUSE mount over the real
-directory streams every change to the secondary's receiver, over the nodes' LAN."""
+directory streams every change to the secondary's receiver, over the nodes' LAN; a full
+sync makes a secondary that differs identical, also while an application writes."""
 
 from __future__ import annotations
 
 import hashlib
 import os
+import random
+import shutil
 import socket
 import stat
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -97,7 +100,10 @@ def tree(root: Path) -> dict[str, tuple]:
 
 
 class Ctl:
+    """One control connection; the events it reads on the way are kept in `events`."""
+
     def __init__(self, path: Path) -> None:
+        self.events: list[str] = []
         deadline = time.monotonic() + 10
         while True:
             try:
@@ -118,24 +124,35 @@ class Ctl:
             reply = self.file.readline().strip()
             if not reply.startswith("event "):
                 return reply
+            self.events.append(reply)
+
+    def stats(self) -> dict[str, str]:
+        reply = self("stats")
+        assert reply.startswith("ok "), reply
+        return dict(kv.split("=", 1) for kv in reply.split()[1:])
 
 
 @pytest.fixture
-def pair(make_sim) -> Iterator[tuple[Sim, Ctl, Ctl]]:
+def nodes(make_sim) -> Iterator[tuple[Sim, Callable[[], tuple[Ctl, Ctl]]]]:
+    """(sim, start): start() runs the secondary and the primary, not attached, and returns
+    their control connections; the real directories can be laid out before."""
     sim = make_sim(nodes=2, paths=(REP,))
     binary = str(rfs_binary())
     procs: list[subprocess.Popen] = []
-    try:
+    ctls: list[Ctl] = []
+
+    def start() -> tuple[Ctl, Ctl]:
         procs.append(sim.popen("node2", [binary, "secondary", "--dir", REP, "--ctl",
                                          "/var/lib/hakit/rfs.ctl", "--listen", f"{sim.addr('node2')}:{PORT}",
                                          "--xattr"]))
         procs.append(sim.popen("node1", [binary, "primary", "--dir", REP, "--ctl", "/var/lib/hakit/rfs.ctl",
                                          "--xattr"]))
-        second = Ctl(sim.host_path("node2", "/var/lib/hakit/rfs.ctl"))
-        prim = Ctl(sim.host_path("node1", "/var/lib/hakit/rfs.ctl"))
-        assert prim(f"attach {sim.addr('node2')} {PORT}") == "ok"
-        yield sim, prim, second
-        assert prim("stop") == "ok" and second("stop") == "ok"
+        ctls.extend(Ctl(sim.host_path(node, "/var/lib/hakit/rfs.ctl")) for node in ("node1", "node2"))
+        return ctls[0], ctls[1]
+
+    try:
+        yield sim, start
+        assert all(ctl("stop") == "ok" for ctl in ctls)
         for proc in procs:
             assert proc.wait(timeout=20) == 0
     finally:
@@ -143,6 +160,14 @@ def pair(make_sim) -> Iterator[tuple[Sim, Ctl, Ctl]]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def pair(nodes) -> tuple[Sim, Ctl, Ctl]:
+    sim, start = nodes
+    prim, second = start()
+    assert prim(f"attach {sim.addr('node2')} {PORT}") == "ok"
+    return sim, prim, second
 
 
 def test_every_operation_lands_on_the_secondary(pair):
@@ -167,3 +192,151 @@ def test_secondary_is_read_only_to_applications(pair):
     sim, _, _ = pair
     refused = sim.exec("node2", ["sh", "-c", f"echo x > {REP}/new"], check=False, capture=True)
     assert refused.returncode != 0 and "Read-only" in refused.stderr
+
+
+# ---- full sync ----
+
+BIG = 4 << 20
+
+
+def lay_tree(root: Path, seed: int = 1) -> None:
+    """What a full sync must carry: thousands of small files in nested directories, a few
+    large ones, a sparse one, symlinks, a FIFO, owners, modes (set-ID too), an xattr."""
+    rnd = random.Random(seed)
+    for i in range(2000):
+        d = root / f"d{i % 20}" / f"e{i % 7}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"f{i}").write_bytes(rnd.randbytes(rnd.randrange(0, 6000)))
+    for i in range(3):
+        (root / f"big{i}").write_bytes(rnd.randbytes(BIG))
+    with open(root / "sparse", "wb") as f:
+        for off in (1 << 20, 9 << 20, 30 << 20):
+            f.seek(off)
+            f.write(rnd.randbytes(5000))
+        f.truncate(40 << 20)
+    os.symlink("d1/e1", root / "link-dir")
+    os.symlink("nowhere", root / "dangling")
+    os.lchown(root / "dangling", 77, 88)
+    os.mkfifo(root / "fifo", 0o640)
+    os.chown(root / "big1", 1234, 567)
+    os.chmod(root / "big1", 0o4750)
+    os.chmod(root / "d3", 0o700)
+    os.setxattr(root / "big0", "user.tag", b"primary")
+    os.utime(root / "big2", ns=(1_000_000_000, 2_000_000_000))
+
+
+def full_sync(prim: Ctl) -> dict[str, int]:
+    reply = prim("fullsync")
+    assert reply.startswith("ok files="), reply
+    return {k: int(v) for k, v in (kv.split("=") for kv in reply.split()[1:])}
+
+
+def test_full_sync_copies_a_tree_to_an_empty_secondary(nodes):
+    sim, start = nodes
+    primary, secondary = sim.host_path("node1", REP), sim.host_path("node2", REP)
+    lay_tree(primary)
+    prim, second = start()
+    assert second("fullsync") == "error fullsync: this is the secondary"
+    assert prim("fullsync") == "error fullsync: no secondary attached"
+    assert prim(f"attach {sim.addr('node2')} {PORT}") == "ok"
+    done = full_sync(prim)
+    expected = tree(primary)
+    assert tree(secondary) == expected
+    assert os.getxattr(secondary / "big0", "user.tag") == b"primary"
+    assert os.stat(secondary / "sparse").st_blocks * 512 < 1 << 20       # the holes stayed holes
+    assert done["files"] >= len(expected) and done["bytes_sent"] < done["bytes_scanned"]
+    assert any(e.startswith("event progress sync_state=running sync_files_scanned=") for e in prim.events)
+    stats = prim.stats()
+    assert stats["sync_state"] == "done" and int(stats["sync_bytes_sent"]) == done["bytes_sent"]
+    assert int(stats["sync_files_total"]) >= len(expected) and int(stats["sync_started"]) > 0
+
+
+def test_full_sync_sends_only_what_differs(nodes):
+    sim, start = nodes
+    primary, secondary = sim.host_path("node1", REP), sim.host_path("node2", REP)
+    lay_tree(primary)
+    shutil.copytree(primary, secondary, symlinks=True, ignore=shutil.ignore_patterns("fifo"),
+                    dirs_exist_ok=True)
+    for entry in primary.rglob("*"):                                     # owners too, as a copy keeps them
+        if entry.name == "fifo":
+            continue
+        st = entry.lstat()
+        os.lchown(secondary / entry.relative_to(primary), st.st_uid, st.st_gid)
+        if not entry.is_symlink():
+            os.chmod(secondary / entry.relative_to(primary), stat.S_IMODE(st.st_mode))
+    (secondary / "extra" / "deep").mkdir(parents=True)                   # only on the secondary
+    (secondary / "extra" / "deep" / "x").write_text("stale")
+    (secondary / "d5" / "stray").write_text("stale")
+    with open(secondary / "big0", "r+b") as f:                           # two blocks differ
+        f.seek(100_000)
+        f.write(b"X" * 10)
+        f.seek(3 << 20)
+        f.write(b"Y" * 10)
+    with open(secondary / "big2", "ab") as f:                            # longer there
+        f.write(b"tail")
+    (secondary / "link-dir").unlink()                                    # wrong types
+    (secondary / "link-dir").mkdir()
+    (secondary / "fifo").write_text("a file")
+    (secondary / "d2" / "e2").rename(secondary / "d2" / "was-e2")
+    (secondary / "d2" / "e2").write_text("a file where a directory belongs")
+    os.chmod(secondary / "d4" / "e4" / "f4", 0o600)
+    os.removexattr(secondary / "big0", "user.tag")
+    os.setxattr(secondary / "big1", "user.stale", b"1")
+    os.utime(secondary / "big2", ns=(5, 5))
+    prim, _ = start()
+    assert prim(f"attach {sim.addr('node2')} {PORT}") == "ok"
+    done = full_sync(prim)
+    assert tree(secondary) == tree(primary)
+    assert os.getxattr(secondary / "big0", "user.tag") == b"primary" and not os.listxattr(secondary / "big1")
+    data = sum(p.stat().st_size for p in primary.rglob("*") if p.is_file() and not p.is_symlink())
+    # Two blocks of big0 and the files of d2/e2, not the data set: under 10 %.
+    assert done["bytes_sent"] < data / 10, (done, data)
+    assert done["bytes_scanned"] >= data
+
+
+WRITER = r"""
+import os, random, sys, time
+root, seconds = sys.argv[1], float(sys.argv[2])
+rnd = random.Random(7)
+p = lambda *a: os.path.join(root, *a)
+os.makedirs(p("live"), exist_ok=True)
+end, n = time.monotonic() + seconds, 0
+while time.monotonic() < end:
+    n += 1
+    d = f"d{rnd.randrange(20)}/e{rnd.randrange(7)}"
+    os.makedirs(p(d), exist_ok=True)
+    with open(p(d, f"new{n}"), "wb") as f:                    # new files all over the tree
+        f.write(rnd.randbytes(rnd.randrange(1, 20000)))
+    with open(p(f"big{n % 3}"), "r+b") as f:                  # rewrites in the large files
+        f.seek(rnd.randrange(0, 4 << 20))
+        f.write(rnd.randbytes(rnd.randrange(1, 100000)))
+    with open(p("live", "log"), "ab") as f:                   # appends
+        f.write(f"line {n}\n".encode())
+    victim = p(d, f"f{rnd.randrange(2000)}")
+    if n % 2 and os.path.exists(victim):                      # renames across directories
+        os.rename(victim, p(f"d{rnd.randrange(20)}", f"moved{n}"))
+    if n % 25 == 0:                                           # a whole directory moves
+        os.rename(p(f"d{n % 20}"), p(f"dir-moved{n}"))
+print(n)
+"""
+
+
+def test_full_sync_while_an_application_writes(nodes):
+    sim, start = nodes
+    primary, secondary = sim.host_path("node1", REP), sim.host_path("node2", REP)
+    lay_tree(primary)
+    lay_tree(secondary, seed=2)                                          # the same names, other data
+    prim, _ = start()
+    assert prim(f"attach {sim.addr('node2')} {PORT}") == "ok"
+    writer = sim.popen("node1", ["python3", "-c", WRITER, REP, "4"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(0.3)
+        full_sync(prim)
+        out, _ = writer.communicate(timeout=30)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert writer.returncode == 0 and int(out) > 10
+    # Every close waited for the secondary: with the writer gone, nothing is in flight.
+    assert tree(secondary) == tree(primary)

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PROGRAMS = ["test_rfs_stream", "test_rfs_guard", "test_rfs_detach"]
+PROGRAMS = ["test_rfs_stream", "test_rfs_guard", "test_rfs_detach", "test_rfs_query"]
 
 # root: chown, device nodes and trusted.* xattrs are part of what is replicated.
 pytestmark = pytest.mark.root

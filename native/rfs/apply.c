@@ -13,6 +13,7 @@
  * given, under the process umask: the receiver sets it to 0 (rfs_receiver_serve), as
  * the primary creates with the application's mode already masked.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/openat2.h>
@@ -27,7 +28,12 @@
 
 #include "core.h"
 #include "proto.h"
+#include "rfs_query.h"
 #include "rfs_repl.h"
+
+/* Header-only: the checksums need no library at run time. */
+#define XXH_INLINE_ALL
+#include <xxhash.h>
 
 #define RESOLVE_FLAGS (RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS)
 
@@ -150,8 +156,8 @@ static int reopen(int pfd, int flags)
 	return fd < 0 ? -errno : fd;
 }
 
-/* The file at path opened for writing: regular files only. */
-static int open_regular(struct rfs_applier *a, const char *path)
+/* The file at path opened with flags (O_WRONLY, O_RDONLY): regular files only. */
+static int open_regular(struct rfs_applier *a, const char *path, int flags)
 {
 	struct stat st;
 	int pfd = beneath(a, path, O_PATH), rc;
@@ -166,8 +172,8 @@ static int open_regular(struct rfs_applier *a, const char *path)
 		rc = -ELOOP;
 	else if (!S_ISREG(st.st_mode))
 		rc = -EINVAL;
-	else
-		rc = reopen(pfd, O_WRONLY);
+	else if ((rc = reopen(pfd, flags | (flags == O_RDONLY ? O_NOATIME : 0))) == -EPERM)
+		rc = reopen(pfd, flags); /* O_NOATIME: reading to compare is no access; owner or root only */
 	close(pfd);
 	return rc;
 }
@@ -233,7 +239,7 @@ static int wfd_get(struct rfs_applier *a, const char *path, struct wfd **out)
 		}
 	}
 	pthread_mutex_unlock(&a->mu);
-	fd = open_regular(a, path);
+	fd = open_regular(a, path, O_WRONLY);
 	if (fd >= 0)
 		wfd_insert(a, path, fd, out);
 	return fd;
@@ -605,6 +611,61 @@ static int do_chmod(struct rfs_applier *a, const struct rfs_op *op, int durable)
 	return rc;
 }
 
+/* Everything under the directory dfd (closed here); 0 or the first error. */
+static int remove_below(int dfd)
+{
+	DIR *d = fdopendir(dfd);
+	struct dirent *e;
+	int rc = 0;
+
+	if (!d) {
+		close(dfd);
+		return -errno;
+	}
+	while ((e = readdir(d))) {
+		int sub, r;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, ".."))
+			continue;
+		r = unlinkat(dirfd(d), e->d_name, 0) ? -errno : 0;
+		if (r == -EISDIR) {
+			sub = openat(dirfd(d), e->d_name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+			r = sub < 0 ? -errno : remove_below(sub);
+			if (!r)
+				r = unlinkat(dirfd(d), e->d_name, AT_REMOVEDIR) ? -errno : 0;
+		}
+		if (r && r != -ENOENT && !rc)
+			rc = r;
+	}
+	closedir(d);
+	return rc;
+}
+
+/* Whatever is at path goes, a directory with everything in it; nothing there is fine. */
+static int do_purge(struct rfs_applier *a, const struct rfs_op *op, int durable)
+{
+	struct parent pt;
+	int rc, sub;
+
+	wfd_invalidate(a, op->path, 1);
+	rc = parent_open(a, op->path, &pt);
+	if (rc)
+		return rc == -ENOENT ? 0 : rc;
+	rc = unlinkat(pt.fd, pt.base, 0) ? -errno : 0;
+	if (rc == -EISDIR) {
+		sub = openat(pt.fd, pt.base, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+		rc = sub < 0 ? -errno : remove_below(sub);
+		if (!rc)
+			rc = unlinkat(pt.fd, pt.base, AT_REMOVEDIR) ? -errno : 0;
+	}
+	if (rc == -ENOENT)
+		rc = 0;
+	if (!rc && durable)
+		rc = sync_fd(pt.fd, 0);
+	parent_close(a, &pt);
+	return rc;
+}
+
 static apply_fn *const workers[RFS_OP_MAX] = {
 	[RFS_OP_WRITE] = do_write,
 	[RFS_OP_TRUNCATE] = do_truncate,
@@ -623,7 +684,300 @@ static apply_fn *const workers[RFS_OP_MAX] = {
 	[RFS_OP_FALLOCATE] = do_fallocate,
 	[RFS_OP_FSYNC] = do_fsync,
 	[RFS_OP_SYNCFS] = do_syncfs,
+	[RFS_OP_PURGE] = do_purge,
 };
+
+/* ---- queries: the tree as the full sync compares it (rfs_query.h) ---- */
+
+struct reply {
+	char *buf;
+	size_t cap, len;
+};
+
+static int by_name(const void *x, const void *y)
+{
+	return strcmp(*(char *const *)x, *(char *const *)y);
+}
+
+/* The XATTRS answer for the entry base under dfd, into out (cap bytes). */
+static int xattrs_of(int dfd, const char *base, char *out, size_t cap, size_t *len)
+{
+	char p[RFS_PATH_MAX + 64], *names = NULL, **sorted = NULL;
+	ssize_t n;
+	size_t count = 0, pos = sizeof(struct rfs_reply_head);
+	int rc = proc_path(p, sizeof p, dfd, base);
+
+	if (rc)
+		return rc;
+	for (;;) { /* the list may grow between the two calls */
+		n = llistxattr(p, NULL, 0);
+		if (n < 0 && (errno == ENOTSUP || errno == EOPNOTSUPP))
+			n = 0;
+		if (n < 0)
+			return -errno;
+		free(names);
+		names = malloc((size_t)n + 1);
+		if (!names)
+			return -ENOMEM;
+		n = n ? llistxattr(p, names, (size_t)n) : 0;
+		if (n >= 0 || errno != ERANGE)
+			break;
+	}
+	if (n < 0) {
+		rc = -errno;
+		goto out;
+	}
+	for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1)
+		count++;
+	sorted = calloc(count + 1, sizeof *sorted);
+	if (!sorted) {
+		rc = -ENOMEM;
+		goto out;
+	}
+	count = 0;
+	for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1)
+		sorted[count++] = names + i;
+	qsort(sorted, count, sizeof *sorted, by_name);
+	n = 0; /* now: attributes written */
+	for (size_t i = 0; i < count; i++) {
+		struct rfs_wire_xattr x = {.name_len = htole16((uint16_t)strlen(sorted[i]))};
+		size_t nlen = strlen(sorted[i]);
+		char *at = out + pos + sizeof x + nlen;
+		ssize_t v = cap > pos + sizeof x + nlen ? lgetxattr(p, sorted[i], at, cap - pos - sizeof x - nlen) : -1;
+
+		if (v < 0 && cap > pos + sizeof x + nlen && errno == ENODATA)
+			continue; /* removed meanwhile */
+		if (v < 0) {
+			rc = cap > pos + sizeof x + nlen && errno != ERANGE ? -errno : -E2BIG;
+			goto out;
+		}
+		x.value_len = htole32((uint32_t)v);
+		memcpy(out + pos, &x, sizeof x);
+		memcpy(out + pos + sizeof x, sorted[i], nlen);
+		pos += sizeof x + nlen + (size_t)v;
+		n++;
+	}
+	rfs_head_put(out, 0, (uint32_t)n, 0);
+	*len = pos;
+out:
+	free(sorted);
+	free(names);
+	return rc;
+}
+
+uint64_t rfs_xattr_digest(const void *answer, size_t len)
+{
+	return XXH3_64bits(answer, len);
+}
+
+/* The entry base under dfd.  target: RFS_PATH_MAX bytes; scratch: RFS_REPLY_MAX bytes,
+ * only with RFS_LIST_XATTRS. */
+static int entry_of(int dfd, const char *base, unsigned flags, char *target, char *scratch,
+		    struct rfs_entry *e)
+{
+	struct stat st;
+	ssize_t n = 0;
+	size_t xlen;
+	int rc;
+
+	if (fstatat(dfd, base, &st, AT_SYMLINK_NOFOLLOW))
+		return -errno;
+	if (S_ISLNK(st.st_mode) && (n = readlinkat(dfd, base, target, RFS_PATH_MAX)) < 0)
+		return -errno;
+	*e = (struct rfs_entry){
+		.mode = st.st_mode, .uid = st.st_uid, .gid = st.st_gid, .size = (uint64_t)st.st_size,
+		.rdev = st.st_rdev, .mtime_sec = st.st_mtim.tv_sec, .mtime_nsec = (uint32_t)st.st_mtim.tv_nsec,
+		.name = base, .name_len = strlen(base), .target = target, .target_len = (size_t)n,
+	};
+	if (flags & RFS_LIST_XATTRS) {
+		rc = xattrs_of(dfd, base, scratch, RFS_REPLY_MAX, &xlen);
+		if (rc)
+			return rc;
+		e->xattr_digest = rfs_xattr_digest(scratch, xlen);
+	}
+	return 0;
+}
+
+static int q_list(struct rfs_applier *a, const struct rfs_op *op, struct reply *out)
+{
+	char target[RFS_PATH_MAX], *scratch = NULL;
+	struct rfs_entry e;
+	struct dirent *de;
+	uint32_t count = 0, more = 0;
+	long next = 0, pos;
+	int rc = 0, dfd = beneath(a, op->path, O_RDONLY | O_DIRECTORY);
+	DIR *d;
+
+	if (dfd < 0)
+		return dfd;
+	d = fdopendir(dfd);
+	if (!d || (op->flags & RFS_LIST_XATTRS && !(scratch = malloc(RFS_REPLY_MAX)))) {
+		rc = d ? -ENOMEM : -errno;
+		goto out;
+	}
+	if (op->off)
+		seekdir(d, (long)op->off);
+	out->len = sizeof(struct rfs_reply_head);
+	for (;;) {
+		pos = telldir(d);
+		errno = 0;
+		de = readdir(d);
+		if (!de) {
+			rc = -errno;
+			break;
+		}
+		if (!strcmp(de->d_name, ".") || !strcmp(de->d_name, ".."))
+			continue;
+		rc = entry_of(dirfd(d), de->d_name, op->flags, target, scratch, &e);
+		if (rc == -ENOENT) { /* removed meanwhile */
+			rc = 0;
+			continue;
+		}
+		if (rc)
+			break;
+		if (out->len + rfs_entry_size(&e) > out->cap) {
+			if (!count)
+				rc = -E2BIG;
+			more = 1;
+			next = pos;
+			break;
+		}
+		rfs_entry_put(out->buf + out->len, &e);
+		out->len += rfs_entry_size(&e);
+		count++;
+	}
+	rfs_head_put(out->buf, (uint64_t)next, count, more);
+out:
+	free(scratch);
+	if (d)
+		closedir(d);
+	else
+		close(dfd);
+	return rc;
+}
+
+static int q_stat(struct rfs_applier *a, const struct rfs_op *op, struct reply *out)
+{
+	char target[RFS_PATH_MAX], *scratch = NULL;
+	struct rfs_entry e;
+	struct parent pt;
+	int rc = parent_open(a, op->path, &pt);
+
+	if (rc)
+		return rc;
+	if (op->flags & RFS_LIST_XATTRS && !(scratch = malloc(RFS_REPLY_MAX)))
+		rc = -ENOMEM;
+	if (!rc)
+		rc = entry_of(pt.fd, pt.base, op->flags, target, scratch, &e);
+	if (!rc && rfs_entry_size(&e) > out->cap)
+		rc = -E2BIG;
+	if (!rc) {
+		rfs_entry_put(out->buf, &e);
+		out->len = rfs_entry_size(&e);
+	}
+	free(scratch);
+	parent_close(a, &pt);
+	return rc;
+}
+
+/* XXH3-128 of the len bytes at off, into out.  A block that SEEK_DATA shows to be all
+ * hole is not read: its zeroes are hashed as they are. */
+static int block_sum(int fd, off_t off, size_t len, char *buf, unsigned char *out)
+{
+	off_t data = lseek(fd, off, SEEK_DATA);
+	size_t got = 0;
+
+	if (data < 0 && errno != ENXIO)
+		return -errno;
+	while (data >= 0 && data < off + (off_t)len && got < len) {
+		ssize_t n = pread(fd, buf + got, len - got, off + (off_t)got);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -errno;
+		if (n == 0)
+			break; /* shrunk meanwhile: the rest reads as nothing, zeroes here */
+		got += (size_t)n;
+	}
+	memset(buf + got, 0, len - got);
+	XXH128_canonicalFromHash((XXH128_canonical_t *)(void *)out, XXH3_128bits(buf, len));
+	return 0;
+}
+
+static int q_sums(struct rfs_applier *a, const struct rfs_op *op, struct reply *out)
+{
+	size_t bs = (size_t)1 << op->flags, max = (out->cap - sizeof(struct rfs_reply_head)) / RFS_SUM_LEN;
+	uint32_t count = 0;
+	struct stat st;
+	char *buf;
+	int fd, rc = 0;
+
+	if (op->flags < RFS_BLOCK_SHIFT_MIN || op->flags > RFS_BLOCK_SHIFT_MAX || op->off < 0 ||
+	    (op->off & (off_t)(bs - 1)) || out->cap < sizeof(struct rfs_reply_head))
+		return -EINVAL;
+	fd = open_regular(a, op->path, O_RDONLY);
+	if (fd < 0)
+		return fd;
+	buf = malloc(bs);
+	if (!buf || fstat(fd, &st)) {
+		rc = buf ? -errno : -ENOMEM;
+		goto out;
+	}
+	for (off_t b = op->off; count < max && b < st.st_size && (uint64_t)(b - op->off) < op->len; b += (off_t)bs) {
+		size_t len = st.st_size - b < (off_t)bs ? (size_t)(st.st_size - b) : bs;
+
+		rc = block_sum(fd, b, len, buf,
+			       (unsigned char *)out->buf + sizeof(struct rfs_reply_head) + count * RFS_SUM_LEN);
+		if (rc)
+			goto out;
+		count++;
+	}
+	rfs_head_put(out->buf, (uint64_t)st.st_size, count, 0);
+	out->len = sizeof(struct rfs_reply_head) + count * RFS_SUM_LEN;
+out:
+	free(buf);
+	close(fd);
+	return rc;
+}
+
+static int q_xattrs(struct rfs_applier *a, const struct rfs_op *op, struct reply *out)
+{
+	struct parent pt;
+	int rc = parent_open(a, op->path, &pt);
+
+	if (rc)
+		return rc;
+	rc = xattrs_of(pt.fd, pt.base, out->buf, out->cap, &out->len);
+	parent_close(a, &pt);
+	return rc;
+}
+
+typedef int query_fn(struct rfs_applier *a, const struct rfs_op *op, struct reply *out);
+
+static query_fn *const queries[RFS_OP_MAX] = {
+	[RFS_OP_LIST] = q_list,
+	[RFS_OP_STAT] = q_stat,
+	[RFS_OP_SUMS] = q_sums,
+	[RFS_OP_XATTRS] = q_xattrs,
+};
+
+int rfs_applier_query(struct rfs_applier *a, const struct rfs_op *op, void *reply, size_t cap, size_t *len)
+{
+	unsigned shape = rfs_op_shape(op->code);
+	struct reply out = {.buf = reply, .cap = cap};
+	int rc;
+
+	*len = 0;
+	if (!(shape & RFS_SHAPE_QUERY) || !queries[op->code] || cap < sizeof(struct rfs_reply_head))
+		return -EINVAL;
+	if ((rc = check_path(op->path, shape & RFS_SHAPE_ROOT)))
+		return rc;
+	rc = queries[op->code](a, op, &out);
+	if (!rc)
+		*len = out.len;
+	return rc;
+}
 
 int rfs_applier_apply(struct rfs_applier *a, const struct rfs_op *op, int durable)
 {
@@ -686,6 +1040,18 @@ void rfs_applier_free(struct rfs_applier *a)
 		applier_fini(a);
 		free(a);
 	}
+}
+
+int rfs_query(int rootfd, const struct rfs_op *op, void *reply, size_t cap, size_t *len)
+{
+	struct rfs_applier a;
+	int rc = applier_init(&a, rootfd, 0);
+
+	if (rc)
+		return rc;
+	rc = rfs_applier_query(&a, op, reply, cap, len);
+	applier_fini(&a);
+	return rc;
 }
 
 int rfs_apply(int rootfd, const struct rfs_op *op)

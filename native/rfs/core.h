@@ -3,6 +3,7 @@
 #ifndef HAKIT_RFS_CORE_H
 #define HAKIT_RFS_CORE_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #include "rfs_op.h"
@@ -17,6 +18,8 @@ enum {
 	/* Can change what other paths refer to (a new parent, a moved or removed subtree,
 	 * everything for syncfs): the stream sends it as a barrier, see repl.c. */
 	RFS_SHAPE_BARRIER = 1 << 5,
+	/* Changes nothing; the ack carries the answer (rfs_query.h) and the submitter waits. */
+	RFS_SHAPE_QUERY = 1 << 6,
 };
 
 /* The RFS_SHAPE_* bits of code; 0 for an unknown opcode. */
@@ -34,6 +37,8 @@ struct rfs_applier *rfs_applier_new(int rootfd, int cache_max);
 void rfs_applier_free(struct rfs_applier *a);
 /* rfs_apply(), plus with durable set: fsync what the op changed before returning. */
 int rfs_applier_apply(struct rfs_applier *a, const struct rfs_op *op, int durable);
+/* rfs_query() with the applier's root (a query opcode only). */
+int rfs_applier_query(struct rfs_applier *a, const struct rfs_op *op, void *reply, size_t cap, size_t *len);
 /* Close cached fds unused for idle_ns (0: all of them, e.g. when a new session starts). */
 void rfs_applier_expire(struct rfs_applier *a, int64_t idle_ns);
 

@@ -33,8 +33,10 @@
  * -errno; modifying ones then hand a struct rfs_op to replicate().  They are wired in
  * one table, rfs_ops, at the end.
  *
- * Locks: fs.c takes none of its own.  Counters are atomics, per-open state lives in
- * the open file; the only ordering is libfuse's path locks described above.
+ * Locks: libfuse's path locks described above order the application's operations;
+ * fs.c's own (struct rfs_fs: ns, stripes) order them against a full sync (sync.c),
+ * which reads the real directory beside the mount.  Counters are atomics, per-open
+ * state lives in the open file.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -72,6 +74,8 @@
 #define MAX_THREADS 64                /* requests waiting on the secondary each hold one */
 #define IDLE_THREADS 8
 #define DIVERGED_LOG_MAX 100          /* then divergences are only counted */
+#define STRIPES 256                   /* path locks for the full sync, by hash */
+#define MOVES_MAX 65536               /* renames remembered during a full sync; beyond, it walks again */
 
 _Static_assert(sizeof(uint64_t) >= sizeof(void *), "fuse_file_info.fh holds a pointer");
 _Static_assert(sizeof(off_t) == 8, "64-bit file offsets (_FILE_OFFSET_BITS=64 from fuse3)");
@@ -86,10 +90,25 @@ struct rfs_fs {
 	int watchdog_fd;    /* write end of the watchdog's pipe */
 	pid_t watchdog_pid;
 	bool strict, xattr;
+	/* The full sync (sync.c) against live operations.  A live modifying operation holds
+	 * its path's stripe shared from doing it here to submitting it; a rename holds ns
+	 * exclusively; a sync step holds ns shared and its path's stripe exclusively from
+	 * reading here to submitting.  So for any path the stream receives the sync's and
+	 * the application's operations in the order they happened here, and no rename moves
+	 * a path under a step.  Lock order: libfuse's path locks > ns > a stripe > the
+	 * stream's locks.  Both prefer writers: a stream of writes cannot starve a step, nor
+	 * a stream of steps a rename. */
+	pthread_rwlock_t ns;
+	pthread_rwlock_t stripes[STRIPES];
+	/* While the sync tracks them, the paths renames moved from and to, to look at again. */
+	pthread_mutex_t moves_mu;
+	bool tracking, moves_overflow;
+	char **moves;
+	size_t nmoves, moves_cap;
 	pthread_t loop_thread;
 	atomic_bool running, stopping, unmounted, link_logged;
 	struct {
-		atomic_uint_fast64_t writes, write_bytes, namespace_ops, syncs, getxattrs, diverged,
+		atomic_uint_fast64_t writes, write_bytes, namespace_ops, syncs, closes, getxattrs, diverged,
 			links_refused;
 	} n;
 };
@@ -98,7 +117,7 @@ struct rfs_fs {
 struct rfs_file {
 	int fd;
 	bool sync;            /* O_SYNC / O_DSYNC: each write durable on the secondary before it returns */
-	atomic_bool written;  /* changed since the last sync: its close makes it durable on the secondary */
+	atomic_bool written;  /* changed since the last sync: its close waits for the secondary */
 	atomic_bool sxid;     /* set-user/group-ID: the first unprivileged write clears the bits */
 };
 
@@ -152,6 +171,39 @@ static const char *stream_path(const char *path)
 {
 	return path + 1;
 }
+
+static pthread_rwlock_t *stripe_of(struct rfs_fs *fs, const char *spath)
+{
+	uint64_t h = 1469598103934665603ull; /* FNV-1a */
+
+	while (*spath)
+		h = (h ^ (unsigned char)*spath++) * 1099511628211ull;
+	return &fs->stripes[h % STRIPES];
+}
+
+/* A live modifying operation's hold on its path (see struct rfs_fs), released when the
+ * handler returns: LIVE(fs, path) first in the handler.  No path (a file unlinked while
+ * open): nothing to order, nothing held. */
+struct live {
+	pthread_rwlock_t *lock;
+};
+
+static struct live live_begin(struct rfs_fs *fs, const char *path)
+{
+	struct live l = { .lock = path ? stripe_of(fs, stream_path(path)) : NULL };
+
+	if (l.lock)
+		pthread_rwlock_rdlock(l.lock);
+	return l;
+}
+
+static void live_end(struct live *l)
+{
+	if (l->lock)
+		pthread_rwlock_unlock(l->lock);
+}
+
+#define LIVE(fs, path) struct live live_ __attribute__((cleanup(live_end))) = live_begin(fs, path)
 
 /* The real file by a path the path-only calls (the *xattr family) accept: through the
  * magic link of rootfd, which leads to the real directory beneath the mount. */
@@ -367,6 +419,7 @@ static int fs_readlink(const char *path, char *buf, size_t size)
 static int fs_mknod(const char *path, mode_t mode, dev_t rdev)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	const char *sp = sys_path(path);
 	struct rfs_op op = { .path = stream_path(path), .rdev = rdev };
 	struct creator c = creator_begin();
@@ -396,6 +449,7 @@ static int fs_mknod(const char *path, mode_t mode, dev_t rdev)
 static int fs_mkdir(const char *path, mode_t mode)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	const char *sp = sys_path(path);
 	struct rfs_op op = { .code = RFS_OP_MKDIR, .path = stream_path(path) };
 	struct creator c = creator_begin();
@@ -414,6 +468,7 @@ static int fs_mkdir(const char *path, mode_t mode)
 static int fs_unlink(const char *path)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	struct rfs_op op = { .code = RFS_OP_UNLINK, .path = stream_path(path) };
 
 	if (unlinkat(fs->rootfd, sys_path(path), 0) < 0)
@@ -424,6 +479,7 @@ static int fs_unlink(const char *path)
 static int fs_rmdir(const char *path)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	struct rfs_op op = { .code = RFS_OP_RMDIR, .path = stream_path(path) };
 
 	if (unlinkat(fs->rootfd, sys_path(path), AT_REMOVEDIR) < 0)
@@ -434,6 +490,7 @@ static int fs_rmdir(const char *path)
 static int fs_symlink(const char *target, const char *path)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	const char *sp = sys_path(path);
 	struct rfs_op op = { .code = RFS_OP_SYMLINK, .path = stream_path(path), .path2 = target };
 	struct creator c = creator_begin();
@@ -449,15 +506,47 @@ static int fs_symlink(const char *target, const char *path)
 	return replicate_created(fs, &op, &st);
 }
 
+/* Both paths of a rename, remembered while the full sync tracks them. */
+static void note_move(struct rfs_fs *fs, const char *from, const char *to)
+{
+	pthread_mutex_lock(&fs->moves_mu);
+	if (fs->tracking && !fs->moves_overflow) {
+		if (fs->nmoves + 2 > MOVES_MAX) {
+			fs->moves_overflow = true;
+		} else if (fs->nmoves + 2 > fs->moves_cap) {
+			size_t cap = fs->moves_cap ? fs->moves_cap * 2 : 64;
+			char **n = realloc(fs->moves, cap * sizeof *n);
+
+			if (n) {
+				fs->moves = n;
+				fs->moves_cap = cap;
+			} else {
+				fs->moves_overflow = true;
+			}
+		}
+		if (!fs->moves_overflow) {
+			fs->moves[fs->nmoves] = strdup(from);
+			fs->moves[fs->nmoves + 1] = strdup(to);
+			fs->moves_overflow = !fs->moves[fs->nmoves] || !fs->moves[fs->nmoves + 1];
+			fs->nmoves += 2;
+		}
+	}
+	pthread_mutex_unlock(&fs->moves_mu);
+}
+
 static int fs_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct rfs_fs *fs = ctx_fs();
 	struct rfs_op op = { .code = RFS_OP_RENAME, .path = stream_path(from), .path2 = stream_path(to),
 			     .flags = flags };
+	struct live ns __attribute__((cleanup(live_end))) = { .lock = &fs->ns };
 
+	pthread_rwlock_wrlock(&fs->ns);
 	if (renameat2(fs->rootfd, sys_path(from), fs->rootfd, sys_path(to), flags) < 0)
 		return -errno;
-	return replicate_applied(fs, &op);
+	replicate_applied(fs, &op);
+	note_move(fs, op.path, op.path2);
+	return 0;
 }
 
 /* Hard links are not supported in replicated directories (as in the product this
@@ -476,6 +565,7 @@ static int fs_link(const char *from, const char *to)
 static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	struct rfs_op op = { .code = RFS_OP_CHMOD, .path = path ? stream_path(path) : NULL, .mode = mode & 07777 };
 	int r = fi ? fchmod(file_of(fi)->fd, mode) : fchmodat(fs->rootfd, sys_path(path), mode, 0);
 
@@ -487,6 +577,7 @@ static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	struct rfs_op op = { .code = RFS_OP_CHOWN, .path = path ? stream_path(path) : NULL,
 			     .uid = (uint32_t)uid, .gid = (uint32_t)gid };
 	int r = fi ? fchown(file_of(fi)->fd, uid, gid)
@@ -500,6 +591,7 @@ static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
 static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	int fd = fi ? file_of(fi)->fd : openat(fs->rootfd, sys_path(path), O_WRONLY | O_CLOEXEC);
 	struct stat st;
 	int r;
@@ -530,6 +622,7 @@ static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	struct stat st;
 	int r;
 
@@ -571,6 +664,7 @@ static int attach_file(struct fuse_file_info *fi, int fd, mode_t mode)
 static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	const char *sp = sys_path(path);
 	struct rfs_op op = { .code = RFS_OP_CREATE, .path = stream_path(path) };
 	struct creator c = creator_begin();
@@ -588,7 +682,7 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 		close(fd);
 		return undo_create(fs, sp, false, r);
 	}
-	/* Its close makes it durable and gives it the primary's times, even unwritten. */
+	/* Its close waits for the secondary and gives it the primary's times, even unwritten. */
 	atomic_store(&file_of(fi)->written, true);
 	return replicate_created(fs, &op, &st);
 }
@@ -596,6 +690,7 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 static int fs_open(const char *path, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, fi->flags & O_TRUNC ? path : NULL);
 	int fd = openat(fs->rootfd, sys_path(path), (fi->flags & ~REAL_OPEN_DROP) | O_CLOEXEC);
 	struct stat st = { 0 };
 	int r = 0;
@@ -645,6 +740,7 @@ static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 static int fs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	struct rfs_file *f = file_of(fi);
 	ssize_t n;
 
@@ -681,25 +777,43 @@ static int fs_statfs(const char *path, struct statvfs *st)
 	return fstatvfs(ctx_fs()->rootfd, st) < 0 ? -errno : 0;
 }
 
-/* close(2): what the application wrote through this descriptor is durable on the
- * secondary before close returns (the kernel waits for FLUSH, not for RELEASE). */
+/* close(2): what the application wrote through this descriptor is applied on the
+ * secondary before close returns (the kernel waits for FLUSH, not for RELEASE): the
+ * file's times go last on its path, so their ack covers every write queued before.
+ * Applied, not durable: a mirror covers the loss of one node, and the secondary's page
+ * cache survives the primary's.  A file opened O_SYNC / O_DSYNC, and one whose times
+ * cannot be read, are made durable there, as an fsync would. */
+static void close_to_secondary(struct rfs_fs *fs, const char *path, struct rfs_file *f)
+{
+	struct stat st;
+
+	if (f->sync || fstat(f->fd, &st) < 0) {
+		sync_to_secondary(fs, path, f->fd, true);
+		return;
+	}
+	atomic_fetch_add_explicit(&fs->n.closes, 1, memory_order_relaxed);
+	replicate_times(fs, stream_path(path), &st, RFS_WAIT_APPLIED);
+}
+
 static int fs_flush(const char *path, struct fuse_file_info *fi)
 {
 	struct rfs_file *f = file_of(fi);
+	LIVE(ctx_fs(), path);
 
 	if (path && atomic_exchange(&f->written, false))
-		sync_to_secondary(ctx_fs(), path, f->fd, true);
+		close_to_secondary(ctx_fs(), path, f);
 	return 0;
 }
 
 /* The last reference went away.  Pages of a shared mapping may have been written back
- * after the last close: they are made durable here, as close would have. */
+ * after the last close: they reach the secondary here, as at a close. */
 static int fs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct rfs_file *f = file_of(fi);
+	LIVE(ctx_fs(), path);
 
 	if (path && atomic_exchange(&f->written, false))
-		sync_to_secondary(ctx_fs(), path, f->fd, true);
+		close_to_secondary(ctx_fs(), path, f);
 	close(f->fd);
 	free(f);
 	return 0;
@@ -748,6 +862,7 @@ static int sync_both(struct rfs_fs *fs, const char *path, int fd, int times_fd, 
 static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	struct rfs_file *f = file_of(fi);
+	LIVE(ctx_fs(), path);
 
 	if (path)
 		atomic_store(&f->written, false);
@@ -829,6 +944,7 @@ static int fs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi
 static int fs_setxattr(const char *path, const char *name, const char *value, size_t size, int flags)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	char real[PATH_MAX + 32];
 	int r;
 
@@ -880,6 +996,7 @@ static int fs_listxattr(const char *path, char *list, size_t size)
 static int fs_removexattr(const char *path, const char *name)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	char real[PATH_MAX + 32];
 	int r;
 
@@ -898,6 +1015,7 @@ static int fs_removexattr(const char *path, const char *name)
 static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
+	LIVE(fs, path);
 	struct rfs_file *f = file_of(fi);
 
 	if (fallocate(f->fd, mode, off, len) < 0)
@@ -1139,6 +1257,19 @@ out:
 	return r;
 }
 
+static void locks_init(struct rfs_fs *fs)
+{
+	pthread_rwlockattr_t ra;
+
+	pthread_rwlockattr_init(&ra);
+	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&fs->ns, &ra);
+	for (int i = 0; i < STRIPES; i++)
+		pthread_rwlock_init(&fs->stripes[i], &ra);
+	pthread_rwlockattr_destroy(&ra);
+	pthread_mutex_init(&fs->moves_mu, NULL);
+}
+
 int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out)
 {
 	struct fuse_args args = FUSE_ARGS_INIT(0, NULL);
@@ -1153,6 +1284,7 @@ int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out)
 	fs->mntfd = fs->watchdog_fd = -1;
 	fs->strict = cfg->strict;
 	fs->xattr = cfg->xattr;
+	locks_init(fs);
 	fuse_set_log_func(log_libfuse);
 	r = mount_options(cfg, &args);
 	if (r == 0) {
@@ -1244,9 +1376,65 @@ void rfs_fs_counters(struct rfs_fs *fs, struct rfs_fs_counters *out)
 	out->write_bytes = atomic_load(&fs->n.write_bytes);
 	out->namespace_ops = atomic_load(&fs->n.namespace_ops);
 	out->syncs = atomic_load(&fs->n.syncs);
+	out->closes = atomic_load(&fs->n.closes);
 	out->getxattrs = atomic_load(&fs->n.getxattrs);
 	out->diverged = atomic_load(&fs->n.diverged);
 	out->links_refused = atomic_load(&fs->n.links_refused);
+}
+
+void rfs_fs_step_begin(struct rfs_fs *fs, const char *spath, bool ns_held)
+{
+	if (!ns_held)
+		pthread_rwlock_rdlock(&fs->ns);
+	pthread_rwlock_wrlock(stripe_of(fs, spath));
+}
+
+void rfs_fs_step_end(struct rfs_fs *fs, const char *spath, bool ns_held)
+{
+	pthread_rwlock_unlock(stripe_of(fs, spath));
+	if (!ns_held)
+		pthread_rwlock_unlock(&fs->ns);
+}
+
+void rfs_fs_hold_renames(struct rfs_fs *fs, bool hold)
+{
+	if (hold)
+		pthread_rwlock_rdlock(&fs->ns);
+	else
+		pthread_rwlock_unlock(&fs->ns);
+}
+
+static void moves_forget(struct rfs_fs *fs)
+{
+	for (size_t i = 0; i < fs->nmoves; i++)
+		free(fs->moves[i]);
+	free(fs->moves);
+	fs->moves = NULL;
+	fs->nmoves = fs->moves_cap = 0;
+	fs->moves_overflow = false;
+}
+
+void rfs_fs_track_moves(struct rfs_fs *fs, bool on)
+{
+	pthread_mutex_lock(&fs->moves_mu);
+	fs->tracking = on;
+	moves_forget(fs);
+	pthread_mutex_unlock(&fs->moves_mu);
+}
+
+char **rfs_fs_take_moves(struct rfs_fs *fs, size_t *n, bool *overflow)
+{
+	char **moves;
+
+	pthread_mutex_lock(&fs->moves_mu);
+	moves = fs->moves;
+	*n = fs->nmoves;
+	*overflow = fs->moves_overflow;
+	fs->moves = NULL;
+	fs->nmoves = fs->moves_cap = 0;
+	fs->moves_overflow = false;
+	pthread_mutex_unlock(&fs->moves_mu);
+	return moves;
 }
 
 void rfs_fs_free(struct rfs_fs *fs)
@@ -1259,5 +1447,10 @@ void rfs_fs_free(struct rfs_fs *fs)
 		close(fs->watchdog_fd);
 		waitpid(fs->watchdog_pid, NULL, 0);
 	}
+	moves_forget(fs);
+	pthread_rwlock_destroy(&fs->ns);
+	for (int i = 0; i < STRIPES; i++)
+		pthread_rwlock_destroy(&fs->stripes[i]);
+	pthread_mutex_destroy(&fs->moves_mu);
 	free(fs);
 }

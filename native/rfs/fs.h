@@ -25,7 +25,8 @@ struct rfs_fs_config {
 struct rfs_fs_counters {
 	uint64_t writes, write_bytes; /* data writes replicated */
 	uint64_t namespace_ops;       /* operations the application waited on the secondary for */
-	uint64_t syncs;               /* fsync, O_SYNC writes and closes made durable on the secondary */
+	uint64_t syncs;               /* fsync, O_SYNC writes, closes of O_SYNC files: durable on the secondary */
+	uint64_t closes;              /* other closes after writes: applied on the secondary */
 	uint64_t getxattrs;           /* GETXATTR requests served (the kernel's killpriv probe included) */
 	uint64_t diverged;            /* operations the secondary failed to apply */
 	uint64_t links_refused;       /* link(2) attempts refused */
@@ -45,6 +46,20 @@ void rfs_fs_counters(struct rfs_fs *fs, struct rfs_fs_counters *out);
 
 /* Unmounts (exactly this mount, never what lies beneath) and frees. */
 void rfs_fs_free(struct rfs_fs *fs);
+
+/* For the full sync (sync.c), which reads the real directory while the application
+ * works through the mount (fs.c says how the two are ordered).  spath: a path as the
+ * stream has it.  A step on spath excludes every live modifying operation on spath and,
+ * unless ns_held, every rename. */
+void rfs_fs_step_begin(struct rfs_fs *fs, const char *spath, bool ns_held);
+void rfs_fs_step_end(struct rfs_fs *fs, const char *spath, bool ns_held);
+/* Holds renames off (the steps then pass ns_held), or lets them go again. */
+void rfs_fs_hold_renames(struct rfs_fs *fs, bool hold);
+/* Start (true) or stop recording the paths renames move from and to; both forget what
+ * was recorded.  take returns what was recorded since the last take (n paths, NULL
+ * entries skipped; the caller frees each and the array) and whether some were lost. */
+void rfs_fs_track_moves(struct rfs_fs *fs, bool on);
+char **rfs_fs_take_moves(struct rfs_fs *fs, size_t *n, bool *overflow);
 
 /* One line on stderr, "hakit-rfs: " first. */
 void hk_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

@@ -12,13 +12,17 @@
  * Control socket (Unix, mode 0600): one command per line, one reply line per command,
  * "ok[ ...]" or "error <message>":
  *   attach HOST PORT | detach | stats (ok key=value ...) | stop (unmounts, then exits 0)
- * The stream's news go to every connected client as "event <what>" lines.  SIGTERM and
- * SIGINT stop as "stop" does.
+ *   fullsync: the primary makes the secondary's tree identical to its own (sync.c); the
+ *     reply comes when it is over: "ok files=N bytes_scanned=M bytes_sent=K elapsed_ms=T"
+ * The stream's news go to every connected client as "event <what>" lines, and so does a
+ * running full sync's progress ("event progress sync_state=running ...", the sync_* keys
+ * of stats) at most twice a second.  SIGTERM and SIGINT stop as "stop" does.
  *
  * Threads: main runs the FUSE loop (which has its own workers); "control" serves the
  * control socket and the signals (signalfd); on the secondary, "receiver" runs
- * rfs_receiver_serve().  They share no lock: events cross from the stream's threads
- * through a pipe, the end of the loop through an eventfd, a stop through rfs_fs_stop().
+ * rfs_receiver_serve(); on the primary a full sync runs in a thread of its own.  They
+ * share no lock: events cross from the stream's and the sync's threads through a pipe,
+ * the end of the loop and of a full sync through eventfds, a stop through rfs_fs_stop().
  *
  * Exit status: 0 after a stop, 1 on an error at run time (logged), 2 on bad arguments.
  */
@@ -46,6 +50,7 @@
 
 #include "fs.h"
 #include "rfs_repl.h"
+#include "sync.h"
 
 #define FUSE_SUPER_MAGIC 0x65735546
 #define DEFAULT_SENDTIMEOUT_MS 30000   /* the module's sendtimeout default, 30 s */
@@ -73,7 +78,8 @@ struct server {
 	char dir[PATH_MAX];
 	struct rfs_fs *fs;
 	struct rfs_repl *repl;        /* primary only */
-	int ctl_fd, sig_fd, event_rd, event_wr, loop_done_fd;
+	struct rfs_sync *sync;        /* primary only */
+	int ctl_fd, sig_fd, event_rd, event_wr, loop_done_fd, sync_done_fd;
 	/* secondary only */
 	int recv_rootfd, recv_listen_fd;
 	volatile int recv_stop;
@@ -341,14 +347,12 @@ static int tcp_listen(const char *spec)
 	return fd;
 }
 
-/* From the stream's threads: never blocks (a full pipe drops the line, it is logged). */
-static void on_event(void *arg, const char *what)
+/* Never blocks: a full pipe drops the line. */
+static void send_event(struct server *s, const char *what)
 {
-	struct server *s = arg;
 	char line[512];
 	int n = snprintf(line, sizeof line, "event %s\n", what);
 
-	hk_log("%s", what);
 	if (n >= (int)sizeof line) {
 		n = (int)sizeof line - 1;
 		line[n - 1] = '\n';
@@ -357,8 +361,30 @@ static void on_event(void *arg, const char *what)
 		return;
 }
 
+/* From the stream's threads: logged as well. */
+static void on_event(void *arg, const char *what)
+{
+	hk_log("%s", what);
+	send_event(arg, what);
+}
+
+/* From the full sync's thread: progress, not worth a log line. */
+static void on_progress(void *arg, const char *line)
+{
+	send_event(arg, line);
+}
+
+static void on_sync_done(void *arg)
+{
+	struct server *s = arg;
+
+	if (eventfd_write(s->sync_done_fd, 1) < 0)
+		hk_log("eventfd: %s", strerror(errno));
+}
+
 struct client {
 	int fd;
+	uint64_t id;
 	size_t len;
 	char buf[LINE_MAX_LEN];
 };
@@ -367,6 +393,8 @@ struct control {
 	struct server *s;
 	struct client clients[MAX_CLIENTS];
 	int nclients;
+	uint64_t next_id;
+	uint64_t sync_waiter;   /* the client whose fullsync is running; 0: none */
 	char events[4096];
 	size_t events_len;
 	bool done;
@@ -401,12 +429,16 @@ static void stats_line(struct server *s, char *out, size_t size)
 			      (unsigned long long)r.queued_bytes);
 	}
 	snprintf(out + k, size - (size_t)k,
-		 " writes=%llu write_bytes=%llu namespace_ops=%llu syncs=%llu getxattrs=%llu diverged=%llu"
-		 " links_refused=%llu\n",
+		 " writes=%llu write_bytes=%llu namespace_ops=%llu syncs=%llu closes=%llu getxattrs=%llu"
+		 " diverged=%llu links_refused=%llu",
 		 (unsigned long long)n.writes, (unsigned long long)n.write_bytes,
-		 (unsigned long long)n.namespace_ops, (unsigned long long)n.syncs,
+		 (unsigned long long)n.namespace_ops, (unsigned long long)n.syncs, (unsigned long long)n.closes,
 		 (unsigned long long)n.getxattrs, (unsigned long long)n.diverged,
 		 (unsigned long long)n.links_refused);
+	k = (int)strlen(out);
+	if (s->sync)
+		rfs_sync_keys(s->sync, out + k, size - (size_t)k - 1);
+	strcat(out, "\n");
 }
 
 static void stop_all(struct control *c)
@@ -429,8 +461,20 @@ static void command(struct control *c, int i, char *line)
 	else if (!strcmp(verb, "stop") && !a1) {
 		stop_all(c);
 		snprintf(reply, sizeof reply, "ok\n");
-	} else if ((!strcmp(verb, "attach") || !strcmp(verb, "detach")) && s->repl == NULL)
+	} else if ((!strcmp(verb, "attach") || !strcmp(verb, "detach") || !strcmp(verb, "fullsync")) &&
+		   s->repl == NULL)
 		snprintf(reply, sizeof reply, "error %s: this is the secondary\n", verb);
+	else if (!strcmp(verb, "fullsync") && !a1) {
+		int r = rfs_sync_start(s->sync);
+
+		if (r == 0) {
+			c->sync_waiter = c->clients[i].id; /* replied to when it ends */
+			return;
+		}
+		snprintf(reply, sizeof reply, "error fullsync: %s\n",
+			 r == -EBUSY ? "a full sync is running already" :
+			 r == -ENOTCONN ? "no secondary attached" : strerror(-r));
+	}
 	else if (!strcmp(verb, "detach") && !a1) {
 		rfs_repl_detach(s->repl);
 		snprintf(reply, sizeof reply, "ok\n");
@@ -447,7 +491,8 @@ static void command(struct control *c, int i, char *line)
 		else
 			snprintf(reply, sizeof reply, "ok\n");
 	} else
-		snprintf(reply, sizeof reply, "error unknown command '%s' (attach HOST PORT, detach, stats, stop)\n", verb);
+		snprintf(reply, sizeof reply,
+			 "error unknown command '%s' (attach HOST PORT, detach, fullsync, stats, stop)\n", verb);
 	client_send(c, i, reply);
 }
 
@@ -480,6 +525,25 @@ static void client_input(struct control *c, int i)
 			cl->fd = -1;
 		}
 	}
+}
+
+/* A full sync ended: its reply to the client that asked, if still there. */
+static void sync_done(struct control *c)
+{
+	char reply[512];
+	eventfd_t n;
+	size_t k;
+
+	if (eventfd_read(c->s->sync_done_fd, &n) < 0 || !c->sync_waiter)
+		return;
+	rfs_sync_result(c->s->sync, reply, sizeof reply - 1);
+	k = strlen(reply);
+	reply[k] = '\n';
+	reply[k + 1] = '\0';
+	for (int i = 0; i < c->nclients; i++)
+		if (c->clients[i].id == c->sync_waiter)
+			client_send(c, i, reply);
+	c->sync_waiter = 0;
 }
 
 /* Forwards whole "event" lines to every client. */
@@ -520,13 +584,14 @@ static void *control_main(void *arg)
 	}
 	c->s = s;
 	while (!c->done) {
-		struct pollfd p[4 + MAX_CLIENTS];
+		struct pollfd p[5 + MAX_CLIENTS];
 		int np = 0;
 
 		p[np++] = (struct pollfd){ .fd = s->ctl_fd, .events = POLLIN };
 		p[np++] = (struct pollfd){ .fd = s->sig_fd, .events = POLLIN };
 		p[np++] = (struct pollfd){ .fd = s->event_rd, .events = POLLIN };
 		p[np++] = (struct pollfd){ .fd = s->loop_done_fd, .events = POLLIN };
+		p[np++] = (struct pollfd){ .fd = s->sync_done_fd, .events = POLLIN };
 		for (int i = 0; i < c->nclients; i++)
 			p[np++] = (struct pollfd){ .fd = c->clients[i].fd, .events = POLLIN };
 		if (poll(p, (nfds_t)np, -1) < 0) {
@@ -545,10 +610,13 @@ static void *control_main(void *arg)
 			stop_all(c);
 			break;
 		}
+		/* Progress before the end, which says the last word. */
 		if (p[2].revents)
 			forward_events(c);
+		if (p[4].revents)
+			sync_done(c);
 		for (int i = 0; i < c->nclients && !c->done; i++)
-			if (p[4 + i].revents)
+			if (p[5 + i].revents)
 				client_input(c, i);
 		/* Compact the table over the clients that left. */
 		int kept = 0;
@@ -564,7 +632,7 @@ static void *control_main(void *arg)
 					hk_log("control: refused a client: %s", strerror(errno));
 				close(fd);
 			} else if (fd >= 0) {
-				c->clients[c->nclients++] = (struct client){ .fd = fd };
+				c->clients[c->nclients++] = (struct client){ .fd = fd, .id = ++c->next_id };
 			}
 		}
 	}
@@ -635,7 +703,8 @@ static int start_stream(struct server *s)
 int main(int argc, char **argv)
 {
 	static struct server srv = { .ctl_fd = -1, .sig_fd = -1, .event_rd = -1, .event_wr = -1,
-				     .loop_done_fd = -1, .recv_rootfd = -1, .recv_listen_fd = -1 };
+				     .loop_done_fd = -1, .sync_done_fd = -1, .recv_rootfd = -1,
+				     .recv_listen_fd = -1 };
 	struct server *s = &srv;
 	pthread_t ctl_thread;
 	int rootfd, r;
@@ -657,7 +726,8 @@ int main(int argc, char **argv)
 		goto out_ctl;
 	s->sig_fd = signals_to_fd();
 	s->loop_done_fd = eventfd(0, EFD_CLOEXEC);
-	if (s->sig_fd < 0 || s->loop_done_fd < 0) {
+	s->sync_done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+	if (s->sig_fd < 0 || s->loop_done_fd < 0 || s->sync_done_fd < 0) {
 		hk_log("signalfd/eventfd: %s", strerror(errno));
 		goto out_ctl;
 	}
@@ -670,6 +740,17 @@ int main(int argc, char **argv)
 				     .xattr = s->a.xattr };
 	if (rfs_fs_mount(&cfg, &s->fs) < 0)
 		goto out_repl;
+	if (s->repl) {
+		struct rfs_sync_config sc = { .rootfd = rootfd, .repl = s->repl, .fs = s->fs, .xattr = s->a.xattr,
+					      .progress = on_progress, .done = on_sync_done, .arg = s };
+
+		s->sync = rfs_sync_new(&sc);
+		if (s->sync == NULL) {
+			hk_log("cannot set up the full sync: out of memory");
+			atomic_store(&s->exit_code, 1);
+			goto out_fs;
+		}
+	}
 	if (!s->a.primary && (r = pthread_create(&s->recv_thread, NULL, receiver_main, s)) != 0) {
 		hk_log("receiver thread: %s", strerror(r));
 		atomic_store(&s->exit_code, 1);
@@ -698,6 +779,8 @@ out_recv:
 		pthread_join(s->recv_thread, NULL);
 	}
 out_fs:
+	/* A full sync still running is cancelled: it uses the mount's locks and the stream. */
+	rfs_sync_free(s->sync);
 	rfs_fs_free(s->fs);
 	hk_log("%s unmounted", s->dir);
 	if (s->repl)

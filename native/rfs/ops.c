@@ -11,6 +11,7 @@
 #define D RFS_SHAPE_DATA
 #define R RFS_SHAPE_ROOT
 #define B RFS_SHAPE_BARRIER
+#define Q RFS_SHAPE_QUERY
 
 static const struct {
 	const char *name;
@@ -33,9 +34,16 @@ static const struct {
 	[RFS_OP_FALLOCATE] = {"fallocate", P},
 	[RFS_OP_FSYNC] = {"fsync", P | R},
 	[RFS_OP_SYNCFS] = {"syncfs", B},
+	/* Not a barrier: the full sync purges a path only where the primary has no directory,
+	 * so no operation below it can be in flight on another connection (sync.c). */
+	[RFS_OP_PURGE] = {"purge", P},
+	[RFS_OP_LIST] = {"list", P | R | Q},
+	[RFS_OP_STAT] = {"stat", P | R | Q},
+	[RFS_OP_SUMS] = {"sums", P | Q},
+	[RFS_OP_XATTRS] = {"xattrs", P | R | Q},
 };
 
-_Static_assert(RFS_OP_SYNCFS + 1 == RFS_OP_MAX, "a row above for every opcode");
+_Static_assert(RFS_OP_XATTRS + 1 == RFS_OP_MAX, "a row above for every opcode");
 
 const char *rfs_opcode_name(uint16_t code)
 {

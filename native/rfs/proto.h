@@ -5,7 +5,9 @@
  * all integers little-endian:
  *
  *   primary -> secondary   HELLO (once, first), then op frames, seq 1, 2, 3, ...
- *   secondary -> primary   one ACK per frame received, same seq, in the same order
+ *   secondary -> primary   one ACK per frame received, same seq, in the same order; the
+ *                          ACK of a query opcode carries its answer (rfs_query.h) as its
+ *                          body, at most RFS_REPLY_MAX bytes; every other ACK has none
  *
  * An op frame's body is the op's fixed fields (struct rfs_wire_op), then path, path2
  * and name, each NUL-terminated and only when its length in the header is non-zero,
@@ -36,10 +38,8 @@ enum {
 #define RFS_F_DURABLE 0x0002u /* make the result durable before acking */
 #define RFS_F_KNOWN (RFS_F_LZ4 | RFS_F_DURABLE)
 
-/* Limits a receiver enforces before reading a body: a frame beyond them is garbage. */
-#define RFS_PATH_MAX 4096           /* path and path2, NUL included (PATH_MAX) */
-#define RFS_NAME_MAX 256            /* xattr name, NUL included (XATTR_NAME_MAX + 1) */
-#define RFS_DATA_MAX (1u << 20)     /* one WRITE's data (longer writes are split), xattr values */
+/* The limits of rfs_op.h are what a receiver enforces before reading a body: a frame
+ * beyond them is garbage. */
 
 struct rfs_wire_hdr {
 	uint32_t magic;

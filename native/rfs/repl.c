@@ -20,7 +20,8 @@
  * queue itself, and its write data of ZEROCOPY_MIN or more is not copied.
  * Un-acked bytes per connection are bounded (max_queued_bytes / nbremconn): beyond
  * that the submitter blocks, nothing is dropped.  An acker thread per connection
- * reads acks (in seq order) and wakes the waiters.
+ * reads acks (in seq order) and wakes the waiters; a query's answer, in its ack's body,
+ * is copied to the buffer its waiter gave (rfs_repl_query).
  *
  * Detach.  No progress (a send that moves no byte, or un-acked frames and no ack) for
  * send_timeout_ms kills the session: sockets shut down, every waiter returns 0, the
@@ -50,6 +51,7 @@
 
 #include "core.h"
 #include "proto.h"
+#include "rfs_query.h"
 #include "rfs_repl.h"
 
 #define HDR sizeof(struct rfs_wire_hdr)
@@ -60,6 +62,7 @@
 #define LZ4_SKIP 16                     /* writes sent raw after one that did not compress */
 #define SOCK_BUF (4 << 20)
 #define ACK_POLL_MS 100
+#define ACK_BUF (64 * HDR + HDR + RFS_REPLY_MAX) /* room for a batch of acks, or one with an answer */
 #define DEFAULT_QUEUED (64u << 20)
 #define DEFAULT_TIMEOUT_MS 30000
 #define NS_PER_MS 1000000LL
@@ -150,6 +153,8 @@ struct outq {
 struct waiter {
 	uint64_t seq;
 	int result, done;
+	void *reply;               /* a query's answer goes here (reply_cap bytes), else NULL */
+	size_t reply_cap, reply_len;
 	struct waiter *next;
 };
 
@@ -159,6 +164,7 @@ struct conn {
 	struct session *s;
 	int fd;
 	int threads;               /* how many of sender, acker were started */
+	char *ackbuf;              /* the acker's, ACK_BUF bytes */
 	pthread_t sender, acker;
 	/* Lock order: attach_mu > gate > conn.mu, one connection's at a time, never with
 	 * repl.mu.  Guards every field below. */
@@ -210,7 +216,7 @@ struct rfs_repl {
 	struct session *zombies;   /* killed, not yet reaped; guarded by attach_mu */
 	atomic_int attached;
 	atomic_int lz_skip;
-	atomic_uint_fast64_t ops_sent, bytes_sent, bytes_on_wire, acks;
+	atomic_uint_fast64_t ops_sent, bytes_sent, bytes_on_wire, acks, attaches;
 	atomic_size_t queued;
 };
 
@@ -357,6 +363,7 @@ static void session_free(struct session *s)
 		outq_free(&c->q);
 		outq_free(&c->spare);
 		free(c->ring);
+		free(c->ackbuf);
 		pthread_mutex_destroy(&c->mu);
 		pthread_cond_destroy(&c->wake_sender);
 		pthread_cond_destroy(&c->acked);
@@ -543,25 +550,28 @@ static void *sender_main(void *arg)
 	return NULL;
 }
 
-/* Takes the acks in buf[0..n) (whole frames); 0, or -1 with why set. */
-static int take_acks(struct conn *c, const char *buf, size_t n, char *why, size_t whylen)
+/* Takes the whole ack frames at the start of buf[0..n): the bytes used, or -1 with why
+ * set.  A query's answer is copied to its waiter. */
+static ssize_t take_acks(struct conn *c, const char *buf, size_t n, char *why, size_t whylen)
 {
 	struct rfs_repl *r = c->s->r;
-	int rc = 0;
+	size_t pos = 0;
 
 	pthread_mutex_lock(&c->mu);
-	for (size_t pos = 0; pos + HDR <= n; pos += HDR) {
+	while (n - pos >= HDR) {
 		struct rfs_wire_hdr h;
 		uint32_t size;
 
 		rfs_hdr_get(&h, buf + pos);
-		if (h.magic != RFS_MAGIC || h.version != RFS_VERSION || h.type != RFS_T_ACK || h.body_len ||
-		    h.seq != c->acked_seq + 1 || h.seq > c->next_seq) {
+		if (h.magic != RFS_MAGIC || h.version != RFS_VERSION || h.type != RFS_T_ACK ||
+		    h.body_len > RFS_REPLY_MAX || h.seq != c->acked_seq + 1 || h.seq > c->next_seq) {
 			snprintf(why, whylen, "bad ack from the secondary (seq %llu, expected %llu)",
 				 (unsigned long long)h.seq, (unsigned long long)c->acked_seq + 1);
-			rc = -1;
-			break;
+			pthread_mutex_unlock(&c->mu);
+			return -1;
 		}
+		if (n - pos < HDR + h.body_len)
+			break;
 		size = c->ring[c->ring_head];
 		c->ring_head = (c->ring_head + 1) % c->ring_cap;
 		c->ring_n--;
@@ -569,18 +579,23 @@ static int take_acks(struct conn *c, const char *buf, size_t n, char *why, size_
 		atomic_fetch_sub(&r->queued, size);
 		c->acked_seq = h.seq;
 		for (struct waiter *w = c->waiters; w; w = w->next) {
-			if (w->seq == h.seq) {
-				w->result = h.result;
-				w->done = 1;
-			}
+			if (w->seq != h.seq)
+				continue;
+			w->result = h.result;
+			w->done = 1;
+			if (w->reply && h.body_len > w->reply_cap)
+				w->result = -EOVERFLOW;
+			else if (w->reply)
+				memcpy(w->reply, buf + pos + HDR, w->reply_len = h.body_len);
 		}
 		atomic_fetch_add(&r->acks, 1);
+		pos += HDR + h.body_len;
 	}
 	c->progress_ns = rfs_now_ns();
 	if (c->ack_waiters)
 		pthread_cond_broadcast(&c->acked);
 	pthread_mutex_unlock(&c->mu);
-	return rc;
+	return (ssize_t)pos;
 }
 
 static void *acker_main(void *arg)
@@ -588,12 +603,12 @@ static void *acker_main(void *arg)
 	struct conn *c = arg;
 	struct session *s = c->s;
 	int64_t timeout = (int64_t)s->r->cfg.send_timeout_ms * NS_PER_MS;
-	char buf[64 * HDR], why[160] = "";
+	char *buf = c->ackbuf, why[160] = "";
 	size_t have = 0;
 
 	/* The socket's SO_RCVTIMEO (ACK_POLL_MS) wakes the loop to check the ack timeout. */
 	while (!atomic_load(&s->dead)) {
-		ssize_t got = recv(c->fd, buf + have, sizeof buf - have, 0);
+		ssize_t got = recv(c->fd, buf + have, ACK_BUF - have, 0), used;
 
 		if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
 			int late;
@@ -615,10 +630,11 @@ static void *acker_main(void *arg)
 			break;
 		}
 		have += (size_t)got;
-		if (take_acks(c, buf, have - have % HDR, why, sizeof why))
+		used = take_acks(c, buf, have, why, sizeof why);
+		if (used < 0)
 			break;
-		memmove(buf, buf + have - have % HDR, have % HDR);
-		have %= HDR;
+		memmove(buf, buf + used, have - (size_t)used);
+		have -= (size_t)used;
 	}
 	if (*why)
 		session_kill(s, why);
@@ -737,6 +753,8 @@ static int session_open(struct rfs_repl *r, const char *host, int port, struct s
 		c->s = s;
 		c->fd = -1;
 		c->limit = queued / (size_t)n;
+		if (!(c->ackbuf = malloc(ACK_BUF)))
+			rc = -ENOMEM;
 		pthread_mutex_init(&c->mu, NULL);
 		cond_init_mono(&c->wake_sender);
 		cond_init_mono(&c->acked);
@@ -830,6 +848,7 @@ int rfs_repl_attach(struct rfs_repl *r, const char *host, int port)
 	r->cur = s;
 	atomic_store(&s->installed, 1);
 	atomic_store(&r->attached, 1);
+	atomic_fetch_add(&r->attaches, 1);
 	pthread_rwlock_unlock(&r->gate);
 	pthread_mutex_unlock(&r->attach_mu);
 	return 0;
@@ -851,6 +870,7 @@ void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out)
 		.bytes_on_wire = atomic_load(&r->bytes_on_wire),
 		.acks = atomic_load(&r->acks),
 		.queued_bytes = atomic_load(&r->queued),
+		.attaches = atomic_load(&r->attaches),
 		.attached = atomic_load(&r->attached),
 	};
 }
@@ -983,7 +1003,8 @@ static int enqueue(struct session *s, struct conn *c, const struct rfs_op *op, e
 	t->waiting = must_ack;
 	if (must_ack) {
 		/* Sent by the caller itself, in await(). */
-		t->w = (struct waiter){.seq = h.seq, .next = c->waiters};
+		t->w.seq = h.seq;
+		t->w.next = c->waiters;
 		c->waiters = &t->w;
 	} else if (c->sleeping && (c->q.bytes == size || c->q.bytes >= FLUSH_BYTES)) {
 		/* A first op for the timer, or enough to send now; else the sender is due anyway. */
@@ -1023,13 +1044,17 @@ static int await(struct conn *c, struct ticket *t)
 	return rc;
 }
 
-static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait)
+/* With reply (a query): its answer, and -ENOTCONN when there was none (no session,
+ * or it died first); without: 0 then. */
+static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait, struct waiter *reply)
 {
 	int barrier = rfs_op_shape(op->code) & RFS_SHAPE_BARRIER, rc = 0, queued;
 	struct ticket t = {0};
 	struct session *s;
 	struct conn *c;
 
+	if (reply)
+		t.w = *reply;
 	if (barrier)
 		pthread_rwlock_wrlock(&r->gate);
 	else
@@ -1037,7 +1062,7 @@ static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait
 	s = r->cur;
 	if (!s || atomic_load(&s->dead)) {
 		pthread_rwlock_unlock(&r->gate);
-		return 0;
+		return reply ? -ENOTCONN : 0;
 	}
 	atomic_fetch_add(&s->refs, 1);
 	if (barrier)
@@ -1053,6 +1078,10 @@ static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait
 	if (queued == -ENOMEM)
 		session_kill(s, "out of memory queueing an op");
 	session_put(s);
+	if (reply && !t.w.done)
+		return -ENOTCONN;
+	if (reply)
+		reply->reply_len = t.w.reply_len;
 	return rc;
 }
 
@@ -1073,8 +1102,10 @@ int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait w
 	if ((shape & RFS_SHAPE_PATH && !op->path) || (shape & RFS_SHAPE_PATH2 && !op->path2) ||
 	    (shape & RFS_SHAPE_NAME && !op->name) || (op->data_len && !(shape & RFS_SHAPE_DATA)))
 		return -EINVAL;
+	if (shape & RFS_SHAPE_QUERY)
+		return -EINVAL; /* rfs_repl_query() */
 	if (op->data_len <= RFS_DATA_MAX)
-		return submit_one(r, op, wait);
+		return submit_one(r, op, wait, NULL);
 	if (op->code != RFS_OP_WRITE)
 		return -E2BIG;
 	/* Longer writes go as consecutive frames on the file's connection. */
@@ -1083,11 +1114,29 @@ int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait w
 		part.data = (const char *)op->data + done;
 		part.off = op->off + (int64_t)done;
 		part.data_len = op->data_len - done < RFS_DATA_MAX ? op->data_len - done : RFS_DATA_MAX;
-		rc = submit_one(r, &part, done + part.data_len < op->data_len ? RFS_WAIT_QUEUED : wait);
+		rc = submit_one(r, &part, done + part.data_len < op->data_len ? RFS_WAIT_QUEUED : wait, NULL);
 		if (rc)
 			return rc;
 	}
 	return 0;
+}
+
+int rfs_repl_query(struct rfs_repl *r, const struct rfs_op *op, void *reply, size_t cap, size_t *len)
+{
+	struct waiter w = {.reply = reply, .reply_cap = cap};
+	int rc;
+
+	*len = 0;
+	if (!(rfs_op_shape(op->code) & RFS_SHAPE_QUERY) || !op->path || op->path2 || op->name || op->data_len)
+		return -EINVAL;
+	if (slen(op->path) > RFS_PATH_MAX)
+		return -ENAMETOOLONG;
+	if (!atomic_load(&r->attached))
+		return -ENOTCONN;
+	rc = submit_one(r, op, RFS_WAIT_APPLIED, &w);
+	if (!rc)
+		*len = w.reply_len;
+	return rc;
 }
 
 /* ======================= secondary ======================= */
@@ -1114,6 +1163,7 @@ struct rconn {
 	/* The thread's own. */
 	uint64_t expect_seq;
 	char *buf, *raw;
+	char *reply;               /* a query's answer, RFS_REPLY_MAX bytes, allocated at the first */
 	size_t have;
 	char acks[RX_ACKS * HDR];
 	size_t nacks;
@@ -1141,20 +1191,38 @@ static int rx_stopping(struct rconn *k)
 	return atomic_load(&k->closing) || rx_stop_asked(k->rx);
 }
 
-static int acks_flush(struct rconn *k)
+static int send_all(struct rconn *k, const char *buf, size_t len)
 {
-	size_t off = 0, len = k->nacks * HDR;
+	size_t off = 0;
 
 	while (off < len) {
-		ssize_t n = send(k->fd, k->acks + off, len - off, MSG_NOSIGNAL);
+		ssize_t n = send(k->fd, buf + off, len - off, MSG_NOSIGNAL);
 
 		if (n >= 0)
 			off += (size_t)n;
 		else if ((errno != EAGAIN && errno != EINTR) || rx_stopping(k))
 			return -1; /* EAGAIN: SO_SNDTIMEO passed, time to look at stop */
 	}
+	return 0;
+}
+
+static int acks_flush(struct rconn *k)
+{
+	if (send_all(k, k->acks, k->nacks * HDR))
+		return -1;
 	k->nacks = 0;
 	return 0;
+}
+
+/* A query's ack carries its answer: after the acks queued before it, at once. */
+static int ack_answer(struct rconn *k, uint64_t seq, int result, size_t len)
+{
+	struct rfs_wire_hdr h = {.magic = RFS_MAGIC, .version = RFS_VERSION, .type = RFS_T_ACK,
+				 .seq = seq, .result = result, .body_len = (uint32_t)len};
+	char head[HDR];
+
+	rfs_hdr_put(head, &h);
+	return acks_flush(k) || send_all(k, head, HDR) || send_all(k, k->reply, len) ? -1 : 0;
 }
 
 static int ack(struct rconn *k, uint64_t seq, int result)
@@ -1282,6 +1350,16 @@ static int op_in(struct rconn *k, const struct rfs_wire_hdr *h, const char *body
 	}
 	op.data = raw ? p : NULL;
 	op.data_len = raw;
+	if (rfs_op_shape(op.code) & RFS_SHAPE_QUERY) {
+		size_t len = 0;
+
+		if (!k->reply && !(k->reply = malloc(RFS_REPLY_MAX)))
+			rc = -ENOMEM;
+		else
+			rc = rfs_applier_query(k->rx->ap, &op, k->reply, RFS_REPLY_MAX, &len);
+		k->expect_seq++;
+		return ack_answer(k, h->seq, rc, len);
+	}
 	/* Acks already earned should not wait behind an fsync. */
 	if ((durable || op.code == RFS_OP_FSYNC || op.code == RFS_OP_SYNCFS) && k->nacks && acks_flush(k))
 		return -1;
@@ -1357,6 +1435,7 @@ static void rconn_free(struct rconn *k)
 	close(k->fd);
 	free(k->buf);
 	free(k->raw);
+	free(k->reply);
 	free(k);
 }
 

@@ -31,8 +31,20 @@ enum rfs_opcode {
 	RFS_OP_FALLOCATE,   /* path, flags = fallocate mode, off, len */
 	RFS_OP_FSYNC,       /* path, flags = 1 for fdatasync: make the file durable on the secondary */
 	RFS_OP_SYNCFS,      /* make everything durable on the secondary (barrier) */
+	/* Full synchronisation (sync.c).  PURGE changes the tree; the others are queries:
+	 * they change nothing and the secondary answers with a reply (rfs_query.h). */
+	RFS_OP_PURGE,       /* path: remove whatever is there, a directory with all it holds */
+	RFS_OP_LIST,        /* path = a directory, off = where to resume (0: the start), flags 1: xattr digests */
+	RFS_OP_STAT,        /* path, flags 1: xattr digest: one entry as LIST gives it */
+	RFS_OP_SUMS,        /* path, off, len: checksums of its blocks in [off, off+len), flags = log2(block size) */
+	RFS_OP_XATTRS,      /* path: its extended attributes, names sorted */
 	RFS_OP_MAX
 };
+
+/* What one op may carry (the stream refuses more, the receiver takes no more). */
+#define RFS_PATH_MAX 4096           /* path and path2, NUL included (PATH_MAX) */
+#define RFS_NAME_MAX 256            /* xattr name, NUL included (XATTR_NAME_MAX + 1) */
+#define RFS_DATA_MAX (1u << 20)     /* one WRITE's data (longer writes are split), xattr values */
 
 struct rfs_op {
 	uint16_t code;      /* enum rfs_opcode */
@@ -53,8 +65,8 @@ struct rfs_op {
 /* How long rfs_repl_submit() blocks. */
 enum rfs_wait {
 	RFS_WAIT_QUEUED,  /* buffered write: returns once queued; sent within the documented delay */
-	RFS_WAIT_APPLIED, /* namespace ops, strict writes: the secondary performed it */
-	RFS_WAIT_DURABLE, /* fsync, O_SYNC/O_DSYNC writes, close: the secondary made it durable */
+	RFS_WAIT_APPLIED, /* namespace ops, close, strict writes: the secondary performed it */
+	RFS_WAIT_DURABLE, /* fsync, O_SYNC/O_DSYNC writes: the secondary made it durable */
 };
 
 const char *rfs_opcode_name(uint16_t code);

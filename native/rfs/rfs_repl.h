@@ -30,6 +30,7 @@ struct rfs_repl_config {
 
 struct rfs_repl_stats {
 	uint64_t ops_sent, bytes_sent, bytes_on_wire, acks, queued_bytes;
+	uint64_t attaches;  /* successful attaches so far: a change means a new session */
 	int attached;
 };
 
@@ -43,6 +44,12 @@ void rfs_repl_detach(struct rfs_repl *r);
 /* 0, or the -errno the secondary got applying it (the primary already did it: the
  * caller logs the divergence, it does not fail the application). */
 int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait);
+
+/* Ask the secondary a query opcode (rfs_query.h); its answer lands in reply (cap bytes,
+ * *len set).  Applied in order after everything submitted before on the same path.
+ * 0, the secondary's -errno, -EOVERFLOW (answer longer than cap), or -ENOTCONN when no
+ * secondary is attached or it went away before answering. */
+int rfs_repl_query(struct rfs_repl *r, const struct rfs_op *op, void *reply, size_t cap, size_t *len);
 
 void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out);
 

@@ -12,6 +12,7 @@ so two transitions never interleave.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from hakit.module.failover import FailoverMachine, LoopBudget
 from hakit.module.log import ModuleLog
 from hakit.module.resources import Resources
 from hakit.module.scripts import ScriptRunner
+from hakit.rfs.mirror import Replication
 from hakit.store.module_store import Level
 from hakit.vip.alias import MirrorVip
 
@@ -75,6 +77,8 @@ class Parts:
     vip: MirrorVip | None
     witness: Witness | None
     datastate_path: Path
+    rfs: Replication | None = None
+    peer_addr: str | None = None  # the peer's address on the replication LAN
 
 
 Job = Callable[[], Awaitable[Any]]
@@ -99,6 +103,8 @@ class Automaton:
         self._wakeup = asyncio.Event()
         self.stopped = asyncio.Event()
         self._waiting_logged = ""
+        self.synced_epoch = 0  # primary: the secondary receivers it synchronised last
+        self.sync_task: asyncio.Task[None] | None = None
 
     # -- outside world
     def wake(self) -> None:
@@ -134,7 +140,8 @@ class Automaton:
         return {
             "state": str(self.state), "status": str(self.status), "role": self.data.role,
             "gen": self.data.gen, "since": self.primary_since, "yield": self.yielding,
-            "swap": self.swap_asked,
+            "swap": self.swap_asked, "rfs_epoch": self.p.rfs.epoch if self.p.rfs else 0,
+            "synced": self.synced_epoch,
         }
 
     def _save_data(self, role: str, gen: int | None = None) -> None:
@@ -243,6 +250,10 @@ class Automaton:
         if self.state == State.WAIT:
             await self._from_wait(peer)
         elif self.state == State.SECOND:
+            if (self.status == Status.TRANSIENT and not self.yielding and peer is not None
+                    and pstate in PRIMARY and self._synced_by(peer)):
+                await self.second_ready(peer)
+                return
             if self.yielding:
                 if pstate in PRIMARY and peer and peer.get("status") == Status.READY:
                     await self.to_second(peer)
@@ -250,20 +261,28 @@ class Automaton:
                     self.yielding = False
                     await self.to_primary()
                 return
-            if peer is None:
-                if self.failover.holding("prim") and await self._witness_allows():
-                    self.log(Level.EVENT, "module", f"Peer {self.p.peers[0]} lost: taking over")
-                    await self.to_primary()
-            elif pstate in (State.STOP, State.WAIT) or (pstate == State.SECOND and peer.get("yield")):
+            gone = peer is None and self.failover.holding("prim")
+            left = peer is not None and (
+                pstate in (State.STOP, State.WAIT) or (pstate == State.SECOND and peer.get("yield")))
+            if (gone or left) and self.data.role == "syncing":
+                await self.to_wait(f"{self.p.peers[0]} is gone before this copy was synchronised: "
+                                   "it is inconsistent (primforce decides)")
+            elif gone and await self._witness_allows():
+                self.log(Level.EVENT, "module", f"Peer {self.p.peers[0]} lost: taking over")
+                await self.to_primary()
+            elif left:
                 self.log(Level.EVENT, "module", f"Peer {self.p.peers[0]} is {pstate}: taking over")
                 await self.to_primary()
         elif self.state in PRIMARY:
             if peer is None:
                 if self.state == State.PRIM and not await self._witness_allows():
                     return
+                await self._peer_gone()
                 self._alone()
             elif pstate in PRIMARY:
                 await self._split_brain_healed(peer)
+            elif pstate == State.SECOND and peer.get("status") == Status.TRANSIENT and not peer.get("yield"):
+                self._start_sync(peer)
             elif pstate == State.SECOND and peer.get("status") == Status.READY and not peer.get("yield"):
                 if self.state == State.ALONE:
                     self.set_state(State.PRIM, Status.READY)
@@ -272,6 +291,7 @@ class Automaton:
                     self.log(Level.EVENT, "module", f"Swap: {why}")
                     await self.hand_over()
             elif self.state == State.PRIM:
+                await self._peer_gone()
                 self._alone()
 
     async def _from_wait(self, peer: dict[str, Any] | None) -> None:
@@ -385,6 +405,12 @@ class Automaton:
         self.primary_since = time.time()
         self.yielding = False
         self.swap_asked = False
+        self.synced_epoch = 0
+        if self.p.rfs is not None:
+            try:
+                await self.p.rfs.start("primary")
+            except HakitError as exc:
+                raise StartFailed(str(exc)) from None
         if self.p.vip is not None:
             await self.p.vip.take()
         self.set_state(State.ALONE, Status.TRANSIENT)
@@ -395,15 +421,60 @@ class Automaton:
 
     async def to_second(self, peer: dict[str, Any]) -> None:
         self.set_state(State.SECOND, Status.TRANSIENT)
-        if not self.yielding:
-            # Replication resynchronises the data here before the node counts as secondary;
-            # a crash in between leaves the copy marked inconsistent.
-            self._save_data("syncing")
-        self._save_data("second", int(peer.get("gen", 0)))
         self.yielding = False
+        if self.p.rfs is None:
+            await self.second_ready(peer)
+            return
+        # Until the primary reports its synchronisation done, a crash leaves this copy
+        # marked inconsistent: only primforce can make it the reference then.
+        self._save_data("syncing")
+        try:
+            await self.p.rfs.start("secondary")
+        except HakitError as exc:
+            raise StartFailed(str(exc)) from None
+        self._advertise()  # the receivers' epoch: the primary attaches and synchronises
+
+    def _synced_by(self, peer: dict[str, Any]) -> bool:
+        return self.p.rfs is None or (self.p.rfs.epoch != 0 and peer.get("synced") == self.p.rfs.epoch)
+
+    async def second_ready(self, peer: dict[str, Any]) -> None:
+        self._save_data("second", int(peer.get("gen", 0)))
         await self._script("start_second")
         await self._enable("second")
         self.set_state(State.SECOND, Status.READY)
+
+    def _start_sync(self, peer: dict[str, Any]) -> None:
+        """Primary: synchronise the secondary's new receivers, in the background."""
+        epoch = int(peer.get("rfs_epoch") or 0)
+        rfs = self.p.rfs
+        if rfs is None or not epoch or epoch == self.synced_epoch or self.sync_task is not None:
+            return
+        if self.p.peer_addr is None:
+            return
+
+        async def run() -> None:
+            try:
+                await rfs.sync(self.p.peer_addr or "")
+            except HakitError as exc:
+                self.log(Level.CRITICAL, "rfs", f"Synchronisation of the secondary failed: {exc}")
+                return
+            finally:
+                self.sync_task = None
+            self.synced_epoch = epoch
+            self._advertise()
+            self.wake()
+
+        self.sync_task = asyncio.create_task(run())
+
+    async def _peer_gone(self) -> None:
+        """The secondary is gone: stop waiting for it, the application must not block."""
+        if self.sync_task is not None:
+            self.sync_task.cancel()
+            self.sync_task = None
+        if self.p.rfs is not None and self.p.rfs.role == "primary":
+            for daemon in self.p.rfs.daemons:
+                with contextlib.suppress(HakitError):
+                    await daemon.detach()
 
     async def start_farm(self) -> None:
         self.set_state(State.WAIT, Status.TRANSIENT)
@@ -419,9 +490,12 @@ class Automaton:
             await self._script("stop_prim", *args, fatal=False)
             if self.p.vip is not None:
                 await self.p.vip.release()
+            await self._peer_gone()
         elif self.state == State.SECOND:
             await self.p.checks.disable("second")
             await self._script("stop_second", *args, fatal=False)
+        if self.p.rfs is not None and self.state in (*PRIMARY, State.SECOND):
+            await self.p.rfs.stop()
         elif self.state == State.UP:
             await self.p.checks.disable("both")
             await self._script("stop_both", *args, fatal=False)

@@ -34,6 +34,7 @@ from hakit.module.resources import Resources
 from hakit.module.scripts import ScriptRunner, environment
 from hakit.node.identity import local_node
 from hakit.paths import Paths, paths
+from hakit.rfs.mirror import Replication
 from hakit.store.module_store import Level, ModuleStore
 from hakit.vip.alias import MirrorVip
 
@@ -122,6 +123,17 @@ class ModuleProcess:
         if self.mode == "mirror":
             rules.append(HEARTBEAT_RULE)
         vip = MirrorVip(svc.vip, self.log) if svc.vip is not None and self.mode != "farm" else None
+        rfs, peer_addr = None, None
+        if self.mode == "mirror" and svc.rfs is not None and heart is not None:
+            assert cluster is not None
+            flow = next((h.name for h in (svc.heart.heartbeats if svc.heart else ()) if h.ident == "flow"),
+                        heart.lans[0].name)
+            peer_addr = cluster.addr(peers[0], flow)
+            rfs = Replication(
+                module=name, module_id=catalog.module_id(name), cfg=svc.rfs, paths=p, log=self.log,
+                resources=self.resources, local_addr=cluster.addr(node, flow) or "",
+                on_detached=lambda: self.automaton.wake(),
+            )
         if intent == "prim" and self.mode == "mirror":
             refusal = DataState.load(self.datastate_path).prim_refusal()
             if refusal:
@@ -129,7 +141,7 @@ class ModuleProcess:
         self.automaton = Automaton(
             Parts(name=name, node=node, mode=self.mode, config=self.config, resources=self.resources,
                   log=self.log, scripts=self.scripts, checks=self.checks, heart=heart, peers=peers, vip=vip,
-                  witness=witness, datastate_path=self.datastate_path),
+                  witness=witness, datastate_path=self.datastate_path, rfs=rfs, peer_addr=peer_addr),
             rules, intent,
         )
 

@@ -1,0 +1,962 @@
+/* The full synchronisation, primary side: see sync.h and docs/replication.md.
+ *
+ * The walk.  Depth first from the root, each directory's entries in name order, the
+ * secondary's listing (LIST, through the stream) merged with the primary's (the same
+ * query answered here by rfs_query(), so both sides are described by the same code).
+ * For each name, one step under fs.c's locks (rfs_fs_step_begin: no rename anywhere, no
+ * live change of that path) looks at the primary's entry as it is now and sends what
+ * makes the secondary's the same:
+ * - gone here: PURGE there;
+ * - of another type there, or missing (the listing may be stale: PURGE first anyway):
+ *   create it (MKDIR, CREATE and the data, SYMLINK, MKNOD);
+ * - owner, mode, mtime, xattr digest different: CHOWN, CHMOD, UTIMENS, (REMOVE|SET)XATTR;
+ * - a regular file on both sides: block by block, below.
+ * Everything is queued (the stream's backpressure bounds it), except MKDIR, a barrier.
+ *
+ * Data.  Blocks of 64 KiB, compared by XXH3-128 (rfs_query.h) in windows of 64 blocks:
+ * the secondary's sums (SUMS, answered after every operation submitted before it on
+ * that file), then the primary's, read without a lock but after that request.  Equal
+ * sums need nothing: whatever the application wrote in between reaches the secondary
+ * after the request and overwrites the same bytes on both sides.  A block that differs
+ * is read again and sent in a step of its own, so the stream carries it either before or
+ * after a live write of that file, in the order the two happened here: data extents as
+ * WRITE, holes as a punched hole.  The file ends with TRUNCATE to its size and UTIMENS.
+ * A new file gets CREATE, its data extents (holes stay holes) and the same end.
+ *
+ * Renames.  Between steps the application may rename anything, including the directory
+ * being walked.  Every step checks that the path still names the file it read (by its
+ * inode) and leaves it otherwise; fs.c records both paths of every rename while a sync
+ * runs, and after the walk each recorded path is synchronised again (a directory with
+ * all it holds), until a pass records none.  From the third pass on, renames wait until
+ * the pass is over, so it ends.  Everything else the application does during the walk
+ * reaches the secondary by the stream: in a part already walked it applies there as
+ * here; in a part not yet walked it may fail there, and the walk repairs it when it gets
+ * there.  The run ends with SYNCFS: the secondary's copy is durable.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <linux/falloc.h>
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "rfs_query.h"
+#include "sync.h"
+
+#define BLOCK_SHIFT 16                       /* 64 KiB: a 4 KiB change costs 64 KiB on the wire */
+#define BLOCK ((off_t)1 << BLOCK_SHIFT)
+#define WINDOW (64 * BLOCK)                  /* per SUMS request: 1 KiB of sums, 4 MiB of reading */
+#define CHUNK ((off_t)RFS_DATA_MAX)          /* a new file's data per step */
+#define PROGRESS_NS 500000000LL              /* progress events at most twice a second */
+#define HOLD_FROM_PASS 3                     /* renames wait for the passes from this one on */
+
+enum state { IDLE, RUNNING, DONE, FAILED };
+
+static const char *const state_names[] = { "idle", "running", "done", "failed" };
+
+struct rfs_sync {
+	struct rfs_sync_config cfg;
+	/* Guards state, result, thread, started, ended; the counters are atomics. */
+	pthread_mutex_t mu;
+	enum state state;
+	char result[320];
+	pthread_t thread;
+	bool joinable;
+	int64_t started_ns, ended_ns; /* CLOCK_MONOTONIC */
+	int64_t started_wall;         /* seconds since the epoch */
+	atomic_int cancel;
+	atomic_uint_fast64_t files_scanned, files_total, bytes_scanned, bytes_total, bytes_sent;
+
+	/* The run's own, touched by its thread only. */
+	uint64_t session;             /* the secondary's attachment this run talks to */
+	bool ns_held;                 /* renames are held off for the whole pass */
+	int64_t progress_ns;
+	char *theirs, *ours;          /* answers: the secondary's, the primary's */
+	char *data;                   /* CHUNK bytes read here */
+	uint64_t empty_xattrs;        /* the digest of no attributes */
+	int errors;                   /* entries that could not be synchronised */
+	int passes;                   /* over the tree, then over the paths renames touched */
+	uint64_t again;               /* paths visited again */
+	char first_error[200];
+};
+
+/* One side's entries of a directory, sorted by name; strings in the arena. */
+struct listing {
+	struct rfs_entry *e;
+	size_t n, cap;
+	char *arena;
+	size_t used, size;
+};
+
+static int64_t mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+/* ---- talking to both sides ---- */
+
+/* Fatal for the run: cancelled, or the secondary is no longer the one we started with. */
+static int check_run(struct rfs_sync *s)
+{
+	struct rfs_repl_stats st;
+
+	if (atomic_load(&s->cancel))
+		return -ECANCELED;
+	rfs_repl_stats(s->cfg.repl, &st);
+	return st.attached && st.attaches == s->session ? 0 : -ENOTCONN;
+}
+
+static int send_op(struct rfs_sync *s, const struct rfs_op *op, enum rfs_wait wait)
+{
+	int rc = rfs_repl_submit(s->cfg.repl, op, wait);
+
+	/* A detach makes submit return 0 without sending: ask. */
+	return check_run(s) ?: rc;
+}
+
+static int ask_theirs(struct rfs_sync *s, const struct rfs_op *op, size_t *len)
+{
+	int rc = rfs_repl_query(s->cfg.repl, op, s->theirs, RFS_REPLY_MAX, len);
+
+	return check_run(s) ?: rc;
+}
+
+static int ask_ours(struct rfs_sync *s, const struct rfs_op *op, size_t *len)
+{
+	return rfs_query(s->cfg.rootfd, op, s->ours, RFS_REPLY_MAX, len);
+}
+
+static bool fatal(int rc)
+{
+	return rc == -ECANCELED || rc == -ENOTCONN || rc == -ENOMEM;
+}
+
+static void entry_error(struct rfs_sync *s, const char *path, const char *what, int rc)
+{
+	if (!s->errors++)
+		snprintf(s->first_error, sizeof s->first_error, "%s %.120s: %.40s", what, *path ? path : ".",
+			 strerror(-rc));
+	hk_log("full sync: cannot %s %s: %s", what, *path ? path : ".", strerror(-rc));
+}
+
+static void keys(struct rfs_sync *s, enum state state, int64_t started_ns, int64_t ended_ns,
+		 int64_t started_wall, char *out, size_t size)
+{
+	uint64_t scanned = atomic_load(&s->bytes_scanned), total = atomic_load(&s->bytes_total);
+	uint64_t files = atomic_load(&s->files_scanned), files_total = atomic_load(&s->files_total);
+	int64_t elapsed = started_ns ? ((ended_ns ? ended_ns : mono_ns()) - started_ns) / 1000000 : 0;
+
+	/* The totals come from a walk before the sync: the application may have added since. */
+	snprintf(out, size,
+		 " sync_state=%s sync_files_scanned=%" PRIu64 " sync_files_total=%" PRIu64
+		 " sync_bytes_scanned=%" PRIu64 " sync_bytes_total=%" PRIu64 " sync_bytes_sent=%" PRIu64
+		 " sync_started=%" PRId64 " sync_elapsed_ms=%" PRId64,
+		 state_names[state], files, files > files_total ? files : files_total, scanned,
+		 scanned > total ? scanned : total, (uint64_t)atomic_load(&s->bytes_sent), started_wall, elapsed);
+}
+
+/* Between steps: the progress event when due; a fatal condition ends the run. */
+static int tick(struct rfs_sync *s)
+{
+	int64_t now = mono_ns();
+
+	if (now - s->progress_ns >= PROGRESS_NS && s->cfg.progress) {
+		char line[512];
+		int n = snprintf(line, sizeof line, "progress");
+
+		s->progress_ns = now;
+		keys(s, RUNNING, s->started_ns, 0, s->started_wall, line + n, sizeof line - (size_t)n);
+		s->cfg.progress(s->cfg.arg, line);
+	}
+	return check_run(s);
+}
+
+/* ---- listings ---- */
+
+static void listing_free(struct listing *l)
+{
+	free(l->e);
+	free(l->arena);
+	*l = (struct listing){0};
+}
+
+static char *arena_copy(struct listing *l, const char *p, size_t n)
+{
+	if (l->used + n + 1 > l->size) {
+		/* Entries point into the arena: a larger one means rebasing them. */
+		size_t size = l->size ? l->size * 2 : 1 << 16;
+		char *a;
+
+		while (size < l->used + n + 1)
+			size *= 2;
+		a = realloc(l->arena, size);
+		if (!a)
+			return NULL;
+		for (size_t i = 0; i < l->n; i++) {
+			l->e[i].name = a + (l->e[i].name - l->arena);
+			l->e[i].target = a + (l->e[i].target - l->arena);
+		}
+		l->arena = a;
+		l->size = size;
+	}
+	memcpy(l->arena + l->used, p, n);
+	l->arena[l->used + n] = '\0';
+	l->used += n + 1;
+	return l->arena + l->used - n - 1;
+}
+
+static int by_name(const void *a, const void *b)
+{
+	return strcmp(((const struct rfs_entry *)a)->name, ((const struct rfs_entry *)b)->name);
+}
+
+/* The directory's entries on one side (theirs: the secondary's), page by page; with
+ * xattr digests when they are replicated and digests is set. */
+static int list_dir(struct rfs_sync *s, const char *dir, bool theirs, bool digests, struct listing *l)
+{
+	struct rfs_op op = { .code = RFS_OP_LIST, .path = dir,
+			     .flags = s->cfg.xattr && digests ? RFS_LIST_XATTRS : 0 };
+	struct rfs_reply_head h;
+	int rc;
+
+	*l = (struct listing){0};
+	do {
+		const char *buf = theirs ? s->theirs : s->ours;
+		size_t len, pos = sizeof h;
+
+		rc = theirs ? ask_theirs(s, &op, &len) : ask_ours(s, &op, &len);
+		if (!rc && rfs_head_get(&h, buf, len))
+			rc = -EPROTO;
+		for (uint32_t i = 0; !rc && i < h.count; i++) {
+			struct rfs_entry e;
+			size_t used = rfs_entry_get(&e, buf + pos, len - pos);
+
+			if (!used) {
+				rc = -EPROTO;
+				break;
+			}
+			pos += used;
+			if (l->n == l->cap) {
+				size_t cap = l->cap ? l->cap * 2 : 64;
+				struct rfs_entry *n = realloc(l->e, cap * sizeof *n);
+
+				if (!n) {
+					rc = -ENOMEM;
+					break;
+				}
+				l->e = n;
+				l->cap = cap;
+			}
+			/* Name and target side by side in the arena: one copy, two strings. */
+			char *name = arena_copy(l, e.name, e.name_len + 1 + e.target_len);
+
+			if (!name) {
+				rc = -ENOMEM;
+				break;
+			}
+			name[e.name_len] = '\0';
+			e.name = name;
+			e.target = name + e.name_len + 1;
+			l->e[l->n++] = e;
+		}
+		op.off = (int64_t)h.next;
+	} while (!rc && h.more);
+	if (rc)
+		listing_free(l);
+	else if (l->n)
+		qsort(l->e, l->n, sizeof *l->e, by_name);
+	return rc;
+}
+
+/* One entry of either side; *e points into the answer's buffer. */
+static int stat_one(struct rfs_sync *s, const char *path, bool theirs, struct rfs_entry *e)
+{
+	struct rfs_op op = { .code = RFS_OP_STAT, .path = path, .flags = s->cfg.xattr ? RFS_LIST_XATTRS : 0 };
+	size_t len;
+	int rc = theirs ? ask_theirs(s, &op, &len) : ask_ours(s, &op, &len);
+
+	if (!rc && !rfs_entry_get(e, theirs ? s->theirs : s->ours, len))
+		rc = -EPROTO;
+	return rc;
+}
+
+/* ---- steps ---- */
+
+static void path_join(char *out, const char *dir, const char *name)
+{
+	snprintf(out, RFS_PATH_MAX, "%s%s%s", dir, *dir ? "/" : "", name);
+}
+
+static const char *sys_path(const char *path)
+{
+	return *path ? path : ".";
+}
+
+/* Does path still name the file open as fd? */
+static bool still(struct rfs_sync *s, const char *path, int fd)
+{
+	struct stat a, b;
+
+	return fstatat(s->cfg.rootfd, sys_path(path), &a, AT_SYMLINK_NOFOLLOW) == 0 && fstat(fd, &b) == 0 &&
+	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
+}
+
+static void step_in(struct rfs_sync *s, const char *path)
+{
+	rfs_fs_step_begin(s->cfg.fs, path, s->ns_held);
+}
+
+static void step_out(struct rfs_sync *s, const char *path)
+{
+	rfs_fs_step_end(s->cfg.fs, path, s->ns_held);
+}
+
+/* The attributes of both sides, from sorted XATTRS answers: what differs is set there. */
+static int sync_xattrs(struct rfs_sync *s, const char *path)
+{
+	struct rfs_op op = { .code = RFS_OP_XATTRS, .path = path };
+	struct rfs_reply_head ht, ho;
+	size_t lt, lo, pt = sizeof ht, po = sizeof ho;
+	uint32_t it = 0, io = 0;
+	int rc = ask_theirs(s, &op, &lt) ?: ask_ours(s, &op, &lo);
+
+	if (rc)
+		return rc;
+	if (rfs_head_get(&ht, s->theirs, lt) || rfs_head_get(&ho, s->ours, lo))
+		return -EPROTO;
+	while (!rc && (it < ht.count || io < ho.count)) {
+		struct rfs_wire_xattr xt = {0}, xo = {0};
+		char nt[RFS_NAME_MAX] = "", no[RFS_NAME_MAX] = "";
+		int cmp;
+
+		if (it < ht.count) {
+			memcpy(&xt, s->theirs + pt, sizeof xt);
+			if (pt + sizeof xt + xt.name_len + xt.value_len > lt || xt.name_len >= RFS_NAME_MAX)
+				return -EPROTO;
+			memcpy(nt, s->theirs + pt + sizeof xt, xt.name_len);
+		}
+		if (io < ho.count) {
+			memcpy(&xo, s->ours + po, sizeof xo);
+			if (po + sizeof xo + xo.name_len + xo.value_len > lo || xo.name_len >= RFS_NAME_MAX)
+				return -EPROTO;
+			memcpy(no, s->ours + po + sizeof xo, xo.name_len);
+		}
+		cmp = it == ht.count ? 1 : io == ho.count ? -1 : strcmp(nt, no);
+		if (cmp < 0) {
+			struct rfs_op rm = { .code = RFS_OP_REMOVEXATTR, .path = path, .name = nt };
+
+			rc = send_op(s, &rm, RFS_WAIT_QUEUED);
+		} else {
+			const char *vo = s->ours + po + sizeof xo + xo.name_len;
+			bool same = !cmp && xt.value_len == xo.value_len &&
+				    !memcmp(s->theirs + pt + sizeof xt + xt.name_len, vo, xo.value_len);
+			struct rfs_op set = { .code = RFS_OP_SETXATTR, .path = path, .name = no,
+					      .data = vo, .data_len = xo.value_len };
+
+			if (!same)
+				rc = send_op(s, &set, RFS_WAIT_QUEUED);
+		}
+		if (cmp <= 0)
+			pt += sizeof xt + xt.name_len + xt.value_len, it++;
+		if (cmp >= 0)
+			po += sizeof xo + xo.name_len + xo.value_len, io++;
+	}
+	return rc;
+}
+
+/* Owner, mode, xattrs and (with times) the times of path, from ours (fresh) and theirs
+ * (NULL: just created there). */
+static int sync_attrs(struct rfs_sync *s, const char *path, const struct rfs_entry *ours,
+		      const struct rfs_entry *theirs, bool times, bool parent_xattrs)
+{
+	struct stat st;
+	bool link = S_ISLNK(ours->mode), own = !theirs || theirs->uid != ours->uid || theirs->gid != ours->gid;
+	int rc = 0;
+
+	if (own) {
+		struct rfs_op op = { .code = RFS_OP_CHOWN, .path = path, .uid = ours->uid, .gid = ours->gid };
+
+		rc = send_op(s, &op, RFS_WAIT_QUEUED);
+	}
+	/* A creation carries the mode, but chown drops set-ID bits and mkdir ignores them. */
+	if (!rc && !link &&
+	    (theirs ? (theirs->mode & 07777) != (ours->mode & 07777) || (own && (ours->mode & 07000))
+		    : (ours->mode & 07000))) {
+		struct rfs_op op = { .code = RFS_OP_CHMOD, .path = path, .mode = ours->mode & 07777 };
+
+		rc = send_op(s, &op, RFS_WAIT_QUEUED);
+	}
+	/* A new entry may have inherited a default ACL there: look when its parent has any. */
+	if (!rc && s->cfg.xattr &&
+	    (theirs ? theirs->xattr_digest != ours->xattr_digest
+		    : ours->xattr_digest != s->empty_xattrs || parent_xattrs))
+		rc = sync_xattrs(s, path);
+	if (!rc && times && fstatat(s->cfg.rootfd, sys_path(path), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+		struct rfs_op op = { .code = RFS_OP_UTIMENS, .path = path,
+				     .atime_sec = st.st_atim.tv_sec, .atime_nsec = st.st_atim.tv_nsec,
+				     .mtime_sec = st.st_mtim.tv_sec, .mtime_nsec = st.st_mtim.tv_nsec };
+
+		rc = send_op(s, &op, RFS_WAIT_QUEUED);
+	}
+	return rc;
+}
+
+/* The primary's [off, off+len) of fd as it is now, in a step: data extents as WRITE,
+ * holes as punched holes (punch: false for a new file, which has none of its own).
+ * 1: the path no longer names fd (a rename moved it; it is visited again). */
+static int send_range(struct rfs_sync *s, const char *path, int fd, off_t off, off_t len, bool punch)
+{
+	struct stat st;
+	off_t pos = off, stop;
+	int rc = 0;
+
+	step_in(s, path);
+	if (!still(s, path, fd) || fstat(fd, &st)) {
+		step_out(s, path);
+		return 1;
+	}
+	stop = off + len < st.st_size ? off + len : st.st_size;
+	while (!rc && pos < stop) {
+		off_t data = lseek(fd, pos, SEEK_DATA), hole;
+		ssize_t n;
+
+		if (data < 0 || data > stop)
+			data = stop;
+		if (data > pos && punch) {
+			struct rfs_op op = { .code = RFS_OP_FALLOCATE, .path = path, .off = pos, .len = (uint64_t)(data - pos),
+					     .flags = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE };
+
+			rc = send_op(s, &op, RFS_WAIT_QUEUED);
+		}
+		if (rc || data >= stop)
+			break;
+		hole = lseek(fd, data, SEEK_HOLE);
+		if (hole < 0 || hole > stop)
+			hole = stop;
+		if (hole - data > CHUNK)
+			hole = data + CHUNK;
+		n = pread(fd, s->data, (size_t)(hole - data), data);
+		if (n <= 0) {
+			rc = n < 0 ? -errno : 0;
+			break;
+		}
+		struct rfs_op op = { .code = RFS_OP_WRITE, .path = path, .off = data, .len = (uint64_t)n,
+				     .data = s->data, .data_len = (size_t)n };
+		rc = send_op(s, &op, RFS_WAIT_QUEUED);
+		if (!rc)
+			atomic_fetch_add(&s->bytes_sent, (uint64_t)n);
+		pos = data + n;
+	}
+	step_out(s, path);
+	return rc;
+}
+
+/* The end of a regular file's sync, in a step: its size, owner, mode, xattrs, times.
+ * theirs: NULL for a file just created there. */
+static int finish_file(struct rfs_sync *s, const char *path, int fd, const struct rfs_entry *theirs,
+		       bool parent_xattrs)
+{
+	struct rfs_entry ours;
+	struct stat st;
+	int rc;
+
+	step_in(s, path);
+	if (!still(s, path, fd) || fstat(fd, &st)) {
+		step_out(s, path);
+		return 1;
+	}
+	struct rfs_op op = { .code = RFS_OP_TRUNCATE, .path = path, .off = st.st_size };
+	rc = send_op(s, &op, RFS_WAIT_QUEUED) ?: stat_one(s, path, false, &ours);
+	if (!rc)
+		rc = sync_attrs(s, path, &ours, theirs, true, parent_xattrs);
+	step_out(s, path);
+	return rc;
+}
+
+/* A regular file the secondary does not have (or has as something else): sent whole.
+ * Called in a step, which it ends. */
+static int send_file(struct rfs_sync *s, const char *path, int fd, const struct rfs_entry *ours,
+		     bool parent_xattrs)
+{
+	struct rfs_op purge = { .code = RFS_OP_PURGE, .path = path };
+	struct rfs_op create = { .code = RFS_OP_CREATE, .path = path, .mode = ours->mode & 07777 };
+	off_t size = (off_t)ours->size;
+	int rc = send_op(s, &purge, RFS_WAIT_QUEUED) ?: send_op(s, &create, RFS_WAIT_QUEUED);
+
+	step_out(s, path);
+	for (off_t off = 0; !rc && off < size; off += CHUNK) {
+		rc = tick(s) ?: send_range(s, path, fd, off, CHUNK, false);
+		atomic_fetch_add(&s->bytes_scanned, (uint64_t)(size - off < CHUNK ? size - off : CHUNK));
+	}
+	return rc ? rc : finish_file(s, path, fd, NULL, parent_xattrs);
+}
+
+/* A regular file on both sides: only the blocks that differ travel.  Called in a step,
+ * which it ends. */
+static int compare_file(struct rfs_sync *s, const char *path, int fd, const struct rfs_entry *theirs)
+{
+	off_t bound = (off_t)theirs->size;
+	struct stat st;
+	int rc = fstat(fd, &st) ? -errno : 0;
+
+	step_out(s, path);
+	if (st.st_size > bound)
+		bound = st.st_size;
+	for (off_t off = 0; !rc && off < bound; off += WINDOW) {
+		struct rfs_op op = { .code = RFS_OP_SUMS, .path = path, .off = off, .len = WINDOW,
+				     .flags = BLOCK_SHIFT };
+		struct rfs_reply_head ht, ho;
+		size_t lt, lo;
+
+		rc = tick(s) ?: ask_theirs(s, &op, &lt);
+		if (rc && !fatal(rc)) {
+			/* No longer a regular file there (raced with a replicated change): send it whole. */
+			struct rfs_entry ours;
+
+			step_in(s, path);
+			if (!still(s, path, fd) || stat_one(s, path, false, &ours)) {
+				step_out(s, path);
+				return 1;
+			}
+			return send_file(s, path, fd, &ours, false);
+		}
+		if (!rc)
+			rc = ask_ours(s, &op, &lo);
+		if (rc == -ENOENT || rc == -ELOOP || rc == -EISDIR || rc == -EINVAL)
+			return 1; /* moved away here: a rename records it */
+		if (rc)
+			break;
+		if (rfs_head_get(&ht, s->theirs, lt) || rfs_head_get(&ho, s->ours, lo) ||
+		    lt < sizeof ht + (size_t)ht.count * RFS_SUM_LEN)
+			return -EPROTO;
+		if ((off_t)ht.next > bound)
+			bound = (off_t)ht.next;
+		for (uint32_t i = 0; !rc && i < ho.count; i++) {
+			const char *a = s->theirs + sizeof ht + (size_t)i * RFS_SUM_LEN;
+			const char *b = s->ours + sizeof ho + (size_t)i * RFS_SUM_LEN;
+
+			if (i < ht.count && !memcmp(a, b, RFS_SUM_LEN))
+				continue;
+			rc = send_range(s, path, fd, off + (off_t)i * BLOCK, BLOCK, true);
+		}
+		atomic_fetch_add(&s->bytes_scanned, (uint64_t)(bound - off < WINDOW ? bound - off : WINDOW));
+	}
+	if (rc)
+		return rc;
+	return finish_file(s, path, fd, theirs, false);
+}
+
+static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_digest);
+
+/* Makes the secondary's path what the primary's is; theirs: its entry there by the
+ * listing (NULL: none), possibly stale.  0, 1 (left: moved meanwhile), or -errno. */
+static int sync_entry(struct rfs_sync *s, const char *path, const struct rfs_entry *theirs, bool parent_xattrs)
+{
+	struct rfs_op purge = { .code = RFS_OP_PURGE, .path = path };
+	struct rfs_entry ours;
+	int fd, rc;
+
+	step_in(s, path);
+	rc = stat_one(s, path, false, &ours);
+	if (rc == -ENOENT) {
+		rc = theirs ? send_op(s, &purge, RFS_WAIT_QUEUED) : 0;
+		step_out(s, path);
+		return rc;
+	}
+	if (rc) {
+		step_out(s, path);
+		return rc;
+	}
+	atomic_fetch_add(&s->files_scanned, 1);
+	bool same = theirs && (theirs->mode & S_IFMT) == (ours.mode & S_IFMT);
+	char target[RFS_PATH_MAX];
+
+	switch (ours.mode & S_IFMT) {
+	case S_IFDIR: {
+		uint64_t digest = ours.xattr_digest;
+
+		if (!same) {
+			struct rfs_op mkdir = { .code = RFS_OP_MKDIR, .path = path, .mode = ours.mode & 07777 };
+
+			rc = (*path ? send_op(s, &purge, RFS_WAIT_QUEUED) : 0) ?: send_op(s, &mkdir, RFS_WAIT_APPLIED);
+		}
+		if (!rc)
+			rc = sync_attrs(s, path, &ours, same ? theirs : NULL, false, parent_xattrs);
+		step_out(s, path);
+		if (!rc)
+			rc = sync_children(s, path, digest);
+		if (rc)
+			return rc;
+		/* Its entries changed its times there: set them last (against itself, nothing
+		 * else differs). */
+		step_in(s, path);
+		rc = stat_one(s, path, false, &ours);
+		if (!rc)
+			rc = sync_attrs(s, path, &ours, &ours, true, false);
+		step_out(s, path);
+		return rc == -ENOENT ? 1 : rc;
+	}
+	case S_IFREG:
+		/* Reading to compare is no access: the atime sent is the application's. */
+		fd = openat(s->cfg.rootfd, path, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC);
+		if (fd < 0 || !still(s, path, fd)) {
+			rc = fd < 0 ? -errno : 1;
+			step_out(s, path);
+		} else {
+			rc = same ? compare_file(s, path, fd, theirs) : send_file(s, path, fd, &ours, parent_xattrs);
+		}
+		if (fd >= 0)
+			close(fd);
+		return rc;
+	case S_IFLNK:
+		memcpy(target, ours.target, ours.target_len);
+		target[ours.target_len] = '\0';
+		if (!same || theirs->target_len != ours.target_len || memcmp(theirs->target, target, ours.target_len)) {
+			struct rfs_op link = { .code = RFS_OP_SYMLINK, .path = path, .path2 = target };
+
+			rc = send_op(s, &purge, RFS_WAIT_QUEUED) ?: send_op(s, &link, RFS_WAIT_QUEUED);
+			same = false;
+		}
+		break;
+	default:
+		if (!same || theirs->rdev != ours.rdev) {
+			struct rfs_op node = { .code = RFS_OP_MKNOD, .path = path, .mode = ours.mode, .rdev = ours.rdev };
+
+			rc = send_op(s, &purge, RFS_WAIT_QUEUED) ?: send_op(s, &node, RFS_WAIT_QUEUED);
+			same = false;
+		}
+	}
+	if (!rc)
+		rc = sync_attrs(s, path, &ours, same ? theirs : NULL,
+				!same || theirs->mtime_sec != ours.mtime_sec || theirs->mtime_nsec != ours.mtime_nsec,
+				parent_xattrs);
+	step_out(s, path);
+	return rc;
+}
+
+/* Every name of dir on either side, in order. */
+static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_digest)
+{
+	struct listing theirs, ours;
+	bool parent_xattrs = s->cfg.xattr && dir_digest != s->empty_xattrs;
+	size_t i = 0, j = 0;
+	int rc = list_dir(s, dir, true, true, &theirs);
+
+	if (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP)
+		return 1; /* replaced there meanwhile, by a rename that will be visited again */
+	if (rc)
+		return rc;
+	rc = list_dir(s, dir, false, true, &ours);
+	if (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP) {
+		listing_free(&theirs);
+		return 1;
+	}
+	while (!rc && (i < theirs.n || j < ours.n)) {
+		int cmp = i == theirs.n ? 1 : j == ours.n ? -1 : strcmp(theirs.e[i].name, ours.e[j].name);
+		const char *name = cmp < 0 ? theirs.e[i].name : ours.e[j].name;
+		char path[RFS_PATH_MAX];
+
+		path_join(path, dir, name);
+		rc = tick(s);
+		if (!rc) {
+			rc = sync_entry(s, path, cmp <= 0 ? &theirs.e[i] : NULL, parent_xattrs);
+			if (rc < 0 && !fatal(rc))
+				entry_error(s, path, "synchronise", rc);
+			if (!fatal(rc))
+				rc = 0; /* moved meanwhile (1): visited again after the walk */
+		}
+		if (cmp <= 0)
+			i++;
+		if (cmp >= 0)
+			j++;
+	}
+	listing_free(&theirs);
+	listing_free(&ours);
+	return rc < 0 ? rc : 0;
+}
+
+/* One path again, as the walk would have done it: the secondary's entry asked fresh. */
+static int sync_again(struct rfs_sync *s, const char *path)
+{
+	struct rfs_entry theirs;
+	char *copy = NULL;
+	int rc = stat_one(s, path, true, &theirs);
+
+	if (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP)
+		return sync_entry(s, path, NULL, s->cfg.xattr);
+	if (rc)
+		return rc;
+	/* The answer's buffer is reused by the next query: keep the strings. */
+	if (!(copy = malloc(theirs.name_len + theirs.target_len + 2)))
+		return -ENOMEM;
+	memcpy(copy, theirs.name, theirs.name_len);
+	copy[theirs.name_len] = '\0';
+	memcpy(copy + theirs.name_len + 1, theirs.target, theirs.target_len);
+	theirs.name = copy;
+	theirs.target = copy + theirs.name_len + 1;
+	rc = sync_entry(s, path, &theirs, s->cfg.xattr);
+	free(copy);
+	return rc;
+}
+
+/* ---- the run ---- */
+
+static int by_path(const void *a, const void *b)
+{
+	const char *x = *(char *const *)a, *y = *(char *const *)b;
+
+	return !x || !y ? (!x) - (!y) : strcmp(x, y);
+}
+
+/* The paths renames touched since the last call, each once and none below another
+ * (a directory is visited with all it holds).  2: too many were lost, walk it all. */
+static int sync_moves(struct rfs_sync *s, bool *none)
+{
+	size_t n;
+	bool overflow;
+	char **moves = rfs_fs_take_moves(s->cfg.fs, &n, &overflow);
+	const char *kept = NULL;
+	int rc = 0;
+
+	*none = !n && !overflow;
+	if (overflow) {
+		for (size_t i = 0; i < n; i++)
+			free(moves[i]);
+		free(moves);
+		return 2;
+	}
+	qsort(moves, n, sizeof *moves, by_path); /* a directory before what it holds */
+	for (size_t i = 0; i < n; i++) {
+		const char *p = moves[i];
+		size_t k = kept ? strlen(kept) : 0;
+
+		if (!rc && p && !(kept && !strncmp(p, kept, k) && (p[k] == '/' || !p[k]))) {
+			s->again++;
+			rc = tick(s) ?: sync_again(s, p);
+			if (rc < 0 && !fatal(rc))
+				entry_error(s, p, "synchronise", rc);
+			if (!fatal(rc))
+				rc = 0; /* moved again (1): the next pass has it */
+			kept = p;
+		}
+	}
+	for (size_t i = 0; i < n; i++)
+		free(moves[i]);
+	free(moves);
+	return rc < 0 ? rc : 0;
+}
+
+static int sync_root(struct rfs_sync *s)
+{
+	return sync_again(s, "");
+}
+
+/* Counts the primary's entries and bytes, for the progress totals. */
+static int count_tree(struct rfs_sync *s, const char *dir)
+{
+	struct listing l;
+	int rc = list_dir(s, dir, false, false, &l);
+
+	for (size_t i = 0; !rc && i < l.n; i++) {
+		char path[RFS_PATH_MAX];
+
+		atomic_fetch_add(&s->files_total, 1);
+		if (S_ISREG(l.e[i].mode))
+			atomic_fetch_add(&s->bytes_total, l.e[i].size);
+		if (S_ISDIR(l.e[i].mode)) {
+			path_join(path, dir, l.e[i].name);
+			rc = count_tree(s, path);
+			if (rc == -ENOENT || rc == -ENOTDIR)
+				rc = 0;
+		}
+		if (!rc)
+			rc = check_run(s);
+	}
+	listing_free(&l);
+	return rc;
+}
+
+static int run(struct rfs_sync *s)
+{
+	struct rfs_op sync = { .code = RFS_OP_SYNCFS };
+	bool none = false;
+	int rc = count_tree(s, "");
+
+	if (!rc)
+		rc = sync_root(s);
+	for (s->passes = 2; rc >= 0 && !fatal(rc); s->passes++) {
+		if (s->passes == HOLD_FROM_PASS) {
+			rfs_fs_hold_renames(s->cfg.fs, true);
+			s->ns_held = true;
+		}
+		rc = sync_moves(s, &none);
+		if (rc == 2)
+			rc = sync_root(s);
+		if (rc < 0 || none)
+			break;
+	}
+	if (s->ns_held) {
+		rfs_fs_hold_renames(s->cfg.fs, false);
+		s->ns_held = false;
+	}
+	if (rc < 0)
+		return rc;
+	rc = send_op(s, &sync, RFS_WAIT_DURABLE);
+	if (rc && !fatal(rc))
+		entry_error(s, "", "make durable", rc);
+	return fatal(rc) ? rc : 0;
+}
+
+static void *sync_main(void *arg)
+{
+	struct rfs_sync *s = arg;
+	char result[sizeof s->result];
+	int rc = -ENOMEM;
+
+	s->theirs = malloc(RFS_REPLY_MAX);
+	s->ours = malloc(RFS_REPLY_MAX);
+	s->data = malloc(CHUNK);
+	if (s->theirs && s->ours && s->data) {
+		char none[sizeof(struct rfs_reply_head)];
+
+		rfs_head_put(none, 0, 0, 0);
+		s->empty_xattrs = rfs_xattr_digest(none, sizeof none);
+		rfs_fs_track_moves(s->cfg.fs, true);
+		rc = run(s);
+		rfs_fs_track_moves(s->cfg.fs, false);
+	}
+	free(s->theirs);
+	free(s->ours);
+	free(s->data);
+	pthread_mutex_lock(&s->mu);
+	s->ended_ns = mono_ns();
+	if (rc == -ENOTCONN)
+		snprintf(result, sizeof result, "error the secondary was detached during the full sync");
+	else if (rc == -ECANCELED)
+		snprintf(result, sizeof result, "error the full sync was cancelled");
+	else if (rc)
+		snprintf(result, sizeof result, "error full sync: %s", strerror(-rc));
+	else if (s->errors)
+		snprintf(result, sizeof result, "error %d entries could not be synchronised, first: %s", s->errors,
+			 s->first_error);
+	else
+		snprintf(result, sizeof result, "ok files=%" PRIu64 " bytes_scanned=%" PRIu64 " bytes_sent=%" PRIu64
+			 " elapsed_ms=%" PRId64, (uint64_t)atomic_load(&s->files_scanned),
+			 (uint64_t)atomic_load(&s->bytes_scanned), (uint64_t)atomic_load(&s->bytes_sent),
+			 (s->ended_ns - s->started_ns) / 1000000);
+	memcpy(s->result, result, sizeof result);
+	s->state = strncmp(result, "ok", 2) ? FAILED : DONE;
+	pthread_mutex_unlock(&s->mu);
+	hk_log("full sync: %s (%" PRIu64 " paths visited again, in %d passes)", result, s->again,
+	       s->passes > 2 ? s->passes - 2 : 0);
+	if (s->cfg.done)
+		s->cfg.done(s->cfg.arg);
+	return NULL;
+}
+
+struct rfs_sync *rfs_sync_new(const struct rfs_sync_config *cfg)
+{
+	struct rfs_sync *s = calloc(1, sizeof *s);
+
+	if (!s)
+		return NULL;
+	s->cfg = *cfg;
+	pthread_mutex_init(&s->mu, NULL);
+	return s;
+}
+
+static void reap(struct rfs_sync *s)
+{
+	pthread_t t;
+	bool join;
+
+	pthread_mutex_lock(&s->mu);
+	join = s->joinable && s->state != RUNNING;
+	t = s->thread;
+	if (join)
+		s->joinable = false;
+	pthread_mutex_unlock(&s->mu);
+	if (join)
+		pthread_join(t, NULL);
+}
+
+int rfs_sync_start(struct rfs_sync *s)
+{
+	struct rfs_repl_stats st;
+	struct timespec now;
+	int rc;
+
+	reap(s);
+	rfs_repl_stats(s->cfg.repl, &st);
+	pthread_mutex_lock(&s->mu);
+	if (s->state == RUNNING) {
+		pthread_mutex_unlock(&s->mu);
+		return -EBUSY;
+	}
+	if (!st.attached) {
+		pthread_mutex_unlock(&s->mu);
+		return -ENOTCONN;
+	}
+	clock_gettime(CLOCK_REALTIME, &now);
+	s->session = st.attaches;
+	s->started_ns = mono_ns();
+	s->progress_ns = s->started_ns - PROGRESS_NS; /* the first event at once */
+	s->ended_ns = 0;
+	s->started_wall = now.tv_sec;
+	s->errors = s->passes = 0;
+	s->again = 0;
+	s->ns_held = false;
+	atomic_store(&s->cancel, 0);
+	atomic_store(&s->files_scanned, 0);
+	atomic_store(&s->files_total, 0);
+	atomic_store(&s->bytes_scanned, 0);
+	atomic_store(&s->bytes_total, 0);
+	atomic_store(&s->bytes_sent, 0);
+	s->state = RUNNING;
+	rc = -pthread_create(&s->thread, NULL, sync_main, s);
+	if (rc)
+		s->state = IDLE;
+	s->joinable = !rc;
+	pthread_mutex_unlock(&s->mu);
+	return rc;
+}
+
+void rfs_sync_result(struct rfs_sync *s, char *out, size_t size)
+{
+	pthread_mutex_lock(&s->mu);
+	snprintf(out, size, "%s", s->result);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void rfs_sync_keys(struct rfs_sync *s, char *out, size_t size)
+{
+	pthread_mutex_lock(&s->mu);
+	keys(s, s->state, s->started_ns, s->ended_ns, s->started_wall, out, size);
+	pthread_mutex_unlock(&s->mu);
+}
+
+void rfs_sync_free(struct rfs_sync *s)
+{
+	bool join;
+
+	if (!s)
+		return;
+	atomic_store(&s->cancel, 1);
+	pthread_mutex_lock(&s->mu);
+	join = s->joinable;
+	s->joinable = false;
+	pthread_mutex_unlock(&s->mu);
+	if (join)
+		pthread_join(s->thread, NULL);
+	pthread_mutex_destroy(&s->mu);
+	free(s);
+}
