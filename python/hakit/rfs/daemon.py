@@ -97,6 +97,24 @@ class RfsDaemon:
             return reply[3:]
         raise HakitError(f"replication of {self.directory}: {reply.removeprefix('error ')}")
 
+    async def fullsync(self) -> dict[str, str]:
+        """Run a full synchronisation on a connection of its own: it answers only at the end,
+        and the main connection must stay free for detach and stats meanwhile."""
+        reader, writer = await asyncio.open_unix_connection(str(self.ctl))
+        try:
+            writer.write(b"fullsync\n")
+            await writer.drain()
+            while line := await reader.readline():
+                text = line.decode(errors="replace").strip()
+                if text.startswith("event "):
+                    continue  # the main connection hears the same events
+                if text == "ok" or text.startswith("ok "):
+                    return dict(kv.split("=", 1) for kv in text[3:].split() if "=" in kv)
+                raise HakitError(f"replication of {self.directory}: {text.removeprefix('error ')}")
+            raise HakitError(f"replication of {self.directory}: control socket closed during fullsync")
+        finally:
+            writer.close()
+
     async def attach(self, host: str, port: int) -> None:
         await self.command(f"attach {host} {port}")
 

@@ -20,8 +20,6 @@ from hakit.paths import Paths
 from hakit.rfs.daemon import RfsDaemon, rfs_port
 from hakit.store.module_store import Level
 
-SYNC_TIMEOUT_S = 24 * 3600.0  # a full sync of a large tree takes what it takes; a lost peer ends it sooner
-
 
 class Replication:
     def __init__(self, *, module: str, module_id: int, cfg: Rfs, paths: Paths, log: ModuleLog,
@@ -90,8 +88,7 @@ class Replication:
         total_sent = 0
         for index, daemon in enumerate(self.daemons):
             await daemon.attach(peer_addr, rfs_port(self.module_id, index))
-            result = await daemon.command("fullsync", timeout=SYNC_TIMEOUT_S)
-            stats = dict(kv.split("=", 1) for kv in result.split() if "=" in kv)
+            stats = await daemon.fullsync()
             total_sent += int(stats.get("bytes_sent", 0))
         elapsed = time.monotonic() - began
         self.resources.set("rfs.state", "attached")
