@@ -106,7 +106,8 @@ def describe(sim: Sim) -> str:
     hk = hakit_bin_dir() / "hakit"
     lines = [
         f"Simulated cluster '{n}' is up: nodes {', '.join(sim.nodes())}.",
-        f"  mirror module 'mirror' on {' and '.join(MIRROR_NODES)}; farm module 'farm' on all nodes.",
+        f"  mirror module 'mirror' on {' and '.join(MIRROR_NODES)}, replicating /var/lib/demo-data; "
+        "farm module 'farm' on all nodes.",
         "",
         "Each node's hakit (run from another terminal):",
     ]
@@ -116,6 +117,8 @@ def describe(sim: Sim) -> str:
         f"  {hk} sim exec --name {n} node1 -- hakit state -m mirror -v",
         f"  {hk} sim exec --name {n} node1 -- hakit logview -m farm -A",
         f"  {hk} sim exec --name {n} node1 -- bash    # a shell on node1",
+        f"  {hk} sim exec --name {n} node1 -- sh -c 'date >> /var/lib/demo-data/log'   # on the primary",
+        f"  {hk} sim exec --name {n} node2 -- cat /var/lib/demo-data/log               # already on node2",
         "",
         "Logs on the host:",
     ]
