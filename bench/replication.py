@@ -19,10 +19,10 @@ import shutil
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 
 from hakit.rfs.daemon import rfs_binary
+from hakit.testing.rfsctl import RfsControl
 from hakit.testing.sim import Sim
 
 DIR = "/srv/bench"
@@ -51,30 +51,8 @@ def fio(sim: Sim, workload: str, directory: str, args: argparse.Namespace) -> fl
     return args.files / (job["runtime"] / 1000) if job["runtime"] else float("nan")
 
 
-class Ctl:
-    def __init__(self, sim: Sim, node: str) -> None:
-        import socket
-
-        path = sim.host_path(node, "/var/lib/hakit/bench-rfs.ctl")
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX)
-                self.sock.connect(str(path))
-                break
-            except OSError:
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.file = self.sock.makefile("rw")
-
-    def __call__(self, line: str) -> str:
-        self.file.write(line + "\n")
-        self.file.flush()
-        while (reply := self.file.readline().strip()).startswith("event "):
-            pass
-        return reply
+def control(sim: Sim, node: str) -> RfsControl:
+    return RfsControl(sim.host_path(node, "/var/lib/hakit/bench-rfs.ctl"))
 
 
 def with_rfs(sim: Sim, attach: bool, body: Callable[[], float]) -> float:
@@ -84,10 +62,10 @@ def with_rfs(sim: Sim, attach: bool, body: Callable[[], float]) -> float:
             procs.append(sim.popen("node2", [str(rfs_binary()), "secondary", "--dir", DIR, "--ctl",
                                              "/var/lib/hakit/bench-rfs.ctl", "--listen",
                                              f"{sim.addr('node2')}:{PORT}"], stderr=subprocess.DEVNULL))
-            Ctl(sim, "node2")
+            control(sim, "node2")
         procs.append(sim.popen("node1", [str(rfs_binary()), "primary", "--dir", DIR, "--ctl",
                                          "/var/lib/hakit/bench-rfs.ctl"], stderr=subprocess.DEVNULL))
-        ctl = Ctl(sim, "node1")
+        ctl = control(sim, "node1")
         if attach:
             reply = ctl(f"attach {sim.addr('node2')} {PORT}")
             if reply != "ok":

@@ -8,7 +8,6 @@ import hashlib
 import os
 import random
 import shutil
-import socket
 import stat
 import subprocess
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from hakit.rfs.daemon import rfs_binary
+from hakit.testing.rfsctl import RfsControl
 from hakit.testing.sim import Sim
 
 pytestmark = pytest.mark.root
@@ -99,55 +99,22 @@ def tree(root: Path) -> dict[str, tuple]:
     return out
 
 
-class Ctl:
-    """One control connection; the events it reads on the way are kept in `events`."""
-
-    def __init__(self, path: Path) -> None:
-        self.events: list[str] = []
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                self.sock = socket.socket(socket.AF_UNIX)
-                self.sock.connect(str(path))
-                break
-            except OSError:
-                self.sock.close()
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
-        self.file = self.sock.makefile("rw")
-
-    def __call__(self, line: str) -> str:
-        self.file.write(line + "\n")
-        self.file.flush()
-        while True:
-            reply = self.file.readline().strip()
-            if not reply.startswith("event "):
-                return reply
-            self.events.append(reply)
-
-    def stats(self) -> dict[str, str]:
-        reply = self("stats")
-        assert reply.startswith("ok "), reply
-        return dict(kv.split("=", 1) for kv in reply.split()[1:])
-
-
 @pytest.fixture
-def nodes(make_sim) -> Iterator[tuple[Sim, Callable[[], tuple[Ctl, Ctl]]]]:
+def nodes(make_sim) -> Iterator[tuple[Sim, Callable[[], tuple[RfsControl, RfsControl]]]]:
     """(sim, start): start() runs the secondary and the primary, not attached, and returns
     their control connections; the real directories can be laid out before."""
     sim = make_sim(nodes=2, paths=(REP,))
     binary = str(rfs_binary())
     procs: list[subprocess.Popen] = []
-    ctls: list[Ctl] = []
+    ctls: list[RfsControl] = []
 
-    def start() -> tuple[Ctl, Ctl]:
+    def start() -> tuple[RfsControl, RfsControl]:
         procs.append(sim.popen("node2", [binary, "secondary", "--dir", REP, "--ctl",
                                          "/var/lib/hakit/rfs.ctl", "--listen", f"{sim.addr('node2')}:{PORT}",
                                          "--xattr"]))
         procs.append(sim.popen("node1", [binary, "primary", "--dir", REP, "--ctl", "/var/lib/hakit/rfs.ctl",
                                          "--xattr"]))
-        ctls.extend(Ctl(sim.host_path(node, "/var/lib/hakit/rfs.ctl")) for node in ("node1", "node2"))
+        ctls.extend(RfsControl(sim.host_path(node, "/var/lib/hakit/rfs.ctl")) for node in ("node1", "node2"))
         return ctls[0], ctls[1]
 
     try:
@@ -163,7 +130,7 @@ def nodes(make_sim) -> Iterator[tuple[Sim, Callable[[], tuple[Ctl, Ctl]]]]:
 
 
 @pytest.fixture
-def pair(nodes) -> tuple[Sim, Ctl, Ctl]:
+def pair(nodes) -> tuple[Sim, RfsControl, RfsControl]:
     sim, start = nodes
     prim, second = start()
     assert prim(f"attach {sim.addr('node2')} {PORT}") == "ok"
@@ -225,7 +192,7 @@ def lay_tree(root: Path, seed: int = 1) -> None:
     os.utime(root / "big2", ns=(1_000_000_000, 2_000_000_000))
 
 
-def full_sync(prim: Ctl) -> dict[str, int]:
+def full_sync(prim: RfsControl) -> dict[str, int]:
     reply = prim("fullsync")
     assert reply.startswith("ok files="), reply
     return {k: int(v) for k, v in (kv.split("=") for kv in reply.split()[1:])}
