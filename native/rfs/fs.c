@@ -216,17 +216,21 @@ static int real_path(const struct rfs_fs *fs, const char *path, char *out, size_
 
 /* The primary has already done the operation, so a failure on the secondary does not
  * fail the application: it is logged and counted (rfs_repl.h). */
-static void replicate(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wait)
+static void replicate_failed(struct rfs_fs *fs, const struct rfs_op *op, int err)
 {
-	int err = rfs_repl_submit(fs->repl, op, wait);
-	uint_fast64_t n;
+	uint_fast64_t n = atomic_fetch_add(&fs->n.diverged, 1);
 
-	if (err == 0)
-		return;
-	n = atomic_fetch_add(&fs->n.diverged, 1);
 	if (n < DIVERGED_LOG_MAX)
 		hk_log("the secondary failed to %s %s: %s%s", rfs_opcode_name(op->code), op->path,
 		       strerror(-err), n + 1 == DIVERGED_LOG_MAX ? " (further failures are only counted)" : "");
+}
+
+static void replicate(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wait)
+{
+	int err = rfs_repl_submit(fs->repl, op, wait);
+
+	if (err)
+		replicate_failed(fs, op, err);
 }
 
 /* Namespace operations return only once the secondary applied them. */
@@ -374,18 +378,25 @@ static int undo_create(struct rfs_fs *fs, const char *sp, bool dir, int err)
  * ends with the primary's mode and owner.  The receiver creates as root
  * (rfs_op.h: a creation carries its mode only): another owner follows as a CHOWN,
  * then a CHMOD for set-ID bits, which chown drops.  They act on the same path, so the
- * stream keeps them in order, and the application waits for the last one only. */
-static int replicate_created(struct rfs_fs *fs, struct rfs_op *op, const struct stat *st)
+ * stream keeps them in order, and the application waits for the last one only.
+ * early: the creation already sent (rfs_repl_send) with op->mode, before the primary
+ * knew the final mode: a CHMOD follows if that was not it. */
+static int replicate_created(struct rfs_fs *fs, struct rfs_op *op, const struct stat *st,
+			     struct rfs_repl_pending *early)
 {
 	bool special = S_ISCHR(st->st_mode) || S_ISBLK(st->st_mode) || S_ISFIFO(st->st_mode) ||
 		       S_ISSOCK(st->st_mode);
 	bool chown = st->st_uid != 0 || st->st_gid != 0;
-	bool chmod = chown && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode) &&
-		     (st->st_mode & (S_ISUID | S_ISGID));
+	bool chmod = (chown && !S_ISDIR(st->st_mode) && !S_ISLNK(st->st_mode) &&
+		      (st->st_mode & (S_ISUID | S_ISGID))) ||
+		     (early && op->mode != (st->st_mode & 07777));
+	int err;
 
-	op->mode = special ? st->st_mode : st->st_mode & 07777;
 	atomic_fetch_add_explicit(&fs->n.namespace_ops, 1, memory_order_relaxed);
-	replicate(fs, op, chown ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
+	if (!early) {
+		op->mode = special ? st->st_mode : st->st_mode & 07777;
+		replicate(fs, op, chown || chmod ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
+	}
 	if (chown) {
 		struct rfs_op own = { .code = RFS_OP_CHOWN, .path = op->path, .uid = (uint32_t)st->st_uid,
 				      .gid = (uint32_t)st->st_gid };
@@ -395,6 +406,9 @@ static int replicate_created(struct rfs_fs *fs, struct rfs_op *op, const struct 
 		struct rfs_op mode = { .code = RFS_OP_CHMOD, .path = op->path, .mode = st->st_mode & 07777 };
 		replicate(fs, &mode, RFS_WAIT_APPLIED);
 	}
+	/* Acked by now if anything followed it: the stream keeps one path's ops in order. */
+	if ((err = rfs_repl_wait(early)))
+		replicate_failed(fs, op, err);
 	return 0;
 }
 
@@ -443,7 +457,7 @@ static int fs_mknod(const char *path, mode_t mode, dev_t rdev)
 	r = owner_to_caller(fs, sp, -1, &c, &st);
 	if (r)
 		return undo_create(fs, sp, false, r);
-	return replicate_created(fs, &op, &st);
+	return replicate_created(fs, &op, &st, NULL);
 }
 
 static int fs_mkdir(const char *path, mode_t mode)
@@ -462,7 +476,7 @@ static int fs_mkdir(const char *path, mode_t mode)
 	r = owner_to_caller(fs, sp, -1, &c, &st);
 	if (r)
 		return undo_create(fs, sp, true, r);
-	return replicate_created(fs, &op, &st);
+	return replicate_created(fs, &op, &st, NULL);
 }
 
 static int fs_unlink(const char *path)
@@ -503,7 +517,7 @@ static int fs_symlink(const char *target, const char *path)
 	r = owner_to_caller(fs, sp, -1, &c, &st);
 	if (r)
 		return undo_create(fs, sp, false, r);
-	return replicate_created(fs, &op, &st);
+	return replicate_created(fs, &op, &st, NULL);
 }
 
 /* Both paths of a rename, remembered while the full sync tracks them. */
@@ -661,30 +675,47 @@ static int attach_file(struct fuse_file_info *fi, int fd, mode_t mode)
 	return 0;
 }
 
+/* A creation the secondary made ahead of the primary, which then failed: undone there. */
+static int undo_early(struct rfs_fs *fs, struct rfs_repl_pending *early, const char *path, int err)
+{
+	struct rfs_op op = { .code = RFS_OP_UNLINK, .path = path };
+
+	if (early && rfs_repl_wait(early) == 0)
+		replicate(fs, &op, RFS_WAIT_APPLIED);
+	return err;
+}
+
 static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
 	const char *sp = sys_path(path);
-	struct rfs_op op = { .code = RFS_OP_CREATE, .path = stream_path(path) };
 	struct creator c = creator_begin();
+	/* The secondary creates the file beside the primary (a creation costs more than a
+	 * round trip), with the mode the primary's should get; if the set-group-ID rule
+	 * changes it, a CHMOD follows.  With --xattr a parent's default ACL decides the
+	 * mode: the creation goes after, as the other ones.  The kernel holds the parent
+	 * locked, so nothing else creates this name meanwhile. */
+	struct rfs_op op = { .code = RFS_OP_CREATE, .path = stream_path(path),
+			     .mode = mode & 07777 & ~fuse_get_context()->umask };
+	struct rfs_repl_pending *early = fs->xattr ? NULL : rfs_repl_send(fs->repl, &op);
 	int fd = openat(fs->rootfd, sp, (fi->flags & ~REAL_OPEN_DROP) | O_CREAT | O_CLOEXEC, mode);
 	struct stat st;
 	int r = fd < 0 ? -errno : 0;
 
 	creator_end(&c);
 	if (r)
-		return r;
+		return undo_early(fs, early, op.path, r);
 	r = owner_to_caller(fs, sp, fd, &c, &st);
 	if (r == 0)
 		r = attach_file(fi, fd, st.st_mode);
 	if (r) {
 		close(fd);
-		return undo_create(fs, sp, false, r);
+		return undo_early(fs, early, op.path, undo_create(fs, sp, false, r));
 	}
 	/* Its close waits for the secondary and gives it the primary's times, even unwritten. */
 	atomic_store(&file_of(fi)->written, true);
-	return replicate_created(fs, &op, &st);
+	return replicate_created(fs, &op, &st, early);
 }
 
 static int fs_open(const char *path, struct fuse_file_info *fi)

@@ -490,23 +490,30 @@ static int flush_locked(struct conn *c)
 	return rc;
 }
 
-/* One step of a wait for seq to be acked (c->mu held).  When seq is still queued and
- * nobody is sending, the waiter sends the queue itself: waking the sender thread would
- * add a hand-off to every round trip.  A failure is left to the sender thread to
- * report: the waiter may hold the gate, which the event callback may need. */
-static void wait_step(struct conn *c, uint64_t seq)
+/* Sends the queue when seq is still in it and nobody is sending (c->mu held): 1, or 0
+ * when the caller has to wait for someone else.  A waiter sends the queue itself:
+ * waking the sender thread would add a hand-off to every round trip.  A failure is
+ * left to the sender thread to report: the caller may hold the gate, which the event
+ * callback may need. */
+static int send_queued(struct conn *c, uint64_t seq)
 {
 	int rc;
 
-	if (c->sending || c->fail_rc || c->taken_seq >= seq || !c->q.bytes) {
-		pthread_cond_wait(&c->acked, &c->mu);
-		return;
-	}
+	if (c->sending || c->fail_rc || c->taken_seq >= seq || !c->q.bytes)
+		return 0;
 	rc = flush_locked(c);
 	if (rc) {
 		c->fail_rc = rc;
 		pthread_cond_signal(&c->wake_sender);
 	}
+	return 1;
+}
+
+/* One step of a wait for seq to be acked (c->mu held). */
+static void wait_step(struct conn *c, uint64_t seq)
+{
+	if (!send_queued(c, seq))
+		pthread_cond_wait(&c->acked, &c->mu);
 }
 
 /* The sender thread sends buffered ops: once flush_delay_ms passed since the oldest
@@ -1085,16 +1092,13 @@ static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait
 	return rc;
 }
 
-int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait)
+/* 0 or why a submitted op cannot go on the wire. */
+static int check_op(const struct rfs_op *op)
 {
 	unsigned shape = rfs_op_shape(op->code);
-	struct rfs_op part;
-	int rc;
 
 	if (!shape)
 		return -EINVAL;
-	if (!atomic_load(&r->attached))
-		return 0;
 	if (slen(op->path) > RFS_PATH_MAX || slen(op->path2) > RFS_PATH_MAX)
 		return -ENAMETOOLONG;
 	if (slen(op->name) > RFS_NAME_MAX)
@@ -1104,6 +1108,20 @@ int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait w
 		return -EINVAL;
 	if (shape & RFS_SHAPE_QUERY)
 		return -EINVAL; /* rfs_repl_query() */
+	return 0;
+}
+
+int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait)
+{
+	struct rfs_op part;
+	int rc;
+
+	if (!rfs_op_shape(op->code))
+		return -EINVAL;
+	if (!atomic_load(&r->attached))
+		return 0;
+	if ((rc = check_op(op)))
+		return rc;
 	if (op->data_len <= RFS_DATA_MAX)
 		return submit_one(r, op, wait, NULL);
 	if (op->code != RFS_OP_WRITE)
@@ -1119,6 +1137,59 @@ int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait w
 			return rc;
 	}
 	return 0;
+}
+
+struct rfs_repl_pending {
+	struct session *s;
+	struct conn *c;
+	struct ticket t;
+};
+
+struct rfs_repl_pending *rfs_repl_send(struct rfs_repl *r, const struct rfs_op *op)
+{
+	struct rfs_repl_pending *p;
+	struct session *s;
+	int queued;
+
+	if (!atomic_load(&r->attached) || check_op(op) || op->data_len ||
+	    rfs_op_shape(op->code) & RFS_SHAPE_BARRIER || !(p = calloc(1, sizeof *p)))
+		return NULL;
+	pthread_rwlock_rdlock(&r->gate);
+	s = r->cur;
+	if (!s || atomic_load(&s->dead)) {
+		pthread_rwlock_unlock(&r->gate);
+		free(p);
+		return NULL;
+	}
+	atomic_fetch_add(&s->refs, 1);
+	p->s = s;
+	p->c = conn_of(s, op->path);
+	queued = enqueue(s, p->c, op, RFS_WAIT_APPLIED, 1, &p->t);
+	pthread_rwlock_unlock(&r->gate);
+	if (queued) {
+		if (queued == -ENOMEM)
+			session_kill(s, "out of memory queueing an op");
+		session_put(s);
+		free(p);
+		return NULL;
+	}
+	/* On the wire now, unless a send is under way: its end or the wait sends it. */
+	pthread_mutex_lock(&p->c->mu);
+	send_queued(p->c, p->t.w.seq);
+	pthread_mutex_unlock(&p->c->mu);
+	return p;
+}
+
+int rfs_repl_wait(struct rfs_repl_pending *p)
+{
+	int rc;
+
+	if (!p)
+		return 0;
+	rc = await(p->c, &p->t);
+	session_put(p->s);
+	free(p);
+	return rc;
 }
 
 int rfs_repl_query(struct rfs_repl *r, const struct rfs_op *op, void *reply, size_t cap, size_t *len)

@@ -45,6 +45,15 @@ void rfs_repl_detach(struct rfs_repl *r);
  * caller logs the divergence, it does not fail the application). */
 int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait);
 
+/* rfs_repl_submit(op, RFS_WAIT_APPLIED) in two halves, so that the caller works while
+ * the secondary applies: rfs_repl_send() puts op on the wire and returns without
+ * waiting; rfs_repl_wait() returns its result (and frees it).  Only for an op on one
+ * path without data.  NULL when nothing was sent (nothing attached, a bad op, no
+ * memory): rfs_repl_wait(NULL) is 0.  Every non-NULL send must be waited for. */
+struct rfs_repl_pending;
+struct rfs_repl_pending *rfs_repl_send(struct rfs_repl *r, const struct rfs_op *op);
+int rfs_repl_wait(struct rfs_repl_pending *p);
+
 /* Ask the secondary a query opcode (rfs_query.h); its answer lands in reply (cap bytes,
  * *len set).  Applied in order after everything submitted before on the same path.
  * 0, the secondary's -errno, -EOVERFLOW (answer longer than cap), or -ENOTCONN when no
