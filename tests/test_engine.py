@@ -3,6 +3,8 @@ heartbeats, failover rules, checkers acting, maxloop, split brain."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable
@@ -499,3 +501,32 @@ def test_secondary_outage_during_live_writes_blocks_nothing_and_ends_identical(m
     while (sim.host_path("node2", "/srv/rep") / "records").read_bytes() != mine:
         assert time.monotonic() < deadline, "the secondary's copy differs after reintegration"
         time.sleep(0.1)
+
+
+def module_pid(sim, node: str) -> int:
+    procs = (sim.cgroup / node / "cgroup.procs").read_text().split()
+    for pid in procs:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if b"hakit.module.process" in cmdline and b"--cleanup" not in cmdline:
+            return int(pid)
+    raise AssertionError(f"no module process on {node}")
+
+
+def test_a_crashed_module_process_is_cleaned_up_before_it_restarts(make_sim, tmp_path):
+    sim = make_sim(nodes=2, daemon=True, paths=("/srv/rep",))
+    vip = sim.spare_addr(0, 1)
+    install(sim, tmp_path, ["node1", "node2"], mirror_conf(vip, '<rfs><replicated dir="/srv/rep"/></rfs>'))
+    hk(sim, "node1", "prim", "-m", MODULE)
+    hk(sim, "node2", "start", "-m", MODULE)
+    wait_state(sim, "node2", "SECOND (Ready)", timeout=30)
+    os.kill(module_pid(sim, "node1"), signal.SIGKILL)
+    # The application of the dead primary is stopped (with force), its VIP and mount go,
+    # node2 takes over, and node1's module comes back as secondary.
+    wait_for("stop_prim force", lambda: "stop_prim force" in trace(sim, "node1"))
+    wait_state(sim, "node1", "SECOND (Ready)", timeout=30)
+    wait_state(sim, "node2", "PRIM (Ready)")
+    assert not has_vip(sim, "node1", vip) and has_vip(sim, "node2", vip)
+    assert "Cleaning up after a crash in state PRIM" in hk(sim, "node1", "logview", "-m", MODULE)

@@ -25,7 +25,7 @@ from hakit.config.module_model import Heart as HeartConfig
 from hakit.config.rules import parse_rules
 from hakit.errors import HakitError
 from hakit.heart.link import Heart, Lan
-from hakit.module.automaton import Automaton, Parts, State
+from hakit.module.automaton import Automaton, Parts, State, Status
 from hakit.module.catalog import Catalog
 from hakit.module.datastate import DataState
 from hakit.module.failover import HEARTBEAT_RULE
@@ -252,13 +252,46 @@ async def _main(name: str, intent: str | None) -> int:
         mod.store.close()
 
 
+async def _cleanup(name: str) -> int:
+    """After a crash of the module process: stop what the state it died in had started."""
+    p = paths()
+    store = ModuleStore(p.module_db(name))
+    try:
+        last = store.resource("module.state")
+    finally:
+        store.close()
+    try:
+        mod = ModuleProcess(name, p, None)
+    except (HakitError, OSError) as exc:
+        print(f"hakit module {name}: cleanup impossible: {exc}", file=sys.stderr)
+        return 1
+    a = mod.automaton
+    a.state = State(last.value) if last is not None and last.value in State.__members__ else State.STOP
+    a.log(Level.CRITICAL, "module", f"Cleaning up after a crash in state {a.state}")
+    try:
+        await a.stop_application(force=True)
+        if a.p.vip is not None:
+            await a.p.vip.clear_stale()
+        if a.p.rfs is not None:
+            await a.p.rfs.stop_orphans()
+        await mod.scripts.run("poststop", "force")
+    finally:
+        a.set_state(State.STOP, Status.NOT_READY)
+        mod.store.close()
+    return 0
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="hakit-module")
     parser.add_argument("module")
     parser.add_argument("--intent", choices=("prim", "primforce", "second"))
+    parser.add_argument("--cleanup", action="store_true",
+                        help="stop what a crashed module process left running")
     args = parser.parse_args()
     import uvloop
 
+    if args.cleanup:
+        sys.exit(uvloop.run(_cleanup(args.module)))
     sys.exit(uvloop.run(_main(args.module, args.intent)))
 
 

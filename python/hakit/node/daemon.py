@@ -99,13 +99,14 @@ class Daemon:
             return remote_ops.module_state(self.paths, args)
         raise HakitError(f"unknown request '{op}'")
 
-    async def spawn(self, name: str, intent: str | None = None) -> asyncio.subprocess.Process:
+    async def spawn(self, name: str, intent: str | None = None, cleanup: bool = False
+                    ) -> asyncio.subprocess.Process:
         logfile = self.paths.module_log(name) / "module.out"
         logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(logfile, "ab") as out:
             return await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "hakit.module.process", name,
-                *(("--intent", intent) if intent else ()),
+                *(("--intent", intent) if intent else ()), *(("--cleanup",) if cleanup else ()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
             )
 
@@ -168,6 +169,11 @@ class Daemon:
         del self.modules[sup.name]
         if not sup.wanted or code == 0 or self.done.is_set():
             return
+        if code != 1:
+            # It died in some state: what that state started (application, VIP, replication)
+            # may still run.  Stop it before anything else, or a respawned module waiting
+            # as secondary could sit beside a primary application nobody controls.
+            await self.cleanup(sup.name, code)
         now = time.time()
         recent = [t for t in sup.respawns if now - t < RESPAWN_WINDOW_S]
         if len(recent) >= RESPAWN_MAX or code == 1:
@@ -175,8 +181,19 @@ class Daemon:
             self.module_log(sup.name, Level.CRITICAL,
                             f"Module process exited with code {code}; module left stopped")
             return
-        self.module_log(sup.name, Level.CRITICAL, f"Module process died (code {code}); restarting it")
+        self.module_log(sup.name, Level.CRITICAL,
+                        f"Restarting the module after its process died (code {code})")
         self.supervise(Supervised(sup.name, await self.spawn(sup.name), respawns=[*recent, now]))
+
+    async def cleanup(self, name: str, code: int | None) -> None:
+        self.module_log(name, Level.CRITICAL, f"Module process died (code {code}); stopping what it ran")
+        proc = await self.spawn(name, cleanup=True)
+        try:
+            await asyncio.wait_for(proc.wait(), START_TIMEOUT_S)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
     def supervise(self, sup: Supervised) -> None:
         self.modules[sup.name] = sup

@@ -8,6 +8,8 @@ the primary reports that synchronisation done for the receivers it started.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,7 +19,7 @@ from hakit.errors import HakitError
 from hakit.module.log import ModuleLog
 from hakit.module.resources import Resources
 from hakit.paths import Paths
-from hakit.rfs.daemon import RfsDaemon, rfs_port
+from hakit.rfs.daemon import STOP_TIMEOUT_S, RfsDaemon, rfs_port
 from hakit.store.module_store import Level
 
 
@@ -95,6 +97,22 @@ class Replication:
         self.resources.set("rfs.sync_bytes_sent", str(total_sent))
         self.resources.set("rfs.sync_elapsed_s", f"{elapsed:.1f}")
         self.log(Level.EVENT, "rfs", f"Secondary synchronised: {total_sent} bytes sent in {elapsed:.1f} s")
+
+    async def stop_orphans(self) -> None:
+        """Stop the hakit-rfs a crashed module process left serving its directories."""
+        for index, rep in enumerate(self.cfg.replicated):
+            ctl = self.paths.run / "rfs" / f"{self.module}.{index}.ctl"
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(ctl))
+            except OSError:
+                continue  # nobody serves it
+            writer.write(b"stop\n")
+            await writer.drain()
+            # It answers, unmounts and exits: the connection closes then.
+            with contextlib.suppress(OSError, TimeoutError):
+                await asyncio.wait_for(reader.read(), STOP_TIMEOUT_S)
+            writer.close()
+            self.log(Level.EVENT, "rfs", f"Stopped the replication of {rep.dir} left by a crash")
 
     async def stop(self) -> None:
         for daemon in self.daemons:
