@@ -972,6 +972,11 @@ static int fs_fsyncdir(const char *path, int datasync, struct fuse_file_info *fi
  * replicated (--xattr, the module's acl="on"): served but not replicated, they would
  * silently differ after a failover.  Otherwise ENOSYS, which the kernel remembers and
  * turns into EOPNOTSUPP without asking again, as on a file system without xattrs. */
+static int xattr_target(struct rfs_fs *fs, const char *path, char *real, size_t size)
+{
+	return fs->xattr ? real_path(fs, path, real, size) : -ENOSYS;
+}
+
 static int fs_setxattr(const char *path, const char *name, const char *value, size_t size, int flags)
 {
 	struct rfs_fs *fs = ctx_fs();
@@ -979,9 +984,7 @@ static int fs_setxattr(const char *path, const char *name, const char *value, si
 	char real[PATH_MAX + 32];
 	int r;
 
-	if (!fs->xattr)
-		return -ENOSYS;
-	r = real_path(fs, path, real, sizeof real);
+	r = xattr_target(fs, path, real, sizeof real);
 	if (r)
 		return r;
 	if (lsetxattr(real, name, value, size, flags) < 0)
@@ -999,9 +1002,7 @@ static int fs_getxattr(const char *path, const char *name, char *value, size_t s
 	int r;
 
 	atomic_fetch_add_explicit(&fs->n.getxattrs, 1, memory_order_relaxed);
-	if (!fs->xattr)
-		return -ENOSYS;
-	r = real_path(fs, path, real, sizeof real);
+	r = xattr_target(fs, path, real, sizeof real);
 	if (r)
 		return r;
 	n = lgetxattr(real, name, value, size);
@@ -1015,9 +1016,7 @@ static int fs_listxattr(const char *path, char *list, size_t size)
 	ssize_t n;
 	int r;
 
-	if (!fs->xattr)
-		return -ENOSYS;
-	r = real_path(fs, path, real, sizeof real);
+	r = xattr_target(fs, path, real, sizeof real);
 	if (r)
 		return r;
 	n = llistxattr(real, list, size);
@@ -1031,9 +1030,7 @@ static int fs_removexattr(const char *path, const char *name)
 	char real[PATH_MAX + 32];
 	int r;
 
-	if (!fs->xattr)
-		return -ENOSYS;
-	r = real_path(fs, path, real, sizeof real);
+	r = xattr_target(fs, path, real, sizeof real);
 	if (r)
 		return r;
 	if (lremovexattr(real, name) < 0)

@@ -105,6 +105,7 @@ class Automaton:
         self._waiting_logged = ""
         self.synced_epoch = 0  # primary: the secondary receivers it synchronised last
         self.sync_task: asyncio.Task[None] | None = None
+        self.attached = False  # primary: its streams are (being) attached to the secondary
 
     # -- outside world
     def wake(self) -> None:
@@ -153,11 +154,14 @@ class Automaton:
         self.data.save(self.p.datastate_path)
         self._advertise()
 
-    def _rule_fired(self, rule: Rule) -> None:
-        origin = f"rule {rule.label}"
-        self.log(Level.EVENT, "failover", f"Rule {rule.label} true: action {rule.action}")
-        self.jobs.put_nowait((lambda: self.automatic(rule.action, origin), None))
+    def queue_automatic(self, action: str, origin: str) -> None:
+        """An action asked by a rule or a checker: run in turn, against the maxloop budget."""
+        self.jobs.put_nowait((lambda: self.automatic(action, origin), None))
         self.wake()
+
+    def _rule_fired(self, rule: Rule) -> None:
+        self.log(Level.EVENT, "failover", f"Rule {rule.label} true: action {rule.action}")
+        self.queue_automatic(rule.action, f"rule {rule.label}")
 
     # -- main loop
     async def run(self) -> None:
@@ -277,8 +281,7 @@ class Automaton:
             if peer is None:
                 if self.state == State.PRIM and not await self._witness_allows():
                     return
-                await self._peer_gone()
-                self._alone()
+                await self._alone()
             elif pstate in PRIMARY:
                 await self._split_brain_healed(peer)
             elif pstate == State.SECOND and peer.get("status") == Status.TRANSIENT and not peer.get("yield"):
@@ -291,8 +294,7 @@ class Automaton:
                     self.log(Level.EVENT, "module", f"Swap: {why}")
                     await self.hand_over()
             elif self.state == State.PRIM:
-                await self._peer_gone()
-                self._alone()
+                await self._alone()
 
     async def _from_wait(self, peer: dict[str, Any] | None) -> None:
         pstate = peer.get("state") if peer else None
@@ -372,7 +374,8 @@ class Automaton:
     def _defaultprim_is_peer(self) -> bool:
         return self.p.config.service.defaultprim == self.p.peers[0] and self.state == State.PRIM
 
-    def _alone(self) -> None:
+    async def _alone(self) -> None:
+        await self._peer_gone()
         if self.state == State.PRIM:
             self.log(Level.EVENT, "module", f"Peer {self.p.peers[0]} gone: running alone")
             self._save_data("prim", self.data.gen + 1)
@@ -453,6 +456,7 @@ class Automaton:
             return
 
         async def run() -> None:
+            self.attached = True
             try:
                 await rfs.sync(self.p.peer_addr or "")
             except HakitError as exc:
@@ -471,10 +475,11 @@ class Automaton:
         if self.sync_task is not None:
             self.sync_task.cancel()
             self.sync_task = None
-        if self.p.rfs is not None and self.p.rfs.role == "primary":
+        if self.attached and self.p.rfs is not None:
             for daemon in self.p.rfs.daemons:
                 with contextlib.suppress(HakitError):
                     await daemon.detach()
+        self.attached = False
 
     async def start_farm(self) -> None:
         self.set_state(State.WAIT, Status.TRANSIENT)

@@ -155,9 +155,7 @@ class ModuleProcess:
         self.automaton.wake()
 
     async def _act(self, action: str, origin: str) -> None:
-        a = self.automaton
-        a.jobs.put_nowait((lambda: a.automatic(action, origin), None))
-        a.wake()
+        self.automaton.queue_automatic(action, origin)
 
     async def _run_script(self, script: str) -> int | None:
         return (await self.scripts.run(script)).code
