@@ -13,10 +13,10 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # Debian packages: compiler and headers for the native and eBPF parts, the kernel
 # tools the simulated cluster drives, and the real clients the tests use.
-DEB_PKGS := gcc clang llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev libxxhash-dev fuse3 \
+DEB_PKGS := gcc clang llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev libxxhash-dev libssl-dev fuse3 \
 	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip
 # Only for `make bench` (kept out of `make test`): the peers hakit is measured against.
-BENCH_DEB_PKGS := keepalived fio
+BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client
 PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography pytest ruff
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
@@ -59,14 +59,14 @@ test: build rfs-asan
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # ---- rfs core tests: native/rfs/tests/test_*.c linked with the core's own sources
-# (ops, repl, apply) under ASan + UBSan, into build/rfs-asan/; run by
+# (ops, repl, apply, chan) under ASan + UBSan, into build/rfs-asan/; run by
 # tests/test_rfs_stream.py.  A few seconds to build, and only what changed.
 RFS_DIR := native/rfs
 RFS_ASAN := build/rfs-asan
 RFS_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -I$(RFS_DIR)
 RFS_HEADERS := $(wildcard $(RFS_DIR)/*.h $(RFS_DIR)/tests/*.h)
-RFS_CORE := $(patsubst %,$(RFS_ASAN)/obj/%.o,ops repl apply) $(RFS_ASAN)/obj/rfs_test.o
+RFS_CORE := $(patsubst %,$(RFS_ASAN)/obj/%.o,ops repl apply exclude chan dirty) $(RFS_ASAN)/obj/rfs_test.o
 RFS_TESTS := $(patsubst $(RFS_DIR)/tests/%.c,$(RFS_ASAN)/%,$(wildcard $(RFS_DIR)/tests/test_*.c))
 
 $(RFS_ASAN)/obj/%.o: $(RFS_DIR)/%.c $(RFS_HEADERS)
@@ -76,7 +76,7 @@ $(RFS_ASAN)/obj/%.o: $(RFS_DIR)/tests/%.c $(RFS_HEADERS)
 	@mkdir -p $(@D)
 	$(CC) $(RFS_CFLAGS) -c -o $@ $<
 $(RFS_ASAN)/test_%: $(RFS_ASAN)/obj/test_%.o $(RFS_CORE)
-	$(CC) $(RFS_CFLAGS) -o $@ $^ -llz4 -lpthread
+	$(CC) $(RFS_CFLAGS) -o $@ $^ -llz4 -lssl -lcrypto -lpthread
 # Kept, so a change rebuilds only what it touches.
 .SECONDARY: $(RFS_CORE) $(patsubst $(RFS_ASAN)/%,$(RFS_ASAN)/obj/%.o,$(RFS_TESTS))
 rfs-asan: $(STAMPS)/deb $(RFS_TESTS)
@@ -88,7 +88,7 @@ demo: build
 # BENCHES picks benchmarks (default all), BENCH_ARGS passes options to them, e.g.
 # make bench BENCHES=failover BENCH_ARGS="--rounds 10".  The bench packages go through
 # the deb stamp's own recipe, with their list and a stamp of their own.
-BENCHES ?= heartbeat failover replication zeroloss
+BENCHES ?= heartbeat failover replication zeroloss reintegration
 bench: build
 	@$(MAKE) --no-print-directory STAMPS=$(STAMPS)/bench DEB_PKGS="$(BENCH_DEB_PKGS)" $(STAMPS)/bench/deb
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py $(BENCH_ARGS) || exit 1; done

@@ -4,29 +4,44 @@ Paths, side by side in one run, same workloads:
   (a) the plain local directory of node1;
   (b) the same directory through hakit-rfs's FUSE layer, no secondary attached;
   (c) the mirror: hakit-rfs on node1 streaming to node2's receiver over the veth LAN;
-  (d) GlusterFS replica 2, when it can run here (it is reported as not run otherwise).
+  (d) GlusterFS replica 2: glusterd and a brick on each node, the volume mounted with
+      the FUSE client on node1 (reported as not run, with the reason, when it cannot run).
 Workloads: sequential 1 MiB writes with one fsync at the end; 4 KiB random writes with
 an fsync every 32; creation of 4 KiB files.  Each figure is the median of --runs runs.
-Prints every figure and the ratios c/a and c/b; the last line is one JSON object.
+Prints every figure and the ratios c/a, c/b and c/d; the last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shutil
 import statistics
 import subprocess
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 
+from hakit.errors import HakitError
 from hakit.rfs.daemon import rfs_binary
 from hakit.testing.rfsctl import RfsControl
 from hakit.testing.sim import Sim
 
 DIR = "/srv/bench"
 PORT = 10200
+
+# GlusterFS keeps its state, logs, sockets and pid files under these: per node here.
+GLUSTER_DIRS = ("/var/lib/glusterd", "/var/log/glusterfs", "/run/gluster")
+BRICK = "/srv/hkbrick"
+GLUSTER_MNT = "/srv/hkgluster"  # node1's client mount
+VOLUME = "hkbench"
+# glusterd's default socket is /run/glusterd.socket, one for the whole host: each node's
+# goes into its own /run/gluster, and every gluster command is pointed at it.
+GLUSTER_SOCK = "/run/gluster/glusterd.socket"
+GLUSTERD = ["glusterd", "--no-daemon", f"--xlator-option=management.glusterd-sockfile={GLUSTER_SOCK}",
+            "--pid-file=/run/gluster/glusterd.pid", "--log-file=/var/log/glusterfs/glusterd.log"]
 
 WORKLOADS: dict[str, list[str]] = {
     "seq": ["--rw=write", "--bs=1M", "--size={size}M", "--end_fsync=1"],
@@ -94,12 +109,80 @@ def clean(sim: Sim) -> None:
 def measure(sim: Sim, path: str, workload: str, args: argparse.Namespace) -> float:
     values = []
     for _ in range(args.runs):
+        if path == "d":
+            # Through the mount, so that both bricks are emptied.
+            sim.exec("node1", ["find", GLUSTER_MNT, "-mindepth", "1", "-delete"], timeout=300)
+            values.append(fio(sim, workload, GLUSTER_MNT, args))
+            continue
         clean(sim)
         if path == "a":
             values.append(fio(sim, workload, DIR, args))
         else:
             values.append(with_rfs(sim, path == "c", lambda: fio(sim, workload, DIR, args)))
     return statistics.median(values)
+
+
+def gluster(sim: Sim, node: str, *argv: str, check: bool = True) -> str:
+    run = sim.exec(node, ["gluster", f"--glusterd-sock={GLUSTER_SOCK}", "--mode=script", *argv],
+                   check=check, timeout=120)
+    return run.stdout
+
+
+def gluster_missing() -> str | None:
+    missing = [c for c in ("glusterd", "gluster", "mount.glusterfs") if shutil.which(c) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (make bench installs glusterfs-server, glusterfs-client)"
+    return None
+
+
+def glusterd_error(sim: Sim) -> str:
+    """The last error glusterd logged, on either node (their logs go with the cluster)."""
+    for node in ("node1", "node2"):
+        with contextlib.suppress(OSError):
+            errors = [line for line in sim.host_path(node, "/var/log/glusterfs/glusterd.log")
+                      .read_text(errors="replace").splitlines() if "] E [" in line]
+            if errors:
+                return f"{node}: {errors[-1]}"
+    return "no error in its logs"
+
+
+@contextlib.contextmanager
+def glusterfs(sim: Sim) -> Iterator[None]:
+    """A replica-2 volume over a brick on each node, mounted on node1 at GLUSTER_MNT;
+    everything stopped at the end, whatever happened (sim.down ends any straggler)."""
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        for node in ("node1", "node2"):
+            procs.append(sim.popen(node, GLUSTERD, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        deadline = time.monotonic() + 30
+        while not all(sim.host_path(n, GLUSTER_SOCK).exists() for n in ("node1", "node2")):
+            if any(p.poll() is not None for p in procs) or time.monotonic() > deadline:
+                raise HakitError(f"glusterd did not start: {glusterd_error(sim)}")
+            time.sleep(0.1)
+        gluster(sim, "node1", "peer", "probe", sim.addr("node2"))
+        while "Peer in Cluster (Connected)" not in gluster(sim, "node1", "peer", "status"):
+            if time.monotonic() > deadline:
+                raise HakitError("node2's glusterd did not join node1's")
+            time.sleep(0.2)
+        # force: the bricks are on the root file system, which gluster advises against.
+        gluster(sim, "node1", "volume", "create", VOLUME, "replica", "2",
+                *(f"{sim.addr(n)}:{BRICK}/b" for n in ("node1", "node2")), "force")
+        gluster(sim, "node1", "volume", "start", VOLUME)
+        sim.exec("node1", ["mount", "-t", "glusterfs", f"{sim.addr('node1')}:/{VOLUME}", GLUSTER_MNT])
+        yield
+    finally:
+        sim.exec("node1", ["umount", GLUSTER_MNT], check=False)
+        if all(p.poll() is None for p in procs):
+            # Stops the bricks and the self-heal daemons, which glusterd started detached.
+            gluster(sim, "node1", "volume", "stop", VOLUME, "force", check=False)
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def main() -> int:
@@ -116,23 +199,38 @@ def main() -> int:
         return 1
     sim = Sim("hkbrep")
     results: dict[str, dict[str, float]] = {}
+    not_run = gluster_missing()
     try:
-        sim.up(nodes=2, daemon=False, paths=(DIR,), owner_pid=os.getpid())
+        sim.up(nodes=2, daemon=False, paths=(DIR, *GLUSTER_DIRS, BRICK, GLUSTER_MNT), owner_pid=os.getpid())
         for workload in WORKLOADS:
             results[workload] = {p: measure(sim, p, workload, args) for p in ("a", "b", "c")}
             r = results[workload]
             print(f"{workload:>6} ({UNITS[workload]}): local {r['a']:.1f}, fuse {r['b']:.1f}, "
                   f"mirror {r['c']:.1f}; mirror/local {r['c'] / r['a']:.2f}, "
                   f"mirror/fuse {r['c'] / r['b']:.2f}", flush=True)
+        if not_run is None:
+            # After the others, so that its daemons do not run beside them.
+            try:
+                with glusterfs(sim):
+                    for workload, r in results.items():
+                        r["d"] = measure(sim, "d", workload, args)
+                        print(f"{workload:>6} ({UNITS[workload]}): glusterfs {r['d']:.1f}; "
+                              f"mirror/glusterfs {r['c'] / r['d']:.2f}", flush=True)
+            except HakitError as exc:
+                not_run = str(exc)
     finally:
         sim.down()
-    print("GlusterFS (d): not run — it needs glusterd on every node, not set up by this bench yet")
-    out = {"runs": args.runs, "seq_mb": args.size, "small_files": args.files}
+    if not_run is not None:
+        print(f"GlusterFS: not run: {not_run}")
+    out: dict[str, object] = {"runs": args.runs, "seq_mb": args.size, "small_files": args.files}
     for workload, r in results.items():
         out[f"{workload}_a"], out[f"{workload}_b"], out[f"{workload}_c"] = (round(r[k], 1) for k in "abc")
         out[f"{workload}_c_over_a"] = round(r["c"] / r["a"], 3)
         out[f"{workload}_c_over_b"] = round(r["c"] / r["b"], 3)
-    out["glusterfs"] = "not run"
+        if not_run is None:
+            out[f"{workload}_d"] = round(r["d"], 1)
+            out[f"{workload}_c_over_d"] = round(r["c"] / r["d"], 3)
+    out["glusterfs"] = "run" if not_run is None else f"not run: {not_run}"
     print(json.dumps(out))
     return 0
 

@@ -488,7 +488,7 @@ def test_full_sync_reports_a_detach(rfs, base: Path):
         deadline = time.monotonic() + 10
         while primary.stats()["sync_state"] != "running" and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert primary.cmd("fullsync") == "error fullsync: a full sync is running already"
+        assert primary.cmd("fullsync") == "error fullsync: a synchronisation is running already"
         assert primary.cmd("detach") == "ok"
         assert syncing.result(timeout=10) == "error the secondary was detached during the full sync"
     assert primary.stats()["sync_state"] == "failed"

@@ -4,26 +4,21 @@ sync makes a secondary that differs identical, also while an application writes.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import random
 import shutil
 import stat
 import subprocess
 import time
-from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from hakit.rfs.daemon import rfs_binary
 from hakit.testing.rfsctl import RfsControl
 from hakit.testing.sim import Sim
+from tests.rfs_pair import PORT, REP, full_sync, nodes_fixture, tree  # noqa: F401 - a fixture
 
 pytestmark = pytest.mark.root
-
-REP = "/srv/rep"
-PORT = 10100
 
 WORKLOAD = r"""
 import ctypes, mmap, os, sys
@@ -79,54 +74,6 @@ try:
 except OSError as e:
     print(f"hardlink: {e.errno}")
 """
-
-
-def tree(root: Path) -> dict[str, tuple]:
-    """Everything a user relies on: type, mode, owner, size, content, link target."""
-    out = {}
-    for dirpath, dirs, files in os.walk(root):
-        for name in dirs + files:
-            full = Path(dirpath) / name
-            st = full.lstat()
-            rel = str(full.relative_to(root))
-            if stat.S_ISREG(st.st_mode):
-                digest = hashlib.sha256(full.read_bytes()).hexdigest()
-                out[rel] = ("f", st.st_mode, st.st_uid, st.st_gid, st.st_size, digest, st.st_mtime_ns)
-            elif stat.S_ISLNK(st.st_mode):
-                out[rel] = ("l", os.readlink(full))
-            else:
-                out[rel] = ("d" if stat.S_ISDIR(st.st_mode) else "o", st.st_mode, st.st_uid, st.st_gid)
-    return out
-
-
-@pytest.fixture
-def nodes(make_sim) -> Iterator[tuple[Sim, Callable[[], tuple[RfsControl, RfsControl]]]]:
-    """(sim, start): start() runs the secondary and the primary, not attached, and returns
-    their control connections; the real directories can be laid out before."""
-    sim = make_sim(nodes=2, paths=(REP,))
-    binary = str(rfs_binary())
-    procs: list[subprocess.Popen] = []
-    ctls: list[RfsControl] = []
-
-    def start() -> tuple[RfsControl, RfsControl]:
-        procs.append(sim.popen("node2", [binary, "secondary", "--dir", REP, "--ctl",
-                                         "/var/lib/hakit/rfs.ctl", "--listen", f"{sim.addr('node2')}:{PORT}",
-                                         "--xattr"]))
-        procs.append(sim.popen("node1", [binary, "primary", "--dir", REP, "--ctl", "/var/lib/hakit/rfs.ctl",
-                                         "--xattr"]))
-        ctls.extend(RfsControl(sim.host_path(node, "/var/lib/hakit/rfs.ctl")) for node in ("node1", "node2"))
-        return ctls[0], ctls[1]
-
-    try:
-        yield sim, start
-        assert all(ctl("stop") == "ok" for ctl in ctls)
-        for proc in procs:
-            assert proc.wait(timeout=20) == 0
-    finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
 
 
 @pytest.fixture
@@ -192,12 +139,6 @@ def lay_tree(root: Path, seed: int = 1) -> None:
     os.utime(root / "big2", ns=(1_000_000_000, 2_000_000_000))
 
 
-def full_sync(prim: RfsControl) -> dict[str, int]:
-    reply = prim("fullsync")
-    assert reply.startswith("ok files="), reply
-    return {k: int(v) for k, v in (kv.split("=") for kv in reply.split()[1:])}
-
-
 def test_full_sync_copies_a_tree_to_an_empty_secondary(nodes):
     sim, start = nodes
     primary, secondary = sim.host_path("node1", REP), sim.host_path("node2", REP)
@@ -212,7 +153,7 @@ def test_full_sync_copies_a_tree_to_an_empty_secondary(nodes):
     assert os.getxattr(secondary / "big0", "user.tag") == b"primary"
     assert os.stat(secondary / "sparse").st_blocks * 512 < 1 << 20       # the holes stayed holes
     assert done["files"] >= len(expected) and done["bytes_sent"] < done["bytes_scanned"]
-    assert any(e.startswith("event progress sync_state=running sync_files_scanned=") for e in prim.events)
+    assert any(e.startswith("event progress sync_state=running sync_mode=full sync_files_scanned=") for e in prim.events)
     stats = prim.stats()
     assert stats["sync_state"] == "done" and int(stats["sync_bytes_sent"]) == done["bytes_sent"]
     assert int(stats["sync_files_total"]) >= len(expected) and int(stats["sync_started"]) > 0

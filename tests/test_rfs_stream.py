@@ -3,9 +3,10 @@
 The programs in native/rfs/tests link the core's own sources under ASan and UBSan
 (`make rfs-asan`, also run by `make test`): an in-process primary and receiver over
 localhost TCP applying every opcode, many threads racing renames against writes,
-frames that are garbage and paths that try to leave the root, and peers that stop
-answering.  A program fails on its first wrong result; a sanitizer report fails it too,
-even one the program itself would not notice (a leak at exit, a report from a thread).
+frames that are garbage and paths that try to leave the root, peers that stop
+answering, and peers refused by the stream's key and TLS checks (test_rfs_chan).  A
+program fails on its first wrong result; a sanitizer report fails it too, even one the
+program itself would not notice (a leak at exit, a report from a thread).
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PROGRAMS = ["test_rfs_stream", "test_rfs_guard", "test_rfs_detach", "test_rfs_query"]
+PROGRAMS = [
+    "test_rfs_stream",
+    "test_rfs_guard",
+    "test_rfs_detach",
+    "test_rfs_query",
+    "test_rfs_exclude",
+    "test_rfs_dirty",
+    "test_rfs_chan",
+]
 
 # root: chown, device nodes and trusted.* xattrs are part of what is replicated.
 pytestmark = pytest.mark.root

@@ -85,11 +85,13 @@ _Static_assert((O_SYNC & O_DSYNC) == O_DSYNC, "O_SYNC implies O_DSYNC: one test 
 struct rfs_fs {
 	struct fuse *fuse;
 	struct rfs_repl *repl;
+	struct rfs_dirty *dirty;
 	int rootfd;
 	int mntfd;          /* O_PATH on the mount's root: unmounting through it hits only this mount */
 	int watchdog_fd;    /* write end of the watchdog's pipe */
 	pid_t watchdog_pid;
 	bool strict, xattr;
+	const struct rfs_exclude *exclude;
 	/* The full sync (sync.c) against live operations.  A live modifying operation holds
 	 * its path's stripe shared from doing it here to submitting it; a rename holds ns
 	 * exclusively; a sync step holds ns shared and its path's stripe exclusively from
@@ -205,6 +207,35 @@ static void live_end(struct live *l)
 
 #define LIVE(fs, path) struct live live_ __attribute__((cleanup(live_end))) = live_begin(fs, path)
 
+/* A modifying operation from before it changes the real directory to after its submit:
+ * while the secondary is away its marks are durable first (dirty.h).  code 0: none. */
+struct intent {
+	struct rfs_dirty *dirty;
+	struct rfs_dirty_ticket t;
+};
+
+static struct intent intent_begin(struct rfs_fs *fs, uint16_t code, const char *path, const char *path2,
+				  off_t off, uint64_t len, uint32_t flags)
+{
+	struct intent i = { .dirty = code && path ? fs->dirty : NULL };
+	struct rfs_op op = { .code = code, .path = path ? stream_path(path) : NULL,
+			     .path2 = path2 ? stream_path(path2) : NULL, .off = off, .len = len, .flags = flags };
+
+	if (i.dirty)
+		rfs_dirty_begin(i.dirty, &op, &i.t);
+	return i;
+}
+
+static void intent_end(struct intent *i)
+{
+	if (i->dirty)
+		rfs_dirty_end(i->dirty, &i->t);
+}
+
+#define INTENT(fs, code, path, path2, off, len, flags) \
+	struct intent intent_ __attribute__((cleanup(intent_end))) = \
+		intent_begin(fs, code, path, path2, off, len, flags)
+
 /* The real file by a path the path-only calls (the *xattr family) accept: through the
  * magic link of rootfd, which leads to the real directory beneath the mount. */
 static int real_path(const struct rfs_fs *fs, const char *path, char *out, size_t size)
@@ -225,9 +256,41 @@ static void replicate_failed(struct rfs_fs *fs, const struct rfs_op *op, int err
 		       strerror(-err), n + 1 == DIVERGED_LOG_MAX ? " (further failures are only counted)" : "");
 }
 
+/* Does op reach the secondary?  Not when it acts on an entry left out of replication
+ * (exclude.h): the primary does it alone.  Whether the entry is a directory matters to
+ * the include-only rule alone, and is asked of the real directory only for the
+ * operations that may act on either kind (attributes, fsync).  fs_rename judges its
+ * own, as it knows both sides. */
+static bool replicated(const struct rfs_fs *fs, const struct rfs_op *op)
+{
+	enum rfs_verdict v;
+	struct stat st;
+
+	if (!fs->exclude || !op->path || op->code == RFS_OP_RENAME)
+		return true;
+	v = rfs_exclude_verdict(fs->exclude, op->path);
+	if (v != RFS_REPLICATED_IF_DIR)
+		return v == RFS_REPLICATED;
+	switch (op->code) {
+	case RFS_OP_MKDIR:
+	case RFS_OP_RMDIR:
+		return true;
+	case RFS_OP_CHMOD:
+	case RFS_OP_CHOWN:
+	case RFS_OP_UTIMENS:
+	case RFS_OP_SETXATTR:
+	case RFS_OP_REMOVEXATTR:
+	case RFS_OP_FSYNC:
+		return fstatat(fs->rootfd, *op->path ? op->path : ".", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		       S_ISDIR(st.st_mode);
+	default:
+		return false;
+	}
+}
+
 static void replicate(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wait)
 {
-	int err = rfs_repl_submit(fs->repl, op, wait);
+	int err = replicated(fs, op) ? rfs_repl_submit(fs->repl, op, wait) : 0;
 
 	if (err)
 		replicate_failed(fs, op, err);
@@ -288,6 +351,7 @@ static int kill_sxid(struct rfs_fs *fs, const char *path, int fd)
 {
 	struct stat st;
 	mode_t mode;
+	INTENT(fs, RFS_OP_CHMOD, path, NULL, 0, 0, 0);
 
 	if (fstat(fd, &st) < 0)
 		return -errno;
@@ -434,6 +498,7 @@ static int fs_mknod(const char *path, mode_t mode, dev_t rdev)
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_MKNOD, path, NULL, 0, 0, 0);
 	const char *sp = sys_path(path);
 	struct rfs_op op = { .path = stream_path(path), .rdev = rdev };
 	struct creator c = creator_begin();
@@ -464,6 +529,7 @@ static int fs_mkdir(const char *path, mode_t mode)
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_MKDIR, path, NULL, 0, 0, 0);
 	const char *sp = sys_path(path);
 	struct rfs_op op = { .code = RFS_OP_MKDIR, .path = stream_path(path) };
 	struct creator c = creator_begin();
@@ -483,6 +549,7 @@ static int fs_unlink(const char *path)
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_UNLINK, path, NULL, 0, 0, 0);
 	struct rfs_op op = { .code = RFS_OP_UNLINK, .path = stream_path(path) };
 
 	if (unlinkat(fs->rootfd, sys_path(path), 0) < 0)
@@ -494,6 +561,7 @@ static int fs_rmdir(const char *path)
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_RMDIR, path, NULL, 0, 0, 0);
 	struct rfs_op op = { .code = RFS_OP_RMDIR, .path = stream_path(path) };
 
 	if (unlinkat(fs->rootfd, sys_path(path), AT_REMOVEDIR) < 0)
@@ -505,6 +573,7 @@ static int fs_symlink(const char *target, const char *path)
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_SYMLINK, path, NULL, 0, 0, 0);
 	const char *sp = sys_path(path);
 	struct rfs_op op = { .code = RFS_OP_SYMLINK, .path = stream_path(path), .path2 = target };
 	struct creator c = creator_begin();
@@ -548,16 +617,53 @@ static void note_move(struct rfs_fs *fs, const char *from, const char *to)
 	pthread_mutex_unlock(&fs->moves_mu);
 }
 
+/* A rename may not carry an entry across the boundary of what is replicated
+ * (exclude.h): EXDEV, as between two file systems, so that applications (mv) copy and
+ * delete instead, which replicates right.  Only the entries named are judged, not what
+ * a directory holds.  *send: replicated on both sides; on neither, the primary's alone. */
+static int rename_across(struct rfs_fs *fs, const char *from, const char *to, unsigned int flags, bool *send)
+{
+	struct stat a, b;
+	bool in;
+
+	*send = true;
+	if (!fs->exclude)
+		return 0;
+	if (fstatat(fs->rootfd, sys_path(from), &a, AT_SYMLINK_NOFOLLOW) < 0)
+		return -errno;
+	in = !rfs_excluded(fs->exclude, stream_path(from), S_ISDIR(a.st_mode));
+	if (rfs_excluded(fs->exclude, stream_path(to), S_ISDIR(a.st_mode)) == in)
+		return -EXDEV;
+	/* An exchange moves the target the other way: it must stay on the same side too. */
+	if (flags & RENAME_EXCHANGE) {
+		if (fstatat(fs->rootfd, sys_path(to), &b, AT_SYMLINK_NOFOLLOW) < 0)
+			return -errno;
+		if (rfs_excluded(fs->exclude, stream_path(from), S_ISDIR(b.st_mode)) == in ||
+		    rfs_excluded(fs->exclude, stream_path(to), S_ISDIR(b.st_mode)) == in)
+			return -EXDEV;
+	}
+	*send = in;
+	return 0;
+}
+
 static int fs_rename(const char *from, const char *to, unsigned int flags)
 {
 	struct rfs_fs *fs = ctx_fs();
 	struct rfs_op op = { .code = RFS_OP_RENAME, .path = stream_path(from), .path2 = stream_path(to),
 			     .flags = flags };
 	struct live ns __attribute__((cleanup(live_end))) = { .lock = &fs->ns };
+	INTENT(fs, RFS_OP_RENAME, from, to, 0, 0, flags);
+
+	bool send;
+	int r;
 
 	pthread_rwlock_wrlock(&fs->ns);
+	if ((r = rename_across(fs, from, to, flags, &send)))
+		return r;
 	if (renameat2(fs->rootfd, sys_path(from), fs->rootfd, sys_path(to), flags) < 0)
 		return -errno;
+	if (!send)
+		return 0;
 	replicate_applied(fs, &op);
 	note_move(fs, op.path, op.path2);
 	return 0;
@@ -580,6 +686,7 @@ static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_CHMOD, path, NULL, 0, 0, 0);
 	struct rfs_op op = { .code = RFS_OP_CHMOD, .path = path ? stream_path(path) : NULL, .mode = mode & 07777 };
 	int r = fi ? fchmod(file_of(fi)->fd, mode) : fchmodat(fs->rootfd, sys_path(path), mode, 0);
 
@@ -592,6 +699,7 @@ static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_CHOWN, path, NULL, 0, 0, 0);
 	struct rfs_op op = { .code = RFS_OP_CHOWN, .path = path ? stream_path(path) : NULL,
 			     .uid = (uint32_t)uid, .gid = (uint32_t)gid };
 	int r = fi ? fchown(file_of(fi)->fd, uid, gid)
@@ -606,6 +714,7 @@ static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_TRUNCATE, path, NULL, size, 0, 0);
 	int fd = fi ? file_of(fi)->fd : openat(fs->rootfd, sys_path(path), O_WRONLY | O_CLOEXEC);
 	struct stat st;
 	int r;
@@ -637,6 +746,7 @@ static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_UTIMENS, path, NULL, 0, 0, 0);
 	struct stat st;
 	int r;
 
@@ -689,6 +799,7 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_CREATE, path, NULL, 0, 0, 0);
 	const char *sp = sys_path(path);
 	struct creator c = creator_begin();
 	/* The secondary creates the file beside the primary (a creation costs more than a
@@ -698,7 +809,7 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	 * locked, so nothing else creates this name meanwhile. */
 	struct rfs_op op = { .code = RFS_OP_CREATE, .path = stream_path(path),
 			     .mode = mode & 07777 & ~fuse_get_context()->umask };
-	struct rfs_repl_pending *early = fs->xattr ? NULL : rfs_repl_send(fs->repl, &op);
+	struct rfs_repl_pending *early = fs->xattr || !replicated(fs, &op) ? NULL : rfs_repl_send(fs->repl, &op);
 	int fd = openat(fs->rootfd, sp, (fi->flags & ~REAL_OPEN_DROP) | O_CREAT | O_CLOEXEC, mode);
 	struct stat st;
 	int r = fd < 0 ? -errno : 0;
@@ -722,6 +833,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, fi->flags & O_TRUNC ? path : NULL);
+	INTENT(fs, fi->flags & O_TRUNC ? RFS_OP_TRUNCATE : 0, path, NULL, 0, 0, 0);
 	int fd = openat(fs->rootfd, sys_path(path), (fi->flags & ~REAL_OPEN_DROP) | O_CLOEXEC);
 	struct stat st = { 0 };
 	int r = 0;
@@ -772,6 +884,7 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off, s
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_WRITE, path, NULL, off, size, 0);
 	struct rfs_file *f = file_of(fi);
 	ssize_t n;
 
@@ -981,6 +1094,7 @@ static int fs_setxattr(const char *path, const char *name, const char *value, si
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_SETXATTR, path, NULL, 0, 0, 0);
 	char real[PATH_MAX + 32];
 	int r;
 
@@ -1027,6 +1141,7 @@ static int fs_removexattr(const char *path, const char *name)
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_REMOVEXATTR, path, NULL, 0, 0, 0);
 	char real[PATH_MAX + 32];
 	int r;
 
@@ -1044,6 +1159,7 @@ static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct
 {
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
+	INTENT(fs, RFS_OP_FALLOCATE, path, NULL, off, (uint64_t)len, (uint32_t)mode);
 	struct rfs_file *f = file_of(fi);
 
 	if (fallocate(f->fd, mode, off, len) < 0)
@@ -1308,10 +1424,12 @@ int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out)
 	if (fs == NULL)
 		return -ENOMEM;
 	fs->repl = cfg->repl;
+	fs->dirty = cfg->dirty;
 	fs->rootfd = cfg->rootfd;
 	fs->mntfd = fs->watchdog_fd = -1;
 	fs->strict = cfg->strict;
 	fs->xattr = cfg->xattr;
+	fs->exclude = cfg->exclude;
 	locks_init(fs);
 	fuse_set_log_func(log_libfuse);
 	r = mount_options(cfg, &args);

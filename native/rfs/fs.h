@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "exclude.h"
 #include "rfs_repl.h"
 
 struct rfs_fs;
@@ -18,8 +19,10 @@ struct rfs_fs_config {
 	const char *dir;        /* absolute path of the directory: the mount point */
 	int rootfd;             /* that directory, opened before the mount; stays the caller's */
 	struct rfs_repl *repl;  /* the primary's stream; NULL: secondary, mounted read-only */
+	struct rfs_dirty *dirty; /* the primary's journal (dirty.h), or NULL */
 	bool strict;            /* every write waits until the secondary applied it */
 	bool xattr;             /* extended attributes and POSIX ACLs served and replicated */
+	const struct rfs_exclude *exclude; /* entries left out of replication (exclude.h), or NULL */
 };
 
 struct rfs_fs_counters {

@@ -1,8 +1,16 @@
 /* hakit-rfs: the replicated file system of one directory of a mirror module.
  *
  *   hakit-rfs primary   --dir D --ctl SOCKET [--nbremconn N] [--sendtimeout MS]
- *                       [--strict] [--compress] [--xattr]
- *   hakit-rfs secondary --dir D --ctl SOCKET --listen ADDR:PORT [--xattr]
+ *                       [--strict] [--compress] [--xattr] [--state DIR [--adopt TAG]]
+ *                       [EXCLUSIONS] [SECURITY]
+ *   hakit-rfs secondary --dir D --ctl SOCKET --listen ADDR:PORT [--xattr] [EXCLUSIONS]
+ *                       [SECURITY]
+ *   SECURITY (both roles): --auth-key-file FILE: every stream connection proves the
+ *   module key, both ways; --tls-cert FILE --tls-key FILE --tls-ca FILE: the stream
+ *   runs in TLS 1.3, both certificates checked against the CA (chan.h).
+ *   EXCLUSIONS: --exclude REGEX, --only REGEX, --exclude-path PATH, each repeatable
+ *   (exclude.h); only the primary acts on them, the secondary takes them so that both
+ *   roles can be given the same options.
  *
  * Both mount FUSE over D (fs.c), from a descriptor of D opened before the mount.  The
  * primary streams every change to the secondary it is attached to; the secondary's
@@ -12,8 +20,14 @@
  * Control socket (Unix, mode 0600): one command per line, one reply line per command,
  * "ok[ ...]" or "error <message>":
  *   attach HOST PORT | detach | stats (ok key=value ...) | stop (unmounts, then exits 0)
- *   fullsync: the primary makes the secondary's tree identical to its own (sync.c); the
- *     reply comes when it is over: "ok files=N bytes_scanned=M bytes_sent=K elapsed_ms=T"
+ *   fullsync [tag=N]: the primary makes the secondary's tree identical to its own
+ *     (sync.c); the reply comes when it is over: "ok files=N bytes_scanned=M bytes_sent=K
+ *     elapsed_ms=T"; with a tag the journal (--state, dirty.h) then starts afresh from
+ *     lineage N.
+ *   resync tag=N: the same, incremental: only what the journal recorded while the
+ *     secondary was away ("error resync: no journal..." when it recorded nothing valid).
+ *   rfsdiff: what a sync would send: attached, a full comparison that sends nothing
+ *     ("ok mode=compare paths=N bytes=B ..."); alone, the journal ("ok mode=journal ...").
  * The stream's news go to every connected client as "event <what>" lines, and so does a
  * running full sync's progress ("event progress sync_state=running ...", the sync_* keys
  * of stats) at most twice a second.  SIGTERM and SIGINT stop as "stop" does.
@@ -29,6 +43,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <netdb.h>
 #include <poll.h>
@@ -48,6 +63,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "exclude.h"
 #include "fs.h"
 #include "rfs_repl.h"
 #include "sync.h"
@@ -62,7 +78,19 @@
 static const char usage[] =
 	"usage: hakit-rfs primary --dir D --ctl SOCKET [--nbremconn N] [--sendtimeout MS]"
 	" [--strict] [--compress] [--xattr]\n"
-	"       hakit-rfs secondary --dir D --ctl SOCKET --listen ADDR:PORT [--xattr]\n";
+	"                         [--state DIR [--adopt TAG]] [EXCLUSIONS] [SECURITY]\n"
+	"       hakit-rfs secondary --dir D --ctl SOCKET --listen ADDR:PORT [--xattr] [EXCLUSIONS]"
+	" [SECURITY]\n"
+	"EXCLUSIONS, each repeatable, paths relative to D (used by the primary only):\n"
+	"  --exclude REGEX      leave out entries whose path, or a parent's, matches (POSIX extended)\n"
+	"  --only REGEX         replicate only the files (not directories) whose path matches one\n"
+	"  --exclude-path PATH  leave out PATH and everything beneath it\n"
+	"--state DIR: the journal of what changed while the secondary was away (incremental\n"
+	"  resync); --adopt TAG: this copy is identical to the lineage TAG, record from now on\n"
+	"SECURITY, both roles:\n"
+	"  --auth-key-file FILE  the module key (64 hex digits): every stream connection proves it\n"
+	"  --tls-cert FILE --tls-key FILE --tls-ca FILE  TLS 1.3 on the stream, both certificates\n"
+	"                       checked against the CA\n";
 
 struct args {
 	bool primary;
@@ -70,6 +98,12 @@ struct args {
 	int nbremconn, sendtimeout_ms;
 	bool strict, compress, xattr;
 	bool primary_only_given;   /* an option the secondary refuses */
+	const char *state;         /* the journal's directory (dirty.h); NULL: none, every sync is full */
+	uint64_t adopt;            /* --adopt: the lineage to record from (adopting) */
+	bool adopting;
+	struct rfs_exclude *exclude; /* NULL: everything is replicated */
+	struct rfs_creds_files sec;
+	struct rfs_creds *creds;     /* NULL: the stream is plain TCP */
 };
 
 /* The process's state, shared by main and the control and receiver threads. */
@@ -79,6 +113,7 @@ struct server {
 	struct rfs_fs *fs;
 	struct rfs_repl *repl;        /* primary only */
 	struct rfs_sync *sync;        /* primary only */
+	struct rfs_dirty *dirty;      /* primary only, with --state */
 	int ctl_fd, sig_fd, event_rd, event_wr, loop_done_fd, sync_done_fd;
 	/* secondary only */
 	int recv_rootfd, recv_listen_fd;
@@ -112,9 +147,20 @@ static int parse_int(const char *s, const char *opt, long lo, long hi)
 	return (int)v;
 }
 
+/* A lineage tag (dirty.h): 0 or -1. */
+static int parse_tag(const char *s, uint64_t *out)
+{
+	char *end;
+
+	errno = 0;
+	*out = strtoull(s, &end, 10);
+	return errno || end == s || *end || *s == '-' ? -1 : 0;
+}
+
 static void parse_args(int argc, char **argv, struct args *a)
 {
-	enum { O_DIR = 1, O_CTL, O_LISTEN, O_NBREMCONN, O_SENDTIMEOUT, O_STRICT, O_COMPRESS, O_XATTR, O_HELP };
+	enum { O_DIR = 1, O_CTL, O_LISTEN, O_NBREMCONN, O_SENDTIMEOUT, O_STRICT, O_COMPRESS, O_XATTR, O_HELP,
+	       O_EXCLUDE, O_ONLY, O_EXCLUDE_PATH, O_STATE, O_ADOPT, O_AUTH_KEY, O_TLS_CERT, O_TLS_KEY, O_TLS_CA };
 	static const struct option opts[] = {
 		{ "dir", required_argument, NULL, O_DIR },
 		{ "ctl", required_argument, NULL, O_CTL },
@@ -125,6 +171,15 @@ static void parse_args(int argc, char **argv, struct args *a)
 		{ "compress", no_argument, NULL, O_COMPRESS },
 		{ "xattr", no_argument, NULL, O_XATTR },
 		{ "help", no_argument, NULL, O_HELP },
+		{ "exclude", required_argument, NULL, O_EXCLUDE },
+		{ "only", required_argument, NULL, O_ONLY },
+		{ "exclude-path", required_argument, NULL, O_EXCLUDE_PATH },
+		{ "state", required_argument, NULL, O_STATE },
+		{ "adopt", required_argument, NULL, O_ADOPT },
+		{ "auth-key-file", required_argument, NULL, O_AUTH_KEY },
+		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
+		{ "tls-key", required_argument, NULL, O_TLS_KEY },
+		{ "tls-ca", required_argument, NULL, O_TLS_CA },
 		{ 0 },
 	};
 	int c;
@@ -155,6 +210,29 @@ static void parse_args(int argc, char **argv, struct args *a)
 		case O_STRICT: a->strict = a->primary_only_given = true; break;
 		case O_COMPRESS: a->compress = a->primary_only_given = true; break;
 		case O_XATTR: a->xattr = true; break;
+		case O_AUTH_KEY: a->sec.key_file = optarg; break;
+		case O_TLS_CERT: a->sec.tls_cert = optarg; break;
+		case O_TLS_KEY: a->sec.tls_key = optarg; break;
+		case O_TLS_CA: a->sec.tls_ca = optarg; break;
+		case O_STATE: a->state = optarg; a->primary_only_given = true; break;
+		case O_ADOPT:
+			if (parse_tag(optarg, &a->adopt))
+				usage_error("%s", "--adopt must be a non-negative integer");
+			a->adopting = a->primary_only_given = true;
+			break;
+		case O_EXCLUDE:
+		case O_ONLY:
+		case O_EXCLUDE_PATH: {
+			static const enum rfs_exclude_kind kind[] = {
+				[O_EXCLUDE] = RFS_EXCLUDE_REGEX, [O_ONLY] = RFS_EXCLUDE_ONLY,
+				[O_EXCLUDE_PATH] = RFS_EXCLUDE_PATH,
+			};
+			char err[400];
+
+			if (rfs_exclude_add(&a->exclude, kind[c], optarg, err, sizeof err))
+				usage_error("%s", err);
+			break;
+		}
 		case O_HELP:
 			fputs(usage, stdout);
 			exit(0);
@@ -171,7 +249,17 @@ static void parse_args(int argc, char **argv, struct args *a)
 	if (!a->primary && a->listen == NULL)
 		usage_error("%s", "the secondary needs --listen ADDR:PORT");
 	if (!a->primary && a->primary_only_given)
-		usage_error("%s", "--nbremconn, --sendtimeout, --strict and --compress are for the primary");
+		usage_error("%s", "--nbremconn, --sendtimeout, --strict, --compress, --state and --adopt are for the primary");
+	if (a->adopting && !a->state)
+		usage_error("%s", "--adopt needs --state");
+	if (a->sec.key_file || a->sec.tls_cert || a->sec.tls_key || a->sec.tls_ca) {
+		char err[512];
+
+		if (!(a->creds = rfs_creds_load(&a->sec, !a->primary, err, sizeof err))) {
+			hk_log("%s", err);
+			exit(2);
+		}
+	}
 }
 
 /* Descriptors 0-2 must be taken before anything opens: the watchdog (fs.c) relies on
@@ -436,9 +524,35 @@ static void stats_line(struct server *s, char *out, size_t size)
 		 (unsigned long long)n.getxattrs, (unsigned long long)n.diverged,
 		 (unsigned long long)n.links_refused);
 	k = (int)strlen(out);
+	if (s->dirty)
+		rfs_dirty_keys(s->dirty, out + k, size - (size_t)k - 1);
+	k = (int)strlen(out);
 	if (s->sync)
 		rfs_sync_keys(s->sync, out + k, size - (size_t)k - 1);
 	strcat(out, "\n");
+}
+
+/* rfsdiff with no secondary attached: what the journal holds (0: replied in out);
+ * -1: attached, a comparison answers. */
+static int journal_diff(struct server *s, char *out, size_t size)
+{
+	struct rfs_repl_stats st;
+	struct rfs_dirty_snapshot snap;
+	uint64_t tag;
+
+	rfs_repl_stats(s->repl, &st);
+	if (st.attached)
+		return -1;
+	if (!s->dirty || rfs_dirty_state(s->dirty, &tag) != RFS_DIRTY_RECORDING)
+		snprintf(out, size, "ok mode=none paths=0 bytes=0 (no journal: the next sync is a full one)\n");
+	else if (rfs_dirty_snapshot(s->dirty, &snap))
+		snprintf(out, size, "error rfsdiff: out of memory\n");
+	else {
+		snprintf(out, size, "ok mode=journal paths=%zu bytes=%" PRIu64 "\n", snap.n,
+			 snap.data_bytes + snap.suspect_bytes);
+		rfs_dirty_snapshot_free(&snap);
+	}
+	return 0;
 }
 
 static void stop_all(struct control *c)
@@ -461,19 +575,28 @@ static void command(struct control *c, int i, char *line)
 	else if (!strcmp(verb, "stop") && !a1) {
 		stop_all(c);
 		snprintf(reply, sizeof reply, "ok\n");
-	} else if ((!strcmp(verb, "attach") || !strcmp(verb, "detach") || !strcmp(verb, "fullsync")) &&
-		   s->repl == NULL)
+	} else if ((!strcmp(verb, "attach") || !strcmp(verb, "detach") || !strcmp(verb, "fullsync") ||
+		    !strcmp(verb, "resync") || !strcmp(verb, "rfsdiff")) && s->repl == NULL)
 		snprintf(reply, sizeof reply, "error %s: this is the secondary\n", verb);
-	else if (!strcmp(verb, "fullsync") && !a1) {
-		int r = rfs_sync_start(s->sync);
+	else if (!strcmp(verb, "rfsdiff") && !a1 && !journal_diff(s, reply, sizeof reply))
+		;
+	else if ((!strcmp(verb, "fullsync") || !strcmp(verb, "rfsdiff") || !strcmp(verb, "resync")) && !a2) {
+		enum rfs_sync_mode mode = !strcmp(verb, "fullsync") ? RFS_SYNC_FULL :
+					  !strcmp(verb, "resync") ? RFS_SYNC_INCREMENTAL : RFS_SYNC_ESTIMATE;
+		uint64_t tag;
+		bool tagged = a1 && !strncmp(a1, "tag=", 4) && !parse_tag(a1 + 4, &tag);
+		int r = (a1 && !tagged) || (mode == RFS_SYNC_ESTIMATE && a1) ? -EINVAL :
+			rfs_sync_start(s->sync, mode, tagged ? &tag : NULL);
 
 		if (r == 0) {
 			c->sync_waiter = c->clients[i].id; /* replied to when it ends */
 			return;
 		}
-		snprintf(reply, sizeof reply, "error fullsync: %s\n",
-			 r == -EBUSY ? "a full sync is running already" :
-			 r == -ENOTCONN ? "no secondary attached" : strerror(-r));
+		snprintf(reply, sizeof reply, "error %s: %s\n", verb,
+			 r == -EBUSY ? "a synchronisation is running already" :
+			 r == -ENOTCONN ? "no secondary attached" :
+			 r == -ENODATA ? "no journal: a full sync is needed" :
+			 r == -EINVAL ? "the argument is tag=N" : strerror(-r));
 	}
 	else if (!strcmp(verb, "detach") && !a1) {
 		rfs_repl_detach(s->repl);
@@ -492,7 +615,8 @@ static void command(struct control *c, int i, char *line)
 			snprintf(reply, sizeof reply, "ok\n");
 	} else
 		snprintf(reply, sizeof reply,
-			 "error unknown command '%s' (attach HOST PORT, detach, fullsync, stats, stop)\n", verb);
+			 "error unknown command '%s' (attach HOST PORT, detach, fullsync [tag=N], resync tag=N, "
+			 "rfsdiff, stats, stop)\n", verb);
 	client_send(c, i, reply);
 }
 
@@ -646,7 +770,7 @@ static void *control_main(void *arg)
 static void *receiver_main(void *arg)
 {
 	struct server *s = arg;
-	int r = rfs_receiver_serve(s->recv_rootfd, s->recv_listen_fd, &s->recv_stop);
+	int r = rfs_receiver_serve(s->recv_rootfd, s->recv_listen_fd, &s->recv_stop, s->a.creds);
 
 	if (!s->recv_stop) {
 		hk_log("the receiver stopped: %s", r < 0 ? strerror(-r) : "no reason given");
@@ -683,7 +807,22 @@ static int start_stream(struct server *s)
 	s->event_wr = ev[1];
 	if (!s->a.primary)
 		return 0;
+	if (s->a.state) {
+		int r = rfs_dirty_open(s->a.state, &s->dirty);
+
+		if (r < 0) {
+			hk_log("cannot open the journal in %s: %s", s->a.state, strerror(-r));
+			return -1;
+		}
+		r = s->a.adopting ? rfs_dirty_adopt(s->dirty, s->a.adopt) : 0;
+		if (r == -EALREADY)
+			hk_log("--adopt %" PRIu64 ": the journal left by the last run is kept", s->a.adopt);
+		else if (r < 0)
+			hk_log("--adopt %" PRIu64 ": %s (the next sync is a full one)", s->a.adopt, strerror(-r));
+	}
 	struct rfs_repl_config cfg = {
+		.dirty = s->dirty,
+		.creds = s->a.creds,
 		.nbremconn = s->a.nbremconn,
 		.send_timeout_ms = s->a.sendtimeout_ms,
 		.compress = s->a.compress,
@@ -737,12 +876,13 @@ int main(int argc, char **argv)
 	if (start_stream(s) < 0)
 		goto out_ctl;
 	struct rfs_fs_config cfg = { .dir = s->dir, .rootfd = rootfd, .repl = s->repl, .strict = s->a.strict,
-				     .xattr = s->a.xattr };
+				     .xattr = s->a.xattr, .exclude = s->a.exclude, .dirty = s->dirty };
 	if (rfs_fs_mount(&cfg, &s->fs) < 0)
 		goto out_repl;
 	if (s->repl) {
 		struct rfs_sync_config sc = { .rootfd = rootfd, .repl = s->repl, .fs = s->fs, .xattr = s->a.xattr,
-					      .progress = on_progress, .done = on_sync_done, .arg = s };
+					      .exclude = s->a.exclude, .dirty = s->dirty, .progress = on_progress, .done = on_sync_done,
+					      .arg = s };
 
 		s->sync = rfs_sync_new(&sc);
 		if (s->sync == NULL) {
@@ -785,11 +925,16 @@ out_fs:
 	hk_log("%s unmounted", s->dir);
 	if (s->repl)
 		rfs_repl_free(s->repl);
+	/* After the stream: its end records what the secondary had not acked. */
+	rfs_dirty_free(s->dirty);
+	rfs_exclude_free(s->a.exclude);
+	rfs_creds_free(s->a.creds);
 	unlink(s->a.ctl);
 	return atomic_load(&s->exit_code);
 out_repl:
 	if (s->repl)
 		rfs_repl_free(s->repl);
+	rfs_dirty_free(s->dirty);
 out_ctl:
 	unlink(s->a.ctl);
 	return 1;

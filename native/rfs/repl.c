@@ -49,6 +49,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "chan.h"
 #include "core.h"
 #include "proto.h"
 #include "rfs_query.h"
@@ -160,10 +161,18 @@ struct waiter {
 
 struct session;
 
+/* An un-acked frame: its wire size, and with a journal (dirty.h) what it changes, so
+ * that the marks of frames a dying session never had acked can be recorded. */
+struct inflight {
+	uint32_t size;
+	struct rfs_op op;  /* code, flags, off, len; path and path2 owned (malloc), else NULL */
+};
+
 struct conn {
 	struct session *s;
 	int fd;
 	int threads;               /* how many of sender, acker were started */
+	struct chan *ch;           /* TLS over fd; NULL: plain */
 	char *ackbuf;              /* the acker's, ACK_BUF bytes */
 	pthread_t sender, acker;
 	/* Lock order: attach_mu > gate > conn.mu, one connection's at a time, never with
@@ -180,7 +189,7 @@ struct conn {
 	uint64_t acked_seq;
 	uint64_t taken_seq;        /* last seq taken for sending */
 	uint64_t taken, sent;      /* batches taken for sending, and finished */
-	uint32_t *ring;            /* wire sizes of the un-acked frames, in seq order */
+	struct inflight *ring;     /* the un-acked frames, in seq order */
 	size_t ring_cap, ring_head, ring_n;
 	size_t unacked_bytes, limit;
 	int sleeping;              /* the sender waits on wake_sender */
@@ -265,7 +274,7 @@ static void outq_free(struct outq *q)
 
 static int ring_room(struct conn *c)
 {
-	uint32_t *n;
+	struct inflight *n;
 	size_t cap = c->ring_cap ? c->ring_cap * 2 : 256;
 
 	if (c->ring_n < c->ring_cap)
@@ -282,6 +291,30 @@ static int ring_room(struct conn *c)
 	return 0;
 }
 
+static void inflight_clear(struct inflight *f)
+{
+	free((char *)f->op.path);
+	free((char *)f->op.path2);
+	f->op.path = f->op.path2 = NULL;
+}
+
+/* What a frame changes, kept until its ack when a journal wants it: 0 or -ENOMEM. */
+static int inflight_keep(struct rfs_repl *r, struct inflight *f, const struct rfs_op *op)
+{
+	f->op = (struct rfs_op){0};
+	if (!r->cfg.dirty || rfs_op_shape(op->code) & RFS_SHAPE_QUERY)
+		return 0;
+	f->op = (struct rfs_op){.code = op->code, .flags = op->flags, .off = op->off,
+				.len = op->code == RFS_OP_WRITE ? op->data_len : op->len};
+	f->op.path = op->path ? strdup(op->path) : NULL;
+	f->op.path2 = op->path2 ? strdup(op->path2) : NULL;
+	if ((op->path && !f->op.path) || (op->path2 && !f->op.path2)) {
+		inflight_clear(f);
+		return -ENOMEM;
+	}
+	return 0;
+}
+
 /* ---- sessions ---- */
 
 static void session_kill(struct session *s, const char *reason)
@@ -291,19 +324,38 @@ static void session_kill(struct session *s, const char *reason)
 
 	if (!atomic_compare_exchange_strong(&s->dead, &was, 1))
 		return;
-	if (atomic_load(&s->installed))
+	/* An op of our own spans the detach and the marks of the frames left un-acked, so
+	 * that the journal is not declared complete before they are in it. */
+	struct rfs_dirty_ticket t;
+	struct rfs_dirty *journal = atomic_load(&s->installed) ? r->cfg.dirty : NULL;
+
+	if (journal)
+		rfs_dirty_begin(journal, &(struct rfs_op){.code = RFS_OP_SYNCFS}, &t);
+	if (atomic_load(&s->installed)) {
 		atomic_store(&r->attached, 0);
+		if (journal)
+			rfs_dirty_detached(journal);
+	}
 	for (int i = 0; i < s->nconn; i++) {
 		struct conn *c = &s->conns[i];
 
 		pthread_mutex_lock(&c->mu);
 		c->dead = 1;
+		/* Done here, perhaps not there: the journal takes what was not acked. */
+		for (size_t k = 0; journal && k < c->ring_n; k++) {
+			struct inflight *f = &c->ring[(c->ring_head + k) % c->ring_cap];
+
+			if (f->op.code)
+				rfs_dirty_mark(journal, &f->op);
+		}
 		pthread_cond_broadcast(&c->wake_sender);
 		pthread_cond_broadcast(&c->acked);
 		pthread_mutex_unlock(&c->mu);
 		if (c->fd >= 0)
 			shutdown(c->fd, SHUT_RDWR);
 	}
+	if (journal)
+		rfs_dirty_end(journal, &t);
 	if (reason && r->cfg.event) {
 		char what[256];
 
@@ -357,11 +409,14 @@ static void session_free(struct session *s)
 	for (int i = 0; i < s->nconn; i++) {
 		struct conn *c = &s->conns[i];
 
+		chan_free(c->ch);
 		if (c->fd >= 0)
 			close(c->fd);
 		atomic_fetch_sub(&r->queued, c->unacked_bytes);
 		outq_free(&c->q);
 		outq_free(&c->spare);
+		for (size_t k = 0; k < c->ring_n; k++)
+			inflight_clear(&c->ring[(c->ring_head + k) % c->ring_cap]);
 		free(c->ring);
 		free(c->ackbuf);
 		pthread_mutex_destroy(&c->mu);
@@ -434,7 +489,7 @@ static int send_batch(struct conn *c, const struct outq *q)
 			iov[n] = (struct iovec){.iov_base = (void *)(base + from), .iov_len = g->len - from};
 		}
 		mh.msg_iovlen = n;
-		sent = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+		sent = chan_sendmsg(c->ch, c->fd, &mh);
 		if (sent < 0 && errno == EINTR)
 			continue;
 		if (sent < 0)
@@ -579,7 +634,8 @@ static ssize_t take_acks(struct conn *c, const char *buf, size_t n, char *why, s
 		}
 		if (n - pos < HDR + h.body_len)
 			break;
-		size = c->ring[c->ring_head];
+		size = c->ring[c->ring_head].size;
+		inflight_clear(&c->ring[c->ring_head]);
 		c->ring_head = (c->ring_head + 1) % c->ring_cap;
 		c->ring_n--;
 		c->unacked_bytes -= size;
@@ -615,7 +671,7 @@ static void *acker_main(void *arg)
 
 	/* The socket's SO_RCVTIMEO (ACK_POLL_MS) wakes the loop to check the ack timeout. */
 	while (!atomic_load(&s->dead)) {
-		ssize_t got = recv(c->fd, buf + have, ACK_BUF - have, 0), used;
+		ssize_t got = chan_recv(c->ch, c->fd, buf + have, ACK_BUF - have), used;
 
 		if (got < 0 && (errno == EAGAIN || errno == EINTR)) {
 			int late;
@@ -703,33 +759,23 @@ static int connect_one(const char *host, int port, int timeout_ms)
 	return fd;
 }
 
-static int hello(int fd, uint64_t session, int index, int nconn, int timeout_ms)
+/* TLS and the proof of the key (chan.c), as the config asks, then HELLO and its ack. */
+static int hello(struct conn *c, const char *peer, uint64_t session, int index, int nconn)
 {
 	char frame[HDR + sizeof(struct rfs_wire_hello)], ack[HDR];
 	struct rfs_wire_hdr h = {.magic = RFS_MAGIC, .version = RFS_VERSION, .type = RFS_T_HELLO,
 				 .body_len = sizeof(struct rfs_wire_hello)};
 	struct rfs_wire_hello hl = {.session = session, .conn_index = (uint16_t)index,
 				    .nconn = (uint16_t)nconn};
-	size_t got = 0;
+	int64_t deadline = rfs_now_ns() + c->s->r->cfg.send_timeout_ms * NS_PER_MS;
+	int rc;
 
 	rfs_hdr_put(frame, &h);
 	rfs_hello_put(frame + HDR, &hl);
-	if (send(fd, frame, sizeof frame, MSG_NOSIGNAL) != (ssize_t)sizeof frame)
-		return errno ? -errno : -EIO;
-	while (got < sizeof ack) {
-		struct pollfd p = {.fd = fd, .events = POLLIN};
-		int n = poll(&p, 1, timeout_ms);
-		ssize_t k;
-
-		if (n == 0)
-			return -ETIMEDOUT;
-		if (n < 0)
-			return -errno;
-		k = recv(fd, ack + got, sizeof ack - got, 0);
-		if (k <= 0)
-			return k ? -errno : -ECONNRESET;
-		got += (size_t)k;
-	}
+	if ((rc = chan_connect(c->s->r->cfg.creds, c->fd, peer, frame + HDR, deadline, &c->ch)) ||
+	    (rc = chan_write_all(c->ch, c->fd, frame, sizeof frame, deadline)) ||
+	    (rc = chan_read_all(c->ch, c->fd, ack, sizeof ack, deadline)))
+		return rc;
 	rfs_hdr_get(&h, ack);
 	if (h.magic != RFS_MAGIC || h.version != RFS_VERSION || h.type != RFS_T_ACK || h.seq || h.body_len)
 		return -EPROTO;
@@ -744,7 +790,9 @@ static int session_open(struct rfs_repl *r, const char *host, int port, struct s
 	uint64_t id;
 	int n = r->cfg.nbremconn, rc = 0;
 	size_t queued = r->cfg.max_queued_bytes ? r->cfg.max_queued_bytes : DEFAULT_QUEUED;
+	char peer[300];
 
+	snprintf(peer, sizeof peer, "%s:%d", host, port);
 	if (!s || !(s->conns = calloc((size_t)n, sizeof *s->conns))) {
 		free(s);
 		return -ENOMEM;
@@ -774,7 +822,7 @@ static int session_open(struct rfs_repl *r, const char *host, int port, struct s
 			rc = c->fd;
 			c->fd = -1;
 		} else {
-			rc = hello(c->fd, id, i, n, r->cfg.send_timeout_ms);
+			rc = hello(c, peer, id, i, n);
 		}
 	}
 	for (int i = 0; i < n && !rc; i++) {
@@ -980,7 +1028,8 @@ static int enqueue(struct session *s, struct conn *c, const struct rfs_op *op, e
 	while (!c->dead && c->unacked_bytes && c->unacked_bytes + size > c->limit)
 		wait_step(c, c->next_seq);
 	c->ack_waiters--;
-	if (c->dead || outq_room(&c->q, size - (zerocopy ? dlen : 0)) || ring_room(c)) {
+	if (c->dead || outq_room(&c->q, size - (zerocopy ? dlen : 0)) || ring_room(c) ||
+	    inflight_keep(r, &c->ring[(c->ring_head + c->ring_n) % c->ring_cap], op)) {
 		int rc = c->dead ? -ESHUTDOWN : -ENOMEM;
 
 		pthread_mutex_unlock(&c->mu);
@@ -1001,7 +1050,7 @@ static int enqueue(struct session *s, struct conn *c, const struct rfs_op *op, e
 		outq_copy(&c->q, data, dlen);
 	c->q.raw_bytes += size - dlen + op->data_len;
 	c->q.ops++;
-	c->ring[(c->ring_head + c->ring_n++) % c->ring_cap] = (uint32_t)size;
+	c->ring[(c->ring_head + c->ring_n++) % c->ring_cap].size = (uint32_t)size;
 	if (!c->unacked_bytes)
 		c->progress_ns = rfs_now_ns(); /* the ack timeout runs from here */
 	c->unacked_bytes += size;
@@ -1051,6 +1100,13 @@ static int await(struct conn *c, struct ticket *t)
 	return rc;
 }
 
+/* An op the secondary will not get: the journal's, when there is one. */
+static void lost(struct rfs_repl *r, const struct rfs_op *op)
+{
+	if (r->cfg.dirty && !(rfs_op_shape(op->code) & RFS_SHAPE_QUERY))
+		rfs_dirty_mark(r->cfg.dirty, op);
+}
+
 /* With reply (a query): its answer, and -ENOTCONN when there was none (no session,
  * or it died first); without: 0 then. */
 static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait, struct waiter *reply)
@@ -1069,6 +1125,7 @@ static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait
 	s = r->cur;
 	if (!s || atomic_load(&s->dead)) {
 		pthread_rwlock_unlock(&r->gate);
+		lost(r, op);
 		return reply ? -ENOTCONN : 0;
 	}
 	atomic_fetch_add(&s->refs, 1);
@@ -1076,6 +1133,8 @@ static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait
 		drain(s);
 	c = conn_of(s, op->path);
 	queued = enqueue(s, c, op, wait, barrier || wait != RFS_WAIT_QUEUED, &t);
+	if (queued)
+		lost(r, op);
 	if (!queued && !barrier)
 		pthread_rwlock_unlock(&r->gate);
 	if (!queued && (t.waiting || t.batch))
@@ -1118,8 +1177,10 @@ int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait w
 
 	if (!rfs_op_shape(op->code))
 		return -EINVAL;
-	if (!atomic_load(&r->attached))
+	if (!atomic_load(&r->attached)) {
+		lost(r, op);
 		return 0;
+	}
 	if ((rc = check_op(op)))
 		return rc;
 	if (op->data_len <= RFS_DATA_MAX)
@@ -1232,6 +1293,9 @@ struct rconn {
 	int hello_seen, in_session;
 	struct rconn *next;
 	/* The thread's own. */
+	struct chan *ch;           /* TLS over fd; NULL: plain */
+	int bound;                 /* the primary proved the key for the HELLO in bound_hello */
+	unsigned char bound_hello[CHAN_HELLO_LEN];
 	uint64_t expect_seq;
 	char *buf, *raw;
 	char *reply;               /* a query's answer, RFS_REPLY_MAX bytes, allocated at the first */
@@ -1243,6 +1307,7 @@ struct rconn {
 struct receiver {
 	struct rfs_applier *ap;
 	volatile int *stop;
+	const struct rfs_creds *creds;
 	/* Guards conns, session and each conn's session fields; taken before applier.mu. */
 	pthread_mutex_t mu;
 	pthread_cond_t cond;       /* a connection left its session */
@@ -1267,7 +1332,7 @@ static int send_all(struct rconn *k, const char *buf, size_t len)
 	size_t off = 0;
 
 	while (off < len) {
-		ssize_t n = send(k->fd, buf + off, len - off, MSG_NOSIGNAL);
+		ssize_t n = chan_send(k->ch, k->fd, buf + off, len - off);
 
 		if (n >= 0)
 			off += (size_t)n;
@@ -1360,6 +1425,10 @@ static int hello_in(struct rconn *k, const char *body)
 	struct rfs_wire_hello hl;
 	int ok;
 
+	if (k->bound && memcmp(body, k->bound_hello, sizeof k->bound_hello)) {
+		say("receiver: closing the connection from %s: its hello is not the one it proved", k->peer);
+		return -1;
+	}
 	rfs_hello_get(&hl, body);
 	pthread_mutex_lock(&rx->mu);
 	if (!rx->have_session || rx->session != hl.session) {
@@ -1472,10 +1541,13 @@ static void *rconn_main(void *arg)
 	struct receiver *rx = k->rx;
 	int64_t expired = rfs_now_ns();
 	char why[192] = "";
+	/* Before any frame is read: a peer refused here was never listened to. */
+	int auth = chan_accept(rx->creds, k->fd, k->peer, &k->ch, k->bound_hello);
 
+	k->bound = auth > 0;
 	/* SO_RCVTIMEO makes recv return every RX_POLL_MS to look at stop and the cache. */
-	while (!rx_stopping(k)) {
-		ssize_t got = recv(k->fd, k->buf + k->have, RX_BUF - k->have, 0);
+	while (auth >= 0 && !rx_stopping(k)) {
+		ssize_t got = chan_recv(k->ch, k->fd, k->buf + k->have, RX_BUF - k->have);
 
 		if (rfs_now_ns() - expired > RX_IDLE_NS / 4) {
 			rfs_applier_expire(rx->ap, RX_IDLE_NS);
@@ -1503,6 +1575,7 @@ static void *rconn_main(void *arg)
 
 static void rconn_free(struct rconn *k)
 {
+	chan_free(k->ch);
 	close(k->fd);
 	free(k->buf);
 	free(k->raw);
@@ -1567,9 +1640,9 @@ static void rx_accept(struct receiver *rx, int fd, const struct sockaddr_storage
 	pthread_mutex_unlock(&rx->mu);
 }
 
-int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop)
+int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop, const struct rfs_creds *creds)
 {
-	struct receiver rx = {.stop = stop};
+	struct receiver rx = {.stop = stop, .creds = creds};
 	int rc = 0;
 
 	/* Modes arrive already masked by the application's umask on the primary. */

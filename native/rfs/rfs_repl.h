@@ -2,9 +2,9 @@
  * modifying operation; the stream carries it to the secondary over `nbremconn` TCP
  * connections, in order for any one file and in order across namespace operations.
  *
- * While no secondary is attached (the module is ALONE), submit records nothing yet and
- * returns 0 at once: the application is never blocked by a missing peer.  (Dirty-block
- * bitmaps and the namespace journal hook in here.)  A secondary that stops answering
+ * While no secondary is attached (the module is ALONE), submit gives the op to the
+ * journal (dirty.h) and returns 0 at once: the application is never blocked by a
+ * missing peer; so do ops a dying session never had acked.  A secondary that stops answering
  * for `send_timeout_ms` is detached; submits waiting on it return 0 and the detach is
  * reported through the event callback.
  */
@@ -13,9 +13,25 @@
 
 #include <stdint.h>
 
+#include "dirty.h"
 #include "rfs_op.h"
 
 struct rfs_repl;
+
+/* What a node proves and checks on every stream connection (chan.c): the module key
+ * (a challenge-response, both ways) and TLS 1.3 with the cluster's certificates.
+ * Loaded once, shared by all connections of one role, read-only once loaded. */
+struct rfs_creds;
+
+struct rfs_creds_files {
+	const char *key_file;                  /* the module key: 32 bytes as hex, one line */
+	const char *tls_cert, *tls_key, *tls_ca; /* all three or none: PEM files */
+};
+
+/* NULL with one line in err (a file missing, unreadable or unusable).  server: the
+ * receiver's side. */
+struct rfs_creds *rfs_creds_load(const struct rfs_creds_files *f, int server, char *err, size_t errlen);
+void rfs_creds_free(struct rfs_creds *c);
 
 struct rfs_repl_config {
 	int nbremconn;                 /* 1..16 */
@@ -23,6 +39,10 @@ struct rfs_repl_config {
 	int compress;                  /* lz4 for write data where it pays */
 	size_t max_queued_bytes;       /* buffered writes beyond this block the writer */
 	int flush_delay_ms;            /* a queued write is on the wire within this */
+	const struct rfs_creds *creds; /* NULL: plain TCP, as a test of the core wants */
+	/* The primary's journal (dirty.h), or NULL: told about detaches and given every op
+	 * the secondary may not have applied. */
+	struct rfs_dirty *dirty;
 	/* Called from the stream's threads: "detached <reason>" when the peer is lost. */
 	void (*event)(void *arg, const char *what);
 	void *event_arg;
@@ -63,8 +83,9 @@ int rfs_repl_query(struct rfs_repl *r, const struct rfs_op *op, void *reply, siz
 void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out);
 
 /* Secondary side (repl.c + apply.c): accept connections on listen_fd and apply what
- * they carry under rootfd until *stop becomes non-zero.  0 or -errno. */
-int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop);
+ * they carry under rootfd until *stop becomes non-zero.  A connection that does not
+ * pass creds (NULL: none asked) is closed before its first frame.  0 or -errno. */
+int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop, const struct rfs_creds *creds);
 
 /* Perform one operation under rootfd (apply.c); 0 or -errno.  Refuses absolute paths,
  * "." / ".." components and symlinks met on the way (openat2 RESOLVE_BENEATH |

@@ -84,7 +84,16 @@ struct rfs_sync {
 	int passes;                   /* over the tree, then over the paths renames touched */
 	uint64_t again;               /* paths visited again */
 	char first_error[200];
+	/* This run's kind, and the lineage the journal takes when it succeeds. */
+	enum rfs_sync_mode mode;
+	uint64_t tag;
+	bool tagged;
+	struct rfs_dirty_snapshot snap; /* what the journal held when the run began */
+	uint64_t changes;             /* an estimate: paths a sync would change */
+	char changed[RFS_PATH_MAX];   /* the last of them */
 };
+
+static const char *const mode_names[] = { "full", "incremental", "estimate" };
 
 /* One side's entries of a directory, sorted by name; strings in the arena. */
 struct listing {
@@ -117,7 +126,20 @@ static int check_run(struct rfs_sync *s)
 
 static int send_op(struct rfs_sync *s, const struct rfs_op *op, enum rfs_wait wait)
 {
-	int rc = rfs_repl_submit(s->cfg.repl, op, wait);
+	int rc;
+
+	if (s->mode == RFS_SYNC_ESTIMATE) {
+		/* Nothing travels: count the paths (ops of one path come one after another),
+		 * but not for the size and times every synchronised file ends with. */
+		bool always = op->code == RFS_OP_TRUNCATE || op->code == RFS_OP_UTIMENS || op->code == RFS_OP_SYNCFS;
+
+		if (!always && strcmp(op->path, s->changed)) {
+			s->changes++;
+			snprintf(s->changed, sizeof s->changed, "%s", op->path);
+		}
+		return check_run(s);
+	}
+	rc = rfs_repl_submit(s->cfg.repl, op, wait);
 
 	/* A detach makes submit return 0 without sending: ask. */
 	return check_run(s) ?: rc;
@@ -157,10 +179,10 @@ static void keys(struct rfs_sync *s, enum state state, int64_t started_ns, int64
 
 	/* The totals come from a walk before the sync: the application may have added since. */
 	snprintf(out, size,
-		 " sync_state=%s sync_files_scanned=%" PRIu64 " sync_files_total=%" PRIu64
+		 " sync_state=%s sync_mode=%s sync_files_scanned=%" PRIu64 " sync_files_total=%" PRIu64
 		 " sync_bytes_scanned=%" PRIu64 " sync_bytes_total=%" PRIu64 " sync_bytes_sent=%" PRIu64
 		 " sync_started=%" PRId64 " sync_elapsed_ms=%" PRId64,
-		 state_names[state], files, files > files_total ? files : files_total, scanned,
+		 state_names[state], mode_names[s->mode], files, files > files_total ? files : files_total, scanned,
 		 scanned > total ? scanned : total, (uint64_t)atomic_load(&s->bytes_sent), started_wall, elapsed);
 }
 
@@ -219,6 +241,22 @@ static int by_name(const void *a, const void *b)
 	return strcmp(((const struct rfs_entry *)a)->name, ((const struct rfs_entry *)b)->name);
 }
 
+/* Entries left out of replication (exclude.h) are neither sent nor purged there: the
+ * listings drop them, and a step finds them out if one changed its type meanwhile.  The
+ * walk never enters an excluded directory, so the entry alone is tested. */
+static bool left_out(struct rfs_sync *s, const char *path, uint32_t mode)
+{
+	return rfs_excluded_entry(s->cfg.exclude, path, S_ISDIR(mode));
+}
+
+static bool listed_out(struct rfs_sync *s, const char *dir, const struct rfs_entry *e)
+{
+	char path[RFS_PATH_MAX];
+
+	snprintf(path, sizeof path, "%s%s%.*s", dir, *dir ? "/" : "", (int)e->name_len, e->name);
+	return left_out(s, path, e->mode);
+}
+
 /* The directory's entries on one side (theirs: the secondary's), page by page; with
  * xattr digests when they are replicated and digests is set. */
 static int list_dir(struct rfs_sync *s, const char *dir, bool theirs, bool digests, struct listing *l)
@@ -245,6 +283,8 @@ static int list_dir(struct rfs_sync *s, const char *dir, bool theirs, bool diges
 				break;
 			}
 			pos += used;
+			if (s->cfg.exclude && listed_out(s, dir, &e))
+				continue;
 			if (l->n == l->cap) {
 				size_t cap = l->cap ? l->cap * 2 : 64;
 				struct rfs_entry *n = realloc(l->e, cap * sizeof *n);
@@ -263,6 +303,8 @@ static int list_dir(struct rfs_sync *s, const char *dir, bool theirs, bool diges
 				rc = -ENOMEM;
 				break;
 			}
+			/* On the wire the target follows the name with no NUL between. */
+			memcpy(name + e.name_len + 1, e.target, e.target_len);
 			name[e.name_len] = '\0';
 			e.name = name;
 			e.target = name + e.name_len + 1;
@@ -500,18 +542,20 @@ static int send_file(struct rfs_sync *s, const char *path, int fd, const struct 
 	return rc ? rc : finish_file(s, path, fd, NULL, parent_xattrs);
 }
 
-/* A regular file on both sides: only the blocks that differ travel.  Called in a step,
- * which it ends. */
-static int compare_file(struct rfs_sync *s, const char *path, int fd, const struct rfs_entry *theirs)
+/* A regular file on both sides, its blocks in [from, to) (to: -1 for the end of the
+ * longer copy): only those that differ travel.  1: moved or replaced meanwhile. */
+static int compare_blocks(struct rfs_sync *s, const char *path, int fd, const struct rfs_entry *theirs,
+			  off_t from, off_t to)
 {
 	off_t bound = (off_t)theirs->size;
 	struct stat st;
 	int rc = fstat(fd, &st) ? -errno : 0;
 
-	step_out(s, path);
 	if (st.st_size > bound)
 		bound = st.st_size;
-	for (off_t off = 0; !rc && off < bound; off += WINDOW) {
+	if (to >= 0 && to < bound)
+		bound = to;
+	for (off_t off = from & ~(BLOCK - 1); !rc && off < bound; off += WINDOW) {
 		struct rfs_op op = { .code = RFS_OP_SUMS, .path = path, .off = off, .len = WINDOW,
 				     .flags = BLOCK_SHIFT };
 		struct rfs_reply_head ht, ho;
@@ -550,12 +594,21 @@ static int compare_file(struct rfs_sync *s, const char *path, int fd, const stru
 		}
 		atomic_fetch_add(&s->bytes_scanned, (uint64_t)(bound - off < WINDOW ? bound - off : WINDOW));
 	}
-	if (rc)
-		return rc;
-	return finish_file(s, path, fd, theirs, false);
+	return rc;
 }
 
-static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_digest);
+/* A regular file on both sides: only the blocks that differ travel.  Called in a step,
+ * which it ends. */
+static int compare_file(struct rfs_sync *s, const char *path, int fd, const struct rfs_entry *theirs)
+{
+	int rc;
+
+	step_out(s, path);
+	rc = compare_blocks(s, path, fd, theirs, 0, -1);
+	return rc ? rc : finish_file(s, path, fd, theirs, false);
+}
+
+static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_digest, bool shallow);
 
 /* Makes the secondary's path what the primary's is; theirs: its entry there by the
  * listing (NULL: none), possibly stale.  0, 1 (left: moved meanwhile), or -errno. */
@@ -568,11 +621,11 @@ static int sync_entry(struct rfs_sync *s, const char *path, const struct rfs_ent
 	step_in(s, path);
 	rc = stat_one(s, path, false, &ours);
 	if (rc == -ENOENT) {
-		rc = theirs ? send_op(s, &purge, RFS_WAIT_QUEUED) : 0;
+		rc = theirs && !left_out(s, path, theirs->mode) ? send_op(s, &purge, RFS_WAIT_QUEUED) : 0;
 		step_out(s, path);
 		return rc;
 	}
-	if (rc) {
+	if (rc || left_out(s, path, ours.mode)) {
 		step_out(s, path);
 		return rc;
 	}
@@ -593,7 +646,7 @@ static int sync_entry(struct rfs_sync *s, const char *path, const struct rfs_ent
 			rc = sync_attrs(s, path, &ours, same ? theirs : NULL, false, parent_xattrs);
 		step_out(s, path);
 		if (!rc)
-			rc = sync_children(s, path, digest);
+			rc = sync_children(s, path, digest, false);
 		if (rc)
 			return rc;
 		/* Its entries changed its times there: set them last (against itself, nothing
@@ -643,13 +696,18 @@ static int sync_entry(struct rfs_sync *s, const char *path, const struct rfs_ent
 	return rc;
 }
 
-/* Every name of dir on either side, in order. */
-static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_digest)
+/* Every name of dir on either side, in order.  shallow: only the names; a directory or
+ * a regular file on both sides is left alone (the journal marks what changed in it). */
+static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_digest, bool shallow)
 {
 	struct listing theirs, ours;
 	bool parent_xattrs = s->cfg.xattr && dir_digest != s->empty_xattrs;
 	size_t i = 0, j = 0;
 	int rc = list_dir(s, dir, true, true, &theirs);
+
+	/* An estimate counts what a directory missing there would bring. */
+	if (s->mode == RFS_SYNC_ESTIMATE && (rc == -ENOENT || rc == -ENOTDIR))
+		rc = 0;
 
 	if (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP)
 		return 1; /* replaced there meanwhile, by a rename that will be visited again */
@@ -667,7 +725,10 @@ static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_diges
 
 		path_join(path, dir, name);
 		rc = tick(s);
-		if (!rc) {
+		if (!rc && shallow && cmp == 0 && (theirs.e[i].mode & S_IFMT) == (ours.e[j].mode & S_IFMT) &&
+		    (S_ISDIR(ours.e[j].mode) || S_ISREG(ours.e[j].mode))) {
+			/* left to its own marks */
+		} else if (!rc) {
 			rc = sync_entry(s, path, cmp <= 0 ? &theirs.e[i] : NULL, parent_xattrs);
 			if (rc < 0 && !fatal(rc))
 				entry_error(s, path, "synchronise", rc);
@@ -684,27 +745,44 @@ static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_diges
 	return rc < 0 ? rc : 0;
 }
 
+/* The secondary's entry asked fresh, its strings kept in *keep (the answer's buffer is
+ * reused by the next query; the caller frees *keep).  -ENOENT: none there. */
+static int theirs_kept(struct rfs_sync *s, const char *path, struct rfs_entry *e, char **keep)
+{
+	int rc = stat_one(s, path, true, e);
+
+	*keep = NULL;
+	if (rc == -ENOTDIR || rc == -ELOOP)
+		rc = -ENOENT;
+	if (rc)
+		return rc;
+	if (!(*keep = malloc(e->name_len + e->target_len + 2)))
+		return -ENOMEM;
+	memcpy(*keep, e->name, e->name_len);
+	(*keep)[e->name_len] = '\0';
+	memcpy(*keep + e->name_len + 1, e->target, e->target_len);
+	e->name = *keep;
+	e->target = *keep + e->name_len + 1;
+	return 0;
+}
+
 /* One path again, as the walk would have done it: the secondary's entry asked fresh. */
 static int sync_again(struct rfs_sync *s, const char *path)
 {
 	struct rfs_entry theirs;
-	char *copy = NULL;
-	int rc = stat_one(s, path, true, &theirs);
+	char *keep;
+	int rc;
 
-	if (rc == -ENOENT || rc == -ENOTDIR || rc == -ELOOP)
+	/* Not from the walk: its parents are tested here, its own type in sync_entry. */
+	if (rfs_excluded(s->cfg.exclude, path, true))
+		return 0;
+	rc = theirs_kept(s, path, &theirs, &keep);
+
+	if (rc == -ENOENT)
 		return sync_entry(s, path, NULL, s->cfg.xattr);
-	if (rc)
-		return rc;
-	/* The answer's buffer is reused by the next query: keep the strings. */
-	if (!(copy = malloc(theirs.name_len + theirs.target_len + 2)))
-		return -ENOMEM;
-	memcpy(copy, theirs.name, theirs.name_len);
-	copy[theirs.name_len] = '\0';
-	memcpy(copy + theirs.name_len + 1, theirs.target, theirs.target_len);
-	theirs.name = copy;
-	theirs.target = copy + theirs.name_len + 1;
-	rc = sync_entry(s, path, &theirs, s->cfg.xattr);
-	free(copy);
+	if (!rc)
+		rc = sync_entry(s, path, &theirs, s->cfg.xattr);
+	free(keep);
 	return rc;
 }
 
@@ -760,6 +838,130 @@ static int sync_root(struct rfs_sync *s)
 	return sync_again(s, "");
 }
 
+/* ---- the incremental run: the journal's marks only (dirty.h) ---- */
+
+/* A regular file with data or attribute marks: its marked blocks as they are now (data
+ * marks, exact: sent without comparing), compared (suspects, after a crash), then its
+ * size, owner, mode, xattrs and times. */
+static int resync_file(struct rfs_sync *s, const struct rfs_dirty_entry *e, int fd)
+{
+	struct rfs_entry theirs, ours;
+	char *keep;
+	int rc = theirs_kept(s, e->path, &theirs, &keep);
+
+	if (rc == -ENOENT || (!rc && !S_ISREG(theirs.mode))) {
+		free(keep);
+		step_in(s, e->path);
+		if (!still(s, e->path, fd) || stat_one(s, e->path, false, &ours)) {
+			step_out(s, e->path);
+			return 1;
+		}
+		return send_file(s, e->path, fd, &ours, s->cfg.xattr);
+	}
+	for (size_t i = 0; !rc && i < e->ndata; i++) {
+		for (uint64_t off = e->data[i].off, end = off + e->data[i].len; !rc && off < end; off += CHUNK) {
+			off_t len = end - off < (uint64_t)CHUNK ? (off_t)(end - off) : CHUNK;
+			struct stat st;
+
+			if (fstat(fd, &st) || (off_t)off >= st.st_size)
+				break; /* what lies beyond the end: the truncation below */
+			rc = tick(s) ?: send_range(s, e->path, fd, (off_t)off, len, true);
+			atomic_fetch_add(&s->bytes_scanned, (uint64_t)len);
+		}
+	}
+	for (size_t i = 0; !rc && i < e->nsuspect; i++) {
+		uint64_t end = e->suspect[i].off + e->suspect[i].len;
+
+		rc = compare_blocks(s, e->path, fd, &theirs, (off_t)e->suspect[i].off,
+				    end > (uint64_t)INT64_MAX ? -1 : (off_t)end);
+	}
+	if (!rc)
+		rc = finish_file(s, e->path, fd, &theirs, s->cfg.xattr);
+	free(keep);
+	return rc;
+}
+
+/* A directory whose names changed: the names on both sides, then its own attributes
+ * and times (its entries changed them there). */
+static int resync_dir(struct rfs_sync *s, const struct rfs_dirty_entry *e, const struct rfs_entry *ours)
+{
+	struct rfs_entry theirs, now;
+	char *keep;
+	int rc = theirs_kept(s, e->path, &theirs, &keep);
+
+	if (rc == -ENOENT || (!rc && !S_ISDIR(theirs.mode))) {
+		free(keep);
+		return sync_again(s, e->path);
+	}
+	if (!rc && e->marks & RFS_MARK_CHILDREN)
+		rc = sync_children(s, e->path, ours->xattr_digest, true);
+	if (rc >= 0) {
+		step_in(s, e->path);
+		rc = stat_one(s, e->path, false, &now);
+		if (!rc)
+			rc = sync_attrs(s, e->path, &now, &theirs, true, s->cfg.xattr);
+		step_out(s, e->path);
+	}
+	free(keep);
+	return rc;
+}
+
+static int resync_entry(struct rfs_sync *s, const struct rfs_dirty_entry *e)
+{
+	struct rfs_entry ours;
+	struct stat st;
+	int fd, rc;
+
+	/* Operations on entries left out of replication are journaled too: skipped here. */
+	if (s->cfg.exclude && rfs_excluded(s->cfg.exclude, e->path,
+					   !fstatat(s->cfg.rootfd, sys_path(e->path), &st, AT_SYMLINK_NOFOLLOW) &&
+					   S_ISDIR(st.st_mode)))
+		return 0;
+	if (e->marks & RFS_MARK_ENTRY)
+		return sync_again(s, e->path);
+	rc = stat_one(s, e->path, false, &ours);
+	if (rc == -ENOENT || rc == -ENOTDIR)
+		return 0; /* gone: its parent's names say so */
+	if (rc)
+		return rc;
+	atomic_fetch_add(&s->files_scanned, 1);
+	if (S_ISDIR(ours.mode))
+		return resync_dir(s, e, &ours);
+	if (!S_ISREG(ours.mode))
+		return sync_again(s, e->path);
+	fd = openat(s->cfg.rootfd, e->path, O_RDONLY | O_NOFOLLOW | O_NOATIME | O_CLOEXEC);
+	if (fd < 0)
+		return errno == ENOENT ? 0 : -errno;
+	rc = resync_file(s, e, fd);
+	close(fd);
+	return rc;
+}
+
+/* Every path of the snapshot, parents first; what a whole entry covers is skipped. */
+static int resync(struct rfs_sync *s)
+{
+	const char *whole = NULL;
+	int rc = 0;
+
+	atomic_store(&s->files_total, s->snap.n);
+	atomic_store(&s->bytes_total, s->snap.data_bytes + s->snap.suspect_bytes);
+	for (size_t i = 0; !rc && i < s->snap.n; i++) {
+		const struct rfs_dirty_entry *e = &s->snap.e[i];
+		size_t k = whole ? strlen(whole) : 0;
+
+		if (whole && (!*whole || !strncmp(e->path, whole, k)) && (!*whole || e->path[k] == '/' || !e->path[k]))
+			continue;
+		if (e->marks & RFS_MARK_ENTRY)
+			whole = e->path;
+		rc = tick(s) ?: resync_entry(s, e);
+		if (rc < 0 && !fatal(rc))
+			entry_error(s, e->path, "synchronise", rc);
+		if (!fatal(rc))
+			rc = 0; /* moved meanwhile (1): visited again after the walk */
+	}
+	return rc;
+}
+
 /* Counts the primary's entries and bytes, for the progress totals. */
 static int count_tree(struct rfs_sync *s, const char *dir)
 {
@@ -789,10 +991,8 @@ static int run(struct rfs_sync *s)
 {
 	struct rfs_op sync = { .code = RFS_OP_SYNCFS };
 	bool none = false;
-	int rc = count_tree(s, "");
+	int rc = s->mode == RFS_SYNC_INCREMENTAL ? resync(s) : count_tree(s, "") ?: sync_root(s);
 
-	if (!rc)
-		rc = sync_root(s);
 	for (s->passes = 2; rc >= 0 && !fatal(rc); s->passes++) {
 		if (s->passes == HOLD_FROM_PASS) {
 			rfs_fs_hold_renames(s->cfg.fs, true);
@@ -813,7 +1013,13 @@ static int run(struct rfs_sync *s)
 	rc = send_op(s, &sync, RFS_WAIT_DURABLE);
 	if (rc && !fatal(rc))
 		entry_error(s, "", "make durable", rc);
-	return fatal(rc) ? rc : 0;
+	if (fatal(rc))
+		return rc;
+	/* The secondary is identical now (unless entries failed): the journal starts afresh. */
+	if (s->mode != RFS_SYNC_ESTIMATE && !s->errors && s->tagged && s->cfg.dirty &&
+	    rfs_dirty_synced(s->cfg.dirty, s->tag, &s->snap) == -ESTALE)
+		return -ENOTCONN;
+	return 0;
 }
 
 static void *sync_main(void *arg)
@@ -834,17 +1040,24 @@ static void *sync_main(void *arg)
 		rc = run(s);
 		rfs_fs_track_moves(s->cfg.fs, false);
 	}
+	rfs_dirty_snapshot_free(&s->snap);
 	free(s->theirs);
 	free(s->ours);
 	free(s->data);
 	pthread_mutex_lock(&s->mu);
 	s->ended_ns = mono_ns();
 	if (rc == -ENOTCONN)
-		snprintf(result, sizeof result, "error the secondary was detached during the full sync");
+		snprintf(result, sizeof result, "error the secondary was detached during the %s sync",
+			 mode_names[s->mode]);
 	else if (rc == -ECANCELED)
-		snprintf(result, sizeof result, "error the full sync was cancelled");
+		snprintf(result, sizeof result, "error the %s sync was cancelled", mode_names[s->mode]);
 	else if (rc)
-		snprintf(result, sizeof result, "error full sync: %s", strerror(-rc));
+		snprintf(result, sizeof result, "error %s sync: %s", mode_names[s->mode], strerror(-rc));
+	else if (s->mode == RFS_SYNC_ESTIMATE)
+		snprintf(result, sizeof result, "ok mode=compare paths=%" PRIu64 " bytes=%" PRIu64
+			 " bytes_scanned=%" PRIu64 " elapsed_ms=%" PRId64, s->changes,
+			 (uint64_t)atomic_load(&s->bytes_sent), (uint64_t)atomic_load(&s->bytes_scanned),
+			 (s->ended_ns - s->started_ns) / 1000000);
 	else if (s->errors)
 		snprintf(result, sizeof result, "error %d entries could not be synchronised, first: %s", s->errors,
 			 s->first_error);
@@ -856,8 +1069,8 @@ static void *sync_main(void *arg)
 	memcpy(s->result, result, sizeof result);
 	s->state = strncmp(result, "ok", 2) ? FAILED : DONE;
 	pthread_mutex_unlock(&s->mu);
-	hk_log("full sync: %s (%" PRIu64 " paths visited again, in %d passes)", result, s->again,
-	       s->passes > 2 ? s->passes - 2 : 0);
+	hk_log("%s sync: %s (%" PRIu64 " paths visited again, in %d passes)", mode_names[s->mode], result,
+	       s->again, s->passes > 2 ? s->passes - 2 : 0);
 	if (s->cfg.done)
 		s->cfg.done(s->cfg.arg);
 	return NULL;
@@ -889,10 +1102,11 @@ static void reap(struct rfs_sync *s)
 		pthread_join(t, NULL);
 }
 
-int rfs_sync_start(struct rfs_sync *s)
+int rfs_sync_start(struct rfs_sync *s, enum rfs_sync_mode mode, const uint64_t *tag)
 {
 	struct rfs_repl_stats st;
 	struct timespec now;
+	uint64_t had;
 	int rc;
 
 	reap(s);
@@ -906,6 +1120,21 @@ int rfs_sync_start(struct rfs_sync *s)
 		pthread_mutex_unlock(&s->mu);
 		return -ENOTCONN;
 	}
+	if (mode == RFS_SYNC_INCREMENTAL &&
+	    (!s->cfg.dirty || rfs_dirty_state(s->cfg.dirty, &had) != RFS_DIRTY_RECORDING)) {
+		pthread_mutex_unlock(&s->mu);
+		return -ENODATA;
+	}
+	s->snap = (struct rfs_dirty_snapshot){0};
+	if (s->cfg.dirty && (rc = rfs_dirty_snapshot(s->cfg.dirty, &s->snap))) {
+		pthread_mutex_unlock(&s->mu);
+		return rc;
+	}
+	s->mode = mode;
+	s->tagged = tag != NULL;
+	s->tag = tag ? *tag : 0;
+	s->changes = 0;
+	snprintf(s->changed, sizeof s->changed, "/"); /* no path of the stream */
 	clock_gettime(CLOCK_REALTIME, &now);
 	s->session = st.attaches;
 	s->started_ns = mono_ns();
@@ -923,8 +1152,10 @@ int rfs_sync_start(struct rfs_sync *s)
 	atomic_store(&s->bytes_sent, 0);
 	s->state = RUNNING;
 	rc = -pthread_create(&s->thread, NULL, sync_main, s);
-	if (rc)
+	if (rc) {
 		s->state = IDLE;
+		rfs_dirty_snapshot_free(&s->snap);
+	}
 	s->joinable = !rc;
 	pthread_mutex_unlock(&s->mu);
 	return rc;

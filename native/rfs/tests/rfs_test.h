@@ -38,14 +38,17 @@ int open_dir(const char *path);
 #define EXACT_SEC 1000000000
 void tree_same(const char *a, const char *b);
 
-/* A receiver applying under root, served by a thread on 127.0.0.1:port. */
+/* A receiver applying under root, served by a thread on 127.0.0.1:port; with creds,
+ * only to peers that pass them. */
 struct rx {
 	int rootfd, listen_fd, port;
+	const struct rfs_creds *creds;
 	volatile int stop;
 	int result;
 	pthread_t th;
 };
 void rx_start(struct rx *rx, const char *root);
+void rx_start_creds(struct rx *rx, const char *root, const struct rfs_creds *creds);
 void rx_stop(struct rx *rx);
 int listen_local(int *port);
 

@@ -26,7 +26,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     for verb, text in (
         ("prim", "make this node the primary of a mirror module (its data is the reference)"),
         ("primforce", "prim, even when this node's data may not be the newest"),
-        ("second", "make this node the secondary of a mirror module"),
+        ("second", "make this node the secondary of a mirror module ('second fullsync': synchronised fully)"),
         ("swap", "exchange the primary and secondary roles"),
         ("restart", "restart the application where it runs (stop then start scripts)"),
         ("stopstart", "stop the module then start it again (a mirror primary hands over)"),
@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         p = sub.add_parser(verb, help=text)
         p.add_argument("-m", dest="module", required=True, metavar="AM")
         p.add_argument("-i", dest="origin", metavar="WHO", help="who asks (a script's name), for the log")
+        if verb == "second":
+            p.add_argument("fullsync", nargs="?", choices=("fullsync",),
+                           help="compare every block instead of sending only what changed meanwhile")
         p.set_defaults(func=_command, logged=True)
 
     p = sub.add_parser("incloop", help="count one automatic restart against maxloop (exit 1 when reached)")
@@ -56,7 +59,7 @@ def _control(args: argparse.Namespace) -> int:
 
 
 def _command(args: argparse.Namespace) -> int:
-    req = {"module": args.module, "verb": args.verb}
+    req = {"module": args.module, "verb": args.verb, "fullsync": bool(getattr(args, "fullsync", None))}
     result = ipc.call(paths().daemon_socket, "command", req, timeout=900.0)
     print(f"{args.module}: {result['state']} ({result['status']})")
     return 0

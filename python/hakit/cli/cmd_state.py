@@ -14,6 +14,7 @@ from hakit.errors import UsageError
 from hakit.module.catalog import Catalog
 from hakit.module.log import ModuleLog
 from hakit.paths import paths
+from hakit.rfs.progress import sync_line
 from hakit.store.module_store import MAIN_LEVELS, Level, ModuleStore
 from hakit.store.node_store import NodeStore
 
@@ -76,7 +77,10 @@ def _state(args: argparse.Namespace) -> int:
         since = _stamp(state.since)
         print(f"{args.module}: {state.value} ({status.value if status else '?'})  since {since}")
     if args.verbose:
-        for r in store.resources():
+        resources = store.resources()
+        if line := sync_line({r.name: r.value for r in resources}):
+            print(f"  {line}")
+        for r in resources:
             print(f"  {r.name:<32} {r.value:<16} {_stamp(r.updated)}")
     return 0
 

@@ -23,6 +23,7 @@ COMMAND_MODULES = (
     "hakit.cli.cmd_module",
     "hakit.cli.cmd_state",
     "hakit.cli.cmd_control",
+    "hakit.cli.cmd_rfs",
     "hakit.cli.cmd_checks",
     "hakit.cli.cmd_sim",
     "hakit.cli.cmd_demo",

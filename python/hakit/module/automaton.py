@@ -85,13 +85,14 @@ Job = Callable[[], Awaitable[Any]]
 
 
 class Automaton:
-    def __init__(self, parts: Parts, rules: list[Rule], intent: str | None) -> None:
+    def __init__(self, parts: Parts, rules: list[Rule], intent: str | None, fullsync: bool = False) -> None:
         self.p = parts
         self.name = parts.name
         self.log = parts.log
         self.state = State.STOP
         self.status = Status.NOT_READY
         self.intent = intent  # prim, primforce, second: an operator's choice still to honour
+        self.fullsync_asked = fullsync  # second fullsync: until this node is synchronised
         svc = parts.config.service
         self.budget = LoopBudget(svc.maxloop, svc.loop_interval)
         self.data = DataState.load(parts.datastate_path) if parts.mode == "mirror" else DataState()
@@ -131,9 +132,9 @@ class Automaton:
         changed |= res.set("module.status", str(status))
         if changed:
             self.log(Level.EVENT, "module", f"Module state {state} ({status})")
-        self._advertise()
+        self.advertise()
 
-    def _advertise(self) -> None:
+    def advertise(self) -> None:
         if self.p.heart is not None:
             self.p.heart.update(self.payload())
 
@@ -142,17 +143,20 @@ class Automaton:
             "state": str(self.state), "status": str(self.status), "role": self.data.role,
             "gen": self.data.gen, "since": self.primary_since, "yield": self.yielding,
             "swap": self.swap_asked, "rfs_epoch": self.p.rfs.epoch if self.p.rfs else 0,
-            "synced": self.synced_epoch,
+            "synced": self.synced_epoch, "base": self.data.base, "fullsync": self.fullsync_asked,
+            "sync": self.p.rfs.progress if self.p.rfs else {},
         }
 
-    def _save_data(self, role: str, gen: int | None = None) -> None:
+    def _save_data(self, role: str, gen: int | None = None, base: int | None = None) -> None:
         if self.p.mode != "mirror":
             return
         self.data.role = role
         if gen is not None:
             self.data.gen = gen
+        if base is not None:
+            self.data.base = base
         self.data.save(self.p.datastate_path)
-        self._advertise()
+        self.advertise()
 
     def queue_automatic(self, action: str, origin: str) -> None:
         """An action asked by a rule or a checker: run in turn, against the maxloop budget."""
@@ -254,6 +258,8 @@ class Automaton:
         if self.state == State.WAIT:
             await self._from_wait(peer)
         elif self.state == State.SECOND:
+            if self.p.rfs is not None and peer is not None and self.status == Status.TRANSIENT:
+                self.p.rfs.show_peer_progress(peer.get("sync") or {})
             if (self.status == Status.TRANSIENT and not self.yielding and peer is not None
                     and pstate in PRIMARY and self._synced_by(peer)):
                 await self.second_ready(peer)
@@ -403,15 +409,18 @@ class Automaton:
         if was == State.SECOND:
             await self.p.checks.disable("second")
             await self._script("stop_second", fatal=False)
+        # A copy that equals a lineage (an in-sync secondary, a primary stopped in sync) has its
+        # journal record from it: the other node, of that lineage, comes back incrementally.
+        adopt = self.data.base if self.data.role in ("second", "prim") else 0
         if self.p.mode == "mirror":
-            self._save_data("prim", self.data.gen + 1)
+            self._save_data("prim", self.data.gen + 1, base=0)  # this copy moves ahead now
         self.primary_since = time.time()
         self.yielding = False
         self.swap_asked = False
         self.synced_epoch = 0
         if self.p.rfs is not None:
             try:
-                await self.p.rfs.start("primary")
+                await self.p.rfs.start("primary", adopt=adopt)
             except HakitError as exc:
                 raise StartFailed(str(exc)) from None
         if self.p.vip is not None:
@@ -435,13 +444,16 @@ class Automaton:
             await self.p.rfs.start("secondary")
         except HakitError as exc:
             raise StartFailed(str(exc)) from None
-        self._advertise()  # the receivers' epoch: the primary attaches and synchronises
+        self.advertise()  # the receivers' epoch: the primary attaches and synchronises
 
     def _synced_by(self, peer: dict[str, Any]) -> bool:
         return self.p.rfs is None or (self.p.rfs.epoch != 0 and peer.get("synced") == self.p.rfs.epoch)
 
     async def second_ready(self, peer: dict[str, Any]) -> None:
-        self._save_data("second", int(peer.get("gen", 0)))
+        # The primary synchronised this copy with its generation as the lineage tag.
+        gen = int(peer.get("gen", 0))
+        self._save_data("second", gen, base=gen if self.p.rfs is not None else None)
+        self.fullsync_asked = False
         await self._script("start_second")
         await self._enable("second")
         self.set_state(State.SECOND, Status.READY)
@@ -458,14 +470,15 @@ class Automaton:
         async def run() -> None:
             self.attached = True
             try:
-                await rfs.sync(self.p.peer_addr or "")
+                await rfs.sync(self.p.peer_addr or "", tag=self.data.gen,
+                               peer_base=int(peer.get("base") or 0), full_asked=bool(peer.get("fullsync")))
             except HakitError as exc:
                 self.log(Level.CRITICAL, "rfs", f"Synchronisation of the secondary failed: {exc}")
                 return
             finally:
                 self.sync_task = None
             self.synced_epoch = epoch
-            self._advertise()
+            self.advertise()
             self.wake()
 
         self.sync_task = asyncio.create_task(run())
@@ -487,20 +500,30 @@ class Automaton:
         await self._enable("both")
         self.set_state(State.UP, Status.READY)
 
-    async def stop_application(self, force: bool = False) -> None:
-        """Stop what the current state started (scripts, checkers, VIP)."""
+    async def stop_application(self, force: bool = False, replication: bool = True) -> None:
+        """Stop what the current state started (scripts, checkers, VIP, and unless told
+        otherwise the replication: a restart in place keeps it)."""
         args = ("force",) if force else ()
+        in_sync = 0
         if self.state in PRIMARY:
             await self.p.checks.disable("prim")
             await self._script("stop_prim", *args, fatal=False)
             if self.p.vip is not None:
                 await self.p.vip.release()
-            await self._peer_gone()
+            if replication and self.p.rfs is not None and self.state == State.PRIM and self.synced_epoch:
+                in_sync = await self.p.rfs.in_sync_tag()  # the application stopped: nothing moves
+            if replication:
+                await self._peer_gone()
         elif self.state == State.SECOND:
             await self.p.checks.disable("second")
             await self._script("stop_second", *args, fatal=False)
         if self.p.rfs is not None and self.state in (*PRIMARY, State.SECOND):
-            await self.p.rfs.stop()
+            if replication:
+                await self.p.rfs.stop()
+            if in_sync:
+                # Stopped in sync: this copy equals the secondary's; whichever of the two is
+                # primary next records from that lineage and the other returns incrementally.
+                self._save_data(self.data.role, base=in_sync)
         elif self.state == State.UP:
             await self.p.checks.disable("both")
             await self._script("stop_both", *args, fatal=False)
@@ -565,7 +588,7 @@ class Automaton:
         if state not in (*PRIMARY, State.SECOND, State.UP):
             raise HakitError(f"module {self.name} is {state}: nothing runs to restart")
         self.set_state(state, Status.TRANSIENT)
-        await self.stop_application()
+        await self.stop_application(replication=False)
         if self.p.vip is not None and state in PRIMARY:
             await self.p.vip.take()
         script, klass = {State.SECOND: ("start_second", "second"), State.UP: ("start_both", "both")}.get(
@@ -593,12 +616,12 @@ class Automaton:
             await self.hand_over()
         elif self.state == State.SECOND and peer and peer.get("state") == State.PRIM:
             self.swap_asked = True
-            self._advertise()
+            self.advertise()
         else:
             raise HakitError(f"swap needs PRIM and SECOND; this node is {self.state}")
 
     # -- operator commands (run as jobs)
-    async def command(self, verb: str) -> dict[str, str]:
+    async def command(self, verb: str, fullsync: bool = False) -> dict[str, str]:
         peer = self.peer()
         pstate = peer.get("state") if peer else None
         if verb in ("prim", "primforce"):
@@ -618,11 +641,19 @@ class Automaton:
         elif verb == "second":
             if self.p.mode != "mirror":
                 raise HakitError(f"second applies to mirror modules; this one is {self.p.mode}")
+            if fullsync and self.p.rfs is None:
+                raise HakitError("second fullsync: this module replicates no directory")
+            self.fullsync_asked |= fullsync
             if self.state in PRIMARY:
                 self.intent = "second"
                 await self.to_wait("second requested")
             elif self.state == State.WAIT:
                 self.intent = "second"
+            elif self.state == State.SECOND and fullsync:
+                # Start the receivers again: the primary synchronises them, fully this time.
+                self.intent = "second"
+                await self.to_wait("second fullsync requested")
+                await self._from_wait(peer)
         elif verb == "swap":
             await self.swap()
         elif verb == "restart":

@@ -5,6 +5,11 @@ reference), second (it was an in-sync secondary: the primary may have moved on
 since), syncing (a synchronisation was interrupted: the copy is inconsistent).
 gen grows each time a node becomes primary without an in-sync secondary (ALONE),
 so of two diverging copies the one with the higher gen saw the later writes.
+base: the lineage this copy equals (the primary's gen when it last synchronised
+this node, or, for a primary stopped in sync, the lineage of that sync); 0 when
+unknown or when the copy moved ahead (a running primary).  A primary whose journal
+records from the lineage a returning secondary's base names resynchronises it
+incrementally (docs/replication.md).
 Written atomically on every change: after a crash it tells the truth.
 """
 
@@ -22,18 +27,19 @@ ROLES = ("new", "prim", "second", "syncing")
 class DataState:
     role: str = "new"
     gen: int = 0
+    base: int = 0
 
     @classmethod
     def load(cls, path: Path) -> DataState:
         try:
             raw = json.loads(path.read_text())
-            state = cls(str(raw["role"]), int(raw["gen"]))
+            state = cls(str(raw["role"]), int(raw["gen"]), int(raw.get("base", 0)))
         except FileNotFoundError:
             return cls()
         except (OSError, ValueError, KeyError, TypeError):
             # Unreadable: treat the copy as inconsistent, only primforce can trust it.
             return cls("syncing", 0)
-        return state if state.role in ROLES else cls("syncing", state.gen)
+        return state if state.role in ROLES else cls("syncing", state.gen, state.base)
 
     def save(self, path: Path) -> None:
         tmp = path.with_suffix(".tmp")

@@ -25,7 +25,7 @@ from hakit.config.module_model import Heart as HeartConfig
 from hakit.config.rules import parse_rules
 from hakit.errors import HakitError
 from hakit.heart.link import Heart, Lan
-from hakit.module.automaton import Automaton, Parts, State, Status
+from hakit.module.automaton import PRIMARY, Automaton, Parts, State, Status
 from hakit.module.catalog import Catalog
 from hakit.module.datastate import DataState
 from hakit.module.failover import HEARTBEAT_RULE
@@ -34,7 +34,7 @@ from hakit.module.resources import Resources
 from hakit.module.scripts import ScriptRunner, environment
 from hakit.node.identity import local_node
 from hakit.paths import Paths, paths
-from hakit.rfs.mirror import Replication
+from hakit.rfs.mirror import Replication, Security
 from hakit.store.module_store import Level, ModuleStore
 from hakit.vip.alias import MirrorVip
 
@@ -65,7 +65,7 @@ def _heart_lans(name: str, mode: str, svc: Any, cluster: Cluster, node: str, pee
 
 
 class ModuleProcess:
-    def __init__(self, name: str, p: Paths, intent: str | None) -> None:
+    def __init__(self, name: str, p: Paths, intent: str | None, fullsync: bool = False) -> None:
         self.name = name
         self.paths = p
         catalog = Catalog(p)
@@ -129,10 +129,17 @@ class ModuleProcess:
             flow = next((h.name for h in (svc.heart.heartbeats if svc.heart else ()) if h.ident == "flow"),
                         heart.lans[0].name)
             peer_addr = cluster.addr(peers[0], flow)
+            tls = None
+            if p.module_key(name).exists():
+                # A module with its own key (genkey) is encrypted: its stream goes over TLS too.
+                from hakit.node import pki  # (cryptography: loaded only then)
+
+                tls = (pki.node_cert_path(p), pki.node_key_path(p), pki.ca_cert_path(p))
             rfs = Replication(
                 module=name, module_id=catalog.module_id(name), cfg=svc.rfs, paths=p, log=self.log,
                 resources=self.resources, local_addr=cluster.addr(node, flow) or "",
-                on_detached=lambda: self.automaton.wake(),
+                security=Security(catalog.key(name), tls),
+                on_detached=lambda: self.automaton.wake(), on_progress=lambda: self.automaton.advertise(),
             )
         if intent == "prim" and self.mode == "mirror":
             refusal = DataState.load(self.datastate_path).prim_refusal()
@@ -142,7 +149,7 @@ class ModuleProcess:
             Parts(name=name, node=node, mode=self.mode, config=self.config, resources=self.resources,
                   log=self.log, scripts=self.scripts, checks=self.checks, heart=heart, peers=peers, vip=vip,
                   witness=witness, datastate_path=self.datastate_path, rfs=rfs, peer_addr=peer_addr),
-            rules, intent,
+            rules, intent, fullsync,
         )
 
     # -- callbacks given to the parts
@@ -189,8 +196,17 @@ class ModuleProcess:
             verb = str(args.get("verb"))
             if verb not in COMMANDS:
                 raise HakitError(f"unknown command '{verb}'")
-            self.log(Level.USER, "module", f"Action {verb} requested by {user}")
-            return await a.submit(lambda: a.command(verb))
+            fullsync = bool(args.get("fullsync"))
+            action = f"{verb} fullsync" if fullsync else verb
+            self.log(Level.USER, "module", f"Action {action} requested by {user}")
+            return await a.submit(lambda: a.command(verb, fullsync))
+        if op == "rfsdiff":
+            if a.p.rfs is None:
+                raise HakitError(f"module {self.name} replicates no directory")
+            if a.state not in PRIMARY:
+                raise HakitError(f"rfsdiff: module {self.name} is {a.state} on this node; "
+                                 "run it on the primary")
+            return {"dirs": await a.p.rfs.rfsdiff(), "rate": a.p.rfs.rate}
         if op == "incloop":
             who = str(args.get("who") or user)
             ok = a.budget.spend()
@@ -215,10 +231,10 @@ class ModuleProcess:
         raise HakitError(f"unknown module request '{op}'")
 
 
-async def _main(name: str, intent: str | None) -> int:
+async def _main(name: str, intent: str | None, fullsync: bool) -> int:
     p = paths()
     try:
-        mod = ModuleProcess(name, p, intent)
+        mod = ModuleProcess(name, p, intent, fullsync)
     except (HakitError, OSError) as exc:
         store = ModuleStore(p.module_db(name))
         store.log(Level.CRITICAL, "module", f"Module cannot start: {exc}")
@@ -283,6 +299,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="hakit-module")
     parser.add_argument("module")
     parser.add_argument("--intent", choices=("prim", "primforce", "second"))
+    parser.add_argument("--fullsync", action="store_true",
+                        help="with --intent second: synchronised fully")
     parser.add_argument("--cleanup", action="store_true",
                         help="stop what a crashed module process left running")
     args = parser.parse_args()
@@ -290,7 +308,7 @@ def main() -> None:
 
     if args.cleanup:
         sys.exit(uvloop.run(_cleanup(args.module)))
-    sys.exit(uvloop.run(_main(args.module, args.intent)))
+    sys.exit(uvloop.run(_main(args.module, args.intent, args.fullsync)))
 
 
 if __name__ == "__main__":

@@ -87,7 +87,7 @@ class Daemon:
                 return await self.start(name, user)
             if op == "stop":
                 return await self.stop(name, user, bool(args.get("force")))
-            return await self.command(name, str(args.get("verb", "")), user)
+            return await self.command(name, str(args.get("verb", "")), user, bool(args.get("fullsync")))
         # Asked by other nodes over RPC (hakit -H ...): see node/remote_ops.py.
         if op == "cli":
             return await remote_ops.run_cli(args)
@@ -99,35 +99,39 @@ class Daemon:
             return remote_ops.module_state(self.paths, args)
         raise HakitError(f"unknown request '{op}'")
 
-    async def spawn(self, name: str, intent: str | None = None, cleanup: bool = False
-                    ) -> asyncio.subprocess.Process:
+    async def spawn(self, name: str, intent: str | None = None, cleanup: bool = False,
+                    fullsync: bool = False) -> asyncio.subprocess.Process:
         logfile = self.paths.module_log(name) / "module.out"
         logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(logfile, "ab") as out:
             return await asyncio.create_subprocess_exec(
                 sys.executable, "-m", "hakit.module.process", name,
                 *(("--intent", intent) if intent else ()), *(("--cleanup",) if cleanup else ()),
+                *(("--fullsync",) if fullsync else ()),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
             )
 
-    async def start(self, name: str, user: str, intent: str | None = None) -> dict[str, Any]:
+    async def start(self, name: str, user: str, intent: str | None = None,
+                    fullsync: bool = False) -> dict[str, Any]:
         if name in self.modules:
             raise HakitError(f"module {name} is already started")
         self.catalog.config(name)  # refuse now, with the file's problems, if it no longer reads
-        self.module_log(name, Level.USER, f"Action {intent or 'start'} requested by {user}")
+        action = f"{intent or 'start'}{' fullsync' if fullsync else ''}"
+        self.module_log(name, Level.USER, f"Action {action} requested by {user}")
         self.running_marker(name).touch()
-        sup = Supervised(name, await self.spawn(name, intent))
+        sup = Supervised(name, await self.spawn(name, intent, fullsync=fullsync))
         self.supervise(sup)
         return await self.wait_stable(sup)
 
-    async def command(self, name: str, verb: str, user: str) -> dict[str, Any]:
-        """prim, second, swap, restart, ...: a stopped module starts with that intent."""
+    async def command(self, name: str, verb: str, user: str, fullsync: bool = False) -> dict[str, Any]:
+        """prim, second, swap, restart, ...: a stopped module starts with that intent
+        (second fullsync: as secondary, synchronised fully)."""
         if name not in self.modules:
             if verb in STARTING_COMMANDS:
-                return await self.start(name, user, intent=verb)
+                return await self.start(name, user, intent=verb, fullsync=fullsync)
             raise HakitError(f"module {name} is not started on this node")
-        return dict(await ipc.acall(self.paths.module_socket(name), "command", {"verb": verb},
-                                    timeout=START_TIMEOUT_S))
+        return dict(await ipc.acall(self.paths.module_socket(name), "command",
+                                    {"verb": verb, "fullsync": fullsync}, timeout=START_TIMEOUT_S))
 
     async def wait_stable(self, sup: Supervised) -> dict[str, Any]:
         deadline = time.monotonic() + START_TIMEOUT_S

@@ -31,6 +31,19 @@ def rfs_port(module_id: int, index: int) -> int:
     return RFS_PORT_BASE + 16 * module_id + index
 
 
+def parse_keys(text: str) -> dict[str, str]:
+    """The key=value words of a reply; other words (a trailing remark) are left out."""
+    return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+
+
+class RfsCommandError(HakitError):
+    """hakit-rfs refused a command; `reason` is its own message ("resync: no journal: ...")."""
+
+    def __init__(self, directory: str, reason: str) -> None:
+        super().__init__(f"replication of {directory}: {reason}")
+        self.reason = reason
+
+
 class RfsDaemon:
     def __init__(self, directory: str, ctl: Path, log: Path, argv_tail: list[str],
                  on_event: Callable[[str], None]) -> None:
@@ -95,23 +108,23 @@ class RfsDaemon:
                 raise HakitError(f"replication of {self.directory}: no answer to '{line}'") from None
         if reply == "ok" or reply.startswith("ok "):
             return reply[3:]
-        raise HakitError(f"replication of {self.directory}: {reply.removeprefix('error ')}")
+        raise RfsCommandError(self.directory, reply.removeprefix("error "))
 
-    async def fullsync(self) -> dict[str, str]:
-        """Run a full synchronisation on a connection of its own: it answers only at the end,
-        and the main connection must stay free for detach and stats meanwhile."""
+    async def run_to_end(self, line: str) -> dict[str, str]:
+        """A command that answers only when its work is over (fullsync, resync, rfsdiff), on a
+        connection of its own: the main one must stay free for detach and stats meanwhile."""
         reader, writer = await asyncio.open_unix_connection(str(self.ctl))
         try:
-            writer.write(b"fullsync\n")
+            writer.write(line.encode() + b"\n")
             await writer.drain()
-            while line := await reader.readline():
-                text = line.decode(errors="replace").strip()
+            while raw := await reader.readline():
+                text = raw.decode(errors="replace").strip()
                 if text.startswith("event "):
                     continue  # the main connection hears the same events
                 if text == "ok" or text.startswith("ok "):
-                    return dict(kv.split("=", 1) for kv in text[3:].split() if "=" in kv)
-                raise HakitError(f"replication of {self.directory}: {text.removeprefix('error ')}")
-            raise HakitError(f"replication of {self.directory}: control socket closed during fullsync")
+                    return parse_keys(text[3:])
+                raise RfsCommandError(self.directory, text.removeprefix("error "))
+            raise HakitError(f"replication of {self.directory}: control socket closed during '{line}'")
         finally:
             writer.close()
 
@@ -122,8 +135,7 @@ class RfsDaemon:
         await self.command("detach")
 
     async def stats(self) -> dict[str, str]:
-        text = await self.command("stats")
-        return dict(kv.split("=", 1) for kv in text.split() if "=" in kv)
+        return parse_keys(await self.command("stats"))
 
     async def stop(self) -> None:
         """Unmount and end; killed if it does not end in time."""

@@ -1,17 +1,27 @@
 """Replication of a mirror module's <rfs> directories, as the automaton drives it.
 
 One hakit-rfs per replicated directory.  The primary serves each directory through
-FUSE and, once the secondary's receivers listen, attaches to them and runs a full
-synchronisation (only differing blocks travel); the secondary becomes Ready when
-the primary reports that synchronisation done for the receivers it started.
+FUSE and, once the secondary's receivers listen, attaches to them and synchronises
+them: incrementally (only what its journal recorded while the secondary was away) when
+the secondary's copy is of the lineage the journal records from, else fully (only
+differing blocks travel).  The secondary becomes Ready when the primary reports that
+synchronisation done for the receivers it started.
+
+Lineage: a tag (the primary's data generation when it synchronised) naming a state both
+copies shared.  DataState.base is the lineage this node's copy equals (0: none); the
+primary's journal records from a lineage (`journal_tag` in stats).  The rules that keep
+base true are in the automaton (docs/replication.md, "Reintegration").
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from hakit.config.module_model import Rfs
@@ -19,13 +29,52 @@ from hakit.errors import HakitError
 from hakit.module.log import ModuleLog
 from hakit.module.resources import Resources
 from hakit.paths import Paths
-from hakit.rfs.daemon import STOP_TIMEOUT_S, RfsDaemon, rfs_port
+from hakit.rfs.daemon import STOP_TIMEOUT_S, RfsCommandError, RfsDaemon, rfs_port
+from hakit.rfs.progress import human_bytes
 from hakit.store.module_store import Level
+
+POLL_S = 1.0  # stats are read this often while the replication runs (bandwidth resources)
+RATE_MIN_BYTES = 1 << 20  # a sync that sent less measured latency, not a rate
+
+
+@dataclass(frozen=True)
+class Security:
+    """What protects the stream: the module key (authentication, always) and, when the
+    module is encrypted (it has its own key), the node's certificate, its key and the
+    cluster CA for TLS."""
+
+    key: bytes
+    tls: tuple[Path, Path, Path] | None = None  # cert, key, ca
+
+
+def choose_mode(stats: Mapping[str, str], peer_base: int, full_asked: bool) -> tuple[str, str]:
+    """Primary: ("incremental" | "full", why) for one directory, from its daemon's stats and
+    what the secondary announces (the lineage its copy equals, whether it asks a full sync)."""
+    if full_asked:
+        return "full", "the secondary asked for a full synchronisation"
+    if not peer_base:
+        return "full", "the secondary's copy is of no known lineage"
+    journal = stats.get("journal", "absent")
+    if journal != "recording":
+        return "full", f"no journal recording here (journal {journal})"
+    tag = int(stats.get("journal_tag") or 0)
+    if tag != peer_base:
+        return "full", f"the journal records from lineage {tag}, the secondary's copy is lineage {peer_base}"
+    paths, size = stats.get("dirty_paths", "?"), int(stats.get("dirty_bytes") or 0)
+    return "incremental", f"lineage {tag}: {paths} paths, {human_bytes(size)} of data recorded"
+
+
+def _int(stats: Mapping[str, str], key: str) -> int:
+    try:
+        return int(stats.get(key) or 0)
+    except ValueError:
+        return 0
 
 
 class Replication:
     def __init__(self, *, module: str, module_id: int, cfg: Rfs, paths: Paths, log: ModuleLog,
-                 resources: Resources, local_addr: str, on_detached: Callable[[], None]) -> None:
+                 resources: Resources, local_addr: str, security: Security,
+                 on_detached: Callable[[], None], on_progress: Callable[[], None]) -> None:
         self.module = module
         self.module_id = module_id
         self.cfg = cfg
@@ -33,44 +82,102 @@ class Replication:
         self.log = log
         self.resources = resources
         self.local_addr = local_addr
+        self.security = security
         self.on_detached = on_detached
+        self.on_progress = on_progress  # self.progress changed: the peer should hear it
         self.role: str | None = None
         self.daemons: list[RfsDaemon] = []
         self.epoch = 0  # identifies this node's receivers: the primary says which ones it synced
+        self.progress: dict[str, str] = {}  # primary: the sync_* keys of the running (or last) sync
+        self.rate = 0.0  # bytes/s the last synchronisation sent at (0: not measured)
+        self._busy = asyncio.Lock()  # one sync or rfsdiff at a time: hakit-rfs runs one
+        self._poller: asyncio.Task[None] | None = None
 
-    def _argv(self, index: int, role: str) -> list[str]:
+    @property
+    def key_file(self) -> Path:
+        return self.paths.run / "rfs" / f"{self.module}.key"
+
+    def state_dir(self, index: int) -> Path:
+        """Where the primary's journal of directory `index` lives."""
+        return self.paths.module_var(self.module) / "rfs" / str(index)
+
+    def _argv(self, index: int, role: str, adopt: int) -> list[str]:
         argv = ["--xattr"] if self.cfg.acl else []
+        for ex in self.cfg.replicated[index].excluded:
+            if ex.path is not None:
+                argv += ["--exclude-path", ex.path]
+            elif ex.regexpath is not None and ex.regexpath.startswith("!"):
+                argv += ["--only", ex.regexpath[1:]]
+            elif ex.regexpath is not None:
+                argv += ["--exclude", ex.regexpath]
+        argv += ["--auth-key-file", str(self.key_file)]
+        if self.security.tls is not None:
+            cert, key, ca = self.security.tls
+            argv += ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca)]
         if role == "primary":
             argv += ["--nbremconn", str(self.cfg.nbremconn),
-                     "--sendtimeout", str(int(self.cfg.sendtimeout * 1000))]
+                     "--sendtimeout", str(int(self.cfg.sendtimeout * 1000)),
+                     "--state", str(self.state_dir(index))]
+            if adopt:
+                argv += ["--adopt", str(adopt)]
         else:
             argv += ["--listen", f"{self.local_addr}:{rfs_port(self.module_id, index)}"]
         return argv
 
+    def _write_key(self) -> None:
+        self.key_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.key_file.with_suffix(".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, self.security.key.hex().encode() + b"\n")
+        finally:
+            os.close(fd)
+        tmp.replace(self.key_file)
+
     def _event(self, index: int, text: str) -> None:
         if text.startswith("progress"):
-            for kv in text.split()[1:]:
-                key, _, value = kv.partition("=")
-                if key.startswith("sync_"):
-                    self.resources.set(f"rfs.{key}", value)
+            keys = dict(kv.split("=", 1) for kv in text.split()[1:] if "=" in kv)
+            if keys.get("sync_mode") != "estimate":  # rfsdiff's dry run is no synchronisation
+                self._publish(keys)
             return
         self.log(Level.EVENT, "rfs", f"Replication of {self.cfg.replicated[index].dir}: {text}")
         if text.startswith("detached"):
             self.resources.set("rfs.state", "detached")
             self.on_detached()
 
-    async def start(self, role: str) -> None:
-        """Serve every directory as primary (read-write, streaming) or secondary (receiving)."""
+    def _publish(self, keys: Mapping[str, str]) -> None:
+        """A synchronisation's progress as rfs.sync_* resources, and for the peer."""
+        progress = {k: v for k, v in keys.items() if k.startswith("sync_")}
+        for key, value in progress.items():
+            self.resources.set(f"rfs.{key}", value)
+        if self.role == "primary" and progress != self.progress:
+            self.progress = progress
+            self.on_progress()
+
+    def show_peer_progress(self, keys: Mapping[str, str]) -> None:
+        """Secondary: the primary's progress in synchronising this node, as resources here."""
+        for key, value in keys.items():
+            if key.startswith("sync_"):
+                self.resources.set(f"rfs.{key}", str(value))
+
+    async def start(self, role: str, adopt: int = 0) -> None:
+        """Serve every directory as primary (read-write, streaming) or secondary (receiving).
+        adopt: the primary's copy equals this lineage (its journal records from it)."""
         if self.role == role:
             return
         await self.stop()
+        self._write_key()
         run = self.paths.run / "rfs"
         for index, rep in enumerate(self.cfg.replicated):
             Path(rep.dir).mkdir(parents=True, exist_ok=True)
+            if role == "secondary":
+                # This copy is about to become the primary's: a journal of changes made to it
+                # as a primary is meaningless now, and must not outlive it into a promotion.
+                shutil.rmtree(self.state_dir(index), ignore_errors=True)
             daemon = RfsDaemon(
                 rep.dir, run / f"{self.module}.{index}.ctl",
                 self.paths.module_log(self.module) / f"rfs.{index}.log",
-                self._argv(index, role), lambda text, i=index: self._event(i, text),
+                self._argv(index, role, adopt), lambda text, i=index: self._event(i, text),
             )
             try:
                 await daemon.start(role)
@@ -80,23 +187,117 @@ class Replication:
             self.daemons.append(daemon)
         self.role = role
         self.epoch = time.time_ns() if role == "secondary" else 0
+        self.progress = {}
+        self._poller = asyncio.create_task(self._poll())
         self.resources.set("rfs.state", role)
-        self.log(Level.EVENT, "rfs", f"Replication started as {role}")
+        self.log(Level.EVENT, "rfs", f"Replication started as {role}"
+                 + (f" (journal from lineage {adopt}: this copy is the secondary's)" if adopt else ""))
 
-    async def sync(self, peer_addr: str) -> None:
-        """Primary: attach to the secondary's receivers and make its copy identical."""
-        began = time.monotonic()
-        self.resources.set("rfs.state", "syncing")
-        total_sent = 0
-        for index, daemon in enumerate(self.daemons):
-            await daemon.attach(peer_addr, rfs_port(self.module_id, index))
-            stats = await daemon.fullsync()
-            total_sent += int(stats.get("bytes_sent", 0))
+    async def sync(self, peer_addr: str, *, tag: int, peer_base: int, full_asked: bool) -> None:
+        """Primary: attach to the secondary's receivers and make its copy identical; then the
+        journals are clean with lineage `tag`, which the secondary records as its base."""
+        async with self._busy:
+            began, started = time.monotonic(), int(time.time())
+            self.resources.set("rfs.state", "syncing")
+            sent = files = 0
+            modes: set[str] = set()
+            try:
+                for index, daemon in enumerate(self.daemons):
+                    mode, why = choose_mode(await daemon.stats(), peer_base, full_asked)
+                    self.log(Level.EVENT, "rfs", f"Replication of {daemon.directory}: {mode} "
+                             f"synchronisation ({why})")
+                    await daemon.attach(peer_addr, rfs_port(self.module_id, index))
+                    mode, result = await self._sync_one(daemon, mode, tag)
+                    modes.add(mode)
+                    sent += _int(result, "bytes_sent")
+                    files += _int(result, "files")
+                    self._publish(await daemon.stats())  # its final state: done
+            except (HakitError, asyncio.CancelledError):
+                self.resources.set("rfs.sync_state", "failed")
+                self.progress = {**self.progress, "sync_state": "failed"}
+                self.on_progress()
+                raise
         elapsed = time.monotonic() - began
-        self.resources.set("rfs.state", "attached")
-        self.resources.set("rfs.sync_bytes_sent", str(total_sent))
-        self.resources.set("rfs.sync_elapsed_s", f"{elapsed:.1f}")
-        self.log(Level.EVENT, "rfs", f"Secondary synchronised: {total_sent} bytes sent in {elapsed:.1f} s")
+        summary = modes.pop() if len(modes) == 1 else "mixed"
+        if sent >= RATE_MIN_BYTES and elapsed > 0:
+            self.rate = sent / elapsed
+        for key, value in (("state", "attached"), ("sync_mode", summary), ("sync_bytes_sent", str(sent)),
+                           ("sync_files", str(files)), ("sync_elapsed_s", f"{elapsed:.1f}"),
+                           ("sync_started", str(started)), ("sync_state", "done")):
+            self.resources.set(f"rfs.{key}", value)
+        self.log(Level.EVENT, "rfs", f"Secondary synchronised ({summary}, lineage {tag}): "
+                 f"{human_bytes(sent)} sent, {files} files in {elapsed:.1f} s")
+
+    async def _sync_one(self, daemon: RfsDaemon, mode: str, tag: int) -> tuple[str, dict[str, str]]:
+        if mode == "incremental":
+            try:
+                return mode, await daemon.run_to_end(f"resync tag={tag}")
+            except RfsCommandError as exc:
+                # The journal stopped recording since its stats were read (a failed journal write).
+                if "no journal" not in exc.reason:
+                    raise
+                self.log(Level.EVENT, "rfs", f"{exc}: full synchronisation instead")
+        return "full", await daemon.run_to_end(f"fullsync tag={tag}")
+
+    async def in_sync_tag(self) -> int:
+        """Primary, its application stopped: the lineage both copies equal (every directory
+        attached, clean, nothing unacknowledged, one tag), else 0."""
+        tags = set()
+        for daemon in self.daemons:
+            try:
+                stats = await daemon.stats()
+            except HakitError:
+                return 0
+            state = (stats.get("journal"), stats.get("attached"), stats.get("queued_bytes"))
+            if state != ("clean", "1", "0"):
+                return 0  # detached, behind, or never synchronised
+            tags.add(_int(stats, "journal_tag"))
+        return tags.pop() if len(tags) == 1 else 0
+
+    async def rfsdiff(self) -> list[dict[str, str]]:
+        """Primary: per directory, what a synchronisation would send now: the journal's
+        content while alone, a dry comparison with the attached secondary otherwise."""
+        if self.role != "primary":
+            raise HakitError("rfsdiff: the replication does not run as primary here")
+        if self._busy.locked():
+            raise HakitError(f"rfsdiff: a synchronisation is running ('hakit rfsprogress -m {self.module}' "
+                             "follows it)")
+        async with self._busy:
+            return [{"dir": d.directory, **await d.run_to_end("rfsdiff")} for d in self.daemons]
+
+    async def _poll(self) -> None:
+        """Bandwidth resources (KB/s over the last second): rfs.netout_bandwidth,
+        rfs.rep_bandwidth (live replication), rfs.rei_bandwidth (reintegration) on the
+        primary, rfs.netin_bandwidth on the secondary."""
+        before: dict[int, dict[str, str]] = {}
+        last = time.monotonic()
+        while True:
+            await asyncio.sleep(POLL_S)
+            now = time.monotonic()
+            elapsed, last = now - last, now
+            moved = {"netout": 0, "netin": 0, "rep": 0, "rei": 0}
+            for index, daemon in enumerate(self.daemons):
+                try:
+                    stats = await daemon.stats()
+                except HakitError:
+                    continue
+                prev = before.get(index)
+                before[index] = stats
+                if prev is None:
+                    continue
+
+                def delta(key: str, prev: dict[str, str] = prev, stats: dict[str, str] = stats) -> int:
+                    now_, then = _int(stats, key), _int(prev, key)
+                    return now_ - then if now_ >= then else now_  # a counter reset: a new sync run
+
+                sync = delta("sync_bytes_sent")
+                moved["netout"] += delta("bytes_on_wire")
+                moved["netin"] += delta("rx_bytes")
+                moved["rei"] += sync
+                moved["rep"] += max(0, delta("bytes_sent") - sync)
+            names = ("netout", "rep", "rei") if self.role == "primary" else ("netin",)
+            for name in names:
+                self.resources.set(f"rfs.{name}_bandwidth", str(round(moved[name] / 1024 / elapsed)))
 
     async def stop_orphans(self) -> None:
         """Stop the hakit-rfs a crashed module process left serving its directories."""
@@ -115,10 +316,16 @@ class Replication:
             self.log(Level.EVENT, "rfs", f"Stopped the replication of {rep.dir} left by a crash")
 
     async def stop(self) -> None:
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+            self._poller = None
         for daemon in self.daemons:
             await daemon.stop()
         if self.daemons:
             self.log(Level.EVENT, "rfs", f"Replication stopped ({self.role})")
         self.daemons = []
         self.role = None
+        self.key_file.unlink(missing_ok=True)
         self.resources.set("rfs.state", "stopped")

@@ -1,0 +1,308 @@
+"""Reintegration of a mirror's secondary on a simulated cluster: incremental from the
+primary's journal when the secondary's copy is of the journal's lineage, full otherwise;
+`hakit second fullsync`, `hakit rfsdiff`, `hakit rfsprogress`, the rfs.* resources.
+The lineage rules themselves: docs/replication.md, "Reintegration"."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from hakit.rfs.mirror import choose_mode
+from hakit.rfs.progress import sync_line
+from tests.test_engine import MODULE, hk, install, mirror_conf, state, wait_for, wait_state
+
+REP = "/srv/rep"
+DATA_MIB = 64
+CONF = f'<rfs><replicated dir="{REP}"/></rfs>'
+
+# The application: rewrites blocks of the first 4 MiB of a big file, creates, renames and
+# removes small files, appends to a log with fsync.  Prints a count now and then.
+APP = r"""
+import os, random, sys, time
+root, seed = sys.argv[1], int(sys.argv[2])
+rng = random.Random(seed)
+for d in range(8):
+    os.makedirs(f"{root}/d{d}", exist_ok=True)
+big = os.open(f"{root}/big", os.O_WRONLY)
+log = os.open(f"{root}/log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+small = [os.path.join(dp, f) for dp, _, fs in os.walk(root) for f in fs if f.startswith("f")]
+n = 0
+while True:
+    n += 1
+    r = rng.random()
+    if r < 0.5:
+        os.pwrite(big, rng.randbytes(4096), rng.randrange(0, 4 << 20, 4096))
+    elif r < 0.75 or not small:
+        path = f"{root}/d{rng.randrange(8)}/f{seed}_{n}"
+        with open(path, "wb") as f:
+            f.write(rng.randbytes(rng.randrange(1, 20000)))
+        small.append(path)
+    elif r < 0.85:
+        path = small.pop(rng.randrange(len(small)))
+        os.unlink(path)
+    elif r < 0.95:
+        i = rng.randrange(len(small))
+        to = f"{root}/d{rng.randrange(8)}/f{seed}_{n}_r"
+        os.rename(small[i], to)
+        small[i] = to
+    else:
+        os.write(log, b"entry %d\n" % n)
+        os.fsync(log)
+    if n % 100 == 0:
+        print(n, flush=True)
+    time.sleep(0.002)
+"""
+
+
+# -- pure logic
+
+
+@pytest.mark.parametrize(("stats", "base", "asked", "mode"), [
+    ({"journal": "recording", "journal_tag": "4"}, 4, False, "incremental"),
+    ({"journal": "recording", "journal_tag": "4"}, 4, True, "full"),     # second fullsync
+    ({"journal": "recording", "journal_tag": "4"}, 0, False, "full"),    # a copy of no lineage
+    ({"journal": "recording", "journal_tag": "3"}, 4, False, "full"),    # another lineage
+    ({"journal": "clean", "journal_tag": "4"}, 4, False, "full"),        # nothing recorded
+    ({"journal": "invalid", "journal_tag": "0"}, 4, False, "full"),
+    ({}, 4, False, "full"),                                              # a daemon without journal
+])
+def test_the_mode_follows_the_lineage(stats, base, asked, mode):
+    assert choose_mode(stats, base, asked)[0] == mode
+
+
+def test_the_progress_line():
+    values = {"rfs.sync_state": "running", "rfs.sync_mode": "incremental",
+              "rfs.sync_bytes_scanned": str(1288490189), "rfs.sync_bytes_total": str(2 << 30),
+              "rfs.sync_files_scanned": "1532", "rfs.sync_elapsed_ms": "13000"}
+    assert sync_line(values) == ("sync: incremental 1.2 GiB / 2.0 GiB (60 %), 1532 files, "
+                                 "94.5 MiB/s, ETA 9 s")
+    assert sync_line({**values, "rfs.sync_state": "done"}) is None
+
+
+# -- on a simulated cluster
+
+
+def resources(sim, node: str) -> dict[str, str]:
+    out = hk(sim, node, "state", "-m", MODULE, "-v")
+    return {w[0]: w[1] for w in (line.split() for line in out.splitlines()[1:]) if len(w) >= 4}
+
+
+def history(sim, node: str, resource: str) -> list[tuple[str, str]]:
+    out = hk(sim, node, "history", "-m", MODULE, "-r", resource)
+    return [(line.rsplit(None, 1)[0], line.rsplit(None, 1)[1]) for line in out.splitlines() if line.strip()]
+
+
+def tree(sim, node: str) -> dict[str, tuple[object, ...]]:
+    """Every entry of the node's copy (the real directory, under the mount): type, mode,
+    owner, size, content digest, symlink target, a file's mtime."""
+    root = sim.host_path(node, REP)
+    out: dict[str, tuple[object, ...]] = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            path = Path(dirpath) / name
+            st = path.lstat()
+            kind = stat.S_IFMT(st.st_mode)
+            what: object = None
+            if stat.S_ISREG(st.st_mode):
+                what = (hashlib.sha256(path.read_bytes()).hexdigest(), st.st_mtime_ns)
+            elif stat.S_ISLNK(st.st_mode):
+                what = os.readlink(path)
+            out[str(path.relative_to(root))] = (kind, stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid,
+                                                st.st_size if kind != stat.S_IFDIR else 0, what)
+    return out
+
+
+def assert_identical(sim, primary: str, secondary: str) -> None:
+    """Both copies the same once what is in flight has arrived."""
+    diff: dict[str, tuple[object, object]] = {}
+
+    def same() -> bool:
+        a, b = tree(sim, primary), tree(sim, secondary)
+        diff.clear()
+        diff.update({k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)})
+        return not diff
+
+    try:
+        wait_for("identical copies", same, timeout=10)
+    except AssertionError:
+        a = (sim.host_path(primary, REP) / "big").read_bytes(); b = (sim.host_path(secondary, REP) / "big").read_bytes()
+        blocks = [i for i in range(0, len(a), 4096) if a[i:i+4096] != b[i:i+4096]]
+        print("DEBUG blocks", len(blocks), blocks[:20])
+        print(hk(sim, primary, "logview", "-m", MODULE, "-A")[-6000:])
+        print(open(sim.host_path(primary, "/var/log/hakit/modules/am/rfs.0.log")).read()[-3000:])
+        raise AssertionError(f"the copies differ ({primary}, {secondary}): {sorted(diff.items())[:5]}") from None
+
+
+class App:
+    """The application writing on a node's mounted directory."""
+
+    def __init__(self, sim, node: str, seed: int) -> None:
+        self.proc = sim.popen(node, ["python3", "-c", APP, REP, str(seed)], stdout=subprocess.PIPE, text=True)
+        self.count = 0
+
+    def run_until(self, more: int) -> None:
+        assert self.proc.stdout is not None
+        target = self.count + more
+        for line in self.proc.stdout:
+            self.count = int(line)
+            if self.count >= target:
+                return
+        raise AssertionError(f"the application stopped at {self.count}")
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+
+
+def start_pair(make_sim, tmp_path, extra: str = ""):
+    sim = make_sim(nodes=2, daemon=True, paths=(REP,))
+    install(sim, tmp_path, ["node1", "node2"], mirror_conf(sim.spare_addr(0, 1), CONF + extra))
+    sim.exec("node1", ["sh", "-c", f"head -c {DATA_MIB}M /dev/urandom > {REP}/big"])
+    hk(sim, "node1", "prim", "-m", MODULE)
+    hk(sim, "node2", "start", "-m", MODULE)
+    wait_state(sim, "node2", "SECOND (Ready)", timeout=60)
+    wait_state(sim, "node1", "PRIM (Ready)")
+    assert resources(sim, "node1")["rfs.sync_mode"] == "full"  # the first: node2's copy had no lineage
+    return sim
+
+
+def assert_synced(sim, primary: str, mode: str) -> dict[str, str]:
+    res = resources(sim, primary)
+    assert res["rfs.sync_mode"] == mode, res
+    assert res["rfs.sync_state"] == "done"
+    if mode == "incremental":
+        # Only what the journal recorded travelled, and only that was read: a small part
+        # of the data, where a full synchronisation reads all of it on both sides.
+        assert int(res["rfs.sync_bytes_sent"]) < (DATA_MIB << 20) // 4, res
+        assert int(res["rfs.sync_bytes_scanned"]) < (DATA_MIB << 20) // 4, res
+    return res
+
+
+@pytest.mark.root
+def test_a_stopped_secondary_returns_incrementally(make_sim, tmp_path):
+    sim = start_pair(make_sim, tmp_path)
+    app = App(sim, "node1", seed=1)
+    try:
+        app.run_until(300)
+        wait_for("bandwidth measured", lambda: any(
+            v != "0" for _, v in history(sim, "node1", "rfs.netout_bandwidth")))
+        assert "rfs.netin_bandwidth" in resources(sim, "node2")
+        # rfsdiff is for the primary.
+        refused = hk(sim, "node2", "rfsdiff", "-m", MODULE, check=False)
+        assert "run it on the primary" in refused
+        hk(sim, "node2", "stop", "-m", MODULE)
+        wait_state(sim, "node1", "ALONE (Ready)")
+        app.run_until(500)
+        # Alone, the primary's journal holds what node2 missed.
+        diff = hk(sim, "node1", "rfsdiff", "-m", MODULE)
+        assert f"{REP}: journal," in diff and "recorded while alone" in diff, diff
+        assert "estimated time:" in diff  # the first sync sent the data: its rate is known
+        gone = hk(sim, "node2", "rfsdiff", "-m", MODULE, check=False)
+        assert "not started on this node" in gone
+        starting = sim.popen("node2", ["hakit", "start", "-m", MODULE])
+        wait_for("node2 starting", lambda: not state(sim, "node2").startswith("STOP"))
+        follow = sim.popen("node2", ["hakit", "rfsprogress", "-m", MODULE], stdout=subprocess.PIPE, text=True)
+        assert starting.wait(timeout=60) == 0
+        out, _ = follow.communicate(timeout=30)
+        assert follow.returncode == 0 and "SECOND (Ready), synchronised: incremental" in out, out
+        app.run_until(200)
+    finally:
+        app.stop()
+    assert_synced(sim, "node1", "incremental")
+    assert resources(sim, "node2")["rfs.sync_mode"] == "incremental"  # the primary's progress, seen there
+    assert_identical(sim, "node1", "node2")
+    log = hk(sim, "node1", "logview", "-m", MODULE)
+    assert "incremental synchronisation (lineage" in log
+
+
+@pytest.mark.root
+def test_a_killed_secondary_returns_incrementally(make_sim, tmp_path):
+    sim = start_pair(make_sim, tmp_path)
+    app = App(sim, "node1", seed=2)
+    try:
+        app.run_until(300)
+        sim.kill("node2")
+        wait_state(sim, "node1", "ALONE (Ready)")
+        app.run_until(300)
+        sim.revive("node2")
+        hk(sim, "node2", "start", "-m", MODULE)
+        wait_state(sim, "node2", "SECOND (Ready)", timeout=60)
+        app.run_until(200)
+    finally:
+        app.stop()
+    assert_synced(sim, "node1", "incremental")
+    assert_identical(sim, "node1", "node2")
+
+
+@pytest.mark.root
+def test_a_killed_primary_returns_as_secondary_fully(make_sim, tmp_path):
+    sim = start_pair(make_sim, tmp_path)
+    app = App(sim, "node1", seed=3)
+    try:
+        app.run_until(300)
+        sim.kill("node1")  # the application dies with its node
+    finally:
+        app.stop()
+    wait_state(sim, "node2", "ALONE (Ready)")
+    app = App(sim, "node2", seed=4)
+    try:
+        app.run_until(200)
+        sim.revive("node1")
+        hk(sim, "node1", "start", "-m", MODULE)
+        wait_state(sim, "node1", "SECOND (Ready)", timeout=60)
+        app.run_until(100)
+    finally:
+        app.stop()
+    # node1 ran ahead as primary (writes node2 may never have had): its copy has no lineage.
+    assert_synced(sim, "node2", "full")
+    assert_identical(sim, "node2", "node1")
+
+
+@pytest.mark.root
+def test_swap_and_swap_back_reintegrate_incrementally(make_sim, tmp_path):
+    sim = start_pair(make_sim, tmp_path)
+    for primary, secondary, seed in (("node1", "node2", 5), ("node2", "node1", 6)):
+        app = App(sim, primary, seed)
+        try:
+            app.run_until(300)
+        finally:
+            app.stop()
+        hk(sim, primary, "swap", "-m", MODULE)
+        wait_state(sim, secondary, "PRIM (Ready)", timeout=60)
+        wait_state(sim, primary, "SECOND (Ready)", timeout=60)
+        # The old primary stopped in sync: the new one records from that lineage.
+        assert_synced(sim, secondary, "incremental")
+        assert_identical(sim, secondary, primary)
+
+
+@pytest.mark.root
+def test_second_fullsync_forces_a_full_synchronisation(make_sim, tmp_path):
+    sim = start_pair(make_sim, tmp_path)
+    # Running as SECOND: its receivers start again and are synchronised fully.
+    assert "SECOND (Transient)" in hk(sim, "node2", "second", "fullsync", "-m", MODULE)
+    wait_state(sim, "node2", "SECOND (Ready)", timeout=60)
+    assert_synced(sim, "node1", "full")
+    assert "the secondary asked for a full synchronisation" in hk(sim, "node1", "logview", "-m", MODULE)
+    # Stopped: it starts as secondary with the same request.
+    hk(sim, "node2", "stop", "-m", MODULE)
+    wait_state(sim, "node1", "ALONE (Ready)")
+    hk(sim, "node2", "second", "fullsync", "-m", MODULE)
+    wait_state(sim, "node2", "SECOND (Ready)", timeout=60)
+    assert_synced(sim, "node1", "full")
+    # Without it, the same return is incremental.
+    hk(sim, "node2", "stop", "-m", MODULE)
+    wait_state(sim, "node1", "ALONE (Ready)")
+    hk(sim, "node2", "second", "-m", MODULE)
+    wait_state(sim, "node2", "SECOND (Ready)", timeout=60)
+    assert_synced(sim, "node1", "incremental")
+    assert_identical(sim, "node1", "node2")
+    assert state(sim, "node1") == "PRIM (Ready)"
+    stopped = sim.exec("node2", ["sh", "-c", f"hakit stop -m {MODULE} && hakit rfsprogress -m {MODULE}"],
+                       check=False, capture=True)
+    assert stopped.returncode == 1 and "no synchronisation runs" in stopped.stdout
