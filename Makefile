@@ -25,7 +25,7 @@ SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pyc
 .PHONY: all deps build test demo demo-down lint bench clean rfs-asan
 all: build
 
-$(STAMPS)/deb:
+$(STAMPS)/deb: Makefile
 	@mkdir -p $(STAMPS)
 	@missing=$$(for p in $(DEB_PKGS); do \
 		dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \

@@ -15,7 +15,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/err.h>
@@ -47,7 +46,7 @@
 #define LOG_EVERY_NS (5000 * 1000000LL)
 #define NS_PER_MS 1000000LL
 
-_Static_assert(sizeof ALPN - 1 < 256, "ALPN names are length-prefixed by one byte");
+_Static_assert(sizeof ALPN - 1 == 013, "alpn_wire's length prefix is ALPN's length");
 _Static_assert(IN_CAP > 2 * (REC_MAX + 256), "in holds a partial record and room for another");
 
 struct rfs_creds {
@@ -392,6 +391,22 @@ static int tls_failed(struct chan *ch, int sslerr)
 	}
 }
 
+/* A TLS call failed once the connection was up (ch->mu held): the errno, and why in
+ * out, copied while the other direction cannot overwrite it. */
+static int tls_broke(struct chan *ch, char *out, size_t n)
+{
+	int err = tls_failed(ch, SSL_ERROR_SSL);
+
+	snprintf(out, n, "%s", ch->why);
+	return err;
+}
+
+static void tls_broke_log(struct chan *ch, const char *why)
+{
+	if (ch->ready)
+		say_limited(&tls_failures, "connection with %s: %s", ch->peer, why);
+}
+
 /* Moves what TLS made to wire (ch->mu held; wire is empty). */
 static void take_out(struct chan *ch)
 {
@@ -456,6 +471,7 @@ static ssize_t seal(struct chan *ch, const struct iovec *iov, size_t n)
 
 ssize_t chan_tls_sendv(struct chan *ch, const struct iovec *iov, size_t n)
 {
+	char why[sizeof ch->why];
 	ssize_t took;
 	int err = 0;
 
@@ -472,12 +488,11 @@ ssize_t chan_tls_sendv(struct chan *ch, const struct iovec *iov, size_t n)
 	ERR_clear_error();
 	took = seal(ch, iov, n);
 	if (took < 0)
-		err = tls_failed(ch, SSL_ERROR_SSL);
+		err = tls_broke(ch, why, sizeof why);
 	take_out(ch);
 	pthread_mutex_unlock(&ch->mu);
 	if (took < 0) {
-		if (ch->ready)
-			say_limited(&tls_failures, "connection with %s: %s", ch->peer, ch->why);
+		tls_broke_log(ch, why);
 		errno = err;
 		return -1;
 	}
@@ -511,6 +526,7 @@ static int open_records(struct chan *ch, char *buf, size_t len, size_t *got)
 
 ssize_t chan_tls_recv(struct chan *ch, void *buf, size_t len)
 {
+	char why[sizeof ch->why];
 	size_t got = 0;
 
 	for (;;) {
@@ -522,7 +538,7 @@ ssize_t chan_tls_recv(struct chan *ch, void *buf, size_t len)
 		pthread_mutex_lock(&ch->mu);
 		st = open_records(ch, buf, len, &got);
 		if (st == OPEN_FAIL)
-			err = tls_failed(ch, SSL_ERROR_SSL);
+			err = tls_broke(ch, why, sizeof why);
 		if (ch->in.head == ch->in.len) {
 			ch->in.head = ch->in.len = 0;
 		} else if (st == OPEN_WANT && ch->in.head) {
@@ -539,8 +555,7 @@ ssize_t chan_tls_recv(struct chan *ch, void *buf, size_t len)
 		if (st == OPEN_EOF)
 			return 0;
 		if (st == OPEN_FAIL) {
-			if (ch->ready)
-				say_limited(&tls_failures, "connection with %s: %s", ch->peer, ch->why);
+			tls_broke_log(ch, why);
 			errno = err;
 			return -1;
 		}
