@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import stat
 import subprocess
 from pathlib import Path
@@ -172,6 +173,8 @@ def assert_synced(sim, primary: str, mode: str) -> dict[str, str]:
     res = resources(sim, primary)
     assert res["rfs.sync_mode"] == mode, res
     assert res["rfs.sync_state"] == "done"
+    assert int(res["rfs.sync_files"]) >= 0 and int(res["rfs.sync_started"]) > 0
+    assert float(res["rfs.sync_elapsed_s"]) >= 0
     if mode == "incremental":
         # Only what the journal recorded travelled, and only that was read: a small part
         # of the data, where a full synchronisation reads all of it on both sides.
@@ -197,7 +200,9 @@ def test_a_stopped_secondary_returns_incrementally(make_sim, tmp_path):
         app.run_until(500)
         # Alone, the primary's journal holds what node2 missed.
         diff = hk(sim, "node1", "rfsdiff", "-m", MODULE)
-        assert f"{REP}: journal," in diff and "recorded while alone" in diff, diff
+        recorded = re.search(rf"{REP}: journal, (\d+) entries, ([\d.]+) (B|KiB|MiB) recorded while alone",
+                             diff)
+        assert recorded and int(recorded[1]) > 0 and float(recorded[2]) > 0, diff
         assert "estimated time:" in diff  # the first sync sent the data: its rate is known
         gone = hk(sim, "node2", "rfsdiff", "-m", MODULE, check=False)
         assert "not started on this node" in gone

@@ -153,7 +153,8 @@ def test_full_sync_copies_a_tree_to_an_empty_secondary(nodes):
     assert os.getxattr(secondary / "big0", "user.tag") == b"primary"
     assert os.stat(secondary / "sparse").st_blocks * 512 < 1 << 20       # the holes stayed holes
     assert done["files"] >= len(expected) and done["bytes_sent"] < done["bytes_scanned"]
-    assert any(e.startswith("event progress sync_state=running sync_mode=full sync_files_scanned=") for e in prim.events)
+    progress = "event progress sync_state=running sync_mode=full sync_files_scanned="
+    assert any(e.startswith(progress) for e in prim.events)
     stats = prim.stats()
     assert stats["sync_state"] == "done" and int(stats["sync_bytes_sent"]) == done["bytes_sent"]
     assert int(stats["sync_files_total"]) >= len(expected) and int(stats["sync_started"]) > 0

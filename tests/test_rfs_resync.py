@@ -17,6 +17,7 @@ from hakit.rfs.daemon import rfs_binary
 from hakit.testing.rfsctl import RfsControl
 from hakit.testing.sim import Sim
 from tests.rfs_pair import PORT, REP, tree
+from tests.test_reintegration import APP
 from tests.test_rfs_mirror import WRITER, lay_tree
 
 pytestmark = pytest.mark.root
@@ -199,3 +200,33 @@ def test_no_journal_without_lineage(pair):
     pair.stop("node1")
     prim = pair.start("node1", "--adopt", "5")               # an in-sync copy promoted
     assert prim.stats()["journal"] == "recording" and prim.stats()["journal_tag"] == "5"
+
+
+@pytest.mark.parametrize("delay", [0.05, 0.15])
+def test_secondary_stopped_during_buffered_writes(pair, delay):
+    """Writes queued or un-acked when the secondary stops are in the journal (the frames
+    a dying session kept), so the resync carries them."""
+    pair.sim.exec("node1", ["sh", "-c", f"head -c 64M /dev/urandom > {REP}/big"])
+    primary, secondary = pair.sim.host_path("node1", REP), pair.sim.host_path("node2", REP)
+    pair.start("node2")
+    prim = pair.start("node1")
+    pair.attach()
+    sync(prim, "fullsync tag=1")
+    app = pair.sim.popen("node1", ["python3", "-c", APP, REP, "1"], stdout=subprocess.PIPE, text=True)
+    try:
+        for line in app.stdout:
+            if int(line) >= 300:
+                break
+        time.sleep(delay)
+        pair.stop("node2")
+        pair.wait_detached()
+        for line in app.stdout:
+            if int(line) >= 800:
+                break
+    finally:
+        app.kill()
+        app.wait()
+    pair.start("node2")
+    pair.attach()
+    sync(prim, "resync tag=2")
+    assert tree(secondary) == tree(primary)

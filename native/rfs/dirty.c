@@ -578,7 +578,9 @@ static int record(struct rfs_dirty *d, const struct rfs_op *op)
 		return 0;
 	switch (op->code) {
 	case RFS_OP_WRITE:
-		return mark_range(d, p, op->off, op->data_len);
+		/* A write described before it is done (begin) or kept after it was sent has its
+		 * length in len, without the data. */
+		return mark_range(d, p, op->off, op->data_len > op->len ? op->data_len : op->len);
 	case RFS_OP_FALLOCATE:
 		r = mark_names(d, p, n, RFS_MARK_ATTRS, true);
 		return r ? r : mark_range(d, p, op->off, op->len);

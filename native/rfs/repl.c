@@ -322,20 +322,24 @@ static void session_kill(struct session *s, const char *reason)
 	struct rfs_repl *r = s->r;
 	int was = 0;
 
-	if (!atomic_compare_exchange_strong(&s->dead, &was, 1))
-		return;
 	/* An op of our own spans the detach and the marks of the frames left un-acked, so
-	 * that the journal is not declared complete before they are in it. */
+	 * that the journal is not declared complete before they are in it.  The journal
+	 * records before the session is seen dead: a submitter that finds it dead gives its
+	 * op to the journal, which must be recording by then. */
 	struct rfs_dirty_ticket t;
-	struct rfs_dirty *journal = atomic_load(&s->installed) ? r->cfg.dirty : NULL;
+	struct rfs_dirty *journal = atomic_load(&s->installed) && !atomic_load(&s->dead) ? r->cfg.dirty : NULL;
 
-	if (journal)
+	if (journal) {
 		rfs_dirty_begin(journal, &(struct rfs_op){.code = RFS_OP_SYNCFS}, &t);
-	if (atomic_load(&s->installed)) {
-		atomic_store(&r->attached, 0);
-		if (journal)
-			rfs_dirty_detached(journal);
+		rfs_dirty_detached(journal);
 	}
+	if (!atomic_compare_exchange_strong(&s->dead, &was, 1)) {
+		if (journal)
+			rfs_dirty_end(journal, &t);
+		return;
+	}
+	if (atomic_load(&s->installed))
+		atomic_store(&r->attached, 0);
 	for (int i = 0; i < s->nconn; i++) {
 		struct conn *c = &s->conns[i];
 

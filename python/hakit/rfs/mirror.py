@@ -35,6 +35,7 @@ from hakit.store.module_store import Level
 
 POLL_S = 1.0  # stats are read this often while the replication runs (bandwidth resources)
 RATE_MIN_BYTES = 1 << 20  # a sync that sent less measured latency, not a rate
+DRAIN_S = 2.0
 
 
 @dataclass(frozen=True)
@@ -241,16 +242,23 @@ class Replication:
 
     async def in_sync_tag(self) -> int:
         """Primary, its application stopped: the lineage both copies equal (every directory
-        attached, clean, nothing unacknowledged, one tag), else 0."""
+        attached, clean, nothing unacknowledged, one tag), else 0.  Writes still queued
+        (the last 100 ms of buffered ones) get DRAIN_S to be acknowledged."""
         tags = set()
+        deadline = time.monotonic() + DRAIN_S
         for daemon in self.daemons:
-            try:
-                stats = await daemon.stats()
-            except HakitError:
-                return 0
-            state = (stats.get("journal"), stats.get("attached"), stats.get("queued_bytes"))
-            if state != ("clean", "1", "0"):
-                return 0  # detached, behind, or never synchronised
+            while True:
+                try:
+                    stats = await daemon.stats()
+                except HakitError:
+                    return 0
+                if (stats.get("journal"), stats.get("attached")) != ("clean", "1"):
+                    return 0  # detached, or never synchronised
+                if stats.get("queued_bytes") == "0":
+                    break
+                if time.monotonic() > deadline:
+                    return 0
+                await asyncio.sleep(0.05)
             tags.add(_int(stats, "journal_tag"))
         return tags.pop() if len(tags) == 1 else 0
 
