@@ -784,20 +784,32 @@ static int check_primary(const struct rfs_creds *c, struct chan *ch, int fd, uns
 
 /* ---- the two ends ---- */
 
+/* The TLS channel when creds ask for one, its handshake done: 0, or -errno with why set. */
+static int tls_open(const struct rfs_creds *creds, int fd, const char *peer, int64_t deadline_ns,
+		    struct chan **ch, char *why, size_t n)
+{
+	int rc;
+
+	if (!creds->tls)
+		return 0;
+	if (!(*ch = chan_new(creds, fd, peer)))
+		return snprintf(why, n, "out of memory"), -ENOMEM;
+	if ((rc = handshake(*ch, deadline_ns)))
+		snprintf(why, n, "%s", (*ch)->why);
+	return rc;
+}
+
 int chan_connect(const struct rfs_creds *creds, int fd, const char *peer, const void *hello, int64_t deadline_ns,
 		 struct chan **out)
 {
 	struct chan *ch = NULL;
 	char why[200] = "out of memory";
-	int rc = 0;
+	int rc;
 
 	*out = NULL;
 	if (!creds)
 		return 0;
-	if (creds->tls && !(ch = chan_new(creds, fd, peer)))
-		rc = -ENOMEM;
-	if (!rc && ch && (rc = handshake(ch, deadline_ns)))
-		snprintf(why, sizeof why, "%s", ch->why);
+	rc = tls_open(creds, fd, peer, deadline_ns, &ch, why, sizeof why);
 	if (!rc && creds->has_key)
 		rc = prove_primary(creds, ch, fd, hello, deadline_ns, why, sizeof why);
 	if (rc) {
@@ -817,15 +829,12 @@ int chan_accept(const struct rfs_creds *creds, int fd, const char *peer, struct 
 	int64_t deadline_ns = rfs_now_ns() + CHAN_ACCEPT_MS * NS_PER_MS;
 	struct chan *ch = NULL;
 	char why[200] = "out of memory";
-	int rc = 0;
+	int rc;
 
 	*out = NULL;
 	if (!creds)
 		return 0;
-	if (creds->tls && !(ch = chan_new(creds, fd, peer)))
-		rc = -ENOMEM;
-	if (!rc && ch && (rc = handshake(ch, deadline_ns)))
-		snprintf(why, sizeof why, "%s", ch->why);
+	rc = tls_open(creds, fd, peer, deadline_ns, &ch, why, sizeof why);
 	if (!rc && creds->has_key)
 		rc = check_primary(creds, ch, fd, hello, deadline_ns, why, sizeof why);
 	if (rc) {

@@ -788,6 +788,14 @@ static int sync_again(struct rfs_sync *s, const char *path)
 
 /* ---- the run ---- */
 
+/* Is p dir itself or beneath it ("" holds everything)? */
+static bool beneath(const char *p, const char *dir)
+{
+	size_t k = strlen(dir);
+
+	return !k || (!strncmp(p, dir, k) && (p[k] == '/' || !p[k]));
+}
+
 static int by_path(const void *a, const void *b)
 {
 	const char *x = *(char *const *)a, *y = *(char *const *)b;
@@ -815,9 +823,8 @@ static int sync_moves(struct rfs_sync *s, bool *none)
 	qsort(moves, n, sizeof *moves, by_path); /* a directory before what it holds */
 	for (size_t i = 0; i < n; i++) {
 		const char *p = moves[i];
-		size_t k = kept ? strlen(kept) : 0;
 
-		if (!rc && p && !(kept && !strncmp(p, kept, k) && (p[k] == '/' || !p[k]))) {
+		if (!rc && p && !(kept && beneath(p, kept))) {
 			s->again++;
 			rc = tick(s) ?: sync_again(s, p);
 			if (rc < 0 && !fatal(rc))
@@ -947,9 +954,8 @@ static int resync(struct rfs_sync *s)
 	atomic_store(&s->bytes_total, s->snap.data_bytes + s->snap.suspect_bytes);
 	for (size_t i = 0; !rc && i < s->snap.n; i++) {
 		const struct rfs_dirty_entry *e = &s->snap.e[i];
-		size_t k = whole ? strlen(whole) : 0;
 
-		if (whole && (!*whole || !strncmp(e->path, whole, k)) && (!*whole || e->path[k] == '/' || !e->path[k]))
+		if (whole && beneath(e->path, whole))
 			continue;
 		if (e->marks & RFS_MARK_ENTRY)
 			whole = e->path;
