@@ -325,17 +325,35 @@ static void replicate_times(struct rfs_fs *fs, const char *spath, const struct s
 }
 
 /* Makes the secondary's copy of an open file (fd: its times travel along) or of a
- * directory (fd < 0) durable. */
-static void sync_to_secondary(struct rfs_fs *fs, const char *path, int fd, bool datasync)
+ * directory (fd < 0) durable: sent, to be waited for with rfs_repl_wait().  NULL when
+ * nothing waits: the sync is done already, or not replicated (none attached: the
+ * journal has what it needs). */
+static struct rfs_repl_pending *sync_to_secondary(struct rfs_fs *fs, const char *path, int fd, bool datasync)
 {
 	struct rfs_op op = { .code = RFS_OP_FSYNC, .path = stream_path(path), .flags = datasync };
+	struct rfs_repl_pending *p;
 	struct stat st;
 
+	if (!replicated(fs, &op))
+		return NULL;
 	/* Queued: the FSYNC that follows on the same path is waited for. */
 	if (fd >= 0 && fstat(fd, &st) == 0)
 		replicate_times(fs, op.path, &st, RFS_WAIT_QUEUED);
 	atomic_fetch_add_explicit(&fs->n.syncs, 1, memory_order_relaxed);
-	replicate(fs, &op, RFS_WAIT_DURABLE);
+	if ((p = rfs_repl_send(fs->repl, &op, RFS_WAIT_DURABLE)) == NULL)
+		replicate(fs, &op, RFS_WAIT_DURABLE);
+	return p;
+}
+
+static void sync_wait(struct rfs_fs *fs, const char *path, struct rfs_repl_pending *p)
+{
+	int err = rfs_repl_wait(p);
+
+	if (err) {
+		struct rfs_op op = { .code = RFS_OP_FSYNC, .path = stream_path(path) };
+
+		replicate_failed(fs, &op, err);
+	}
 }
 
 static bool is_sxid(mode_t mode)
@@ -809,7 +827,7 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	 * locked, so nothing else creates this name meanwhile. */
 	struct rfs_op op = { .code = RFS_OP_CREATE, .path = stream_path(path),
 			     .mode = mode & 07777 & ~fuse_get_context()->umask };
-	struct rfs_repl_pending *early = fs->xattr || !replicated(fs, &op) ? NULL : rfs_repl_send(fs->repl, &op);
+	struct rfs_repl_pending *early = fs->xattr || !replicated(fs, &op) ? NULL : rfs_repl_send(fs->repl, &op, RFS_WAIT_APPLIED);
 	int fd = openat(fs->rootfd, sp, (fi->flags & ~REAL_OPEN_DROP) | O_CREAT | O_CLOEXEC, mode);
 	struct stat st;
 	int r = fd < 0 ? -errno : 0;
@@ -932,7 +950,7 @@ static void close_to_secondary(struct rfs_fs *fs, const char *path, struct rfs_f
 	struct stat st;
 
 	if (f->sync || fstat(f->fd, &st) < 0) {
-		sync_to_secondary(fs, path, f->fd, true);
+		sync_wait(fs, path, sync_to_secondary(fs, path, f->fd, true));
 		return;
 	}
 	atomic_fetch_add_explicit(&fs->n.closes, 1, memory_order_relaxed);
@@ -963,44 +981,16 @@ static int fs_release(const char *path, struct fuse_file_info *fi)
 	return 0;
 }
 
-/* A local fsync, run beside the secondary's when one is attached: fsync(2) then costs
- * the longer of the two, not their sum. */
-struct local_sync {
-	int fd;
-	bool datasync;
-	int result;
-};
-
-static void *local_sync(void *arg)
-{
-	struct local_sync *job = arg;
-
-	job->result = (job->datasync ? fdatasync(job->fd) : fsync(job->fd)) < 0 ? -errno : 0;
-	return NULL;
-}
-
-static bool attached(struct rfs_fs *fs)
-{
-	struct rfs_repl_stats st;
-
-	rfs_repl_stats(fs->repl, &st); /* atomic loads only */
-	return st.attached;
-}
-
-/* fd: the open file or directory; times_fd: the file whose times travel along, or -1. */
+/* fd: the open file or directory; times_fd: the file whose times travel along, or -1.
+ * The secondary's sync is sent first and runs while the primary's own does: fsync(2)
+ * costs the longer of the two, which is usually the remote one, not their sum. */
 static int sync_both(struct rfs_fs *fs, const char *path, int fd, int times_fd, bool datasync)
 {
-	struct local_sync job = { .fd = fd, .datasync = datasync };
-	pthread_t helper;
-	bool beside = path && attached(fs) && pthread_create(&helper, NULL, local_sync, &job) == 0;
+	struct rfs_repl_pending *remote = path ? sync_to_secondary(fs, path, times_fd, datasync) : NULL;
+	int r = (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
 
-	if (!beside)
-		local_sync(&job);
-	if (path)
-		sync_to_secondary(fs, path, times_fd, datasync);
-	if (beside)
-		pthread_join(helper, NULL);
-	return job.result;
+	sync_wait(fs, path, remote);
+	return r;
 }
 
 static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)

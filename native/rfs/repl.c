@@ -1210,13 +1210,13 @@ struct rfs_repl_pending {
 	struct ticket t;
 };
 
-struct rfs_repl_pending *rfs_repl_send(struct rfs_repl *r, const struct rfs_op *op)
+struct rfs_repl_pending *rfs_repl_send(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait)
 {
 	struct rfs_repl_pending *p;
 	struct session *s;
 	int queued;
 
-	if (!atomic_load(&r->attached) || check_op(op) || op->data_len ||
+	if (!atomic_load(&r->attached) || check_op(op) || op->data_len || wait == RFS_WAIT_QUEUED ||
 	    rfs_op_shape(op->code) & RFS_SHAPE_BARRIER || !(p = calloc(1, sizeof *p)))
 		return NULL;
 	pthread_rwlock_rdlock(&r->gate);
@@ -1229,7 +1229,7 @@ struct rfs_repl_pending *rfs_repl_send(struct rfs_repl *r, const struct rfs_op *
 	atomic_fetch_add(&s->refs, 1);
 	p->s = s;
 	p->c = conn_of(s, op->path);
-	queued = enqueue(s, p->c, op, RFS_WAIT_APPLIED, 1, &p->t);
+	queued = enqueue(s, p->c, op, wait, 1, &p->t);
 	pthread_rwlock_unlock(&r->gate);
 	if (queued) {
 		if (queued == -ENOMEM)

@@ -65,13 +65,13 @@ void rfs_repl_detach(struct rfs_repl *r);
  * caller logs the divergence, it does not fail the application). */
 int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait);
 
-/* rfs_repl_submit(op, RFS_WAIT_APPLIED) in two halves, so that the caller works while
- * the secondary applies: rfs_repl_send() puts op on the wire and returns without
- * waiting; rfs_repl_wait() returns its result (and frees it).  Only for an op on one
- * path without data.  NULL when nothing was sent (nothing attached, a bad op, no
+/* rfs_repl_submit(op, wait) in two halves, so that the caller works while the
+ * secondary applies: rfs_repl_send() puts op on the wire and returns without waiting;
+ * rfs_repl_wait() returns its result (and frees it).  Only for an op on one path
+ * without data, waited for (RFS_WAIT_APPLIED or RFS_WAIT_DURABLE).  NULL when nothing was sent (nothing attached, a bad op, no
  * memory): rfs_repl_wait(NULL) is 0.  Every non-NULL send must be waited for. */
 struct rfs_repl_pending;
-struct rfs_repl_pending *rfs_repl_send(struct rfs_repl *r, const struct rfs_op *op);
+struct rfs_repl_pending *rfs_repl_send(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait);
 int rfs_repl_wait(struct rfs_repl_pending *p);
 
 /* Ask the secondary a query opcode (rfs_query.h); its answer lands in reply (cap bytes,
