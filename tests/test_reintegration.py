@@ -191,7 +191,8 @@ def test_a_stopped_secondary_returns_incrementally(make_sim, tmp_path):
         app.run_until(300)
         wait_for("bandwidth measured", lambda: any(
             v != "0" for _, v in history(sim, "node1", "rfs.netout_bandwidth")))
-        assert "rfs.netin_bandwidth" in resources(sim, "node2")
+        wait_for("secondary bandwidth measured", lambda: any(
+            v != "0" for _, v in history(sim, "node2", "rfs.netin_bandwidth")))
         # rfsdiff is for the primary.
         refused = hk(sim, "node2", "rfsdiff", "-m", MODULE, check=False)
         assert "run it on the primary" in refused

@@ -118,6 +118,7 @@ struct server {
 	/* secondary only */
 	int recv_rootfd, recv_listen_fd;
 	volatile int recv_stop;
+	struct rfs_rx_stats recv_stats;
 	pthread_t recv_thread;
 	atomic_int exit_code;
 };
@@ -506,7 +507,7 @@ static void stats_line(struct server *s, char *out, size_t size)
 
 	rfs_fs_counters(s->fs, &n);
 	k = snprintf(out, size, "ok role=%s", s->a.primary ? "primary" : "secondary");
-	if (s->repl) {
+	if (s->a.primary) {
 		struct rfs_repl_stats r;
 
 		rfs_repl_stats(s->repl, &r);
@@ -515,6 +516,10 @@ static void stats_line(struct server *s, char *out, size_t size)
 			      r.attached, (unsigned long long)r.ops_sent, (unsigned long long)r.bytes_sent,
 			      (unsigned long long)r.bytes_on_wire, (unsigned long long)r.acks,
 			      (unsigned long long)r.queued_bytes);
+	} else {
+		k += snprintf(out + k, size - (size_t)k, " rx_ops=%llu rx_bytes=%llu",
+			      (unsigned long long)__atomic_load_n(&s->recv_stats.ops, __ATOMIC_RELAXED),
+			      (unsigned long long)__atomic_load_n(&s->recv_stats.bytes, __ATOMIC_RELAXED));
 	}
 	snprintf(out + k, size - (size_t)k,
 		 " writes=%llu write_bytes=%llu namespace_ops=%llu syncs=%llu closes=%llu getxattrs=%llu"
@@ -770,7 +775,8 @@ static void *control_main(void *arg)
 static void *receiver_main(void *arg)
 {
 	struct server *s = arg;
-	int r = rfs_receiver_serve(s->recv_rootfd, s->recv_listen_fd, &s->recv_stop, s->a.creds);
+	int r = rfs_receiver_serve(s->recv_rootfd, s->recv_listen_fd, &s->recv_stop, s->a.creds,
+				       &s->recv_stats);
 
 	if (!s->recv_stop) {
 		hk_log("the receiver stopped: %s", r < 0 ? strerror(-r) : "no reason given");

@@ -82,10 +82,19 @@ int rfs_repl_query(struct rfs_repl *r, const struct rfs_op *op, void *reply, siz
 
 void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out);
 
+/* What a receiver took in: bytes of the stream read from its connections (after TLS),
+ * operations applied and queries answered.  Updated with relaxed atomics:
+ * read them with __atomic_load_n. */
+struct rfs_rx_stats {
+	uint64_t bytes, ops;
+};
+
 /* Secondary side (repl.c + apply.c): accept connections on listen_fd and apply what
  * they carry under rootfd until *stop becomes non-zero.  A connection that does not
- * pass creds (NULL: none asked) is closed before its first frame.  0 or -errno. */
-int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop, const struct rfs_creds *creds);
+ * pass creds (NULL: none asked) is closed before its first frame.  stats (or NULL)
+ * counts what came in.  0 or -errno. */
+int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop, const struct rfs_creds *creds,
+		       struct rfs_rx_stats *stats);
 
 /* Perform one operation under rootfd (apply.c); 0 or -errno.  Refuses absolute paths,
  * "." / ".." components and symlinks met on the way (openat2 RESOLVE_BENEATH |

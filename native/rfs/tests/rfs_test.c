@@ -175,7 +175,7 @@ static void *rx_main(void *arg)
 {
 	struct rx *rx = arg;
 
-	rx->result = rfs_receiver_serve(rx->rootfd, rx->listen_fd, &rx->stop, rx->creds);
+	rx->result = rfs_receiver_serve(rx->rootfd, rx->listen_fd, &rx->stop, rx->creds, NULL);
 	return NULL;
 }
 
