@@ -230,3 +230,28 @@ def test_secondary_stopped_during_buffered_writes(pair, delay):
     pair.attach()
     sync(prim, "resync tag=2")
     assert tree(secondary) == tree(primary)
+
+
+def test_a_secondary_that_fails_an_operation_is_detached_and_repaired(pair):
+    """The copies were identical (journal clean) and the secondary cannot apply an
+    operation the primary did: it must not pass for identical any more, and the
+    incremental resync that follows repairs exactly that path."""
+    primary, secondary = pair.sim.host_path("node1", REP), pair.sim.host_path("node2", REP)
+    (primary / "kept").write_text("kept\n")
+    pair.start("node2")
+    prim = pair.start("node1")
+    pair.attach()
+    sync(prim, "fullsync tag=4")
+    # Made behind the stream's back: the secondary's creation of that name fails (EEXIST).
+    (secondary / "stray").write_text("the secondary's own\n")
+    pair.sim.exec("node1", ["sh", "-c", f"echo primary > {REP}/stray"])
+    stats = pair.wait_detached()
+    assert stats["journal"] == "recording" and stats["journal_tag"] == "4", stats
+    assert int(stats["diverged"]) >= 1 and int(stats["dirty_paths"]) >= 1, stats
+    diff = prim("rfsdiff")
+    assert diff.startswith("ok mode=journal ") and "paths=0 " not in diff, diff
+    pair.attach()
+    inc = sync(prim, "resync tag=5")
+    assert (secondary / "stray").read_text() == "primary\n"
+    assert tree(secondary) == tree(primary)
+    assert prim.stats()["journal"] == "clean" and inc["bytes_sent"] < 1 << 20, inc

@@ -254,6 +254,7 @@ static void replicate_failed(struct rfs_fs *fs, const struct rfs_op *op, int err
 	if (n < DIVERGED_LOG_MAX)
 		hk_log("the secondary failed to %s %s: %s%s", rfs_opcode_name(op->code), op->path,
 		       strerror(-err), n + 1 == DIVERGED_LOG_MAX ? " (further failures are only counted)" : "");
+	rfs_repl_diverged(fs->repl, op, err);
 }
 
 /* Does op reach the secondary?  Not when it acts on an entry left out of replication

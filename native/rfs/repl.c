@@ -1204,6 +1204,29 @@ int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait w
 	return 0;
 }
 
+void rfs_repl_diverged(struct rfs_repl *r, const struct rfs_op *op, int err)
+{
+	struct session *s = NULL;
+	char why[192];
+
+	/* Only a secondary the journal holds for identical (CLEAN) is detached: while a sync
+	 * catches one up, its copy lacks what the sync has not reached yet, failures there
+	 * are expected, and the sync sends those paths. */
+	if (!r->cfg.dirty || rfs_dirty_state(r->cfg.dirty, NULL) != RFS_DIRTY_CLEAN)
+		return;
+	pthread_rwlock_rdlock(&r->gate);
+	if ((s = r->cur))
+		atomic_fetch_add(&s->refs, 1);
+	pthread_rwlock_unlock(&r->gate);
+	if (s) {
+		snprintf(why, sizeof why, "the secondary failed to %s %s: %s", rfs_opcode_name(op->code),
+			 op->path && *op->path ? op->path : "/", strerror(-err));
+		session_kill(s, why); /* the journal records from here */
+		session_put(s);
+	}
+	lost(r, op);
+}
+
 struct rfs_repl_pending {
 	struct session *s;
 	struct conn *c;

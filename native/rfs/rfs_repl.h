@@ -65,6 +65,15 @@ void rfs_repl_detach(struct rfs_repl *r);
  * caller logs the divergence, it does not fail the application). */
 int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait);
 
+/* The secondary acked op with err after the primary did it: the copies differ.  If the
+ * journal holds the secondary for identical (CLEAN), it is detached (event "detached
+ * the secondary failed to <op> <path>: <err>"), so that it is not taken for an
+ * identical copy, and op's marks go to the journal (recording from then on), so that
+ * the reintegration that follows repairs that path.  While a sync catches the
+ * secondary up, failures are expected (it lacks what the sync has not reached yet):
+ * nothing is done.  Called by the submitter, holding no lock of the stream. */
+void rfs_repl_diverged(struct rfs_repl *r, const struct rfs_op *op, int err);
+
 /* rfs_repl_submit(op, wait) in two halves, so that the caller works while the
  * secondary applies: rfs_repl_send() puts op on the wire and returns without waiting;
  * rfs_repl_wait() returns its result (and frees it).  Only for an op on one path
