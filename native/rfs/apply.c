@@ -346,23 +346,7 @@ static int sync_path(struct rfs_applier *a, const char *path, int data_only)
 
 typedef int apply_fn(struct rfs_applier *a, const struct rfs_op *op, int durable);
 
-/* Data ops share this: get the write fd, do it, fdatasync when durable. */
-static int on_regular(struct rfs_applier *a, const struct rfs_op *op, int durable,
-		      int (*act)(int fd, const struct rfs_op *op))
-{
-	struct wfd *w;
-	int fd = wfd_get(a, op->path, &w), rc;
-
-	if (fd < 0)
-		return fd;
-	rc = act(fd, op);
-	if (!rc && durable)
-		rc = sync_fd(fd, 1);
-	wfd_put(a, w, fd);
-	return rc;
-}
-
-static int act_write(int fd, const struct rfs_op *op)
+static int write_all(int fd, const struct rfs_op *op)
 {
 	const char *p = op->data;
 	size_t left = op->data_len;
@@ -382,29 +366,30 @@ static int act_write(int fd, const struct rfs_op *op)
 	return 0;
 }
 
-static int act_truncate(int fd, const struct rfs_op *op)
+/* Data ops (write, truncate, fallocate): on the cached write fd, fdatasynced when
+ * durable. */
+static int on_regular(struct rfs_applier *a, const struct rfs_op *op, int durable)
 {
-	return ftruncate(fd, op->off) ? -errno : 0;
-}
+	struct wfd *w;
+	int fd = wfd_get(a, op->path, &w), rc;
 
-static int act_fallocate(int fd, const struct rfs_op *op)
-{
-	return fallocate(fd, (int)op->flags, op->off, (off_t)op->len) ? -errno : 0;
-}
-
-static int do_write(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_regular(a, op, durable, act_write);
-}
-
-static int do_truncate(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_regular(a, op, durable, act_truncate);
-}
-
-static int do_fallocate(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_regular(a, op, durable, act_fallocate);
+	if (fd < 0)
+		return fd;
+	switch (op->code) {
+	case RFS_OP_WRITE:
+		rc = write_all(fd, op);
+		break;
+	case RFS_OP_TRUNCATE:
+		rc = ftruncate(fd, op->off) ? -errno : 0;
+		break;
+	default: /* RFS_OP_FALLOCATE */
+		rc = fallocate(fd, (int)op->flags, op->off, (off_t)op->len) ? -errno : 0;
+		break;
+	}
+	if (!rc && durable)
+		rc = sync_fd(fd, 1);
+	wfd_put(a, w, fd);
+	return rc;
 }
 
 static int do_fsync(struct rfs_applier *a, const struct rfs_op *op, int durable)
@@ -420,27 +405,26 @@ static int do_syncfs(struct rfs_applier *a, const struct rfs_op *op, int durable
 	return syncfs(a->root) ? -errno : 0;
 }
 
-/* Ops that add or remove one entry of a directory: done through the parent's fd,
- * made durable by fsyncing that directory. */
-enum entry_act { MAKE_FILE, MAKE_DIR, MAKE_NODE, MAKE_SYMLINK, REMOVE_FILE, REMOVE_DIR };
-
-static int on_entry(struct rfs_applier *a, const struct rfs_op *op, int durable, enum entry_act act)
+/* Ops that add or remove one entry of a directory (create, mkdir, mknod, symlink,
+ * unlink, rmdir): done through the parent's fd, made durable by fsyncing that
+ * directory. */
+static int on_entry(struct rfs_applier *a, const struct rfs_op *op, int durable)
 {
 	struct parent pt;
 	mode_t perm = op->mode & 07777;
 	struct wfd *w;
 	int rc, fd;
 
-	if (act == REMOVE_FILE || act == REMOVE_DIR)
-		wfd_invalidate(a, op->path, act == REMOVE_DIR);
-	if (act == MAKE_NODE && !S_ISFIFO(op->mode) && !S_ISSOCK(op->mode) && !S_ISCHR(op->mode) &&
+	if (op->code == RFS_OP_UNLINK || op->code == RFS_OP_RMDIR)
+		wfd_invalidate(a, op->path, op->code == RFS_OP_RMDIR);
+	if (op->code == RFS_OP_MKNOD && !S_ISFIFO(op->mode) && !S_ISSOCK(op->mode) && !S_ISCHR(op->mode) &&
 	    !S_ISBLK(op->mode))
 		return -EINVAL;
 	rc = parent_open(a, op->path, &pt);
 	if (rc)
 		return rc;
-	switch (act) {
-	case MAKE_FILE:
+	switch (op->code) {
+	case RFS_OP_CREATE:
 		/* A new file is usually written next: its fd goes into the cache. */
 		fd = openat(pt.fd, pt.base, O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW | O_CLOEXEC, perm);
 		if (fd < 0) {
@@ -451,19 +435,19 @@ static int on_entry(struct rfs_applier *a, const struct rfs_op *op, int durable,
 		wfd_insert(a, op->path, fd, &w);
 		wfd_put(a, w, fd);
 		break;
-	case MAKE_DIR:
+	case RFS_OP_MKDIR:
 		rc = mkdirat(pt.fd, pt.base, perm) ? -errno : 0;
 		break;
-	case MAKE_NODE:
+	case RFS_OP_MKNOD:
 		rc = mknodat(pt.fd, pt.base, (op->mode & S_IFMT) | perm, (dev_t)op->rdev) ? -errno : 0;
 		break;
-	case MAKE_SYMLINK:
+	case RFS_OP_SYMLINK:
 		rc = symlinkat(op->path2, pt.fd, pt.base) ? -errno : 0;
 		break;
-	case REMOVE_FILE:
+	case RFS_OP_UNLINK:
 		rc = unlinkat(pt.fd, pt.base, 0) ? -errno : 0;
 		break;
-	case REMOVE_DIR:
+	default: /* RFS_OP_RMDIR */
 		rc = unlinkat(pt.fd, pt.base, AT_REMOVEDIR) ? -errno : 0;
 		break;
 	}
@@ -471,36 +455,6 @@ static int on_entry(struct rfs_applier *a, const struct rfs_op *op, int durable,
 		rc = sync_fd(pt.fd, 0);
 	parent_close(a, &pt);
 	return rc;
-}
-
-static int do_create(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_entry(a, op, durable, MAKE_FILE);
-}
-
-static int do_mkdir(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_entry(a, op, durable, MAKE_DIR);
-}
-
-static int do_mknod(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_entry(a, op, durable, MAKE_NODE);
-}
-
-static int do_symlink(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_entry(a, op, durable, MAKE_SYMLINK);
-}
-
-static int do_unlink(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_entry(a, op, durable, REMOVE_FILE);
-}
-
-static int do_rmdir(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_entry(a, op, durable, REMOVE_DIR);
 }
 
 static int do_rename(struct rfs_applier *a, const struct rfs_op *op, int durable)
@@ -528,10 +482,9 @@ static int do_rename(struct rfs_applier *a, const struct rfs_op *op, int durable
 	return rc;
 }
 
-/* Attribute ops: on the entry itself, never through a symlink it is. */
-enum attr_act { SET_OWNER, SET_TIMES, SET_XATTR, REMOVE_XATTR };
-
-static int on_attr(struct rfs_applier *a, const struct rfs_op *op, int durable, enum attr_act act)
+/* Attribute ops (chown, utimens, setxattr, removexattr): on the entry itself, never
+ * through a symlink it is. */
+static int on_attr(struct rfs_applier *a, const struct rfs_op *op, int durable)
 {
 	struct timespec ts[2] = {
 		{.tv_sec = op->atime_sec, .tv_nsec = op->atime_nsec},
@@ -543,21 +496,20 @@ static int on_attr(struct rfs_applier *a, const struct rfs_op *op, int durable, 
 
 	if (rc)
 		return rc;
-	switch (act) {
-	case SET_OWNER:
+	switch (op->code) {
+	case RFS_OP_CHOWN:
 		rc = fchownat(pt.fd, pt.base, op->uid, op->gid, AT_SYMLINK_NOFOLLOW) ? -errno : 0;
 		break;
-	case SET_TIMES:
+	case RFS_OP_UTIMENS:
 		rc = utimensat(pt.fd, pt.base, ts, AT_SYMLINK_NOFOLLOW) ? -errno : 0;
 		break;
-	case SET_XATTR:
-	case REMOVE_XATTR:
+	default: /* RFS_OP_SETXATTR, RFS_OP_REMOVEXATTR */
 		/* No *at() form for xattrs: the l-variant on the parent's /proc path acts on the
 		 * entry itself, resolved under the parent fd we already hold. */
 		rc = proc_path(p, sizeof p, pt.fd, pt.base);
 		if (rc)
 			break;
-		if (act == SET_XATTR)
+		if (op->code == RFS_OP_SETXATTR)
 			rc = lsetxattr(p, op->name, op->data, op->data_len, (int)op->flags) ? -errno : 0;
 		else
 			rc = lremovexattr(p, op->name) ? -errno : 0;
@@ -567,26 +519,6 @@ static int on_attr(struct rfs_applier *a, const struct rfs_op *op, int durable, 
 	if (!rc && durable)
 		rc = sync_path(a, op->path, 0);
 	return rc;
-}
-
-static int do_chown(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_attr(a, op, durable, SET_OWNER);
-}
-
-static int do_utimens(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_attr(a, op, durable, SET_TIMES);
-}
-
-static int do_setxattr(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_attr(a, op, durable, SET_XATTR);
-}
-
-static int do_removexattr(struct rfs_applier *a, const struct rfs_op *op, int durable)
-{
-	return on_attr(a, op, durable, REMOVE_XATTR);
 }
 
 /* chmod follows symlinks and has no no-follow form before fchmodat2: act on an O_PATH
@@ -667,21 +599,21 @@ static int do_purge(struct rfs_applier *a, const struct rfs_op *op, int durable)
 }
 
 static apply_fn *const workers[RFS_OP_MAX] = {
-	[RFS_OP_WRITE] = do_write,
-	[RFS_OP_TRUNCATE] = do_truncate,
-	[RFS_OP_CREATE] = do_create,
-	[RFS_OP_MKDIR] = do_mkdir,
-	[RFS_OP_MKNOD] = do_mknod,
-	[RFS_OP_SYMLINK] = do_symlink,
-	[RFS_OP_UNLINK] = do_unlink,
-	[RFS_OP_RMDIR] = do_rmdir,
+	[RFS_OP_WRITE] = on_regular,
+	[RFS_OP_TRUNCATE] = on_regular,
+	[RFS_OP_CREATE] = on_entry,
+	[RFS_OP_MKDIR] = on_entry,
+	[RFS_OP_MKNOD] = on_entry,
+	[RFS_OP_SYMLINK] = on_entry,
+	[RFS_OP_UNLINK] = on_entry,
+	[RFS_OP_RMDIR] = on_entry,
 	[RFS_OP_RENAME] = do_rename,
 	[RFS_OP_CHMOD] = do_chmod,
-	[RFS_OP_CHOWN] = do_chown,
-	[RFS_OP_UTIMENS] = do_utimens,
-	[RFS_OP_SETXATTR] = do_setxattr,
-	[RFS_OP_REMOVEXATTR] = do_removexattr,
-	[RFS_OP_FALLOCATE] = do_fallocate,
+	[RFS_OP_CHOWN] = on_attr,
+	[RFS_OP_UTIMENS] = on_attr,
+	[RFS_OP_SETXATTR] = on_attr,
+	[RFS_OP_REMOVEXATTR] = on_attr,
+	[RFS_OP_FALLOCATE] = on_regular,
 	[RFS_OP_FSYNC] = do_fsync,
 	[RFS_OP_SYNCFS] = do_syncfs,
 	[RFS_OP_PURGE] = do_purge,

@@ -289,12 +289,19 @@ static bool replicated(const struct rfs_fs *fs, const struct rfs_op *op)
 	}
 }
 
-static void replicate(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wait)
+/* op, known to be replicated. */
+static void submit(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wait)
 {
-	int err = replicated(fs, op) ? rfs_repl_submit(fs->repl, op, wait) : 0;
+	int err = rfs_repl_submit(fs->repl, op, wait);
 
 	if (err)
 		replicate_failed(fs, op, err);
+}
+
+static void replicate(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wait)
+{
+	if (replicated(fs, op))
+		submit(fs, op, wait);
 }
 
 /* Namespace operations return only once the secondary applied them. */
@@ -341,8 +348,9 @@ static struct rfs_repl_pending *sync_to_secondary(struct rfs_fs *fs, const char 
 	if (fd >= 0 && fstat(fd, &st) == 0)
 		replicate_times(fs, op.path, &st, RFS_WAIT_QUEUED);
 	atomic_fetch_add_explicit(&fs->n.syncs, 1, memory_order_relaxed);
+	/* Not sent (none attached): submitted all the same, for the journal. */
 	if ((p = rfs_repl_send(fs->repl, &op, RFS_WAIT_DURABLE)) == NULL)
-		replicate(fs, &op, RFS_WAIT_DURABLE);
+		submit(fs, &op, RFS_WAIT_DURABLE);
 	return p;
 }
 

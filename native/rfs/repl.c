@@ -1333,7 +1333,7 @@ struct rconn {
 
 struct receiver {
 	struct rfs_applier *ap;
-	struct rfs_rx_stats *stats;
+	struct rfs_rx_stats *stats; /* the caller's, or one of our own */
 	volatile int *stop;
 	const struct rfs_creds *creds;
 	/* Guards conns, session and each conn's session fields; taken before applier.mu. */
@@ -1491,12 +1491,6 @@ static int hello_in(struct rconn *k, const char *body)
 	return ok ? ack(k, 0, 0) : -1;
 }
 
-static void rx_counted(struct receiver *rx)
-{
-	if (rx->stats)
-		__atomic_fetch_add(&rx->stats->ops, 1, __ATOMIC_RELAXED);
-}
-
 /* One whole op frame: decode, apply, queue the ack.  0, or -1 with why set (garbage)
  * or not (the connection is being closed). */
 static int op_in(struct rconn *k, const struct rfs_wire_hdr *h, const char *body, char *why, size_t n)
@@ -1531,7 +1525,7 @@ static int op_in(struct rconn *k, const struct rfs_wire_hdr *h, const char *body
 			rc = -ENOMEM;
 		else
 			rc = rfs_applier_query(k->rx->ap, &op, k->reply, RFS_REPLY_MAX, &len);
-		rx_counted(k->rx);
+		__atomic_fetch_add(&k->rx->stats->ops, 1, __ATOMIC_RELAXED);
 		k->expect_seq++;
 		return ack_answer(k, h->seq, rc, len);
 	}
@@ -1539,7 +1533,7 @@ static int op_in(struct rconn *k, const struct rfs_wire_hdr *h, const char *body
 	if ((durable || op.code == RFS_OP_FSYNC || op.code == RFS_OP_SYNCFS) && k->nacks && acks_flush(k))
 		return -1;
 	rc = rfs_applier_apply(k->rx->ap, &op, durable);
-	rx_counted(k->rx);
+	__atomic_fetch_add(&k->rx->stats->ops, 1, __ATOMIC_RELAXED);
 	k->expect_seq++;
 	return ack(k, h->seq, rc);
 }
@@ -1594,8 +1588,7 @@ static void *rconn_main(void *arg)
 		if (got <= 0)
 			break;
 		k->have += (size_t)got;
-		if (rx->stats)
-			__atomic_fetch_add(&rx->stats->bytes, (uint64_t)got, __ATOMIC_RELAXED);
+		__atomic_fetch_add(&rx->stats->bytes, (uint64_t)got, __ATOMIC_RELAXED);
 		if (frames_in(k, why, sizeof why) || acks_flush(k))
 			break;
 	}
@@ -1681,7 +1674,8 @@ static void rx_accept(struct receiver *rx, int fd, const struct sockaddr_storage
 int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop, const struct rfs_creds *creds,
 		       struct rfs_rx_stats *stats)
 {
-	struct receiver rx = {.stop = stop, .creds = creds, .stats = stats};
+	struct rfs_rx_stats own = {0};
+	struct receiver rx = {.stop = stop, .creds = creds, .stats = stats ? stats : &own};
 	int rc = 0;
 
 	/* Modes arrive already masked by the application's umask on the primary. */

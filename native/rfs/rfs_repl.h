@@ -77,8 +77,9 @@ void rfs_repl_diverged(struct rfs_repl *r, const struct rfs_op *op, int err);
 /* rfs_repl_submit(op, wait) in two halves, so that the caller works while the
  * secondary applies: rfs_repl_send() puts op on the wire and returns without waiting;
  * rfs_repl_wait() returns its result (and frees it).  Only for an op on one path
- * without data, waited for (RFS_WAIT_APPLIED or RFS_WAIT_DURABLE).  NULL when nothing was sent (nothing attached, a bad op, no
- * memory): rfs_repl_wait(NULL) is 0.  Every non-NULL send must be waited for. */
+ * without data, waited for (RFS_WAIT_APPLIED or RFS_WAIT_DURABLE).  NULL when nothing
+ * was sent (nothing attached, a bad op, no memory): rfs_repl_wait(NULL) is 0.  Every
+ * non-NULL send must be waited for. */
 struct rfs_repl_pending;
 struct rfs_repl_pending *rfs_repl_send(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait);
 int rfs_repl_wait(struct rfs_repl_pending *p);
