@@ -16,7 +16,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEB_PKGS := gcc clang llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev libxxhash-dev libssl-dev fuse3 \
 	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip
 # Only for `make bench` (kept out of `make test`): the peers hakit is measured against.
-BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client
+BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy
 PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography pytest ruff
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
@@ -88,7 +88,7 @@ demo: build
 # BENCHES picks benchmarks (default all), BENCH_ARGS passes options to them, e.g.
 # make bench BENCHES=failover BENCH_ARGS="--rounds 10".  The bench packages go through
 # the deb stamp's own recipe, with their list and a stamp of their own.
-BENCHES ?= heartbeat failover replication zeroloss reintegration
+BENCHES ?= heartbeat failover replication zeroloss reintegration farm
 bench: build
 	@$(MAKE) --no-print-directory STAMPS=$(STAMPS)/bench DEB_PKGS="$(BENCH_DEB_PKGS)" $(STAMPS)/bench/deb
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py $(BENCH_ARGS) || exit 1; done

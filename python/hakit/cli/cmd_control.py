@@ -44,6 +44,17 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("-i", dest="origin", metavar="WHO", help="who counts (a script's name), for the log")
     p.set_defaults(func=_incloop, logged=True)
 
+    p = sub.add_parser("vip", help="open or close this node's share of a farm's virtual IP "
+                       "(with <vip scriptcontrol=\"on\">, from the module's scripts)")
+    p.add_argument("action", choices=("open", "close"))
+    p.add_argument("-m", dest="module", metavar="AM", default=os.environ.get("SAFEMODULE"))
+    p.set_defaults(func=_vip, logged=True)
+
+    p = sub.add_parser("update", help="apply the installed configuration to a running farm module "
+                       "(virtual IPs, load-balancing rules, powers), then run its update script")
+    p.add_argument("-m", dest="module", metavar="AM", default=os.environ.get("SAFEMODULE"))
+    p.set_defaults(func=_update, logged=True)
+
     p = sub.add_parser("services", help="systemd services of a module's scripts (SERVICES macro)")
     p.add_argument("action", choices=("check", "noboot", "start", "stop"))
     p.add_argument("--force", action="store_true", help="with stop: kill what does not stop")
@@ -73,6 +84,24 @@ def _incloop(args: argparse.Namespace) -> int:
     if not result["ok"]:
         print(f"{args.module}: maxloop reached", file=sys.stderr)
         return 1
+    return 0
+
+
+def _module_call(args: argparse.Namespace, op: str, req: dict[str, str]) -> dict[str, str]:
+    if not args.module:
+        raise UsageError(f"{args.verb}: give -m AM (outside module scripts SAFEMODULE is not set)")
+    return ipc.call(paths().module_socket(args.module), op, req, timeout=900.0, what=f"module {args.module}")
+
+
+def _vip(args: argparse.Namespace) -> int:
+    result = _module_call(args, "vip", {"action": args.action})
+    print(f"{args.module}: share of the virtual IP {'open' if result['open'] else 'closed'} on this node")
+    return 0
+
+
+def _update(args: argparse.Namespace) -> int:
+    result = _module_call(args, "update", {})
+    print(f"{args.module}: {result['state']} ({result['status']}), configuration applied")
     return 0
 
 

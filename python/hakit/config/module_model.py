@@ -132,12 +132,24 @@ class VirtualInterface:
     TAG: ClassVar[str] = "virtual_interface"
     DOC: ClassVar[str] = "Addresses shared by every node of a farm, answered with a virtual MAC."
     type: str = attr(
-        "vmac_directed or vmac_invisible: how the VIP's frames reach the nodes (see docs/farm.md).",
+        "vmac_directed: the VIP resolves to an elected node's MAC, which forwards the other nodes' "
+        "shares (any network); vmac_invisible: it resolves to a virtual MAC never used as a source, "
+        "whose frames switches flood to every node (see docs/farm.md).",
         Choice(("vmac_directed", "vmac_invisible")),
         "vmac_directed",
     )
-    addr: str | None = attr("Virtual MAC address; default: derived from the VIP.", Text(nonempty=True))
+    addr: str | None = attr("Virtual MAC address (vmac_invisible); default: 02:48: and the VIP's four bytes.",
+                            Text(nonempty=True))
     addrs: tuple[VirtualAddr, ...] = child(VirtualAddr, many=True, required=True)
+
+    def validate(self) -> Iterator[str]:
+        if self.addr is not None:
+            octets = self.addr.split(":")
+            if len(octets) != 6 or not all(len(o) == 2 and all(c in "0123456789abcdefABCDEF" for c in o)
+                                            for o in octets):
+                yield f"<virtual_interface addr>: '{self.addr}' is not a MAC address (xx:xx:xx:xx:xx:xx)"
+            elif int(octets[0], 16) & 1:
+                yield f"<virtual_interface addr>: {self.addr} is a multicast MAC; give a unicast one"
 
 
 @dataclass(frozen=True)
@@ -203,8 +215,8 @@ class LbRule:
 class LbGroup:
     TAG: ClassVar[str] = "group"
     DOC: ClassVar[str] = "A set of rules sharing one distribution of the clients over the nodes."
-    name: str = attr("Group name; resource <name>_N holds this node's share.", Text(nonempty=True),
-                     required=True)
+    name: str = attr("Group name; resource vip.share.<name> holds this node's share (percent).",
+                     Text(nonempty=True), required=True)
     cluster: LbCluster | None = child(LbCluster)
     rules: tuple[LbRule, ...] = child(LbRule, many=True, required=True)
 
@@ -220,8 +232,8 @@ class LoadBalancingList:
 class Vip:
     TAG: ClassVar[str] = "vip"
     DOC: ClassVar[str] = "Virtual IP addresses of the module."
-    tcpreset: bool = attr("Reset TCP flows this node does not own instead of dropping them.", OnOff(),
-                          False)
+    tcpreset: bool = attr("Reset unknown TCP flows of buckets that no live node held before, instead of "
+                          "dropping them (docs/farm.md).", OnOff(), False)
     scriptcontrol: bool = attr(
         "Scripts open and close this node's share (hakit vip open|close) instead of the module.",
         OnOff(),

@@ -34,6 +34,7 @@ from hakit.module.scripts import ScriptRunner
 from hakit.rfs.mirror import Replication
 from hakit.store.module_store import Level
 from hakit.vip.alias import MirrorVip
+from hakit.vip.farm import FarmVip
 
 WITNESS_TIMEOUT_S = 1.0
 
@@ -79,6 +80,7 @@ class Parts:
     datastate_path: Path
     rfs: Replication | None = None
     peer_addr: str | None = None  # the peer's address on the replication LAN
+    farm: FarmVip | None = None
 
 
 Job = Callable[[], Awaitable[Any]]
@@ -145,6 +147,7 @@ class Automaton:
             "swap": self.swap_asked, "rfs_epoch": self.p.rfs.epoch if self.p.rfs else 0,
             "synced": self.synced_epoch, "base": self.data.base, "fullsync": self.fullsync_asked,
             "sync": self.p.rfs.progress if self.p.rfs else {},
+            **({"lb": self.p.farm.payload()} if self.p.farm else {}),
         }
 
     def _save_data(self, role: str, gen: int | None = None, base: int | None = None) -> None:
@@ -496,9 +499,38 @@ class Automaton:
 
     async def start_farm(self) -> None:
         self.set_state(State.WAIT, Status.TRANSIENT)
+        farm = self.p.farm
+        if farm is not None:
+            try:
+                await farm.setup(self.p.heart.timeout if self.p.heart else 0.0)
+            except HakitError as exc:
+                raise StartFailed(str(exc)) from None
+        self._open_share()
         await self._script("start_both")
         await self._enable("both")
         self.set_state(State.UP, Status.READY)
+
+    def _open_share(self) -> None:
+        """Without scriptcontrol the module opens the share before start_both (the seeds' order)."""
+        if self.p.farm is not None and not self.p.farm.config.scriptcontrol:
+            self.p.farm.open()
+
+    async def update(self, farm_config: Any) -> dict[str, str]:
+        """`hakit update`: the farm's virtual IPs and load balancing follow the installed
+        configuration; with scriptcontrol the share stays closed until the update script
+        (called with the state before and after) opens it, as the seeds' product does."""
+        farm = self.p.farm
+        if farm is None:
+            raise HakitError(f"update applies to farm modules with a <virtual_interface>; "
+                             f"{self.name} has none")
+        if self.state not in (State.UP, State.WAIT):
+            raise HakitError(f"update: module {self.name} is {self.state}; it applies in UP or WAIT")
+        before = str(self.state)
+        await farm.reload(farm_config)
+        if farm.config.scriptcontrol:
+            farm.close()
+        await self._script("update", before, str(self.state), fatal=False)
+        return self.summary()
 
     async def stop_application(self, force: bool = False, replication: bool = True) -> None:
         """Stop what the current state started (scripts, checkers, VIP, and unless told
@@ -526,7 +558,14 @@ class Automaton:
                 self._save_data(self.data.role, base=in_sync)
         elif self.state == State.UP:
             await self.p.checks.disable("both")
+            farm = self.p.farm
+            if farm is not None and not farm.config.scriptcontrol:
+                # Before the application stops, not after: new clients go to the other
+                # nodes at once while this node's established ones finish.
+                farm.close()
             await self._script("stop_both", *args, fatal=False)
+            if farm is not None:
+                farm.close()  # scriptcontrol: whatever the scripts did, a stopped node takes nobody
 
     async def to_wait(self, reason: str) -> None:
         self.log(Level.EVENT, "module", f"Going to WAIT: {reason}")
@@ -550,6 +589,8 @@ class Automaton:
             self.log(Level.CRITICAL, "module", f"Stopping module: {reason}")
         self.set_state(self.state, Status.TRANSIENT)
         await self.stop_application(force)
+        if self.p.farm is not None:
+            await self.p.farm.release()
         await self.p.checks.stop_all()
         await self._script("poststop", *(("force",) if force else ()), fatal=False)
         self.set_state(State.STOP, Status.NOT_READY)
@@ -593,6 +634,8 @@ class Automaton:
             await self.p.vip.take()
         script, klass = {State.SECOND: ("start_second", "second"), State.UP: ("start_both", "both")}.get(
             state, ("start_prim", "prim"))
+        if state == State.UP:
+            self._open_share()
         await self._script(script)
         await self._enable(klass)
         self.set_state(state, Status.READY)

@@ -36,7 +36,8 @@ from hakit.node.identity import local_node
 from hakit.paths import Paths, paths
 from hakit.rfs.mirror import Replication, Security
 from hakit.store.module_store import Level, ModuleStore
-from hakit.vip.alias import MirrorVip
+from hakit.vip.alias import MirrorVip, addrs_of
+from hakit.vip.farm import FarmVip
 
 HEART_PORT_BASE = 9300  # + module id: each module has its own heartbeat port
 COMMANDS = ("prim", "primforce", "second", "swap", "restart", "stopstart")
@@ -123,6 +124,12 @@ class ModuleProcess:
         if self.mode == "mirror":
             rules.append(HEARTBEAT_RULE)
         vip = MirrorVip(svc.vip, self.log) if svc.vip is not None and self.mode != "farm" else None
+        self.farm: FarmVip | None = None
+        if self.mode == "farm" and svc.vip is not None and addrs_of(svc.vip, True):
+            self.farm = FarmVip(
+                svc.vip, name, catalog.module_id(name), node, [node, *peers], p.run / "bpf", self.log,
+                self.resources, on_change=lambda: self.automaton.advertise(),
+            )
         rfs, peer_addr = None, None
         if self.mode == "mirror" and svc.rfs is not None and heart is not None:
             assert cluster is not None
@@ -148,7 +155,8 @@ class ModuleProcess:
         self.automaton = Automaton(
             Parts(name=name, node=node, mode=self.mode, config=self.config, resources=self.resources,
                   log=self.log, scripts=self.scripts, checks=self.checks, heart=heart, peers=peers, vip=vip,
-                  witness=witness, datastate_path=self.datastate_path, rfs=rfs, peer_addr=peer_addr),
+                  witness=witness, datastate_path=self.datastate_path, rfs=rfs, peer_addr=peer_addr,
+                  farm=self.farm),
             rules, intent, fullsync,
         )
 
@@ -159,6 +167,8 @@ class ModuleProcess:
             news = self.heart.peer(peer)
             value = f"{news.get('state')} ({news.get('status')})" if news else "lost"
             self.resources.set(f"peer.{peer}", value)
+        if self.farm is not None:
+            self.farm.set_peers({peer: self.heart.peer(peer) for peer in self.heart.peers})
         self.automaton.wake()
 
     async def _act(self, action: str, origin: str) -> None:
@@ -182,6 +192,27 @@ class ModuleProcess:
         except (HakitError, OSError):
             return None
         return str(got["state"]), str(got["status"])
+
+    def _vip(self, action: str, user: str) -> dict[str, bool]:
+        """vip open|close, usually from start_both/stop_both: served at once, not queued
+        behind the transition that runs the script."""
+        farm = self.farm
+        if farm is None:
+            raise HakitError(f"module {self.name} has no shared virtual IP (a farm's <virtual_interface>)")
+        if not farm.config.scriptcontrol:
+            raise HakitError("vip open|close needs <vip scriptcontrol=\"on\">; without it the module opens "
+                             "this node's share when it is UP and closes it when it stops")
+        if farm.maps is None:
+            raise HakitError(f"module {self.name} is {self.automaton.state}: "
+                             "its virtual IP is not set up here")
+        if action not in ("open", "close"):
+            raise HakitError(f"vip: unknown action '{action}' (open or close)")
+        self.log(Level.USER, "vip", f"vip {action} requested by {user}")
+        if action == "open":
+            farm.open()
+        else:
+            farm.close()
+        return {"open": farm.opened}
 
     # -- requests from hakitd and the CLI
     async def handle(self, op: str, args: dict[str, Any], user: str) -> Any:
@@ -207,6 +238,16 @@ class ModuleProcess:
                 raise HakitError(f"rfsdiff: module {self.name} is {a.state} on this node; "
                                  "run it on the primary")
             return {"dirs": await a.p.rfs.rfsdiff(), "rate": a.p.rfs.rate}
+        if op == "vip":
+            return self._vip(str(args.get("action")), user)
+        if op == "update":
+            self.log(Level.USER, "module", f"Action update requested by {user}")
+            config = Catalog(self.paths).config(self.name)
+            if config.service.mode != self.mode or config.service.vip is None:
+                raise HakitError(f"update: the installed configuration of {self.name} is not a farm with a "
+                                 "<vip>; stop and start the module to change that")
+            self.scripts.config = config
+            return await a.submit(lambda: a.update(config.service.vip))
         if op == "incloop":
             who = str(args.get("who") or user)
             ok = a.budget.spend()
@@ -283,6 +324,10 @@ async def _cleanup(name: str) -> int:
     a.state = State(last.value) if last is not None and last.value in State.__members__ else State.STOP
     a.log(Level.CRITICAL, "module", f"Cleaning up after a crash in state {a.state}")
     try:
+        if mod.farm is not None:
+            # The filter stays attached (established flows go on being served, nothing
+            # unfiltered reaches the stack); this node only stops taking new clients.
+            mod.farm.disown()
         await a.stop_application(force=True)
         if a.p.vip is not None:
             await a.p.vip.clear_stale()

@@ -25,8 +25,26 @@ MIRROR_NODES = ("node1", "node2")
 FARM_NODES = ("node1", "node2", "node3")
 
 
-def with_macros(template_name: str, values: dict[str, str], out: Path) -> Path:
-    """A copy of a shipped template whose <macro> values are replaced."""
+# The demo's farm application: a web server on every node answering with the node's name.
+FARM_SCRIPTS = {
+    "start_both": """#!/bin/sh
+echo "Running start_both $*"
+mkdir -p /var/lib/hakit/demo-www
+hostname > /var/lib/hakit/demo-www/index.html
+setsid python3 -m http.server 80 --directory /var/lib/hakit/demo-www </dev/null >/dev/null 2>&1 &
+echo $! > /var/lib/hakit/demo-www.pid
+""",
+    "stop_both": """#!/bin/sh
+echo "Running stop_both $*"
+kill "$(cat /var/lib/hakit/demo-www.pid 2>/dev/null)" 2>/dev/null
+exit 0
+""",
+}
+
+
+def with_macros(template_name: str, values: dict[str, str], out: Path,
+                scripts: dict[str, str] | None = None) -> Path:
+    """A copy of a shipped template whose <macro> values (and some scripts) are replaced."""
     src = template(template_name)
     assert src is not None, f"template {template_name} missing from the package"
     with zipfile.ZipFile(src) as zin, zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as zout:
@@ -36,19 +54,25 @@ def with_macros(template_name: str, values: dict[str, str], out: Path) -> Path:
                 text = data.decode()
                 for name, value in values.items():
                     text = re.sub(rf'(<macro name="{name}" value=")[^"]*(")', rf"\g<1>{value}\g<2>", text)
+                # The demo has one client, the host: by port, its connections spread over the nodes.
+                text = text.replace('filter="on_addr"', 'filter="on_port"')
                 data = text.encode()
+            name = info.filename.rsplit("/", 1)[-1]
+            if info.filename.startswith("bin/") and scripts and name in scripts:
+                data = scripts[name].encode()
             zout.writestr(info, data)
     return out
 
 
-def bring_up(sim: Sim, workdir: Path) -> None:
-    sim.up(nodes=len(FARM_NODES), lans=1, daemon=True, paths=("/var/lib/demo-data",))
+def bring_up(sim: Sim, workdir: Path, owner_pid: int | None = None) -> None:
+    sim.up(nodes=len(FARM_NODES), lans=1, daemon=True, paths=("/var/lib/demo-data",), owner_pid=owner_pid)
     mirror = with_macros(
         "mirror.safe",
         {"VIRTUAL_IP": sim.spare_addr(0, 1), "REPDIR": "/var/lib/demo-data"},
         workdir / "demo-mirror.safe",
     )
-    farm = with_macros("farm.safe", {"VIRTUAL_IP": sim.spare_addr(0, 2)}, workdir / "demo-farm.safe")
+    farm = with_macros("farm.safe", {"VIRTUAL_IP": sim.spare_addr(0, 2)}, workdir / "demo-farm.safe",
+                       FARM_SCRIPTS)
     hk = str(hakit_bin_dir() / "hakit")
 
     def run(node: str, *args: str) -> None:
@@ -119,6 +143,8 @@ def describe(sim: Sim) -> str:
         f"  {hk} sim exec --name {n} node1 -- bash    # a shell on node1",
         f"  {hk} sim exec --name {n} node1 -- sh -c 'date >> /var/lib/demo-data/log'   # on the primary",
         f"  {hk} sim exec --name {n} node2 -- cat /var/lib/demo-data/log               # already on node2",
+        f"  curl http://{sim.spare_addr(0, 2)}/    # the farm's VIP, from the host: one of the nodes answers",
+        f"  {hk} sim exec --name {n} node1 -- hakit state -m farm -v   # vip.share.FarmProto: its share",
         "",
         "Logs on the host:",
     ]
@@ -127,7 +153,8 @@ def describe(sim: Sim) -> str:
         lines.append(f"  {node}: {logdir}  (hakitd.out, modules/*/userlog_*.ulog)")
     lines += [
         "",
-        f"Break it: {hk} sim kill --name {n} node1     # mirror fails over to node2, farm stays UP",
+        f"Break it: {hk} sim kill --name {n} node1     # mirror fails over to node2; the farm's VIP "
+        "keeps answering (node2, node3)",
         f"          {hk} sim revive --name {n} node1",
         f"          {hk} sim exec --name {n} node1 -- hakit start -m mirror      # back as SECOND",
         f"          {hk} sim exec --name {n} node1 -- hakit -H '*' start -m farm",

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from hakit.config.module_model import Vip, VirtualAddr
+from hakit.config.module_model import Interface, RealInterface, Vip, VirtualAddr, VirtualInterface
 from hakit.errors import HakitError
 from hakit.module.log import ModuleLog
 from hakit.store.module_store import Level
@@ -98,7 +98,7 @@ class MirrorVip:
     async def take(self) -> None:
         """Add every address and announce it; HakitError (nothing left added) when one cannot be."""
         await self._stop_announcing()
-        placements: list[Placement] = await self._in_thread(_add_all, self._config)
+        placements: list[Placement] = await self._in_thread(add_all, self._config)
         self._held = placements
         for p in placements:
             self._log(Level.EVENT, SOURCE, f"virtual IP {p} added, announced by gratuitous ARP")
@@ -117,7 +117,7 @@ class MirrorVip:
 
     async def _remove(self, what: str) -> None:
         held = {p.addr for p in self._held}
-        removed, problems = await self._in_thread(_remove_module_addrs, self._config, held)
+        removed, problems = await self._in_thread(remove_module_addrs, self._config, held)
         for problem in problems:
             self._log(Level.INFO, SOURCE, problem)
         for p in removed:
@@ -167,8 +167,13 @@ class MirrorVip:
 # ---------------------------------------------------------------- netlink (worker thread)
 
 
-def _real_addrs(config: Vip) -> list[VirtualAddr]:
-    return [va for itf in config.interfaces.interfaces if itf.real for va in itf.real.addrs]
+def _holder(itf: Interface, shared: bool) -> RealInterface | VirtualInterface | None:
+    """The mirror's addresses are in <real_interface>, the farm's in <virtual_interface>."""
+    return itf.virtual if shared else itf.real
+
+
+def addrs_of(config: Vip, shared: bool) -> list[VirtualAddr]:
+    return [va for itf in config.interfaces.interfaces if (h := _holder(itf, shared)) for va in h.addrs]
 
 
 def _ipv4(va: VirtualAddr) -> str:
@@ -193,7 +198,7 @@ def _netlink_error(action: str, exc: NetlinkError) -> HakitError:
     return HakitError(f"cannot {action}: {os.strerror(exc.code)}")
 
 
-def _place(ipr: IPRoute, config: Vip) -> list[Placement]:
+def place(ipr: IPRoute, config: Vip, shared: bool) -> list[Placement]:
     links = {link["index"]: link for link in ipr.get_links()}
     # (index, network) of every IPv4 address, loopback left out: no VIP belongs there.
     nets = [
@@ -204,7 +209,8 @@ def _place(ipr: IPRoute, config: Vip) -> list[Placement]:
     by_name = {link.get("ifname"): index for index, link in links.items()}
     placements = []
     for itf in config.interfaces.interfaces:
-        for va in itf.real.addrs if itf.real else ():
+        holder = _holder(itf, shared)
+        for va in holder.addrs if holder else ():
             addr = _ipv4(va)
             ip = ipaddress.IPv4Address(addr)
             # The VIP's own copy (left by a crash) is no evidence of where it belongs.
@@ -267,9 +273,9 @@ def _delete(ipr: IPRoute, p: _Present) -> bool:
     return True
 
 
-def _add_all(config: Vip) -> list[Placement]:
+def add_all(config: Vip, shared: bool = False) -> list[Placement]:
     with IPRoute() as ipr:
-        placements = _place(ipr, config)
+        placements = place(ipr, config, shared)
         added: list[Placement] = []
         try:
             for p in placements:
@@ -293,15 +299,21 @@ def _add_all(config: Vip) -> list[Placement]:
         return placements
 
 
-def _remove_module_addrs(config: Vip, held: set[str]) -> tuple[list[_Present], list[str]]:
+def remove_module_addrs(config: Vip, held: set[str],
+                        shared: bool = False) -> tuple[list[_Present], list[str]]:
     """Remove the module's addresses (those held, plus the configured ones that resolve now)
     wherever they are; returns what was removed, and names that did not resolve."""
     addrs, problems = set(held), []
-    for va in _real_addrs(config):
+    for va in addrs_of(config, shared):
         try:
             addrs.add(_ipv4(va))
         except HakitError as exc:
             # Not added by this run unless it resolved then, and then it is in held.
             problems.append(str(exc))
+    return remove_addrs(addrs), problems
+
+
+def remove_addrs(addrs: set[str]) -> list[_Present]:
+    """Remove these addresses from whichever interfaces have them."""
     with IPRoute() as ipr:
-        return [p for p in _present(ipr, addrs) if _delete(ipr, p)], problems
+        return [p for p in _present(ipr, addrs) if _delete(ipr, p)]

@@ -27,19 +27,20 @@ def mac_bytes(mac: str) -> bytes:
     return bytes.fromhex(mac.replace(":", ""))
 
 
-def frame(op: int, mac: bytes, addr: str) -> bytes:
-    """One broadcast ARP frame announcing that `addr` is at `mac`."""
+def frame(op: int, mac: bytes, addr: str, source: bytes | None = None) -> bytes:
+    """One broadcast ARP frame announcing that `addr` is at `mac`, sent from `source`
+    (default `mac`; a farm's virtual MAC must never be a frame's source)."""
     ip = ipaddress.IPv4Address(addr).packed
     target_mac = ZERO_MAC if op == ARPOP_REQUEST else mac
-    eth = BROADCAST + mac + struct.pack("!H", ETH_P_ARP)
+    eth = BROADCAST + (source or mac) + struct.pack("!H", ETH_P_ARP)
     arp = struct.pack("!HHBBH", ARPHRD_ETHER, ETH_P_IP, 6, 4, op) + mac + ip + target_mac + ip
     return (eth + arp).ljust(MIN_FRAME, b"\x00")
 
 
-def announce(ifname: str, mac: bytes, addrs: list[str]) -> None:
+def announce(ifname: str, mac: bytes, addrs: list[str], source: bytes | None = None) -> None:
     """Send one request and one reply per address on ifname (raises OSError, e.g. link down)."""
     with socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP)) as sock:
         sock.bind((ifname, ETH_P_ARP))
         for addr in addrs:
             for op in (ARPOP_REQUEST, ARPOP_REPLY):
-                sock.send(frame(op, mac, addr))
+                sock.send(frame(op, mac, addr, source))

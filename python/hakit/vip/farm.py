@@ -1,0 +1,522 @@
+"""The farm's shared virtual IPs: <virtual_interface> addresses on every UP node, and
+the eBPF filter (ebpf/farm_lb.bpf.c, loaded through hakit._farm_lb) that lets each
+node accept only its share of the clients.  Behaviour and guarantees: docs/farm.md.
+
+The filter and its maps are pinned in a bpffs under /run/hakit/bpf/AM, so they outlive
+this process: a respawned module process adopts them, and the data plane keeps
+filtering meanwhile.  Only `release()` (the module stopping) detaches and unpins.
+
+Ownership is coordinated through the heartbeats.  Each node advertises whether its
+share is open, since when, its MAC and the members it counts (its view).  From its own
+view a node computes every group's bucket table (hakit.vip.buckets); it gives up the
+buckets the table takes from it at once, and takes a bucket the table gives it only
+when no live peer still claims it under that peer's advertised view.  So a bucket is
+never owned by two nodes; it may be owned by nobody for one heartbeat round trip while
+a node joins, or for the failure detection time when its owner dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import socket
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from hakit.config.module_model import Vip
+from hakit.errors import HakitError
+from hakit.module.log import ModuleLog
+from hakit.module.resources import Resources
+from hakit.store.module_store import Level
+from hakit.vip import alias, buckets, garp
+
+SOURCE = "vip"
+STATS_INTERVAL = 5.0
+CONNECTIONS_INTERVAL = 10.0  # connections.<addr>, as the seeds' product assigns it
+# tc filter identity: one filter per module on an interface, found again by a new process.
+TC_HANDLE_BASE = 0x484B0000
+TC_PRIORITY_BASE = 0x4800
+PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+TCP_ESTABLISHED = 1
+
+
+def _binding() -> Any:
+    """hakit._farm_lb, imported when a farm needs it (it links libbpf)."""
+    from hakit import _farm_lb
+
+    return _farm_lb
+
+
+def _os_error(what: str, exc: OSError) -> HakitError:
+    # The binding may add libbpf's log on further lines: the module log gets the first.
+    return HakitError(f"{what}: {(exc.strerror or str(exc)).splitlines()[0]}")
+
+
+@dataclass(frozen=True)
+class Group:
+    name: str
+    index: int
+    powers: dict[str, int]  # every node of the module; nodes not listed in <cluster> have power 1
+
+
+def virtual_mac(config: Vip, first_vip: str) -> bytes:
+    """<virtual_interface addr>, else a locally administered unicast MAC made from the VIP."""
+    for itf in config.interfaces.interfaces:
+        if itf.virtual is not None and itf.virtual.addr:
+            return garp.mac_bytes(itf.virtual.addr)
+    return b"\x02\x48" + ipaddress.IPv4Address(first_vip).packed
+
+
+def delivery(config: Vip) -> str:
+    types = {itf.virtual.type for itf in config.interfaces.interfaces if itf.virtual is not None}
+    if len(types) > 1:
+        raise HakitError("the farm's <virtual_interface> elements must all have the same type")
+    return types.pop() if types else "vmac_directed"
+
+
+def groups_of(config: Vip, nodes: list[str]) -> list[Group]:
+    out = []
+    groups = config.loadbalancing.groups if config.loadbalancing else ()
+    for i, g in enumerate(groups):
+        powers = dict.fromkeys(nodes, 1)
+        for host in g.cluster.hosts if g.cluster else ():
+            if host.name in powers:
+                powers[host.name] = host.power
+        out.append(Group(g.name, i, powers))
+    return out
+
+
+def rules_of(config: Vip, vips: list[str], limit: int) -> list[tuple[str, int, str, int, int]]:
+    """(vip, port (0 = every port), proto, group, filter) entries of the rule map."""
+    f = _binding()
+    filters = {"on_addr": f.FILTER_ON_ADDR, "on_port": f.FILTER_ON_PORT, "on_ipid": f.FILTER_ON_IPID}
+    out: dict[tuple[str, int, str], tuple[int, int]] = {}
+    groups = config.loadbalancing.groups if config.loadbalancing else ()
+    for gi, g in enumerate(groups):
+        for r in g.rules:
+            targets = vips if r.virtual_addr in ("*", "") else [r.virtual_addr]
+            for vip in targets:
+                if vip not in vips:
+                    raise HakitError(f"<rule virtual_addr=\"{vip}\"> of group {g.name} "
+                                     "is not a VIP of the module")
+                if r.port == "*":
+                    ports = [0]
+                else:
+                    lo, _, hi = r.port.partition("-")
+                    ports = list(range(int(lo), int(hi or lo) + 1))
+                for port in ports:
+                    out.setdefault((vip, port, r.proto), (gi, filters[r.filter]))
+                    if len(out) > limit:
+                        raise HakitError(f"the load-balancing rules cover more than {limit} ports: "
+                                         "use port=\"*\" or fewer ranges")
+    return [(vip, port, proto, gi, flt) for (vip, port, proto), (gi, flt) in out.items()]
+
+
+class FarmVip:
+    """The farm's VIPs and filter on this node."""
+
+    def __init__(self, config: Vip, module: str, module_id: int, node: str, nodes: list[str],
+                 pin_root: Path, log: ModuleLog, resources: Resources,
+                 on_change: Callable[[], None] = lambda: None) -> None:
+        self.config = config
+        self.module = module
+        self.node = node
+        self.nodes = sorted(nodes)
+        self.pin_dir = pin_root / module
+        self.pin_root = pin_root
+        self.log = log
+        self.resources = resources
+        self.on_change = on_change  # this node's advertisement changed: send it
+        self.mode = delivery(config)
+        self.handle = TC_HANDLE_BASE + module_id
+        self.priority = TC_PRIORITY_BASE + module_id % 0x400
+        self.groups = groups_of(config, self.nodes)
+        self.opened = False
+        self.since = 0.0  # when the share opened: the oldest member is the elected node
+        self.settled = False  # peers have had time to be heard: claims are safe
+        self.maps: Any = None
+        self.placements: list[alias.Placement] = []
+        self.peers: dict[str, dict[str, Any] | None] = {}
+        self.view: tuple[str, ...] = ()
+        self.owners: dict[int, tuple[str, ...]] = {}
+        self.prevs: dict[int, list[str]] = {}
+        self.director = ""
+        self.written: tuple[Any, ...] = ()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._counted: dict[str, str] = {}
+
+    # -- what the heartbeats carry
+    def payload(self) -> dict[str, Any]:
+        mac = self.placements[0].mac.hex() if self.placements else ""
+        return {"open": self.member, "since": self.since, "mac": mac, "view": list(self.view)}
+
+    @property
+    def member(self) -> bool:
+        """Open, and settled: a node that has not yet heard the running members claims
+        nothing and is not counted, or it would take every bucket for itself."""
+        return self.opened and self.settled
+
+    @property
+    def index(self) -> int:
+        return self.nodes.index(self.node)
+
+    # -- life cycle
+    async def setup(self, settle_after: float) -> None:
+        """Load (or adopt) the filter, attach it, add the VIPs; the share stays closed."""
+        f = _binding()
+        try:
+            f.ensure_bpffs(str(self.pin_root))
+            try:
+                self.maps = f.Maps(str(self.pin_dir))
+                adopted = True
+            except FileNotFoundError:
+                f.load(str(_object_path()), str(self.pin_dir))
+                self.maps = f.Maps(str(self.pin_dir))
+                adopted = False
+        except OSError as exc:
+            raise _os_error("cannot load the farm's eBPF filter", exc) from None
+        # The filter goes in before the addresses: the stack must never see the VIP's
+        # traffic unfiltered.  Placement uses the same rules as the mirror's VIP.
+        placements = await asyncio.to_thread(_place, self.config)
+        self.placements = placements
+        vips = [p.addr for p in placements]
+        self.vmac = virtual_mac(self.config, vips[0])
+        self.rules = rules_of(self.config, vips, f.MAX_RULES)
+        if len(self.groups) > f.MAX_GROUPS or len(self.nodes) > f.MAX_NODES or len(vips) > f.MAX_VIPS:
+            raise HakitError(f"a farm has at most {f.MAX_GROUPS} groups, {f.MAX_NODES} nodes "
+                             f"and {f.MAX_VIPS} virtual IPs")
+        try:
+            self.maps.set_vips(vips)
+            self.maps.set_rules(self.rules)
+            self._write(force=True)
+            for ifindex in {p.index for p in placements}:
+                self.maps.attach(ifindex, "tc", self.handle, self.priority)
+        except OSError as exc:
+            raise _os_error("cannot set up the farm's eBPF filter", exc) from None
+        await asyncio.to_thread(_prepare_links, placements, self._flood_mac())
+        await asyncio.to_thread(alias.add_all, self.config, True)
+        how = (f"answered with virtual MAC {_mac(self.vmac)}, flooded to every node"
+               if self.mode == "vmac_invisible"
+               else "answered by the elected node, which forwards the others' shares")
+        for p in placements:
+            self.log(Level.EVENT, SOURCE, f"virtual IP {p} shared ({self.mode}: {how})"
+                     + ("; filter adopted from the previous run" if adopted else ""))
+        if self.mode == "vmac_invisible":
+            self._announce(self.vmac)
+        self._tasks = [asyncio.create_task(self._settle(settle_after)), asyncio.create_task(self._poll())]
+
+    async def reload(self, config: Vip) -> None:
+        """`hakit update`: addresses, rules and powers of the new configuration."""
+        if delivery(config) != self.mode:
+            raise HakitError("update cannot change <virtual_interface type>: stop and start the module")
+        f = _binding()
+        placements = await asyncio.to_thread(_place, config)
+        self.config = config
+        self.groups = groups_of(config, self.nodes)
+        vips = [p.addr for p in placements]
+        self.vmac = virtual_mac(config, vips[0])
+        self.rules = rules_of(config, vips, f.MAX_RULES)
+        try:
+            for ifindex in {p.index for p in placements} - {p.index for p in self.placements}:
+                self.maps.attach(ifindex, "tc", self.handle, self.priority)
+            self.maps.set_vips(vips)
+            self.maps.set_rules(self.rules)
+        except OSError as exc:
+            raise _os_error("cannot update the farm's eBPF filter", exc) from None
+        await asyncio.to_thread(_prepare_links, placements, self._flood_mac())
+        await asyncio.to_thread(alias.add_all, config, True)
+        stale = {p.addr for p in self.placements} - set(vips)
+        for gone in await asyncio.to_thread(alias.remove_addrs, stale):
+            self.log(Level.EVENT, SOURCE, f"virtual IP {gone} removed (no longer configured)")
+        self.placements = placements
+        self.log(Level.EVENT, SOURCE, "configuration of the virtual IPs and load balancing applied")
+        self.apply()
+        self._write(force=True)
+
+    def _flood_mac(self) -> bytes | None:
+        return self.vmac if self.mode == "vmac_invisible" else None
+
+    async def _settle(self, delay: float) -> None:
+        await asyncio.sleep(delay)
+        self.settled = True
+        self.apply()
+
+    def open(self) -> bool:
+        if self.opened:
+            return False
+        self.opened = True
+        self.since = time.time()
+        self.log(Level.EVENT, SOURCE, "share of the virtual IP opened: this node takes new clients")
+        self.apply()
+        return True
+
+    def close(self) -> bool:
+        if not self.opened:
+            return False
+        self.opened = False
+        self.log(Level.EVENT, SOURCE, "share of the virtual IP closed: no new client comes to this node")
+        self.apply()
+        return True
+
+    async def release(self) -> None:
+        """The module stops: addresses removed, filter detached and unpinned."""
+        for task in self._tasks:
+            task.cancel()
+        self._tasks = []
+        self.opened = False
+        removed, problems = await asyncio.to_thread(
+            alias.remove_module_addrs, self.config, {p.addr for p in self.placements}, True)
+        for problem in problems:
+            self.log(Level.INFO, SOURCE, problem)
+        for p in removed:
+            self.log(Level.EVENT, SOURCE, f"virtual IP {p} removed")
+        f = _binding()
+        maps = self.maps
+        if maps is None:
+            with contextlib.suppress(FileNotFoundError):
+                maps = f.Maps(str(self.pin_dir))
+        self.placements = []
+        for g in self.groups:
+            self.resources.set(f"vip.share.{g.name}", "0")
+        if maps is None:
+            return  # never set up, or already released
+        # Every interface: the placement may have changed since the filter was attached.
+        for ifindex in await asyncio.to_thread(_link_indexes):
+            with contextlib.suppress(OSError):
+                if maps.attached(ifindex, "tc", self.handle, self.priority):
+                    maps.detach(ifindex, "tc", self.handle, self.priority)
+        maps.close()
+        self.maps = None
+        self.written = ()
+        try:
+            f.unpin(str(self.pin_dir))
+        except OSError as exc:
+            self.log(Level.CRITICAL, SOURCE, f"cannot remove the farm's eBPF pins: {exc.strerror}")
+        else:
+            self.log(Level.EVENT, SOURCE, "load-balancing filter detached")
+
+    def disown(self) -> None:
+        """After a crash of the module process: give up this node's buckets, keep the rest
+        (others' shares still forwarded, established flows still served)."""
+        f = _binding()
+        try:
+            maps = f.Maps(str(self.pin_dir))
+        except FileNotFoundError:
+            return
+        try:
+            me = self.index
+            for g in self.groups:
+                owners, prevs = maps.buckets(g.index)
+                mine = bytes(f.NO_NODE if o == me else o for o in owners)
+                if mine != owners:
+                    kept = bytes(me if o == me else p for o, p in zip(owners, prevs, strict=True))
+                    maps.set_buckets(g.index, mine, kept)
+        except OSError as exc:
+            raise _os_error("cannot close this node's share", exc) from None
+        finally:
+            maps.close()
+        self.log(Level.EVENT, SOURCE, "share of the virtual IP closed after the crash; filter left attached")
+
+    # -- ownership
+    def set_peers(self, peers: Mapping[str, dict[str, Any] | None]) -> None:
+        """News from the heartbeats: each peer's payload, None when it is not heard."""
+        self.peers = {n: (p or {}).get("lb") if p else None for n, p in peers.items()}
+        self.apply()
+
+    def _members(self) -> tuple[str, ...]:
+        out = [n for n, lb in self.peers.items() if lb and lb.get("open")]
+        if self.member:
+            out.append(self.node)
+        return tuple(sorted(out))
+
+    def apply(self) -> None:
+        if self.maps is None:
+            return
+        before = self.payload()
+        self.view = self._members()
+        alive = {self.node} | {n for n, lb in self.peers.items() if lb is not None}
+        for g in self.groups:
+            target = buckets.assign(g.name, {n: g.powers.get(n, 1) for n in self.view}, _binding().NBUCKETS)
+            claims = self._claims(g)
+            old = self.owners.get(g.index)
+            prev = self.prevs.setdefault(g.index, [""] * len(target))
+            before_me: tuple[str, ...] = ()
+            owners = []
+            for b, want in enumerate(target):
+                if want == self.node and b in claims:
+                    want = claims[b]
+                owners.append(want)
+                if old is not None and old[b] and old[b] != want:
+                    prev[b] = old[b]
+                elif want == self.node and not prev[b] and (old is None or not old[b]):
+                    # Joining, this node has no history of the bucket: its holder until
+                    # now is its owner in the table without this node.
+                    before_me = before_me or buckets.assign(
+                        g.name, {n: g.powers.get(n, 1) for n in self.view if n != self.node}, len(target))
+                    prev[b] = before_me[b]
+                if prev[b] not in alive or prev[b] == want:
+                    prev[b] = ""
+            self.owners[g.index] = tuple(owners)
+        since = {n: float(lb.get("since", 0.0)) for n, lb in self.peers.items() if lb and lb.get("open")}
+        if self.member:
+            since[self.node] = self.since
+        director = min(since, key=lambda n: (since[n], n)) if since else ""
+        if director != self.director:
+            self.director = director
+            if director:
+                self.log(Level.EVENT, SOURCE, f"elected node for ARP and unruled ports: {director}")
+            if director == self.node and self.mode == "vmac_directed":
+                self._announce(self.placements[0].mac if self.placements else b"")
+        self._write()
+        if self.payload() != before:
+            self.on_change()
+
+    def _claims(self, g: Group) -> dict[int, str]:
+        """Buckets of `g` that live peers hold under their own advertised views."""
+        out: dict[int, str] = {}
+        for n, lb in self.peers.items():
+            if not lb or not lb.get("open"):
+                continue
+            view = [v for v in lb.get("view", ()) if v in g.powers]
+            if n not in view:
+                continue
+            table = buckets.assign(g.name, {v: g.powers[v] for v in view}, _binding().NBUCKETS)
+            for b, owner in enumerate(table):
+                if owner == n:
+                    out[b] = n
+        return out
+
+    def _write(self, force: bool = False) -> None:
+        f = _binding()
+        idx = {n: i for i, n in enumerate(self.nodes)}
+        flags = {"vmac_invisible": f.F_FLOOD | f.F_ARP_ANSWER, "vmac_directed": f.F_DIRECTED}[self.mode]
+        if self.mode == "vmac_directed" and self.director == self.node:
+            flags |= f.F_ARP_ANSWER
+        if self.config.tcpreset:
+            flags |= f.F_TCPRESET
+        my_mac = self.placements[0].mac if self.placements else b"\0" * 6
+        answer = self.vmac if self.mode == "vmac_invisible" else my_mac
+        macs = {n: bytes.fromhex(lb.get("mac") or "") for n, lb in self.peers.items() if lb}
+        macs[self.node] = my_mac
+        config = (idx[self.node], my_mac, self.vmac, answer, idx.get(self.director, f.NO_NODE), flags)
+        nodes = tuple((i, macs.get(n, b""), len(macs.get(n, b"")) == 6) for i, n in enumerate(self.nodes))
+        tables = tuple(
+            (g.index, bytes(idx.get(o, f.NO_NODE) for o in self.owners.get(g.index, ())),
+             bytes(idx.get(p, f.NO_NODE) for p in self.prevs.get(g.index, ())))
+            for g in self.groups)
+        state = (config, nodes, tables)
+        if state == self.written and not force:
+            return
+        try:
+            for i, mac, up in nodes:
+                self.maps.set_node(i, mac if up else b"\0" * 6, up)
+            for gi, owners, prevs in tables:
+                if owners:
+                    self.maps.set_buckets(gi, owners, prevs)
+            self.maps.set_config(*config)
+        except OSError as exc:
+            self.log(Level.CRITICAL, SOURCE, f"cannot update the load-balancing maps: {exc.strerror}")
+            return
+        self.written = state
+        for g in self.groups:
+            owners = self.owners.get(g.index, ())
+            share = 100.0 * sum(o == self.node for o in owners) / max(len(owners), 1)
+            if self.resources.set(f"vip.share.{g.name}", f"{share:.1f}"):
+                self.log(Level.INFO, SOURCE, f"share of group {g.name}: {share:.1f} % of the clients")
+
+    # -- announcements and resources
+    def _announce(self, mac: bytes) -> None:
+        by_link: dict[str, list[str]] = {}
+        for p in self.placements:
+            by_link.setdefault(p.ifname, []).append(p.addr)
+        source = self.placements[0].mac if self.placements else None
+        for ifname, addrs in by_link.items():
+            try:
+                garp.announce(ifname, mac, addrs, source)
+            except OSError as exc:
+                self.log(Level.INFO, SOURCE, f"gratuitous ARP on {ifname} failed: {exc.strerror}")
+
+    async def _poll(self) -> None:
+        counted = [p.addr for p, va in zip(self.placements, alias.addrs_of(self.config, True), strict=False)
+                   if va.connections]
+        last_conn = 0.0
+        while True:
+            await asyncio.sleep(STATS_INTERVAL)
+            if self.maps is None:
+                continue
+            try:
+                stats = self.maps.stats()
+            except OSError:
+                continue
+            for name in ("accepted", "dropped", "local_flow", "redirected", "arp"):
+                packets, nbytes = stats.get(name, (0, 0))
+                self.resources.set(f"vip.packets.{name}", str(packets))
+                self.resources.set(f"vip.bytes.{name}", str(nbytes))
+            if counted and time.monotonic() - last_conn >= CONNECTIONS_INTERVAL:
+                last_conn = time.monotonic()
+                found = await asyncio.to_thread(_count_connections, counted)
+                for addr, n in found.items():
+                    self.resources.set(f"connections.{addr}", str(n))
+
+
+def _object_path() -> Path:
+    from importlib import resources as ir
+
+    return Path(str(ir.files("hakit") / "ebpf" / "farm_lb.bpf.o"))
+
+
+def _mac(mac: bytes) -> str:
+    return ":".join(f"{b:02x}" for b in mac)
+
+
+def _place(config: Vip) -> list[alias.Placement]:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        placements = alias.place(ipr, config, True)
+    if not placements:
+        raise HakitError("a farm needs at least one <virtual_addr> in <virtual_interface>")
+    return placements
+
+
+def _prepare_links(placements: list[alias.Placement], vmac: bytes | None) -> None:
+    """The node's own ARP traffic must never tie a VIP to its MAC: with arp_announce=2 the
+    kernel takes an ARP request's sender address from the target's subnet, not the VIP.
+    In flooding mode the interface must also accept frames sent to the virtual MAC."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
+    for ifname in {p.ifname for p in placements}:
+        Path(f"/proc/sys/net/ipv4/conf/{ifname}/arp_announce").write_text("2\n")
+    if vmac is None:
+        return
+    with IPRoute() as ipr:
+        for index in {p.index for p in placements}:
+            # A NIC filtering unicast by MAC drops the virtual MAC's frames unless told;
+            # virtual interfaces (veth, bridges' ports) accept everything anyway.
+            with contextlib.suppress(NetlinkError):
+                ipr.fdb("append", ifindex=index, lladdr=_mac(vmac), state=0x80, flags=0x02)
+
+
+def _link_indexes() -> list[int]:
+    from pyroute2 import IPRoute
+
+    with IPRoute() as ipr:
+        return [link["index"] for link in ipr.get_links()]
+
+
+def _count_connections(addrs: list[str]) -> dict[str, int]:
+    from pyroute2 import DiagSocket
+
+    counts = dict.fromkeys(addrs, 0)
+    with DiagSocket() as ds:
+        ds.bind()
+        for s in ds.get_sock_stats(family=socket.AF_INET, states=1 << TCP_ESTABLISHED):
+            src = s.get("idiag_src") if hasattr(s, "get") else None
+            if src in counts:
+                counts[src] += 1
+    return counts

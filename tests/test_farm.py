@@ -1,0 +1,275 @@
+"""Farm load balancing on a simulated cluster: node1-3 run the farm module and the test
+application (tests/farm_app.py), node4 is the client (tests/farm_client.py).  Real TCP
+and UDP through the shared VIP, the real eBPF filter in each node's kernel."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.test_engine import MODULE, hk, install, wait_for, wait_state
+
+pytestmark = pytest.mark.root
+
+HERE = Path(__file__).parent
+FARM = ["node1", "node2", "node3"]
+CLIENT = "node4"
+TCP_PORT, STICKY_PORT, UDP_PORT, FRAG_PORT = 80, 81, 53, 54
+
+START = f"""#!/bin/sh
+echo "start_both $*" >> /var/lib/hakit/trace
+setsid {sys.executable} {HERE / "farm_app.py"} $VIP {TCP_PORT},{STICKY_PORT} {UDP_PORT},{FRAG_PORT} \\
+    </dev/null >/var/lib/hakit/app.out 2>&1 &
+echo $! > /var/lib/hakit/app.pid
+{{open}}
+"""
+STOP = """#!/bin/sh
+echo "stop_both $*" >> /var/lib/hakit/trace
+{close}
+kill $(cat /var/lib/hakit/app.pid) 2>/dev/null
+exit 0
+"""
+UPDATE = """#!/bin/sh
+echo "update $*" >> /var/lib/hakit/trace
+if [ "$1" = UP ] && [ "$2" = UP ]; then hakit vip open; fi
+"""
+
+
+def conf(vip: str, kind: str = "vmac_directed", powers: dict[str, int] | None = None,
+         vip_attrs: str = "") -> str:
+    hosts = "".join(f'<host name="{n}" power="{p}"/>' for n, p in (powers or {}).items())
+    cluster = f"<cluster>{hosts}</cluster>" if hosts else ""
+    return f"""<!DOCTYPE safe>
+<safe>
+  <service mode="farm">
+    <farm><lan name="default"/></farm>
+    <vip {vip_attrs}>
+      <interface_list><interface>
+        <virtual_interface type="{kind}"><virtual_addr addr="{vip}" where="alias"/></virtual_interface>
+      </interface></interface_list>
+      <loadbalancing_list>
+        <group name="web">{cluster}
+          <rule port="{TCP_PORT}" proto="tcp" filter="on_port"/>
+          <rule port="{UDP_PORT}" proto="udp" filter="on_ipid"/>
+          <rule port="{FRAG_PORT}" proto="udp" filter="on_port"/>
+        </group>
+        <group name="sticky"><rule port="{STICKY_PORT}" proto="tcp" filter="on_addr"/></group>
+      </loadbalancing_list>
+    </vip>
+    <user><var name="VIP" value="{vip}"/></user>
+  </service>
+</safe>
+"""
+
+
+@dataclass
+class Farm:
+    sim: object
+    vip: str
+    tmp: Path
+
+    def client(self, *args: str, timeout: float = 120) -> dict:
+        run = self.sim.exec(CLIENT, [sys.executable, str(HERE / "farm_client.py"), args[0], self.vip,
+                                     *args[1:]], capture=True, timeout=timeout)
+        return json.loads(run.stdout.splitlines()[-1])
+
+    def start(self, *nodes: str) -> None:
+        for node in nodes:
+            hk(self.sim, node, "start", "-m", MODULE)
+        for node in nodes:
+            wait_state(self.sim, node, "UP (Ready)")
+
+    def share(self, node: str, group: str = "web") -> float:
+        out = hk(self.sim, node, "state", "-m", MODULE, "-v")
+        for line in out.splitlines():
+            if f"vip.share.{group} " in line + " ":
+                return float(line.split()[1])
+        return 0.0
+
+    def settled(self, nodes: list[str], group: str = "web") -> bool:
+        """Every bucket has exactly one owner among `nodes`."""
+        return abs(sum(self.share(n, group) for n in nodes) - 100.0) < 0.2 and all(
+            self.share(n, group) > 0 for n in nodes)
+
+
+def make_farm(make_sim, tmp_path: Path, kind: str = "vmac_directed", powers: dict[str, int] | None = None,
+              vip_attrs: str = "", open_cmd: str = "", close_cmd: str = "",
+              start: tuple[str, ...] = tuple(FARM)) -> Farm:
+    sim = make_sim(nodes=4, daemon=True)
+    vip = sim.spare_addr(0, 1)
+    scripts = {"start_both": START.format(open=open_cmd), "stop_both": STOP.format(close=close_cmd),
+               "update": UPDATE}
+    install(sim, tmp_path, FARM, conf(vip, kind, powers, vip_attrs), scripts)
+    hk(sim, "node1", "-H", ",".join(FARM), "-E", MODULE)
+    farm = Farm(sim, vip, tmp_path)
+    if start:
+        farm.start(*start)
+        wait_for("buckets settled", lambda: farm.settled(list(start)), timeout=20)
+    return farm
+
+
+def counts(names: list[str]) -> dict[str, int]:
+    return {n: names.count(n) for n in set(names)}
+
+
+def test_connections_spread_by_power_and_on_addr_sticks(make_sim, tmp_path):
+    farm = make_farm(make_sim, tmp_path, powers={"node1": 2, "node2": 1, "node3": 1})
+    got = farm.client("connect", str(TCP_PORT), "3000")
+    assert got["failed"] == 0
+    spread = counts(got["nodes"]["-"])
+    # Power 2/1/1: a half and two quarters, each within 5 points over 3,000 connections.
+    for node, expected in (("node1", 0.5), ("node2", 0.25), ("node3", 0.25)):
+        assert abs(spread.get(node, 0) / 3000 - expected) <= 0.05, spread
+    assert farm.share("node1") == pytest.approx(50.0, abs=0.1)
+    # on_addr: each client address stays on one node, and the addresses spread.
+    sources = [farm.sim.spare_addr(0, i) for i in range(2, 32)]
+    farm.sim.exec(CLIENT, ["sh", "-c", "; ".join(f"ip addr add {a}/24 dev eth0" for a in sources)])
+    got = farm.client("connect", str(STICKY_PORT), "5", ",".join(sources))
+    assert got["failed"] == 0
+    assert all(len(set(nodes)) == 1 for nodes in got["nodes"].values()), got
+    assert len({nodes[0] for nodes in got["nodes"].values()}) == 3
+
+
+def test_on_ipid_spreads_one_udp_client_and_fragments_stay_together(make_sim, tmp_path):
+    farm = make_farm(make_sim, tmp_path, kind="vmac_invisible")
+    got = farm.client("udp", str(UDP_PORT), "600", "100")
+    assert got["lost"] <= 6, got
+    assert set(got["nodes"]) == set(FARM) and min(got["nodes"].values()) >= 120, got
+    # 4000-byte datagrams go out in three fragments; on_port sends the later ones where
+    # the first went, so every datagram is reassembled whole on one node.
+    got = farm.client("udp", str(FRAG_PORT), "50", "4000")
+    assert got["lost"] <= 1 and got["sizes"] == [4000], got
+
+
+@pytest.mark.parametrize("kind", ["vmac_directed", "vmac_invisible"])
+def test_a_joining_node_takes_its_share_without_breaking_connections(make_sim, tmp_path, kind):
+    farm = make_farm(make_sim, tmp_path, kind=kind, start=("node1", "node2"))
+    holder = farm.sim.popen(CLIENT, [sys.executable, str(HERE / "farm_client.py"), "hold", farm.vip,
+                                     str(TCP_PORT), "60", "12"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(holder.stdout.readline())["ready"]
+        farm.start("node3")
+        wait_for("node3 takes its share", lambda: farm.settled(FARM), timeout=10)
+        assert farm.share("node3") == pytest.approx(100 / 3, abs=0.1)
+        spread = counts(farm.client("connect", str(TCP_PORT), "300")["nodes"]["-"])
+        assert set(spread) == set(FARM), spread
+        out, _ = holder.communicate(timeout=60)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    held = json.loads(out.splitlines()[-1])
+    assert held["broken"] == 0, held["errors"]
+    assert held["first"] == held["last"]  # each connection stayed on the node it started on
+    assert set(held["first"]) == {"node1", "node2"}
+
+
+def test_a_killed_nodes_share_is_served_by_the_others(make_sim, tmp_path):
+    farm = make_farm(make_sim, tmp_path)
+    farm.sim.kill("node3")
+    got = farm.client("until", str(TCP_PORT), "10")
+    assert got["elapsed"] is not None and got["elapsed"] < 3.0, got
+    spread = counts(farm.client("connect", str(TCP_PORT), "200")["nodes"]["-"])
+    assert set(spread) == {"node1", "node2"}, spread
+    # node1 was the elected node (started first): kill it too, node2 answers ARP and takes all.
+    farm.sim.kill("node1")
+    got = farm.client("until", str(TCP_PORT), "10")
+    assert got["elapsed"] is not None and got["elapsed"] < 3.0, got
+    assert farm.share("node2") == 100.0
+
+
+def test_scriptcontrol_opens_and_closes_the_share(make_sim, tmp_path):
+    # The scripts open the share only where /var/lib/hakit/open exists: not on node3.
+    farm = make_farm(make_sim, tmp_path, vip_attrs='scriptcontrol="on"', close_cmd="hakit vip close",
+                     open_cmd="if [ -e /var/lib/hakit/open ]; then hakit vip open; fi", start=())
+    for node in ("node1", "node2"):
+        farm.sim.host_path(node, "/var/lib/hakit/open").touch()
+    farm.start(*FARM)
+    wait_for("node1 and node2 share", lambda: farm.settled(["node1", "node2"]), timeout=10)
+    assert farm.share("node3") == 0.0
+    spread = counts(farm.client("connect", str(TCP_PORT), "300")["nodes"]["-"])
+    assert set(spread) == {"node1", "node2"}, spread
+    assert "share of the virtual IP open" in hk(farm.sim, "node3", "vip", "open", "-m", MODULE)
+    wait_for("node3 shares", lambda: farm.settled(FARM), timeout=10)
+    hk(farm.sim, "node2", "vip", "close", "-m", MODULE)
+    wait_for("node2 closed", lambda: farm.settled(["node1", "node3"]) and farm.share("node2") == 0,
+             timeout=10)
+    spread = counts(farm.client("connect", str(TCP_PORT), "300")["nodes"]["-"])
+    assert set(spread) == {"node1", "node3"}, spread
+
+
+def test_vip_open_without_scriptcontrol_is_refused(make_sim, tmp_path):
+    farm = make_farm(make_sim, tmp_path, start=("node1",))
+    run = farm.sim.exec("node1", ["hakit", "vip", "close", "-m", MODULE], check=False, capture=True)
+    assert run.returncode == 1 and 'scriptcontrol="on"' in run.stderr and "Traceback" not in run.stderr
+
+
+def tc_filters(sim, node: str) -> str:
+    return sim.exec(node, ["tc", "filter", "show", "dev", "eth0", "ingress"], capture=True).stdout
+
+
+def module_pid(sim, node: str) -> int:
+    """The module process: the child of the node's hakitd (whose pid file we read) running AM."""
+    daemon = int(sim.host_path(node, "/run/hakit/hakitd.pid").read_text())
+    children = Path(f"/proc/{daemon}/task/{daemon}/children").read_text().split()
+    for pid in children:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"hakit.module.process" in cmdline and MODULE.encode() in cmdline:
+            return int(pid)
+    raise AssertionError(f"no module process under hakitd on {node}")
+
+
+def test_filter_stays_while_the_module_process_restarts_and_stop_detaches(make_sim, tmp_path):
+    farm = make_farm(make_sim, tmp_path)
+    assert "farm_lb_tc" in tc_filters(farm.sim, "node2")
+    holder = farm.sim.popen(CLIENT, [sys.executable, str(HERE / "farm_client.py"), "hold", farm.vip,
+                                     str(TCP_PORT), "30", "8"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert json.loads(holder.stdout.readline())["ready"]
+        pid = module_pid(farm.sim, "node2")
+        os.kill(pid, signal.SIGKILL)
+        # While hakitd cleans up and respawns, the filter keeps filtering.
+        deadline = time.monotonic() + 2
+        while time.monotonic() < deadline:
+            assert "farm_lb_tc" in tc_filters(farm.sim, "node2")
+            time.sleep(0.1)
+        wait_for("node2 back", lambda: module_pid(farm.sim, "node2") != pid, timeout=20)
+        wait_state(farm.sim, "node2", "UP (Ready)", timeout=30)
+        wait_for("node2 shares again", lambda: farm.settled(FARM), timeout=15)
+        out, _ = holder.communicate(timeout=60)
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    held = json.loads(out.splitlines()[-1])
+    # node2's application was stopped by the cleanup (its own connections end with it);
+    # nobody else's broke.
+    others = [i for i, n in enumerate(held["first"]) if n != "node2"]
+    assert others and all(held["last"][i] == held["first"][i] for i in others), held
+    assert "filter adopted from the previous run" in hk(farm.sim, "node2", "logview", "-m", MODULE)
+
+    hk(farm.sim, "node2", "stop", "-m", MODULE)
+    assert "farm_lb" not in tc_filters(farm.sim, "node2")
+    pins = farm.sim.exec("node2", ["ls", "/run/hakit/bpf"], capture=True, check=False).stdout
+    assert MODULE not in pins.split()
+    addrs = farm.sim.exec("node2", ["ip", "-4", "addr", "show", "dev", "eth0"], capture=True).stdout
+    assert farm.vip not in addrs
+
+
+def test_update_applies_new_powers_and_runs_the_update_script(make_sim, tmp_path):
+    farm = make_farm(make_sim, tmp_path)
+    install(farm.sim, tmp_path / "v2", FARM, conf(farm.vip, powers={"node1": 2, "node2": 1, "node3": 1}),
+            {"start_both": START.format(open=""), "stop_both": STOP.format(close=""), "update": UPDATE})
+    for node in FARM:
+        hk(farm.sim, node, "update", "-m", MODULE)
+    wait_for("new powers", lambda: farm.share("node1") == 50.0 and farm.settled(FARM), timeout=10)
+    trace = farm.sim.host_path("node1", "/var/lib/hakit/trace").read_text()
+    assert "update UP UP" in trace
