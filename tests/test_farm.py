@@ -266,9 +266,10 @@ def test_filter_stays_while_the_module_process_restarts_and_stop_detaches(make_s
 
 def test_update_applies_new_powers_and_runs_the_update_script(make_sim, tmp_path):
     farm = make_farm(make_sim, tmp_path)
-    install(farm.sim, tmp_path / "v2", FARM, conf(farm.vip, powers={"node1": 2, "node2": 1, "node3": 1}),
-            {"start_both": START.format(open=""), "stop_both": STOP.format(close=""), "update": UPDATE})
+    # The operator edits the installed configuration on each node, then applies it live.
     for node in FARM:
+        userconfig = farm.sim.host_path(node, f"/etc/hakit/modules/{MODULE}/conf/userconfig.xml")
+        userconfig.write_text(conf(farm.vip, powers={"node1": 2, "node2": 1, "node3": 1}))
         hk(farm.sim, node, "update", "-m", MODULE)
     wait_for("new powers", lambda: farm.share("node1") == 50.0 and farm.settled(FARM), timeout=10)
     trace = farm.sim.host_path("node1", "/var/lib/hakit/trace").read_text()
