@@ -44,7 +44,7 @@ if [ "$1" = UP ] && [ "$2" = UP ]; then hakit vip open; fi
 
 
 def conf(vip: str, kind: str = "vmac_directed", powers: dict[str, int] | None = None,
-         vip_attrs: str = "") -> str:
+         vip_attrs: str = "", hook: str = "tc") -> str:
     hosts = "".join(f'<host name="{n}" power="{p}"/>' for n, p in (powers or {}).items())
     cluster = f"<cluster>{hosts}</cluster>" if hosts else ""
     return f"""<!DOCTYPE safe>
@@ -53,7 +53,9 @@ def conf(vip: str, kind: str = "vmac_directed", powers: dict[str, int] | None = 
     <farm><lan name="default"/></farm>
     <vip {vip_attrs}>
       <interface_list><interface>
-        <virtual_interface type="{kind}"><virtual_addr addr="{vip}" where="alias"/></virtual_interface>
+        <virtual_interface type="{kind}" hook="{hook}">
+          <virtual_addr addr="{vip}" where="alias"/>
+        </virtual_interface>
       </interface></interface_list>
       <loadbalancing_list>
         <group name="web">{cluster}
@@ -102,12 +104,12 @@ class Farm:
 
 def make_farm(make_sim, tmp_path: Path, kind: str = "vmac_directed", powers: dict[str, int] | None = None,
               vip_attrs: str = "", open_cmd: str = "", close_cmd: str = "",
-              start: tuple[str, ...] = tuple(FARM)) -> Farm:
+              start: tuple[str, ...] = tuple(FARM), hook: str = "tc") -> Farm:
     sim = make_sim(nodes=4, daemon=True)
     vip = sim.spare_addr(0, 1)
     scripts = {"start_both": START.format(open=open_cmd), "stop_both": STOP.format(close=close_cmd),
                "update": UPDATE}
-    install(sim, tmp_path, FARM, conf(vip, kind, powers, vip_attrs), scripts)
+    install(sim, tmp_path, FARM, conf(vip, kind, powers, vip_attrs, hook), scripts)
     hk(sim, "node1", "-H", ",".join(FARM), "-E", MODULE)
     farm = Farm(sim, vip, tmp_path)
     if start:
@@ -120,8 +122,9 @@ def counts(names: list[str]) -> dict[str, int]:
     return {n: names.count(n) for n in set(names)}
 
 
-def test_connections_spread_by_power_and_on_addr_sticks(make_sim, tmp_path):
-    farm = make_farm(make_sim, tmp_path, powers={"node1": 2, "node2": 1, "node3": 1})
+@pytest.mark.parametrize("hook", ["tc", "xdp"])
+def test_connections_spread_by_power_and_on_addr_sticks(make_sim, tmp_path, hook):
+    farm = make_farm(make_sim, tmp_path, powers={"node1": 2, "node2": 1, "node3": 1}, hook=hook)
     got = farm.client("connect", str(TCP_PORT), "3000")
     assert got["failed"] == 0
     spread = counts(got["nodes"]["-"])

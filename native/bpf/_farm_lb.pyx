@@ -10,7 +10,7 @@ import os
 import socket
 import struct
 
-from libc.errno cimport EEXIST, EINVAL, ENODEV, ENOENT, errno
+from libc.errno cimport EEXIST, EINVAL, ENODEV, ENOENT, EOPNOTSUPP, errno
 from libc.stdlib cimport free, malloc
 from libc.string cimport memcpy, memset
 
@@ -284,7 +284,7 @@ _MAPS = ("lb_config", "lb_vips", "lb_rules", "lb_buckets", "lb_nodes", "lb_node_
 # Program name in the object -> pin name.
 _PROGS = {"farm_lb_tc": "prog_tc", "farm_lb_xdp": "prog_xdp"}
 _PROTOS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
-_HOOKS = ("tc", "xdp")
+_HOOKS = ("tc", "xdp", "xdpgeneric")
 
 
 cdef str _log_tail(int lines=20):
@@ -672,9 +672,11 @@ cdef class Maps:
             o.flags = BPF_TC_F_REPLACE
             _check(bpf_tc_attach(&h, &o), f"attaching the farm filter to interface {ifindex} (tc)")
             return
-        drv = bpf_xdp_attach(ifindex, self.prog_xdp, XDP_FLAGS_DRV_MODE, NULL)
-        if drv == 0:
-            return
+        drv = -EOPNOTSUPP
+        if hook == "xdp":
+            drv = bpf_xdp_attach(ifindex, self.prog_xdp, XDP_FLAGS_DRV_MODE, NULL)
+            if drv == 0:
+                return
         # The driver has no XDP of its own: the generic hook still runs before tc.
         ret = bpf_xdp_attach(ifindex, self.prog_xdp, XDP_FLAGS_SKB_MODE, NULL)
         if ret < 0:
@@ -769,7 +771,7 @@ cdef class Maps:
 
 cdef str _hook(str hook):
     if hook not in _HOOKS:
-        raise ValueError(f"hook: tc or xdp, got {hook!r}")
+        raise ValueError(f"hook: tc, xdp or xdpgeneric, got {hook!r}")
     return hook
 
 

@@ -140,6 +140,13 @@ class VirtualInterface:
     )
     addr: str | None = attr("Virtual MAC address (vmac_invisible); default: 02:48: and the VIP's four bytes.",
                             Text(nonempty=True))
+    hook: str = attr(
+        "Where the load-balancing filter runs (hakit): tc ingress, on any interface and shared by several "
+        "modules; or xdp, in the driver before the stack allocates the packet (one program per interface; "
+        "generic XDP where the driver has none).",
+        Choice(("tc", "xdp")),
+        "tc",
+    )
     addrs: tuple[VirtualAddr, ...] = child(VirtualAddr, many=True, required=True)
 
     def validate(self) -> Iterator[str]:

@@ -40,7 +40,7 @@ CONNECTIONS_INTERVAL = 10.0  # connections.<addr>, as the seeds' product assigns
 # tc filter identity: one filter per module on an interface, found again by a new process.
 TC_HANDLE_BASE = 0x484B0000
 TC_PRIORITY_BASE = 0x4800
-PROTOCOLS = {"tcp": socket.IPPROTO_TCP, "udp": socket.IPPROTO_UDP}
+HOOKS = ("tc", "xdp")
 TCP_ESTABLISHED = 1
 
 
@@ -71,11 +71,15 @@ def virtual_mac(config: Vip, first_vip: str) -> bytes:
     return b"\x02\x48" + ipaddress.IPv4Address(first_vip).packed
 
 
+def _uniform(config: Vip, what: str) -> str:
+    values = {getattr(itf.virtual, what) for itf in config.interfaces.interfaces if itf.virtual is not None}
+    if len(values) != 1:
+        raise HakitError(f"the farm's <virtual_interface> elements must all have the same {what}")
+    return str(values.pop())
+
+
 def delivery(config: Vip) -> str:
-    types = {itf.virtual.type for itf in config.interfaces.interfaces if itf.virtual is not None}
-    if len(types) > 1:
-        raise HakitError("the farm's <virtual_interface> elements must all have the same type")
-    return types.pop() if types else "vmac_directed"
+    return _uniform(config, "type")
 
 
 def groups_of(config: Vip, nodes: list[str]) -> list[Group]:
@@ -132,6 +136,7 @@ class FarmVip:
         self.resources = resources
         self.on_change = on_change  # this node's advertisement changed: send it
         self.mode = delivery(config)
+        self.hook = _uniform(config, "hook")
         self.handle = TC_HANDLE_BASE + module_id
         self.priority = TC_PRIORITY_BASE + module_id % 0x400
         self.groups = groups_of(config, self.nodes)
@@ -182,6 +187,7 @@ class FarmVip:
         # The filter goes in before the addresses: the stack must never see the VIP's
         # traffic unfiltered.  Placement uses the same rules as the mirror's VIP.
         placements = await asyncio.to_thread(_place, self.config)
+        hooks = await asyncio.to_thread(_hooks_for, self.hook, {p.index for p in placements})
         self.placements = placements
         vips = [p.addr for p in placements]
         self.vmac = virtual_mac(self.config, vips[0])
@@ -193,8 +199,8 @@ class FarmVip:
             self.maps.set_vips(vips)
             self.maps.set_rules(self.rules)
             self._write(force=True)
-            for ifindex in {p.index for p in placements}:
-                self.maps.attach(ifindex, "tc", self.handle, self.priority)
+            for ifindex, hook in hooks.items():
+                self.maps.attach(ifindex, hook, self.handle, self.priority)
         except OSError as exc:
             raise _os_error("cannot set up the farm's eBPF filter", exc) from None
         await asyncio.to_thread(_prepare_links, placements, self._flood_mac())
@@ -211,18 +217,21 @@ class FarmVip:
 
     async def reload(self, config: Vip) -> None:
         """`hakit update`: addresses, rules and powers of the new configuration."""
-        if delivery(config) != self.mode:
-            raise HakitError("update cannot change <virtual_interface type>: stop and start the module")
+        if delivery(config) != self.mode or _uniform(config, "hook") != self.hook:
+            raise HakitError("update cannot change <virtual_interface type> or hook: "
+                             "stop and start the module")
         f = _binding()
         placements = await asyncio.to_thread(_place, config)
+        hooks = await asyncio.to_thread(_hooks_for, self.hook, {p.index for p in placements})
         self.config = config
         self.groups = groups_of(config, self.nodes)
         vips = [p.addr for p in placements]
         self.vmac = virtual_mac(config, vips[0])
         self.rules = rules_of(config, vips, f.MAX_RULES)
         try:
-            for ifindex in {p.index for p in placements} - {p.index for p in self.placements}:
-                self.maps.attach(ifindex, "tc", self.handle, self.priority)
+            for ifindex, hook in hooks.items():
+                if ifindex not in {p.index for p in self.placements}:
+                    self.maps.attach(ifindex, hook, self.handle, self.priority)
             self.maps.set_vips(vips)
             self.maps.set_rules(self.rules)
         except OSError as exc:
@@ -287,8 +296,9 @@ class FarmVip:
         # Every interface: the placement may have changed since the filter was attached.
         for ifindex in await asyncio.to_thread(_link_indexes):
             with contextlib.suppress(OSError):
-                if maps.attached(ifindex, "tc", self.handle, self.priority):
-                    maps.detach(ifindex, "tc", self.handle, self.priority)
+                for hook in HOOKS:  # (the configured hook may have changed since)
+                    if maps.attached(ifindex, hook, self.handle, self.priority):
+                        maps.detach(ifindex, hook, self.handle, self.priority)
         maps.close()
         self.maps = None
         self.written = ()
@@ -500,6 +510,22 @@ def _prepare_links(placements: list[alias.Placement], vmac: bytes | None) -> Non
             # virtual interfaces (veth, bridges' ports) accept everything anyway.
             with contextlib.suppress(NetlinkError):
                 ipr.fdb("append", ifindex=index, lladdr=_mac(vmac), state=0x80, flags=0x02)
+
+
+def _hooks_for(hook: str, indexes: set[int]) -> dict[int, str]:
+    """The hook of each interface.  A veth's native XDP_TX delivers only if its peer, out
+    of this node's sight, has XDP or GRO on: on veth the XDP program runs generic."""
+    if hook != "xdp":
+        return dict.fromkeys(indexes, hook)
+    from pyroute2 import IPRoute
+
+    out = {}
+    with IPRoute() as ipr:
+        for index in indexes:
+            info = ipr.get_links(index)[0].get_attr("IFLA_LINKINFO")
+            veth = info is not None and info.get_attr("IFLA_INFO_KIND") == "veth"
+            out[index] = "xdpgeneric" if veth else hook
+    return out
 
 
 def _link_indexes() -> list[int]:
