@@ -54,7 +54,7 @@ def conf(vip: str, kind: str = "vmac_directed", powers: dict[str, int] | None = 
     <vip {vip_attrs}>
       <interface_list><interface>
         <virtual_interface type="{kind}" hook="{hook}">
-          <virtual_addr addr="{vip}" where="alias"/>
+          <virtual_addr addr="{vip}" where="alias" connections="on"/>
         </virtual_interface>
       </interface></interface_list>
       <loadbalancing_list>
@@ -89,12 +89,19 @@ class Farm:
         for node in nodes:
             wait_state(self.sim, node, "UP (Ready)")
 
-    def share(self, node: str, group: str = "web") -> float:
+    def resource(self, node: str, name: str) -> float:
         out = hk(self.sim, node, "state", "-m", MODULE, "-v")
         for line in out.splitlines():
-            if f"vip.share.{group} " in line + " ":
-                return float(line.split()[1])
+            fields = line.split()
+            if fields and fields[0] == name:
+                try:
+                    return float(fields[1])
+                except ValueError:
+                    return 0.0
         return 0.0
+
+    def share(self, node: str, group: str = "web") -> float:
+        return self.resource(node, f"vip.share.{group}")
 
     def settled(self, nodes: list[str], group: str = "web") -> bool:
         """Every bucket has exactly one owner among `nodes`."""
@@ -156,7 +163,7 @@ def test_on_ipid_spreads_one_udp_client_and_fragments_stay_together(make_sim, tm
 def test_a_joining_node_takes_its_share_without_breaking_connections(make_sim, tmp_path, kind):
     farm = make_farm(make_sim, tmp_path, kind=kind, start=("node1", "node2"))
     holder = farm.sim.popen(CLIENT, [sys.executable, str(HERE / "farm_client.py"), "hold", farm.vip,
-                                     str(TCP_PORT), "60", "12"], stdout=subprocess.PIPE, text=True)
+                                     str(TCP_PORT), "60", "20"], stdout=subprocess.PIPE, text=True)
     try:
         assert json.loads(holder.stdout.readline())["ready"]
         farm.start("node3")
@@ -164,6 +171,10 @@ def test_a_joining_node_takes_its_share_without_breaking_connections(make_sim, t
         assert farm.share("node3") == pytest.approx(100 / 3, abs=0.1)
         spread = counts(farm.client("connect", str(TCP_PORT), "300")["nodes"]["-"])
         assert set(spread) == set(FARM), spread
+        # Resources, every 10 s: the held connections are counted where they are.
+        wait_for("connections counted", lambda: sum(
+            farm.resource(n, f"connections.{farm.vip}") for n in ("node1", "node2")) == 60, timeout=12)
+        assert farm.resource("node1", "vip.packets.accepted") > 0
         out, _ = holder.communicate(timeout=60)
     finally:
         if holder.poll() is None:

@@ -35,8 +35,7 @@ from hakit.store.module_store import Level
 from hakit.vip import alias, buckets, garp
 
 SOURCE = "vip"
-STATS_INTERVAL = 5.0
-CONNECTIONS_INTERVAL = 10.0  # connections.<addr>, as the seeds' product assigns it
+STATS_INTERVAL = 10.0  # counters and connections.<addr> (the seeds' product's period)
 # tc filter identity: one filter per module on an interface, found again by a new process.
 TC_HANDLE_BASE = 0x484B0000
 TC_PRIORITY_BASE = 0x4800
@@ -453,7 +452,6 @@ class FarmVip:
     async def _poll(self) -> None:
         counted = [p.addr for p, va in zip(self.placements, alias.addrs_of(self.config, True), strict=False)
                    if va.connections]
-        last_conn = 0.0
         while True:
             await asyncio.sleep(STATS_INTERVAL)
             if self.maps is None:
@@ -466,8 +464,7 @@ class FarmVip:
                 packets, nbytes = stats.get(name, (0, 0))
                 self.resources.set(f"vip.packets.{name}", str(packets))
                 self.resources.set(f"vip.bytes.{name}", str(nbytes))
-            if counted and time.monotonic() - last_conn >= CONNECTIONS_INTERVAL:
-                last_conn = time.monotonic()
+            if counted:
                 found = await asyncio.to_thread(_count_connections, counted)
                 for addr, n in found.items():
                     self.resources.set(f"connections.{addr}", str(n))
