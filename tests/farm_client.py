@@ -2,7 +2,7 @@
 
     connect VIP PORT COUNT [SOURCE,...]   COUNT connections (from each SOURCE address):
                                           {"nodes": {source: [node per connection]}, "failed": n}
-    udp VIP PORT COUNT SIZE               COUNT datagrams of SIZE bytes from one connected socket:
+    udp VIP PORT COUNT SIZE [SOCKETS]     COUNT datagrams of SIZE bytes from SOCKETS (1) connected sockets:
                                           {"nodes": {node: n}, "sizes": [...], "lost": n}
     hold VIP PORT COUNT SECONDS           COUNT connections kept open, each asked every 100 ms:
                                           {"first": [node], "last": [node], "broken": n}
@@ -11,6 +11,7 @@
 """
 
 import asyncio
+import contextlib
 import json
 import socket
 import sys
@@ -52,14 +53,19 @@ def connect(vip: str, port: int, count: int, sources: list[str]) -> dict:
     return {"nodes": nodes, "failed": failed}
 
 
-def udp(vip: str, port: int, count: int, size: int) -> dict:
+def udp(vip: str, port: int, count: int, size: int, nsocks: int) -> dict:
     nodes: dict[str, int] = {}
     sizes: set[int] = set()
     lost = 0
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+    socks = [socket.socket(socket.AF_INET, socket.SOCK_DGRAM) for _ in range(nsocks)]
+    for s in socks:
         s.settimeout(TIMEOUT)
         s.connect((vip, port))  # connected: Linux varies the IP id (unconnected DF datagrams get 0)
-        for _ in range(count):
+    with contextlib.ExitStack() as closing:
+        for s in socks:
+            closing.enter_context(s)
+        for i in range(count):
+            s = socks[i % nsocks]
             s.send(b"x" * size)
             try:
                 name, length = s.recv(200).decode().split()
@@ -123,7 +129,7 @@ def main() -> None:
     if verb == "connect":
         out = connect(vip, port, int(rest[0]), rest[1].split(",") if len(rest) > 1 else [])
     elif verb == "udp":
-        out = udp(vip, port, int(rest[0]), int(rest[1]))
+        out = udp(vip, port, int(rest[0]), int(rest[1]), int(rest[2]) if len(rest) > 2 else 1)
     elif verb == "hold":
         out = hold(vip, port, int(rest[0]), float(rest[1]))
     else:
