@@ -23,6 +23,7 @@ _Static_assert(LB_MAX_NODES <= LB_NO_NODE, "a node index must fit a bucket's byt
 
 /* include/net/tcp_states.h is kernel-internal. */
 #define LB_TCP_LISTEN 10
+#define LB_TCP_TIME_WAIT 6
 
 #define LB_IP_MF 0x2000
 #define LB_IP_OFFSET 0x1fff
@@ -165,7 +166,10 @@ static __always_inline bool local_flow(struct lb_pkt *p, const struct iphdr *ip,
 	sk = bpf_skc_lookup_tcp(p->ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
 		return false;
-	found = sk->state != LB_TCP_LISTEN;
+	/* A listener is no flow; nor is a time-wait: clients reuse source ports, and the
+	 * same 4-tuple may now be a live connection on another node (this node's
+	 * time-wait would answer its segments with an ACK or a reset). */
+	found = sk->state != LB_TCP_LISTEN && sk->state != LB_TCP_TIME_WAIT;
 	bpf_sk_release(sk);
 	return found;
 }

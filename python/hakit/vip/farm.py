@@ -149,6 +149,7 @@ class FarmVip:
         self.owners: dict[int, tuple[str, ...]] = {}
         self.prevs: dict[int, list[str]] = {}
         self.director = ""
+        self.announced: tuple[str, ...] = ()  # the members when the elected node last announced
         self.written: tuple[Any, ...] = ()
         self._tasks: list[asyncio.Task[None]] = []
         self._counted: dict[str, str] = {}
@@ -378,8 +379,11 @@ class FarmVip:
             self.director = director
             if director:
                 self.log(Level.EVENT, SOURCE, f"elected node for ARP and unruled ports: {director}")
-            if director == self.node and self.mode == "vmac_directed":
-                self._announce(self.placements[0].mac if self.placements else b"")
+        if director == self.node and self.mode == "vmac_directed" and self.view != self.announced:
+            # On taking over, and again at every change of members: a neighbour that
+            # missed one announcement, or heard a stale answer meanwhile, is set right.
+            self.announced = self.view
+            self._announce(self.placements[0].mac if self.placements else b"")
         self._write()
         if self.payload() != before:
             self.on_change()
