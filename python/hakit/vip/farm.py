@@ -149,6 +149,7 @@ class FarmVip:
         self.owners: dict[int, tuple[str, ...]] = {}
         self.prevs: dict[int, list[str]] = {}
         self.director = ""
+        self.vmac = b"\0" * 6
         self.announced: tuple[str, ...] = ()  # the members when the elected node last announced
         self.written: tuple[Any, ...] = ()
         self._tasks: list[asyncio.Task[None]] = []
@@ -173,28 +174,31 @@ class FarmVip:
     async def setup(self, settle_after: float) -> None:
         """Load (or adopt) the filter, attach it, add the VIPs; the share stays closed."""
         f = _binding()
-        try:
-            f.ensure_bpffs(str(self.pin_root))
-            try:
-                self.maps = f.Maps(str(self.pin_dir))
-                adopted = True
-            except FileNotFoundError:
-                f.load(str(_object_path()), str(self.pin_dir))
-                self.maps = f.Maps(str(self.pin_dir))
-                adopted = False
-        except OSError as exc:
-            raise _os_error("cannot load the farm's eBPF filter", exc) from None
-        # The filter goes in before the addresses: the stack must never see the VIP's
-        # traffic unfiltered.  Placement uses the same rules as the mirror's VIP.
+        # Placement uses the same rules as the mirror's VIP.
         placements = await asyncio.to_thread(_place, self.config)
         hooks = await asyncio.to_thread(_hooks_for, self.hook, {p.index for p in placements})
-        self.placements = placements
         vips = [p.addr for p in placements]
-        self.vmac = virtual_mac(self.config, vips[0])
         self.rules = rules_of(self.config, vips, f.MAX_RULES)
         if len(self.groups) > f.MAX_GROUPS or len(self.nodes) > f.MAX_NODES or len(vips) > f.MAX_VIPS:
             raise HakitError(f"a farm has at most {f.MAX_GROUPS} groups, {f.MAX_NODES} nodes "
                              f"and {f.MAX_VIPS} virtual IPs")
+        self.placements = placements
+        self.vmac = virtual_mac(self.config, vips[0])
+        try:
+            f.ensure_bpffs(str(self.pin_root))
+            try:
+                maps = f.Maps(str(self.pin_dir))
+                adopted = True
+            except FileNotFoundError:
+                f.load(str(_object_path()), str(self.pin_dir))
+                maps = f.Maps(str(self.pin_dir))
+                adopted = False
+        except OSError as exc:
+            raise _os_error("cannot load the farm's eBPF filter", exc) from None
+        # From here heartbeat news may write the maps (apply() needs them set).
+        self.maps = maps
+        # The filter goes in before the addresses: the stack must never see the VIP's
+        # traffic unfiltered.
         try:
             self.maps.set_vips(vips)
             self.maps.set_rules(self.rules)
