@@ -40,6 +40,7 @@ STATS_INTERVAL = 10.0  # counters and connections.<addr> (the seeds' product's p
 TC_HANDLE_BASE = 0x484B0000
 TC_PRIORITY_BASE = 0x4800
 HOOKS = ("tc", "xdp")
+RuleEntry = tuple[str, int, str, int, int]  # (vip, port (0: every port), proto, group, filter)
 TCP_ESTABLISHED = 1
 
 
@@ -93,7 +94,7 @@ def groups_of(config: Vip, nodes: list[str]) -> list[Group]:
     return out
 
 
-def rules_of(config: Vip, vips: list[str], limit: int) -> list[tuple[str, int, str, int, int]]:
+def rules_of(config: Vip, vips: list[str], limit: int) -> list[RuleEntry]:
     """(vip, port (0 = every port), proto, group, filter) entries of the rule map."""
     f = _binding()
     filters = {"on_addr": f.FILTER_ON_ADDR, "on_port": f.FILTER_ON_PORT, "on_ipid": f.FILTER_ON_IPID}
@@ -174,14 +175,8 @@ class FarmVip:
     async def setup(self, settle_after: float) -> None:
         """Load (or adopt) the filter, attach it, add the VIPs; the share stays closed."""
         f = _binding()
-        # Placement uses the same rules as the mirror's VIP.
-        placements = await asyncio.to_thread(_place, self.config)
-        hooks = await asyncio.to_thread(_hooks_for, self.hook, {p.index for p in placements})
+        placements, hooks, rules = await self._resolve(self.config, self.groups)
         vips = [p.addr for p in placements]
-        self.rules = rules_of(self.config, vips, f.MAX_RULES)
-        if len(self.groups) > f.MAX_GROUPS or len(self.nodes) > f.MAX_NODES or len(vips) > f.MAX_VIPS:
-            raise HakitError(f"a farm has at most {f.MAX_GROUPS} groups, {f.MAX_NODES} nodes "
-                             f"and {f.MAX_VIPS} virtual IPs")
         self.placements = placements
         self.vmac = virtual_mac(self.config, vips[0])
         try:
@@ -201,7 +196,7 @@ class FarmVip:
         # traffic unfiltered.
         try:
             self.maps.set_vips(vips)
-            self.maps.set_rules(self.rules)
+            self.maps.set_rules(rules)
             self._write(force=True)
             for ifindex, hook in hooks.items():
                 self.maps.attach(ifindex, hook, self.handle, self.priority)
@@ -224,20 +219,18 @@ class FarmVip:
         if delivery(config) != self.mode or _uniform(config, "hook") != self.hook:
             raise HakitError("update cannot change <virtual_interface type> or hook: "
                              "stop and start the module")
-        f = _binding()
-        placements = await asyncio.to_thread(_place, config)
-        hooks = await asyncio.to_thread(_hooks_for, self.hook, {p.index for p in placements})
+        groups = groups_of(config, self.nodes)
+        placements, hooks, rules = await self._resolve(config, groups)
         self.config = config
-        self.groups = groups_of(config, self.nodes)
+        self.groups = groups
         vips = [p.addr for p in placements]
         self.vmac = virtual_mac(config, vips[0])
-        self.rules = rules_of(config, vips, f.MAX_RULES)
         try:
             for ifindex, hook in hooks.items():
                 if ifindex not in {p.index for p in self.placements}:
                     self.maps.attach(ifindex, hook, self.handle, self.priority)
             self.maps.set_vips(vips)
-            self.maps.set_rules(self.rules)
+            self.maps.set_rules(rules)
         except OSError as exc:
             raise _os_error("cannot update the farm's eBPF filter", exc) from None
         await asyncio.to_thread(_prepare_links, placements, self._flood_mac())
@@ -247,8 +240,19 @@ class FarmVip:
             self.log(Level.EVENT, SOURCE, f"virtual IP {gone} removed (no longer configured)")
         self.placements = placements
         self.log(Level.EVENT, SOURCE, "configuration of the virtual IPs and load balancing applied")
-        self.apply()
-        self._write(force=True)
+        self.apply()  # its write covers every map but the VIPs and rules, set above
+
+    async def _resolve(self, config: Vip, groups: list[Group],
+                       ) -> tuple[list[alias.Placement], dict[int, str], list[RuleEntry]]:
+        """Where the VIPs go (the mirror's placement rules), the hook on each interface,
+        the rule map's entries; HakitError beyond the filter's limits."""
+        f = _binding()
+        placements = await asyncio.to_thread(_place, config)
+        hooks = await asyncio.to_thread(_hooks_for, self.hook, {p.index for p in placements})
+        if len(groups) > f.MAX_GROUPS or len(self.nodes) > f.MAX_NODES or len(placements) > f.MAX_VIPS:
+            raise HakitError(f"a farm has at most {f.MAX_GROUPS} groups, {f.MAX_NODES} nodes "
+                             f"and {f.MAX_VIPS} virtual IPs")
+        return placements, hooks, rules_of(config, [p.addr for p in placements], f.MAX_RULES)
 
     def _flood_mac(self) -> bytes | None:
         return self.vmac if self.mode == "vmac_invisible" else None
