@@ -13,7 +13,7 @@ from __future__ import annotations
 import itertools
 import os
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import pytest
 
@@ -70,7 +70,7 @@ def sim_name() -> str:
 def make_sim() -> Iterator[Callable[..., Sim]]:
     """Factory of started simulated clusters, every one removed when the test ends.
 
-    make_sim(nodes=3, lans=1, daemon=False, paths=(), daemon_argv=None) -> Sim
+    make_sim(nodes=3, lans=1, daemon=False, paths=(), daemon_argv=None, sizes=None) -> Sim
     """
     if not IS_ROOT:
         pytest.skip("needs root (namespaces, bridges, mounts)")
@@ -82,11 +82,13 @@ def make_sim() -> Iterator[Callable[..., Sim]]:
         daemon: bool = False,
         paths: Sequence[str] = (),
         daemon_argv: Sequence[str] | None = None,
+        sizes: Mapping[str, str] | None = None,
     ) -> Sim:
         sim = Sim(unique_sim_name())
         # Registered before up(): a cluster whose daemon failed is up, and must go too.
         made.append(sim)
-        sim.up(nodes, lans=lans, daemon=daemon, paths=paths, owner_pid=os.getpid(), daemon_argv=daemon_argv)
+        sim.up(nodes, lans=lans, daemon=daemon, paths=paths, owner_pid=os.getpid(), daemon_argv=daemon_argv,
+               sizes=sizes)
         return sim
 
     yield make

@@ -5,6 +5,7 @@ secondary lost in the middle of live writes still ends identical."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -75,9 +76,9 @@ def sync(prim: RfsControl, command: str) -> dict[str, int]:
     return {k: int(v) for k, v in (kv.split("=", 1) for kv in reply.split()[1:])}
 
 
-@pytest.fixture
-def pair(make_sim) -> Iterator[Pair]:
-    p = Pair(make_sim(nodes=2, paths=(REP,)))
+@contextlib.contextmanager
+def running_pair(sim: Sim) -> Iterator[Pair]:
+    p = Pair(sim)
     try:
         yield p
         for node in list(p.ctls):
@@ -87,6 +88,19 @@ def pair(make_sim) -> Iterator[Pair]:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+
+
+@pytest.fixture
+def pair(make_sim) -> Iterator[Pair]:
+    with running_pair(make_sim(nodes=2, paths=(REP,))) as p:
+        yield p
+
+
+@pytest.fixture
+def small_pair(make_sim) -> Iterator[Pair]:
+    """The secondary's (and the primary's) copy on a 16 MiB file system of its own."""
+    with running_pair(make_sim(nodes=2, paths=(REP,), sizes={REP: "16M"})) as p:
+        yield p
 
 
 CHANGES = r"""
@@ -247,7 +261,7 @@ def test_a_secondary_that_fails_an_operation_is_detached_and_repaired(pair):
     pair.sim.exec("node1", ["sh", "-c", f"echo primary > {REP}/stray"])
     stats = pair.wait_detached()
     assert stats["journal"] == "recording" and stats["journal_tag"] == "4", stats
-    assert int(stats["diverged"]) >= 1 and int(stats["dirty_paths"]) >= 1, stats
+    assert int(stats["apply_failures"]) >= 1 and int(stats["dirty_paths"]) >= 1, stats
     diff = prim("rfsdiff")
     assert diff.startswith("ok mode=journal ") and "paths=0 " not in diff, diff
     pair.attach()
@@ -255,3 +269,59 @@ def test_a_secondary_that_fails_an_operation_is_detached_and_repaired(pair):
     assert (secondary / "stray").read_text() == "primary\n"
     assert tree(secondary) == tree(primary)
     assert prim.stats()["journal"] == "clean" and inc["bytes_sent"] < 1 << 20, inc
+
+
+def test_a_full_secondary_is_detached_and_nothing_is_acknowledged_before_fenced(small_pair):
+    """Buffered writes the secondary cannot apply (its disk full): the first failed ack
+    detaches it, names the path and the error on both sides, puts the path in the
+    journal; with --fence, an fsync waiting on it returns only once told the secondary
+    is outdated ("fenced"); once space is freed, a resync makes the copies identical."""
+    pair = small_pair
+    primary, secondary = pair.sim.host_path("node1", REP), pair.sim.host_path("node2", REP)
+    pair.start("node2")
+    prim = pair.start("node1", "--fence")
+    pair.attach()
+    sync(prim, "fullsync tag=7")
+    filler = secondary / "filler"  # the secondary's disk, behind the stream: 4 MiB left
+    filler.write_bytes(b"\0" * (12 << 20))
+    sec = RfsControl(pair.sim.host_path("node2", CTL))
+    writer = pair.sim.popen("node1", ["python3", "-c", FSYNCED, f"{REP}/data", "8"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        stats = pair.wait_detached()
+        assert stats["fencing"] == "1" and int(stats["apply_failures"]) >= 1, stats
+        assert stats["journal"] == "recording" and stats["journal_tag"] == "7", stats
+        # The writer's fsync waits: nothing the secondary lacks is acknowledged yet.
+        time.sleep(0.5)
+        assert writer.poll() is None
+        assert sec.stats()["rx_failures"] != "0"
+        assert prim("fenced") == "ok"
+        out, _ = writer.communicate(timeout=20)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert writer.returncode == 0 and out.split() == ["done", "8"], out
+    assert any("the secondary failed to write data: No space left on device" in e for e in prim.events), \
+        prim.events
+    sec("stats")
+    assert any("receiver failed to write data: No space left on device" in e for e in sec.events), sec.events
+    assert prim.stats()["fencing"] == "0"
+    diff = prim("rfsdiff")
+    assert diff.startswith("ok mode=journal ") and "paths=0 " not in diff, diff
+    filler.unlink()
+    pair.attach()
+    sync(prim, "resync tag=8")
+    assert tree(secondary) == tree(primary)
+
+
+# Writes MiB after MiB with an fsync after each; prints "done N" when all returned.
+FSYNCED = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+n = int(sys.argv[2])
+for i in range(n):
+    os.write(fd, os.urandom(1 << 20))
+    os.fsync(fd)
+print("done", n, flush=True)
+"""

@@ -1443,7 +1443,7 @@ int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out)
 		free(fs);
 		return r;
 	}
-	if (fuse_mount(fs->fuse, cfg->dir) != 0) {
+	if (fuse_mount(fs->fuse, cfg->mountpoint ? cfg->mountpoint : cfg->dir) != 0) {
 		hk_log("cannot mount over %s (libfuse said why above)", cfg->dir);
 		fuse_destroy(fs->fuse);
 		free(fs);
@@ -1453,7 +1453,7 @@ int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out)
 	/* The mount's root, taken before the loop runs: an O_PATH open sends no request. */
 	fs->mntfd = open(cfg->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
 	r = fs->mntfd < 0 ? -errno : fuse_session_custom_io(se, &killpriv_v2_io, fuse_session_fd(se));
-	if (r == 0)
+	if (r == 0 && !cfg->keep_dead_mount)
 		r = start_watchdog(fs, cfg->dir);
 	if (r) {
 		hk_log("cannot set up the mount of %s: %s", cfg->dir, strerror(-r));

@@ -23,6 +23,11 @@ struct rfs_fs_config {
 	bool strict;            /* every write waits until the secondary applied it */
 	bool xattr;             /* extended attributes and POSIX ACLs served and replicated */
 	const struct rfs_exclude *exclude; /* entries left out of replication (exclude.h), or NULL */
+	const char *mountpoint; /* the path given to mount(2), if not dir (the mount lands on top of D all the same) */
+	/* A death without unmounting leaves the mount dead (every access fails with
+	 * ENOTCONN) instead of uncovering the directory beneath: the primary's, whose
+	 * directory must never be written without interception. */
+	bool keep_dead_mount;
 };
 
 struct rfs_fs_counters {

@@ -2,7 +2,7 @@
  *
  *   hakit-rfs primary   --dir D --ctl SOCKET [--nbremconn N] [--sendtimeout MS]
  *                       [--strict] [--compress] [--xattr] [--state DIR [--adopt TAG]]
- *                       [EXCLUSIONS] [SECURITY]
+ *                       [--fence] [--keep-dead-mount] [--root-fd N] [EXCLUSIONS] [SECURITY]
  *   hakit-rfs secondary --dir D --ctl SOCKET --listen ADDR:PORT [--xattr] [EXCLUSIONS]
  *                       [SECURITY]
  *   SECURITY (both roles): --auth-key-file FILE: every stream connection proves the
@@ -17,9 +17,16 @@
  * mount is read-only and its receiver applies the stream to D underneath, through a
  * descriptor of its own.
  *
+ * Supervised by the module, the primary takes --fence (a secondary lost by itself holds
+ * every operation that would be acknowledged without it until "fenced", rfs_repl.h),
+ * --keep-dead-mount (a crash leaves D dead, ENOTCONN, rather than bare) and, to be
+ * started again in its place, --root-fd N: D's real directory, inherited from the
+ * module, which holds it from before the first mount; the new mount then lands on top
+ * of the dead one, and D is never uncovered.
+ *
  * Control socket (Unix, mode 0600): one command per line, one reply line per command,
  * "ok[ ...]" or "error <message>":
- *   attach HOST PORT | detach | stats (ok key=value ...) | stop (unmounts, then exits 0)
+ *   attach HOST PORT | detach | fenced | stats (ok key=value ...) | stop (unmounts, then exits 0)
  *   fullsync [tag=N]: the primary makes the secondary's tree identical to its own
  *     (sync.c); the reply comes when it is over: "ok files=N bytes_scanned=M bytes_sent=K
  *     elapsed_ms=T"; with a tag the journal (--state, dirty.h) then starts afresh from
@@ -28,7 +35,9 @@
  *     secondary was away ("error resync: no journal..." when it recorded nothing valid).
  *   rfsdiff: what a sync would send: attached, a full comparison that sends nothing
  *     ("ok mode=compare paths=N bytes=B ..."); alone, the journal ("ok mode=journal ...").
- * The stream's news go to every connected client as "event <what>" lines, and so does a
+ * The stream's news go to every connected client as "event <what>" lines ("detached
+ * <reason>" on the primary, "receiver failed to <op> <path>: <error>" on the
+ * secondary), and so does a
  * running full sync's progress ("event progress sync_state=running ...", the sync_* keys
  * of stats) at most twice a second.  SIGTERM and SIGINT stop as "stop" does.
  *
@@ -78,7 +87,8 @@
 static const char usage[] =
 	"usage: hakit-rfs primary --dir D --ctl SOCKET [--nbremconn N] [--sendtimeout MS]"
 	" [--strict] [--compress] [--xattr]\n"
-	"                         [--state DIR [--adopt TAG]] [EXCLUSIONS] [SECURITY]\n"
+	"                         [--state DIR [--adopt TAG]] [--fence] [--keep-dead-mount] [--root-fd N]\n"
+	"                         [EXCLUSIONS] [SECURITY]\n"
 	"       hakit-rfs secondary --dir D --ctl SOCKET --listen ADDR:PORT [--xattr] [EXCLUSIONS]"
 	" [SECURITY]\n"
 	"EXCLUSIONS, each repeatable, paths relative to D (used by the primary only):\n"
@@ -87,6 +97,9 @@ static const char usage[] =
 	"  --exclude-path PATH  leave out PATH and everything beneath it\n"
 	"--state DIR: the journal of what changed while the secondary was away (incremental\n"
 	"  resync); --adopt TAG: this copy is identical to the lineage TAG, record from now on\n"
+	"--fence: a secondary lost by itself holds what would be acknowledged without it until\n"
+	"  'fenced'; --keep-dead-mount: a crash leaves D failing (ENOTCONN), never bare;\n"
+	"  --root-fd N: D's real directory as inherited descriptor N (mounted over a dead mount)\n"
 	"SECURITY, both roles:\n"
 	"  --auth-key-file FILE  the module key (64 hex digits): every stream connection proves it\n"
 	"  --tls-cert FILE --tls-key FILE --tls-ca FILE  TLS 1.3 on the stream, both certificates\n"
@@ -101,6 +114,8 @@ struct args {
 	const char *state;         /* the journal's directory (dirty.h); NULL: none, every sync is full */
 	uint64_t adopt;            /* --adopt: the lineage to record from (adopting) */
 	bool adopting;
+	bool fence, keep_dead_mount;
+	int root_fd;               /* --root-fd, or -1 */
 	struct rfs_exclude *exclude; /* NULL: everything is replicated */
 	struct rfs_creds_files sec;
 	struct rfs_creds *creds;     /* NULL: the stream is plain TCP */
@@ -110,6 +125,7 @@ struct args {
 struct server {
 	struct args a;
 	char dir[PATH_MAX];
+	char mountpoint[64];          /* with --root-fd: the path mount(2) is given */
 	struct rfs_fs *fs;
 	struct rfs_repl *repl;        /* primary only */
 	struct rfs_sync *sync;        /* primary only */
@@ -161,7 +177,8 @@ static int parse_tag(const char *s, uint64_t *out)
 static void parse_args(int argc, char **argv, struct args *a)
 {
 	enum { O_DIR = 1, O_CTL, O_LISTEN, O_NBREMCONN, O_SENDTIMEOUT, O_STRICT, O_COMPRESS, O_XATTR, O_HELP,
-	       O_EXCLUDE, O_ONLY, O_EXCLUDE_PATH, O_STATE, O_ADOPT, O_AUTH_KEY, O_TLS_CERT, O_TLS_KEY, O_TLS_CA };
+	       O_EXCLUDE, O_ONLY, O_EXCLUDE_PATH, O_STATE, O_ADOPT, O_AUTH_KEY, O_TLS_CERT, O_TLS_KEY, O_TLS_CA,
+	       O_FENCE, O_KEEP_DEAD, O_ROOT_FD };
 	static const struct option opts[] = {
 		{ "dir", required_argument, NULL, O_DIR },
 		{ "ctl", required_argument, NULL, O_CTL },
@@ -181,11 +198,14 @@ static void parse_args(int argc, char **argv, struct args *a)
 		{ "tls-cert", required_argument, NULL, O_TLS_CERT },
 		{ "tls-key", required_argument, NULL, O_TLS_KEY },
 		{ "tls-ca", required_argument, NULL, O_TLS_CA },
+		{ "fence", no_argument, NULL, O_FENCE },
+		{ "keep-dead-mount", no_argument, NULL, O_KEEP_DEAD },
+		{ "root-fd", required_argument, NULL, O_ROOT_FD },
 		{ 0 },
 	};
 	int c;
 
-	*a = (struct args){ .nbremconn = 1, .sendtimeout_ms = DEFAULT_SENDTIMEOUT_MS };
+	*a = (struct args){ .nbremconn = 1, .sendtimeout_ms = DEFAULT_SENDTIMEOUT_MS, .root_fd = -1 };
 	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		fputs(usage, stdout);
 		exit(0);
@@ -216,6 +236,12 @@ static void parse_args(int argc, char **argv, struct args *a)
 		case O_TLS_KEY: a->sec.tls_key = optarg; break;
 		case O_TLS_CA: a->sec.tls_ca = optarg; break;
 		case O_STATE: a->state = optarg; a->primary_only_given = true; break;
+		case O_FENCE: a->fence = a->primary_only_given = true; break;
+		case O_KEEP_DEAD: a->keep_dead_mount = a->primary_only_given = true; break;
+		case O_ROOT_FD:
+			a->root_fd = parse_int(optarg, "--root-fd", 3, INT_MAX);
+			a->primary_only_given = true;
+			break;
 		case O_ADOPT:
 			if (parse_tag(optarg, &a->adopt))
 				usage_error("%s", "--adopt must be a non-negative integer");
@@ -250,7 +276,8 @@ static void parse_args(int argc, char **argv, struct args *a)
 	if (!a->primary && a->listen == NULL)
 		usage_error("%s", "the secondary needs --listen ADDR:PORT");
 	if (!a->primary && a->primary_only_given)
-		usage_error("%s", "--nbremconn, --sendtimeout, --strict, --compress, --state and --adopt are for the primary");
+		usage_error("%s", "--nbremconn, --sendtimeout, --strict, --compress, --state, --adopt, --fence, "
+			    "--keep-dead-mount and --root-fd are for the primary");
 	if (a->adopting && !a->state)
 		usage_error("%s", "--adopt needs --state");
 	if (a->sec.key_file || a->sec.tls_cert || a->sec.tls_key || a->sec.tls_ca) {
@@ -332,6 +359,28 @@ static int canonical_dir(const char *dir, char *out)
 	return 0;
 }
 
+/* --root-fd: D's real directory, inherited.  What covers D now must be dead (the run
+ * this one replaces): the new mount goes on top of it, through the inherited
+ * descriptor, so that D is never bare. */
+static int adopt_root_fd(struct server *s)
+{
+	struct stat st, top;
+	int fd = s->a.root_fd;
+
+	if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode) || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
+		hk_log("--root-fd %d: not an open directory", fd);
+		return -1;
+	}
+	if (stat(s->dir, &top) == 0 && (top.st_dev != st.st_dev || top.st_ino != st.st_ino)) {
+		hk_log("%s is covered by a live file system (another hakit-rfs?)", s->dir);
+		return -1;
+	}
+	if (errno == ENOTCONN)
+		hk_log("mounting over the dead mount left on %s", s->dir);
+	snprintf(s->mountpoint, sizeof s->mountpoint, "/proc/self/fd/%d", fd);
+	return fd;
+}
+
 /* D, opened before the mount.  A hakit-rfs mount left dead on D by a crashed run (its
  * watchdog killed with it) is removed; a live FUSE mount at D means D is served already. */
 static int open_dir(struct server *s)
@@ -345,6 +394,8 @@ static int open_dir(struct server *s)
 		hk_log("%s: %s", s->a.dir, r == -EINVAL ? "not a usable directory path" : strerror(-r));
 		return -1;
 	}
+	if (s->a.root_fd >= 0)
+		return adopt_root_fd(s);
 	fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 && errno == ENOTCONN && hakit_mount_on(s->dir) && umount2(s->dir, MNT_DETACH) == 0) {
 		hk_log("removed the dead mount a previous run left on %s", s->dir);
@@ -457,6 +508,15 @@ static void on_event(void *arg, const char *what)
 	send_event(arg, what);
 }
 
+/* From the receiver's threads: a failure to apply, logged there already. */
+static void on_rx_failed(void *arg, const char *what)
+{
+	char line[512];
+
+	snprintf(line, sizeof line, "receiver %s", what);
+	send_event(arg, line);
+}
+
 /* From the full sync's thread: progress, not worth a log line. */
 static void on_progress(void *arg, const char *line)
 {
@@ -512,14 +572,16 @@ static void stats_line(struct server *s, char *out, size_t size)
 
 		rfs_repl_stats(s->repl, &r);
 		k += snprintf(out + k, size - (size_t)k,
-			      " attached=%d ops_sent=%llu bytes_sent=%llu bytes_on_wire=%llu acks=%llu queued_bytes=%llu",
+			      " attached=%d ops_sent=%llu bytes_sent=%llu bytes_on_wire=%llu acks=%llu queued_bytes=%llu"
+			      " apply_failures=%llu fencing=%d",
 			      r.attached, (unsigned long long)r.ops_sent, (unsigned long long)r.bytes_sent,
 			      (unsigned long long)r.bytes_on_wire, (unsigned long long)r.acks,
-			      (unsigned long long)r.queued_bytes);
+			      (unsigned long long)r.queued_bytes, (unsigned long long)r.failures, r.fencing);
 	} else {
-		k += snprintf(out + k, size - (size_t)k, " rx_ops=%llu rx_bytes=%llu",
+		k += snprintf(out + k, size - (size_t)k, " rx_ops=%llu rx_bytes=%llu rx_failures=%llu",
 			      (unsigned long long)__atomic_load_n(&s->recv_stats.ops, __ATOMIC_RELAXED),
-			      (unsigned long long)__atomic_load_n(&s->recv_stats.bytes, __ATOMIC_RELAXED));
+			      (unsigned long long)__atomic_load_n(&s->recv_stats.bytes, __ATOMIC_RELAXED),
+			      (unsigned long long)__atomic_load_n(&s->recv_stats.failures, __ATOMIC_RELAXED));
 	}
 	snprintf(out + k, size - (size_t)k,
 		 " writes=%llu write_bytes=%llu namespace_ops=%llu syncs=%llu closes=%llu getxattrs=%llu"
@@ -580,7 +642,8 @@ static void command(struct control *c, int i, char *line)
 	else if (!strcmp(verb, "stop") && !a1) {
 		stop_all(c);
 		snprintf(reply, sizeof reply, "ok\n");
-	} else if ((!strcmp(verb, "attach") || !strcmp(verb, "detach") || !strcmp(verb, "fullsync") ||
+	} else if ((!strcmp(verb, "attach") || !strcmp(verb, "detach") || !strcmp(verb, "fenced") ||
+		    !strcmp(verb, "fullsync") ||
 		    !strcmp(verb, "resync") || !strcmp(verb, "rfsdiff")) && s->repl == NULL)
 		snprintf(reply, sizeof reply, "error %s: this is the secondary\n", verb);
 	else if (!strcmp(verb, "rfsdiff") && !a1 && !journal_diff(s, reply, sizeof reply))
@@ -606,6 +669,9 @@ static void command(struct control *c, int i, char *line)
 	else if (!strcmp(verb, "detach") && !a1) {
 		rfs_repl_detach(s->repl);
 		snprintf(reply, sizeof reply, "ok\n");
+	} else if (!strcmp(verb, "fenced") && !a1) {
+		rfs_repl_fenced(s->repl);
+		snprintf(reply, sizeof reply, "ok\n");
 	} else if (!strcmp(verb, "attach") && a2 && !extra) {
 		char *end;
 		long port = strtol(a2, &end, 10);
@@ -620,8 +686,8 @@ static void command(struct control *c, int i, char *line)
 			snprintf(reply, sizeof reply, "ok\n");
 	} else
 		snprintf(reply, sizeof reply,
-			 "error unknown command '%s' (attach HOST PORT, detach, fullsync [tag=N], resync tag=N, "
-			 "rfsdiff, stats, stop)\n", verb);
+			 "error unknown command '%s' (attach HOST PORT, detach, fenced, fullsync [tag=N], "
+			 "resync tag=N, rfsdiff, stats, stop)\n", verb);
 	client_send(c, i, reply);
 }
 
@@ -811,8 +877,11 @@ static int start_stream(struct server *s)
 	}
 	s->event_rd = ev[0];
 	s->event_wr = ev[1];
-	if (!s->a.primary)
+	if (!s->a.primary) {
+		s->recv_stats.failed = on_rx_failed;
+		s->recv_stats.arg = s;
 		return 0;
+	}
 	if (s->a.state) {
 		int r = rfs_dirty_open(s->a.state, &s->dirty);
 
@@ -834,6 +903,7 @@ static int start_stream(struct server *s)
 		.compress = s->a.compress,
 		.max_queued_bytes = MAX_QUEUED_BYTES,
 		.flush_delay_ms = FLUSH_DELAY_MS,
+		.fence = s->a.fence,
 		.event = on_event,
 		.event_arg = s,
 	};
@@ -882,7 +952,9 @@ int main(int argc, char **argv)
 	if (start_stream(s) < 0)
 		goto out_ctl;
 	struct rfs_fs_config cfg = { .dir = s->dir, .rootfd = rootfd, .repl = s->repl, .strict = s->a.strict,
-				     .xattr = s->a.xattr, .exclude = s->a.exclude, .dirty = s->dirty };
+				     .xattr = s->a.xattr, .exclude = s->a.exclude, .dirty = s->dirty,
+				     .mountpoint = *s->mountpoint ? s->mountpoint : NULL,
+				     .keep_dead_mount = s->a.keep_dead_mount };
 	if (rfs_fs_mount(&cfg, &s->fs) < 0)
 		goto out_repl;
 	if (s->repl) {

@@ -1,4 +1,5 @@
 /* The opcode table shared by the stream (repl.c) and the receiver (apply.c). */
+#include <errno.h>
 #include <stddef.h>
 #include <time.h>
 
@@ -61,4 +62,19 @@ int64_t rfs_now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int rfs_err_of_incomplete_tree(int err)
+{
+	switch (err < 0 ? -err : err) {
+	case ENOENT:
+	case ENOTDIR:
+	case EISDIR:
+	case EEXIST:
+	case ENOTEMPTY:
+	case ELOOP:
+		return 1;
+	default:
+		return 0;
+	}
 }

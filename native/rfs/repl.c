@@ -161,10 +161,12 @@ struct waiter {
 
 struct session;
 
-/* An un-acked frame: its wire size, and with a journal (dirty.h) what it changes, so
- * that the marks of frames a dying session never had acked can be recorded. */
+/* An un-acked frame: its wire size and opcode, and with a journal (dirty.h) what it
+ * changes, so that the marks of frames a dying session never had acked can be
+ * recorded (and a failure named). */
 struct inflight {
 	uint32_t size;
+	uint8_t code;
 	struct rfs_op op;  /* code, flags, off, len; path and path2 owned (malloc), else NULL */
 };
 
@@ -225,8 +227,13 @@ struct rfs_repl {
 	struct session *zombies;   /* killed, not yet reaped; guarded by attach_mu */
 	atomic_int attached;
 	atomic_int lz_skip;
-	atomic_uint_fast64_t ops_sent, bytes_sent, bytes_on_wire, acks, attaches;
+	atomic_uint_fast64_t ops_sent, bytes_sent, bytes_on_wire, acks, attaches, failures;
 	atomic_size_t queued;
+	/* With cfg.fence: a session that died by itself holds every op that would be
+	 * acknowledged without the secondary until rfs_repl_fenced() or a detach (under mu,
+	 * waited on with fence_cond). */
+	int fencing;
+	pthread_cond_t fence_cond;
 };
 
 /* ---- queues ---- */
@@ -293,6 +300,7 @@ static int ring_room(struct conn *c)
 
 static void inflight_clear(struct inflight *f)
 {
+	f->code = 0;
 	free((char *)f->op.path);
 	free((char *)f->op.path2);
 	f->op.path = f->op.path2 = NULL;
@@ -302,6 +310,7 @@ static void inflight_clear(struct inflight *f)
 static int inflight_keep(struct rfs_repl *r, struct inflight *f, const struct rfs_op *op)
 {
 	f->op = (struct rfs_op){0};
+	f->code = (uint8_t)op->code;
 	if (!r->cfg.dirty || rfs_op_shape(op->code) & RFS_SHAPE_QUERY)
 		return 0;
 	f->op = (struct rfs_op){.code = op->code, .flags = op->flags, .off = op->off,
@@ -340,6 +349,13 @@ static void session_kill(struct session *s, const char *reason)
 	}
 	if (atomic_load(&s->installed))
 		atomic_store(&r->attached, 0);
+	/* Before any waiter wakes: none may return as if acknowledged until the module
+	 * has made the secondary's copy known to be outdated (docs/replication.md). */
+	if (reason && r->cfg.fence && atomic_load(&s->installed)) {
+		pthread_mutex_lock(&r->mu);
+		r->fencing = 1;
+		pthread_mutex_unlock(&r->mu);
+	}
 	for (int i = 0; i < s->nconn; i++) {
 		struct conn *c = &s->conns[i];
 
@@ -616,8 +632,34 @@ static void *sender_main(void *arg)
 	return NULL;
 }
 
+/* May the secondary fail op `code` with err and stay attached?  A query's error is its
+ * answer.  While a sync catches the secondary up (the journal is not clean), its copy
+ * lacks what the sync has not reached yet, so an entry missing, already there or of
+ * another type is expected, and the sync sends that path.  Nothing else is: a full disk,
+ * a read-only or failing file system, a quota, no descriptors left...  Without a
+ * journal (the core's tests) the waiter of an op gets its error, and answers for it. */
+static int tolerated(struct rfs_repl *r, unsigned code, int err, int waited)
+{
+	if (rfs_op_shape(code) & RFS_SHAPE_QUERY)
+		return 1;
+	if (!r->cfg.dirty)
+		return waited;
+	return rfs_dirty_state(r->cfg.dirty, NULL) != RFS_DIRTY_CLEAN && rfs_err_of_incomplete_tree(err);
+}
+
+static int has_waiter(const struct conn *c, uint64_t seq)
+{
+	for (const struct waiter *w = c->waiters; w; w = w->next)
+		if (w->seq == seq)
+			return 1;
+	return 0;
+}
+
 /* Takes the whole ack frames at the start of buf[0..n): the bytes used, or -1 with why
- * set.  A query's answer is copied to its waiter. */
+ * set.  A query's answer is copied to its waiter.  An operation the secondary failed to
+ * apply (and may not fail, see tolerated()) stops here: its frame stays un-acked, so
+ * that the session's death gives it to the journal, and no waiter of a later frame is
+ * told it was acknowledged. */
 static ssize_t take_acks(struct conn *c, const char *buf, size_t n, char *why, size_t whylen)
 {
 	struct rfs_repl *r = c->s->r;
@@ -638,6 +680,15 @@ static ssize_t take_acks(struct conn *c, const char *buf, size_t n, char *why, s
 		}
 		if (n - pos < HDR + h.body_len)
 			break;
+		if (h.result < 0 && !tolerated(r, c->ring[c->ring_head].code, h.result, has_waiter(c, h.seq))) {
+			const struct inflight *f = &c->ring[c->ring_head];
+
+			snprintf(why, whylen, "the secondary failed to %s %s: %s", rfs_opcode_name(f->code),
+				 !f->op.path ? "(a path)" : *f->op.path ? f->op.path : "/", strerror(-h.result));
+			atomic_fetch_add(&r->failures, 1);
+			pthread_mutex_unlock(&c->mu);
+			return -1;
+		}
 		size = c->ring[c->ring_head].size;
 		inflight_clear(&c->ring[c->ring_head]);
 		c->ring_head = (c->ring_head + 1) % c->ring_cap;
@@ -877,6 +928,7 @@ struct rfs_repl *rfs_repl_new(const struct rfs_repl_config *cfg)
 	pthread_rwlockattr_destroy(&ra);
 	pthread_mutex_init(&r->mu, NULL);
 	cond_init_mono(&r->cond);
+	pthread_cond_init(&r->fence_cond, NULL);
 	return r;
 }
 
@@ -889,6 +941,7 @@ void rfs_repl_free(struct rfs_repl *r)
 	pthread_mutex_destroy(&r->attach_mu);
 	pthread_mutex_destroy(&r->mu);
 	pthread_cond_destroy(&r->cond);
+	pthread_cond_destroy(&r->fence_cond);
 	free(r);
 }
 
@@ -919,6 +972,26 @@ void rfs_repl_detach(struct rfs_repl *r)
 	detach_locked(r);
 	pthread_mutex_unlock(&r->attach_mu);
 	reap_zombies(r);
+	/* Asked for: whoever asks knows the secondary is gone and answers for it. */
+	rfs_repl_fenced(r);
+}
+
+void rfs_repl_fenced(struct rfs_repl *r)
+{
+	pthread_mutex_lock(&r->mu);
+	r->fencing = 0;
+	pthread_cond_broadcast(&r->fence_cond);
+	pthread_mutex_unlock(&r->mu);
+}
+
+/* An op is about to be acknowledged without the secondary: not while fencing.  Called
+ * holding no lock of the stream. */
+static void fence_wait(struct rfs_repl *r)
+{
+	pthread_mutex_lock(&r->mu);
+	while (r->fencing)
+		pthread_cond_wait(&r->fence_cond, &r->mu);
+	pthread_mutex_unlock(&r->mu);
 }
 
 void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out)
@@ -930,8 +1003,12 @@ void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out)
 		.acks = atomic_load(&r->acks),
 		.queued_bytes = atomic_load(&r->queued),
 		.attaches = atomic_load(&r->attaches),
+		.failures = atomic_load(&r->failures),
 		.attached = atomic_load(&r->attached),
 	};
+	pthread_mutex_lock(&r->mu);
+	out->fencing = r->fencing;
+	pthread_mutex_unlock(&r->mu);
 }
 
 /* Write data compressed into this thread's scratch when that pays; else NULL. */
@@ -1074,9 +1151,9 @@ static int enqueue(struct session *s, struct conn *c, const struct rfs_op *op, e
 	return 0;
 }
 
-/* The ack's result (0 if the session died); returns only once the caller's data is
- * no longer referenced by the queue. */
-static int await(struct conn *c, struct ticket *t)
+/* The ack's result (0 if the session died, and then *unacked is set); returns only once
+ * the caller's data is no longer referenced by the queue. */
+static int await(struct conn *c, struct ticket *t, int *unacked)
 {
 	int rc = 0;
 
@@ -1099,6 +1176,7 @@ static int await(struct conn *c, struct ticket *t)
 			}
 		}
 		rc = t->w.done ? t->w.result : 0;
+		*unacked = !t->w.done;
 	}
 	pthread_mutex_unlock(&c->mu);
 	return rc;
@@ -1115,7 +1193,7 @@ static void lost(struct rfs_repl *r, const struct rfs_op *op)
  * or it died first); without: 0 then. */
 static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait, struct waiter *reply)
 {
-	int barrier = rfs_op_shape(op->code) & RFS_SHAPE_BARRIER, rc = 0, queued;
+	int barrier = rfs_op_shape(op->code) & RFS_SHAPE_BARRIER, rc = 0, queued, unacked = 0;
 	struct ticket t = {0};
 	struct session *s;
 	struct conn *c;
@@ -1130,28 +1208,33 @@ static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait
 	if (!s || atomic_load(&s->dead)) {
 		pthread_rwlock_unlock(&r->gate);
 		lost(r, op);
-		return reply ? -ENOTCONN : 0;
+		if (reply)
+			return -ENOTCONN;
+		fence_wait(r);
+		return 0;
 	}
 	atomic_fetch_add(&s->refs, 1);
 	if (barrier)
 		drain(s);
 	c = conn_of(s, op->path);
 	queued = enqueue(s, c, op, wait, barrier || wait != RFS_WAIT_QUEUED, &t);
-	if (queued)
-		lost(r, op);
 	if (!queued && !barrier)
 		pthread_rwlock_unlock(&r->gate);
 	if (!queued && (t.waiting || t.batch))
-		rc = await(c, &t);
+		rc = await(c, &t, &unacked);
 	if (queued || barrier)
 		pthread_rwlock_unlock(&r->gate);
 	if (queued == -ENOMEM)
 		session_kill(s, "out of memory queueing an op");
+	if (queued)
+		lost(r, op); /* the journal records by now: the session is dead */
 	session_put(s);
 	if (reply && !t.w.done)
 		return -ENOTCONN;
 	if (reply)
 		reply->reply_len = t.w.reply_len;
+	else if (queued || unacked)
+		fence_wait(r);
 	return rc;
 }
 
@@ -1183,6 +1266,7 @@ int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait w
 		return -EINVAL;
 	if (!atomic_load(&r->attached)) {
 		lost(r, op);
+		fence_wait(r);
 		return 0;
 	}
 	if ((rc = check_op(op)))
@@ -1209,10 +1293,9 @@ void rfs_repl_diverged(struct rfs_repl *r, const struct rfs_op *op, int err)
 	struct session *s = NULL;
 	char why[192];
 
-	/* Only a secondary the journal holds for identical (CLEAN) is detached: while a sync
-	 * catches one up, its copy lacks what the sync has not reached yet, failures there
-	 * are expected, and the sync sends those paths. */
-	if (!r->cfg.dirty || rfs_dirty_state(r->cfg.dirty, NULL) != RFS_DIRTY_CLEAN)
+	/* Not while a sync catches the secondary up: its copy lacks what the sync has not
+	 * reached yet, failures there are expected, and the sync sends those paths. */
+	if (r->cfg.dirty && rfs_dirty_state(r->cfg.dirty, NULL) != RFS_DIRTY_CLEAN)
 		return;
 	pthread_rwlock_rdlock(&r->gate);
 	if ((s = r->cur))
@@ -1270,13 +1353,17 @@ struct rfs_repl_pending *rfs_repl_send(struct rfs_repl *r, const struct rfs_op *
 
 int rfs_repl_wait(struct rfs_repl_pending *p)
 {
-	int rc;
+	struct rfs_repl *r;
+	int rc, unacked = 0;
 
 	if (!p)
 		return 0;
-	rc = await(p->c, &p->t);
+	r = p->s->r;
+	rc = await(p->c, &p->t, &unacked);
 	session_put(p->s);
 	free(p);
+	if (unacked)
+		fence_wait(r);
 	return rc;
 }
 
@@ -1342,6 +1429,7 @@ struct receiver {
 	struct rconn *conns;
 	uint64_t session;
 	int have_session;
+	uint64_t real_failures;    /* of stats->failures, those not of an incomplete tree */
 };
 
 /* *stop is the caller's plain int: read it atomically all the same. */
@@ -1491,6 +1579,27 @@ static int hello_in(struct rconn *k, const char *body)
 	return ok ? ack(k, 0, 0) : -1;
 }
 
+/* The primary hears of it in the ack (and detaches this copy unless a sync expects
+ * it); said here too, so that this node's log and module know. */
+static void rx_failed(struct receiver *rx, const struct rfs_op *op, int err)
+{
+	uint64_t n = __atomic_add_fetch(&rx->stats->failures, 1, __ATOMIC_RELAXED);
+	int real = !rfs_err_of_incomplete_tree(err);
+	char what[RFS_PATH_MAX + 128];
+
+	/* The copy's own file system failing is news; entries a sync has not reached yet
+	 * are not, and only its log hears of them. */
+	if (real)
+		n = __atomic_add_fetch(&rx->real_failures, 1, __ATOMIC_RELAXED);
+	if (n & (n - 1))
+		return;
+	snprintf(what, sizeof what, "failed to %s %s: %s (%llu so far)", rfs_opcode_name(op->code),
+		 op->path && *op->path ? op->path : "/", strerror(-err), (unsigned long long)n);
+	say("receiver: %s", what);
+	if (real && rx->stats->failed)
+		rx->stats->failed(rx->stats->arg, what);
+}
+
 /* One whole op frame: decode, apply, queue the ack.  0, or -1 with why set (garbage)
  * or not (the connection is being closed). */
 static int op_in(struct rconn *k, const struct rfs_wire_hdr *h, const char *body, char *why, size_t n)
@@ -1534,6 +1643,8 @@ static int op_in(struct rconn *k, const struct rfs_wire_hdr *h, const char *body
 		return -1;
 	rc = rfs_applier_apply(k->rx->ap, &op, durable);
 	__atomic_fetch_add(&k->rx->stats->ops, 1, __ATOMIC_RELAXED);
+	if (rc)
+		rx_failed(k->rx, &op, rc);
 	k->expect_seq++;
 	return ack(k, h->seq, rc);
 }

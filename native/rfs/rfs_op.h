@@ -71,4 +71,9 @@ enum rfs_wait {
 
 const char *rfs_opcode_name(uint16_t code);
 
+/* An error a secondary's copy gives while a sync is still making it identical (an entry
+ * missing, already there, or of another type), as opposed to one of the copy's file
+ * system (full, read-only, failing, over quota, out of descriptors). */
+int rfs_err_of_incomplete_tree(int err);
+
 #endif

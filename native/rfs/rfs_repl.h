@@ -43,6 +43,11 @@ struct rfs_repl_config {
 	/* The primary's journal (dirty.h), or NULL: told about detaches and given every op
 	 * the secondary may not have applied. */
 	struct rfs_dirty *dirty;
+	/* A session that dies by itself (the secondary failed an operation, stopped
+	 * answering, closed) fences: nothing is acknowledged without the secondary (see
+	 * rfs_repl_fenced) until the caller has made its copy known to be outdated.  0: such
+	 * ops return at once (the journal has them). */
+	int fence;
 	/* Called from the stream's threads: "detached <reason>" when the peer is lost. */
 	void (*event)(void *arg, const char *what);
 	void *event_arg;
@@ -51,7 +56,9 @@ struct rfs_repl_config {
 struct rfs_repl_stats {
 	uint64_t ops_sent, bytes_sent, bytes_on_wire, acks, queued_bytes;
 	uint64_t attaches;  /* successful attaches so far: a change means a new session */
+	uint64_t failures;  /* operations the secondary failed to apply, which detached it */
 	int attached;
+	int fencing;        /* ops wait for rfs_repl_fenced() */
 };
 
 struct rfs_repl *rfs_repl_new(const struct rfs_repl_config *cfg);
@@ -59,10 +66,18 @@ void rfs_repl_free(struct rfs_repl *r);
 
 /* Connect to a receiver; 0 or -errno.  Replaces a previous attachment. */
 int rfs_repl_attach(struct rfs_repl *r, const char *host, int port);
+/* Also ends a fence: the caller decided the secondary is gone. */
 void rfs_repl_detach(struct rfs_repl *r);
+/* The secondary is known not to be a good copy any more (or cannot be told and the
+ * caller goes on alone): ops held by the fence are acknowledged without it. */
+void rfs_repl_fenced(struct rfs_repl *r);
 
 /* 0, or the -errno the secondary got applying it (the primary already did it: the
- * caller logs the divergence, it does not fail the application). */
+ * caller logs the divergence, it does not fail the application).  Only failures a
+ * sync in progress expects reach the caller; any other detaches the secondary as soon
+ * as its ack arrives, waited for or not ("detached the secondary failed to <op> <path>:
+ * <error>"), its op going to the journal.  Fencing, an op acknowledged without the
+ * secondary waits for rfs_repl_fenced(). */
 int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait);
 
 /* The secondary acked op with err after the primary did it: the copies differ.  If the
@@ -93,10 +108,14 @@ int rfs_repl_query(struct rfs_repl *r, const struct rfs_op *op, void *reply, siz
 void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out);
 
 /* What a receiver took in: bytes of the stream read from its connections (after TLS),
- * operations applied and queries answered.  Updated with relaxed atomics:
- * read them with __atomic_load_n. */
+ * operations applied and queries answered, and operations it failed to apply.  Updated
+ * with relaxed atomics: read them with __atomic_load_n.  failed (or NULL) hears each
+ * failure ("failed to <op> <path>: <error>"), the first ones and then fewer and fewer
+ * (when the count is a power of two), as the receiver's log does. */
 struct rfs_rx_stats {
-	uint64_t bytes, ops;
+	uint64_t bytes, ops, failures;
+	void (*failed)(void *arg, const char *what);
+	void *arg;
 };
 
 /* Secondary side (repl.c + apply.c): accept connections on listen_fd and apply what

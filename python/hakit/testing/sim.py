@@ -39,7 +39,7 @@ import sys
 import threading
 import time
 import zlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -176,6 +176,7 @@ class State:
     octet: int
     paths: list[str]
     daemon_argv: list[str] | None  # None: made with --no-daemon
+    sizes: dict[str, str] = field(default_factory=dict)  # per-node path -> size of its own tmpfs
     owner_pid: int | None = None
     owner_start: int | None = None
     cuts: list[list[str]] = field(default_factory=list)
@@ -375,6 +376,20 @@ class Sim:
             (d / "paths" / p.lstrip("/"), p) for p in st.paths
         ]
 
+    def _node_path(self, st: State, node: str, path: str) -> Path:
+        return self._binds(st, node)[len(STANDARD_DIRS) + st.paths.index(path)][0]
+
+    def remount(self, node: str, path: str, mode: str) -> None:
+        """The node's own file system at `path` (up(sizes=...)) becomes read-only ("ro")
+        or writable again ("rw"), for every process on the node."""
+        st = self._load()
+        if path not in st.sizes:
+            raise HakitError(f"{path} has no file system of its own on the nodes (up(sizes=...))")
+        if mode not in ("ro", "rw"):
+            raise HakitError(f"remount {path}: 'ro' or 'rw', not {mode!r}")
+        host.run(f"{node}: remount {path} {mode}",
+                 ["mount", "-o", f"remount,{mode}", str(self._node_path(st, node, path))])
+
     def host_path(self, node: str, path: str) -> Path:
         """Where a file the node sees at `path` lives on the host."""
         st = self._load()
@@ -401,6 +416,7 @@ class Sim:
         paths: Sequence[str] = (),
         owner_pid: int | None = None,
         daemon_argv: Sequence[str] | None = None,
+        sizes: Mapping[str, str] | None = None,
     ) -> None:
         """Create and start the cluster.
 
@@ -408,7 +424,9 @@ class Sim:
         start raises too, but leaves the cluster up so that its log can be read.
         owner_pid: the process the cluster belongs to (a test run); once it is gone,
         sweep_stale() removes the cluster.  daemon_argv replaces hakitd (benchmarks,
-        tests of the harness itself).
+        tests of the harness itself).  sizes: per-node paths (of `paths`) that get a file
+        system of their own of that size on every node (a tmpfs, "64M"), to be filled or
+        remounted read-only (remount()) as a real disk would be.
         """
         _require_root()
         if not 1 <= nodes <= MAX_NODES:
@@ -416,6 +434,12 @@ class Sim:
         if not 1 <= lans <= MAX_LANS:
             raise HakitError(f"a simulated cluster has 1 to {MAX_LANS} LANs, not {lans}")
         extra = _check_paths(paths)
+        sized = dict(sizes or {})
+        for path, size in sized.items():
+            if path not in extra:
+                raise HakitError(f"size given for {path!r}, which is not one of the per-node paths")
+            if not re.fullmatch(r"[1-9][0-9]*[kKmMgG]?", size):
+                raise HakitError(f"size of {path!r}: {size!r} is not a size such as 64M")
         argv = list(daemon_argv) if daemon_argv else [sys.executable, "-m", DAEMON_MODULE]
         with _LOCK:
             if self.exists():
@@ -431,6 +455,7 @@ class Sim:
                 lans=lans,
                 octet=_allocate_octet(self.name),
                 paths=extra,
+                sizes=sized,
                 daemon_argv=argv if daemon else None,
                 owner_pid=owner_pid,
                 owner_start=host.process_start(owner_pid) if owner_pid is not None else None,
@@ -455,6 +480,13 @@ class Sim:
                 for src, _ in self._binds(st, node):
                     src.mkdir(parents=True, exist_ok=True)
                 (self.data_dir / node / "etc" / "cluster.xml").write_text(_cluster_xml(st))
+        # Before the namespaces bind them: each node's path is then that file system.
+        # Under the data directory, so the teardown unmounts them with the rest.
+        for node in st.node_names:
+            for path, size in st.sizes.items():
+                host.run(f"{node}: a {size} file system for {path}",
+                         ["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "hakit-sim",
+                          str(self._node_path(st, node, path))])
             self._ns_dir.mkdir(parents=True, exist_ok=True)
         self._bootstrap_pki(st)
         host.bind_private(self._ns_dir)

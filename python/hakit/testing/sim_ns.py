@@ -89,6 +89,12 @@ def init(hostname: str, binds: list[list[str]], sysfs_staging: str, detach_under
     name = hostname.encode()
     _check(_libc.sethostname(name, len(name)), "sethostname")
     mounts_now = mounts()
+    # Parents before children, so a path nested in another lands on the node's copy.
+    # Before the detaching below: a node's path may be a file system of its own mounted
+    # under the harness's data directory (up(sizes=...)), which the bind keeps.
+    for src, dst in sorted(binds, key=lambda b: b[1].rstrip("/").count("/")):
+        os.makedirs(dst, exist_ok=True)
+        _mount(src, dst, None, MS_BIND)
     # The new namespace is a copy of the host's, including the mounts that pin other
     # namespaces (/run/netns, other nodes' and other harnesses' pins): the copies would
     # keep those alive as long as this node lives.
@@ -101,10 +107,6 @@ def init(hostname: str, binds: list[list[str]], sysfs_staging: str, detach_under
                 # Already gone with a parent detached before it.
                 if exc.errno != errno.EINVAL:
                     raise
-    # Parents before children, so a path nested in another lands on the node's copy.
-    for src, dst in sorted(binds, key=lambda b: b[1].rstrip("/").count("/")):
-        os.makedirs(dst, exist_ok=True)
-        _mount(src, dst, None, MS_BIND)
     # sysfs shows the links of the netns of whoever mounts it: mount a fresh one aside,
     # carry the host's cgroup tree over (the node's processes live in it), swap it in.
     os.makedirs(sysfs_staging, exist_ok=True)
