@@ -364,6 +364,7 @@ static int canonical_dir(const char *dir, char *out)
  * descriptor, so that D is never bare. */
 static int adopt_root_fd(struct server *s)
 {
+	struct statfs sfs;
 	struct stat st, top;
 	int fd = s->a.root_fd;
 
@@ -371,12 +372,19 @@ static int adopt_root_fd(struct server *s)
 		hk_log("--root-fd %d: not an open directory", fd);
 		return -1;
 	}
-	if (stat(s->dir, &top) == 0 && (top.st_dev != st.st_dev || top.st_ino != st.st_ino)) {
-		hk_log("%s is covered by a live file system (another hakit-rfs?)", s->dir);
+	/* statfs, not stat: FUSE answers stat from its attribute cache, dead or alive, but
+	 * always asks its server for statfs. */
+	if (statfs(s->dir, &sfs) == 0) {
+		if (stat(s->dir, &top) == 0 && (top.st_dev != st.st_dev || top.st_ino != st.st_ino)) {
+			hk_log("%s is covered by a live file system (another hakit-rfs?)", s->dir);
+			return -1;
+		}
+	} else if (errno == ENOTCONN) {
+		hk_log("mounting over the dead mount left on %s", s->dir);
+	} else {
+		hk_log("%s: %s", s->dir, strerror(errno));
 		return -1;
 	}
-	if (errno == ENOTCONN)
-		hk_log("mounting over the dead mount left on %s", s->dir);
 	snprintf(s->mountpoint, sizeof s->mountpoint, "/proc/self/fd/%d", fd);
 	return fd;
 }

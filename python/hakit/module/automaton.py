@@ -26,7 +26,7 @@ from hakit.config.module_model import ModuleConfig
 from hakit.config.rules import Rule
 from hakit.errors import HakitError
 from hakit.heart.link import Heart
-from hakit.module.datastate import DataState
+from hakit.module.datastate import NOT_A_GOOD_COPY, DataState
 from hakit.module.failover import FailoverMachine, LoopBudget
 from hakit.module.log import ModuleLog
 from hakit.module.resources import Resources
@@ -37,6 +37,8 @@ from hakit.vip.alias import MirrorVip
 from hakit.vip.farm import FarmVip
 
 WITNESS_TIMEOUT_S = 1.0
+# A failed synchronisation of the secondary is tried again after 1, 2, 4, 8, 10, 10... s.
+SYNC_BACKOFF_MAX_S = 10.0
 
 
 class State(StrEnum):
@@ -109,6 +111,13 @@ class Automaton:
         self.synced_epoch = 0  # primary: the secondary receivers it synchronised last
         self.sync_task: asyncio.Task[None] | None = None
         self.attached = False  # primary: its streams are (being) attached to the secondary
+        # Primary, the stream lost: the secondary receivers (epoch) told their copy is
+        # outdated, until a synchronisation succeeds; and whether hakit-rfs still holds
+        # the writes that would be acknowledged without them (docs/replication.md).
+        self.outdating = 0
+        self.fence_pending = False
+        self.sync_backoff = 0.0
+        self.sync_retry_at = 0.0
 
     # -- outside world
     def wake(self) -> None:
@@ -146,6 +155,7 @@ class Automaton:
             "gen": self.data.gen, "since": self.primary_since, "yield": self.yielding,
             "swap": self.swap_asked, "rfs_epoch": self.p.rfs.epoch if self.p.rfs else 0,
             "synced": self.synced_epoch, "base": self.data.base, "fullsync": self.fullsync_asked,
+            "outdate": self.outdating,
             "sync": self.p.rfs.progress if self.p.rfs else {},
             **({"lb": self.p.farm.payload()} if self.p.farm else {}),
         }
@@ -261,11 +271,19 @@ class Automaton:
         if self.state == State.WAIT:
             await self._from_wait(peer)
         elif self.state == State.SECOND:
-            if self.p.rfs is not None and peer is not None and self.status == Status.TRANSIENT:
-                self.p.rfs.show_peer_progress(peer.get("sync") or {})
-            if (self.status == Status.TRANSIENT and not self.yielding and peer is not None
+            rfs = self.p.rfs
+            if (rfs is not None and peer is not None and rfs.epoch and peer.get("outdate") == rfs.epoch
+                    and self.data.role == "second"):
+                self._outdate(f"{self.p.peers[0]} lost the replication stream to this node and goes on "
+                              "without it")
+            if rfs is not None and peer is not None and self.status != Status.READY:
+                rfs.show_peer_progress(peer.get("sync") or {})
+            if (self.status != Status.READY and not self.yielding and peer is not None
                     and pstate in PRIMARY and self._synced_by(peer)):
-                await self.second_ready(peer)
+                if self.status == Status.TRANSIENT:
+                    await self.second_ready(peer)
+                else:
+                    self._resynchronised(peer)
                 return
             if self.yielding:
                 if pstate in PRIMARY and peer and peer.get("status") == Status.READY:
@@ -277,7 +295,7 @@ class Automaton:
             gone = peer is None and self.failover.holding("prim")
             left = peer is not None and (
                 pstate in (State.STOP, State.WAIT) or (pstate == State.SECOND and peer.get("yield")))
-            if (gone or left) and self.data.role == "syncing":
+            if (gone or left) and self.data.role in NOT_A_GOOD_COPY:
                 await self.to_wait(f"{self.p.peers[0]} is gone before this copy was synchronised: "
                                    "it is inconsistent (primforce decides)")
             elif gone and await self._witness_allows():
@@ -287,16 +305,20 @@ class Automaton:
                 self.log(Level.EVENT, "module", f"Peer {self.p.peers[0]} is {pstate}: taking over")
                 await self.to_primary()
         elif self.state in PRIMARY:
+            await self._fence(peer)
             if peer is None:
                 if self.state == State.PRIM and not await self._witness_allows():
                     return
                 await self._alone()
             elif pstate in PRIMARY:
                 await self._split_brain_healed(peer)
-            elif pstate == State.SECOND and peer.get("status") == Status.TRANSIENT and not peer.get("yield"):
-                self._start_sync(peer)
+            elif pstate == State.SECOND and peer.get("status") != Status.READY and not peer.get("yield"):
+                if self.state == State.PRIM and self.status == Status.READY:
+                    self._unprotected(f"{self.p.peers[0]} is SECOND ({peer.get('status')})")
+                if not self.fence_pending:
+                    self._start_sync(peer)
             elif pstate == State.SECOND and peer.get("status") == Status.READY and not peer.get("yield"):
-                if self.state == State.ALONE:
+                if self.state == State.ALONE and not self.outdating:
                     self.set_state(State.PRIM, Status.READY)
                 if peer.get("swap") or self._defaultprim_is_peer():
                     why = "asked by the secondary" if peer.get("swap") else "the peer is the default primary"
@@ -357,7 +379,7 @@ class Automaton:
         theirs = (int(peer.get("gen", 0)), peer.get("role") == "prim")
         if mine != theirs:
             return mine > theirs
-        if self.data.role in ("new", "syncing") and peer.get("role") in ("new", "syncing"):
+        if self.data.role in ("new", *NOT_A_GOOD_COPY) and peer.get("role") in ("new", *NOT_A_GOOD_COPY):
             return None
         dp = self.p.config.service.defaultprim
         if dp in (self.p.node, self.p.peers[0]):
@@ -382,6 +404,113 @@ class Automaton:
 
     def _defaultprim_is_peer(self) -> bool:
         return self.p.config.service.defaultprim == self.p.peers[0] and self.state == State.PRIM
+
+    # -- secondary faults (docs/replication.md, "Secondary faults")
+    def stream_lost(self) -> None:
+        """Primary: hakit-rfs lost the stream to the secondary by itself (an operation the
+        secondary failed, no answer, a connection closed) and holds what would be
+        acknowledged without it.  The secondary's receivers are told that their copy is
+        outdated (the heartbeats' `outdate`); once it says so, or is gone, _fence lets the
+        writes go on.  A synchronisation then brings it back, retried with backoff."""
+        peer = self.peer()
+        self.outdating = int(peer.get("rfs_epoch") or 0) if peer else 0
+        self.fence_pending = True
+        self.synced_epoch = 0
+        if (self.state, self.status) == (State.PRIM, Status.READY):
+            self._unprotected("the replication stream to it was lost")
+        self.advertise()
+        self.wake()
+
+    def _outdated_enough(self, peer: dict[str, Any] | None) -> bool:
+        """Can the primary acknowledge writes the secondary lacks?  Yes once that node
+        cannot take over by itself with its copy: gone, not running as secondary, or its
+        copy marked outdated (or inconsistent) on its disk."""
+        return peer is None or peer.get("state") != State.SECOND or peer.get("role") in NOT_A_GOOD_COPY
+
+    async def _fence(self, peer: dict[str, Any] | None) -> None:
+        if not self.fence_pending or not self._outdated_enough(peer) or self.p.rfs is None:
+            return
+        self.fence_pending = False
+        why = "is gone" if peer is None else f"is {peer.get('state')}, its copy {peer.get('role')}"
+        self.log(Level.EVENT, "rfs", f"{self.p.peers[0]} {why}: writes go on without it")
+        await self.p.rfs.fenced()
+
+    async def _await_outdated(self) -> None:
+        """The primary restarts its replication in place: not before the secondary knows
+        its copy is outdated (bounded by the heartbeats, which declare it lost otherwise)."""
+        heart = self.p.heart
+        deadline = time.monotonic() + (2 * heart.timeout + 2.0 if heart is not None else 0.0)
+        while not self._outdated_enough(self.peer()):
+            if time.monotonic() > deadline:
+                self.log(Level.CRITICAL, "rfs", f"{self.p.peers[0]} did not confirm that its copy is "
+                         "outdated: going on without it")
+                return
+            await asyncio.sleep(0.05)
+
+    def _unprotected(self, why: str) -> None:
+        """Primary: the secondary is no good copy any more; this node is ALONE."""
+        self.log(Level.CRITICAL, "module", f"{self.p.peers[0]} no longer holds every write acknowledged "
+                 f"here ({why}): running alone until it is synchronised")
+        self._save_data("prim", self.data.gen + 1)
+        self.set_state(State.ALONE, Status.READY)
+
+    def _outdate(self, why: str) -> None:
+        """Secondary: this copy lacks acknowledged writes; said on disk before the primary
+        hears it, so that no restart forgets it."""
+        self.log(Level.CRITICAL, "module", f"This copy is outdated: {why}; not Ready until the primary "
+                 "synchronises it again")
+        self._save_data("outdated")
+        self.set_state(State.SECOND, Status.NOT_READY)
+
+    def _resynchronised(self, peer: dict[str, Any]) -> None:
+        gen = int(peer.get("gen", 0))
+        self._save_data("second", gen, base=gen)
+        self.log(Level.EVENT, "module", "This copy is synchronised again")
+        self.set_state(State.SECOND, Status.READY)
+
+    def replication_failed(self, index: int, role: str, why: str) -> None:
+        """A hakit-rfs died (already logged): repaired in turn, against the maxloop budget."""
+        self.jobs.put_nowait((lambda: self._repair_replication(role, why), None))
+        self.wake()
+
+    async def _repair_replication(self, role: str, why: str) -> None:
+        rfs = self.p.rfs
+        if rfs is None or rfs.role != role or all(d.alive for d in rfs.daemons):
+            return  # stopped or replaced meanwhile
+        if not self.budget.spend():
+            await self.finish(reason=f"maxloop reached ({self.budget.maxloop} automatic actions within "
+                                     f"{self.budget.interval:g} s; last: hakit-rfs {role} died, {why})")
+            return
+        if role == "primary" and self.state in PRIMARY:
+            # The dead mount fails every access meanwhile: nothing lands unreplicated.  The
+            # application's open files are on it, hence stop_prim ... start_prim.
+            self.log(Level.EVENT, "module", "Restarting the application over a new replication layer")
+            self.set_state(self.state, Status.TRANSIENT)
+            self.stream_lost()
+            await self.p.checks.disable("prim")
+            await self._script("stop_prim", fatal=False)
+            await self._peer_gone()
+            await self._await_outdated()
+            self.fence_pending = False  # the new hakit-rfs starts unattached
+            try:
+                await rfs.revive()
+            except HakitError as exc:
+                raise StartFailed(str(exc)) from None
+            await self._script("start_prim")
+            await self._enable("prim")
+            if self.state == State.PRIM:
+                self._unprotected(f"hakit-rfs primary died ({why})")
+            self.set_state(State.ALONE, Status.READY)
+        elif role == "secondary" and self.state == State.SECOND:
+            if self.data.role == "second":
+                self._outdate(f"its hakit-rfs died ({why})")
+            await rfs.stop()
+            try:
+                await rfs.start("secondary")
+            except HakitError as exc:
+                raise StartFailed(str(exc)) from None
+            self.log(Level.EVENT, "rfs", "Receivers started again: the primary synchronises them")
+            self.advertise()
 
     async def _alone(self) -> None:
         await self._peer_gone()
@@ -421,6 +550,9 @@ class Automaton:
         self.yielding = False
         self.swap_asked = False
         self.synced_epoch = 0
+        self.outdating = 0
+        self.fence_pending = False
+        self.sync_backoff = self.sync_retry_at = 0.0
         if self.p.rfs is not None:
             try:
                 await self.p.rfs.start("primary", adopt=adopt)
@@ -467,7 +599,7 @@ class Automaton:
         rfs = self.p.rfs
         if rfs is None or not epoch or epoch == self.synced_epoch or self.sync_task is not None:
             return
-        if self.p.peer_addr is None:
+        if self.p.peer_addr is None or time.monotonic() < self.sync_retry_at:
             return
 
         async def run() -> None:
@@ -476,10 +608,17 @@ class Automaton:
                 await rfs.sync(self.p.peer_addr or "", tag=self.data.gen,
                                peer_base=int(peer.get("base") or 0), full_asked=bool(peer.get("fullsync")))
             except HakitError as exc:
-                self.log(Level.CRITICAL, "rfs", f"Synchronisation of the secondary failed: {exc}")
+                self.sync_backoff = min(max(1.0, 2 * self.sync_backoff), SYNC_BACKOFF_MAX_S)
+                self.sync_retry_at = time.monotonic() + self.sync_backoff
+                # A little after the retry time: woken before it, nothing would try.
+                asyncio.get_running_loop().call_later(self.sync_backoff + 0.05, self.wake)
+                self.log(Level.CRITICAL, "rfs", f"Synchronisation of the secondary failed: {exc}; "
+                         f"tried again in {self.sync_backoff:g} s")
                 return
             finally:
                 self.sync_task = None
+            self.sync_backoff = self.sync_retry_at = 0.0
+            self.outdating = 0
             self.synced_epoch = epoch
             self.advertise()
             self.wake()
@@ -494,8 +633,9 @@ class Automaton:
         if self.attached and self.p.rfs is not None:
             for daemon in self.p.rfs.daemons:
                 with contextlib.suppress(HakitError):
-                    await daemon.detach()
+                    await daemon.detach()  # which ends a fence too
         self.attached = False
+        self.fence_pending = False
 
     async def start_farm(self) -> None:
         self.set_state(State.WAIT, Status.TRANSIENT)

@@ -2,7 +2,9 @@
 
 role: new (never ran here), prim (this node was primary last: its copy is the
 reference), second (it was an in-sync secondary: the primary may have moved on
-since), syncing (a synchronisation was interrupted: the copy is inconsistent).
+since), syncing (a synchronisation was interrupted: the copy is inconsistent),
+outdated (it was an in-sync secondary, then the primary lost the stream to it and went
+on without it: it lacks acknowledged writes).
 gen grows each time a node becomes primary without an in-sync secondary (ALONE),
 so of two diverging copies the one with the higher gen saw the later writes.
 base: the lineage this copy equals (the primary's gen when it last synchronised
@@ -20,7 +22,8 @@ import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-ROLES = ("new", "prim", "second", "syncing")
+ROLES = ("new", "prim", "second", "syncing", "outdated")
+NOT_A_GOOD_COPY = ("syncing", "outdated")  # only primforce makes such a copy the reference
 
 
 @dataclass
@@ -57,4 +60,8 @@ class DataState:
         if self.role == "syncing":
             return ("a synchronisation of this node's data was interrupted: the copy is inconsistent; "
                     "start the other node, or use primforce to take this copy as the reference")
+        if self.role == "outdated":
+            return ("this node's copy is outdated: the primary went on without it after the replication "
+                    "failed, and it lacks writes the primary acknowledged; start the other node, or use "
+                    "primforce to take this copy as the reference")
         return None

@@ -146,7 +146,9 @@ class ModuleProcess:
                 module=name, module_id=catalog.module_id(name), cfg=svc.rfs, paths=p, log=self.log,
                 resources=self.resources, local_addr=cluster.addr(node, flow) or "",
                 security=Security(catalog.key(name), tls),
-                on_detached=lambda: self.automaton.wake(), on_progress=lambda: self.automaton.advertise(),
+                on_detached=lambda: self.automaton.stream_lost(),
+                on_progress=lambda: self.automaton.advertise(),
+                on_failed=lambda index, role, why: self.automaton.replication_failed(index, role, why),
             )
         if intent == "prim" and self.mode == "mirror":
             refusal = DataState.load(self.datastate_path).prim_refusal()

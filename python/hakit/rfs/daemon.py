@@ -5,14 +5,16 @@ On the primary it serves the directory through FUSE and streams every change to 
 secondary's receiver; on the secondary it receives, and the directory is read-only
 to applications.  The module process talks to it over a Unix control socket: one
 text command per line, one reply line starting with "ok" or "error"; lines starting
-with "event" are the daemon's news (a detached secondary).
+with "event" are the daemon's news (a detached secondary).  Its death is noticed at
+once (the process is awaited) and reported to on_died.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+import signal
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 
@@ -44,14 +46,27 @@ class RfsCommandError(HakitError):
         self.reason = reason
 
 
+def exit_reason(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit status {code}"
+
+
 class RfsDaemon:
     def __init__(self, directory: str, ctl: Path, log: Path, argv_tail: list[str],
-                 on_event: Callable[[str], None]) -> None:
+                 on_event: Callable[[str], None], on_died: Callable[[str], None] | None = None,
+                 pass_fds: Sequence[int] = ()) -> None:
         self.directory = directory
         self.ctl = ctl
         self.log = log
         self.argv_tail = argv_tail
         self.on_event = on_event
+        self.on_died = on_died  # why: it ended without being asked to
+        self.pass_fds = tuple(pass_fds)
+        self.stopping = False
+        self._watch: asyncio.Task[None] | None = None
         self.proc: asyncio.subprocess.Process | None = None
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
@@ -67,7 +82,7 @@ class RfsDaemon:
         with open(self.log, "ab") as out:
             self.proc = await asyncio.create_subprocess_exec(
                 str(rfs_binary()), role, "--dir", self.directory, "--ctl", str(self.ctl), *self.argv_tail,
-                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
+                stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=self.pass_fds,
             )
         deadline = asyncio.get_running_loop().time() + START_TIMEOUT_S
         while True:
@@ -84,6 +99,16 @@ class RfsDaemon:
                                  f"{START_TIMEOUT_S:g} s")
             await asyncio.sleep(0.02)
         self._pump = asyncio.create_task(self._read_lines())
+        self._watch = asyncio.create_task(self._watch_exit(self.proc))
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.returncode is None
+
+    async def _watch_exit(self, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        if not self.stopping and self.on_died is not None:
+            self.on_died(exit_reason(code))
 
     async def _read_lines(self) -> None:
         assert self._reader is not None
@@ -97,11 +122,14 @@ class RfsDaemon:
 
     async def command(self, line: str, timeout: float = 30.0) -> str:
         """Send one command; the reply's text after "ok", or HakitError."""
-        if self._writer is None:
+        if self._writer is None or not self.alive:
             raise HakitError(f"replication of {self.directory} is not running")
         async with self._lock:
-            self._writer.write(line.encode() + b"\n")
-            await self._writer.drain()
+            try:
+                self._writer.write(line.encode() + b"\n")
+                await self._writer.drain()
+            except (OSError, RuntimeError) as exc:  # it died meanwhile: the socket is closed
+                raise HakitError(f"replication of {self.directory}: control socket: {exc}") from None
             try:
                 reply = await asyncio.wait_for(self._replies.get(), timeout)
             except TimeoutError:
@@ -134,6 +162,10 @@ class RfsDaemon:
     async def detach(self) -> None:
         await self.command("detach")
 
+    async def fenced(self) -> None:
+        """The secondary's copy is known to be outdated: what waits on it may go on."""
+        await self.command("fenced")
+
     async def stats(self) -> dict[str, str]:
         return parse_keys(await self.command("stats"))
 
@@ -141,6 +173,7 @@ class RfsDaemon:
         """Unmount and end; killed if it does not end in time."""
         if self.proc is None:
             return
+        self.stopping = True
         with contextlib.suppress(HakitError, OSError):
             await self.command("stop", timeout=STOP_TIMEOUT_S)
         try:
@@ -150,6 +183,7 @@ class RfsDaemon:
         self._close()
 
     async def kill(self) -> None:
+        self.stopping = True
         if self.proc is not None and self.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 self.proc.kill()
@@ -158,6 +192,9 @@ class RfsDaemon:
         self._close()
 
     def _close(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            self._watch = None
         if self._pump is not None:
             self._pump.cancel()
             self._pump = None

@@ -11,14 +11,24 @@ Lineage: a tag (the primary's data generation when it synchronised) naming a sta
 copies shared.  DataState.base is the lineage this node's copy equals (0: none); the
 primary's journal records from a lineage (`journal_tag` in stats).  The rules that keep
 base true are in the automaton (docs/replication.md, "Reintegration").
+
+Faults (docs/replication.md, "Secondary faults"): a stream the primary's hakit-rfs lost
+by itself (the secondary failed an operation, stopped answering, went away) is reported
+to on_detached; hakit-rfs then holds whatever would be acknowledged without the
+secondary until fenced() says the secondary's copy is known to be outdated.  A
+hakit-rfs that dies is reported to on_failed.  The primary's is started with D's real
+directory as an inherited descriptor, opened before its first mount, so that revive()
+puts a new one over the dead mount, which answers ENOTCONN meanwhile: D is never bare.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
+import subprocess
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -75,7 +85,8 @@ def _int(stats: Mapping[str, str], key: str) -> int:
 class Replication:
     def __init__(self, *, module: str, module_id: int, cfg: Rfs, paths: Paths, log: ModuleLog,
                  resources: Resources, local_addr: str, security: Security,
-                 on_detached: Callable[[], None], on_progress: Callable[[], None]) -> None:
+                 on_detached: Callable[[], None], on_progress: Callable[[], None],
+                 on_failed: Callable[[int, str, str], None]) -> None:
         self.module = module
         self.module_id = module_id
         self.cfg = cfg
@@ -86,6 +97,8 @@ class Replication:
         self.security = security
         self.on_detached = on_detached
         self.on_progress = on_progress  # self.progress changed: the peer should hear it
+        self.on_failed = on_failed  # (index, role, why): that directory's hakit-rfs died
+        self.roots: dict[int, int] = {}  # primary: each directory's real directory, opened before any mount
         self.role: str | None = None
         self.daemons: list[RfsDaemon] = []
         self.epoch = 0  # identifies this node's receivers: the primary says which ones it synced
@@ -118,7 +131,8 @@ class Replication:
         if role == "primary":
             argv += ["--nbremconn", str(self.cfg.nbremconn),
                      "--sendtimeout", str(int(self.cfg.sendtimeout * 1000)),
-                     "--state", str(self.state_dir(index))]
+                     "--state", str(self.state_dir(index)), "--fence", "--keep-dead-mount",
+                     "--root-fd", str(self.roots[index])]
             if adopt:
                 argv += ["--adopt", str(adopt)]
         else:
@@ -141,10 +155,46 @@ class Replication:
             if keys.get("sync_mode") != "estimate":  # rfsdiff's dry run is no synchronisation
                 self._publish(keys)
             return
-        self.log(Level.EVENT, "rfs", f"Replication of {self.cfg.replicated[index].dir}: {text}")
+        # A detach reported is one nobody asked for: the stream was lost.
+        fault = text.startswith(("detached", "receiver failed"))
+        self.log(Level.CRITICAL if fault else Level.EVENT, "rfs",
+                 f"Replication of {self.cfg.replicated[index].dir}: {text}")
         if text.startswith("detached"):
             self.resources.set("rfs.state", "detached")
             self.on_detached()
+
+    def _died(self, index: int, role: str, why: str) -> None:
+        self.log(Level.CRITICAL, "rfs", f"Replication of {self.cfg.replicated[index].dir}: hakit-rfs {role} "
+                 f"died ({why})")
+        self.resources.set("rfs.state", "failed")
+        self.on_failed(index, role, why)
+
+    def _daemon(self, index: int, role: str, adopt: int) -> RfsDaemon:
+        run = self.paths.run / "rfs"
+        return RfsDaemon(
+            self.cfg.replicated[index].dir, run / f"{self.module}.{index}.ctl",
+            self.paths.module_log(self.module) / f"rfs.{index}.log",
+            self._argv(index, role, adopt), lambda text: self._event(index, text),
+            lambda why: self._died(index, role, why),
+            pass_fds=(self.roots[index],) if role == "primary" else (),
+        )
+
+    def _open_root(self, index: int) -> None:
+        """The primary's hold on D's real directory, for as long as it is primary."""
+        directory = self.cfg.replicated[index].dir
+        try:
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                raise HakitError(f"replication of {directory}: {exc.strerror}") from None
+            remove_dead_mounts(directory)  # left by a run nobody is there to replace
+            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+        self.roots[index] = fd
+
+    def _close_roots(self) -> None:
+        for fd in self.roots.values():
+            os.close(fd)
+        self.roots = {}
 
     def _publish(self, keys: Mapping[str, str]) -> None:
         """A synchronisation's progress as rfs.sync_* resources, and for the peer."""
@@ -168,21 +218,22 @@ class Replication:
             return
         await self.stop()
         self._write_key()
-        run = self.paths.run / "rfs"
         for index, rep in enumerate(self.cfg.replicated):
-            Path(rep.dir).mkdir(parents=True, exist_ok=True)
             if role == "secondary":
+                Path(rep.dir).mkdir(parents=True, exist_ok=True)
                 # This copy is about to become the primary's: a journal of changes made to it
                 # as a primary is meaningless now, and must not outlive it into a promotion.
                 shutil.rmtree(self.state_dir(index), ignore_errors=True)
-            daemon = RfsDaemon(
-                rep.dir, run / f"{self.module}.{index}.ctl",
-                self.paths.module_log(self.module) / f"rfs.{index}.log",
-                self._argv(index, role, adopt), lambda text, i=index: self._event(i, text),
-            )
+            daemon = None
             try:
+                if role == "primary":
+                    with contextlib.suppress(OSError):  # there, or a dead mount (_open_root)
+                        Path(rep.dir).mkdir(parents=True)
+                    self._open_root(index)
+                daemon = self._daemon(index, role, adopt)
                 await daemon.start(role)
             except HakitError:
+                self.daemons += [daemon] if daemon is not None else []
                 await self.stop()
                 raise
             self.daemons.append(daemon)
@@ -193,6 +244,28 @@ class Replication:
         self.resources.set("rfs.state", role)
         self.log(Level.EVENT, "rfs", f"Replication started as {role}"
                  + (f" (journal from lineage {adopt}: this copy is the secondary's)" if adopt else ""))
+
+    async def fenced(self) -> None:
+        """The secondary's copy is known to be outdated (or cannot be told): writes held
+        since the stream was lost go on without it."""
+        for daemon in self.daemons:
+            if daemon.alive:
+                with contextlib.suppress(HakitError):
+                    await daemon.fenced()
+
+    async def revive(self) -> None:
+        """Primary: a new hakit-rfs in place of each dead one, over its dead mount (the
+        journal it left on disk goes on)."""
+        for index, daemon in enumerate(self.daemons):
+            if daemon.alive:
+                continue
+            await daemon.kill()  # reaps it and closes the control connection
+            fresh = self._daemon(index, "primary", 0)
+            await fresh.start("primary")
+            self.daemons[index] = fresh
+            self.log(Level.EVENT, "rfs", f"Replication of {fresh.directory}: hakit-rfs primary started "
+                     "again over the dead mount")
+        self.resources.set("rfs.state", "primary")
 
     async def sync(self, peer_addr: str, *, tag: int, peer_base: int, full_asked: bool) -> None:
         """Primary: attach to the secondary's receivers and make its copy identical; then the
@@ -331,9 +404,28 @@ class Replication:
             self._poller = None
         for daemon in self.daemons:
             await daemon.stop()
+        if self.roots:
+            # A hakit-rfs that died left its mount dead beneath (or instead of) the last one.
+            for rep in self.cfg.replicated:
+                remove_dead_mounts(rep.dir)
+        self._close_roots()
         if self.daemons:
             self.log(Level.EVENT, "rfs", f"Replication stopped ({self.role})")
         self.daemons = []
         self.role = None
         self.key_file.unlink(missing_ok=True)
         self.resources.set("rfs.state", "stopped")
+
+
+def remove_dead_mounts(directory: str) -> None:
+    """Unmount the dead hakit-rfs mounts on top of directory (each answers ENOTCONN), so
+    that it is the directory again; a live mount stops it."""
+    for _ in range(16):
+        try:
+            os.statvfs(directory)  # not stat: FUSE answers that from its cache, dead or alive
+            return
+        except OSError as exc:
+            if exc.errno != errno.ENOTCONN:
+                return
+        if subprocess.run(["umount", "-l", directory], capture_output=True).returncode != 0:
+            return
