@@ -185,3 +185,68 @@ def test_a_killed_primary_rfs_never_uncovers_the_directory(make_sim, tmp_path):
     sim.exec("node1", ["ls", REP])
     mounts = sim.exec("node1", ["cat", "/proc/self/mountinfo"], capture=True).stdout
     assert not [m for m in mounts.splitlines() if f" {REP} " in m and "fuse.hakit-rfs" in m], mounts
+
+
+def test_a_lost_replication_lan_outdates_the_secondary_first(make_sim, tmp_path):
+    """The guide's dedicated replication LAN: heartbeats on both LANs, the stream on the
+    `flow` one.  The secondary's flow link goes down while the application writes with
+    fsync; then the primary dies: the secondary must not serve its short copy."""
+    sim = make_sim(nodes=2, lans=2, daemon=True, paths=(REP,))
+    heart = '<heart><heartbeat name="default"/><heartbeat name="private" ident="flow"/></heart>'
+    conf = mirror_conf(sim.spare_addr(0, 1), f'<rfs sendtimeout="2"><replicated dir="{REP}"/></rfs>')
+    install(sim, tmp_path, ["node1", "node2"], conf.replace('<heart><heartbeat name="default"/></heart>', heart))
+    hk(sim, "node1", "prim", "-m", MODULE)
+    hk(sim, "node2", "start", "-m", MODULE)
+    wait_state(sim, "node2", "SECOND (Ready)", timeout=60)
+    writer = sim.popen("node1", ["python3", "-c", FSYNCED, f"{REP}/data", "100000"], stdout=subprocess.PIPE,
+                       text=True)
+    acked = 0
+    try:
+        assert writer.stdout is not None
+        for line in writer.stdout:
+            acked = int(line)
+            if acked == 20:
+                break
+        sim.exec("node2", ["ip", "link", "set", "eth1", "down"])
+        # The stream stalls, sendtimeout detaches it, the secondary hears on the other LAN.
+        wait_state(sim, "node2", "SECOND (NotReady)", timeout=15)
+        for line in writer.stdout:
+            acked = int(line)
+            if acked >= 40:
+                break
+        sim.kill("node1")
+    finally:
+        writer.kill()
+        writer.wait()
+    assert acked >= 40
+    wait_state(sim, "node2", "WAIT (NotReady)", timeout=10)
+    assert "This copy is outdated" in log(sim, "node2")
+    # Less than what was acknowledged: serving it would have lost acknowledged writes.
+    assert sim.host_path("node2", REP).joinpath("data").stat().st_size < acked << 20
+
+
+def test_a_read_only_secondary_disk_is_outdated_then_healed(make_sim, tmp_path):
+    sim = start_mirror(make_sim, tmp_path)
+    sim.remount("node2", REP, "ro")
+    assert write_fsynced(sim, "node1", "data", 2)[-1] == "done"
+    wait_state(sim, "node2", "SECOND (NotReady)")
+    wait_state(sim, "node1", "ALONE (Ready)")
+    assert "Read-only file system" in log(sim, "node1")
+    assert "Read-only file system" in log(sim, "node2")
+    sim.remount("node2", REP, "rw")
+    wait_state(sim, "node2", "SECOND (Ready)", timeout=40)
+    wait_state(sim, "node1", "PRIM (Ready)")
+    assert_identical(sim, "node1", "node2")
+
+
+def test_a_full_primary_disk_fails_the_application_and_keeps_the_copies_alike(make_sim, tmp_path):
+    sim = start_mirror(make_sim, tmp_path)
+    filler = fill(sim, "node1", leave_mib=2)
+    run = sim.exec("node1", ["python3", "-c", FSYNCED, f"{REP}/data", "6"], capture=True, check=False)
+    assert run.returncode != 0 and "No space left on device" in run.stderr, run.stderr
+    filler.unlink()
+    # The secondary got what the primary wrote, no more: both copies alike, still in sync.
+    assert state(sim, "node2") == "SECOND (Ready)" and state(sim, "node1") == "PRIM (Ready)"
+    for node in ("node1", "node2"):
+        sim.host_path(node, REP).joinpath(".filler").unlink(missing_ok=True)
+    assert_identical(sim, "node1", "node2")

@@ -924,8 +924,14 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off, s
 			return r;
 	}
 	n = pwrite(f->fd, buf, size, off);
-	if (n < 0)
-		return -errno;
+	if (n < 0) {
+		int err = -errno;
+
+		/* A write refused (a full disk) may have touched the file's times all the same:
+		 * its close gives the secondary the primary's. */
+		atomic_store(&f->written, true);
+		return err;
+	}
 	/* No path: the file was unlinked while open, and is gone on the secondary too. */
 	if (path && n > 0) {
 		struct rfs_op op = { .code = RFS_OP_WRITE, .path = stream_path(path), .off = off,
