@@ -325,3 +325,32 @@ for i in range(n):
     os.fsync(fd)
 print("done", n, flush=True)
 """
+
+
+def test_a_journal_that_cannot_be_written_is_never_taken_for_one(make_sim):
+    """The primary's journal on a full disk while the secondary is away: the marks are
+    lost, so the journal says so (invalid), refuses an incremental resync, and only a
+    full one makes the secondary identical again."""
+    state = "/srv/state"
+    sim = make_sim(nodes=2, paths=(REP, state), sizes={REP: "16M", state: "1M"})
+    with running_pair(sim) as pair:
+        primary, secondary = sim.host_path("node1", REP), sim.host_path("node2", REP)
+        pair.start("node2")
+        prim = pair.start("node1", "--state", state)
+        pair.attach()
+        sync(prim, "fullsync tag=3")
+        disk = sim.host_path("node1", state)
+        with open(disk / "filler", "wb") as f, contextlib.suppress(OSError):
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        pair.stop("node2")
+        pair.wait_detached()
+        sim.exec("node1", ["sh", "-c", f"for i in $(seq 20); do head -c 64k /dev/urandom > {REP}/f$i; done"])
+        stats = prim.stats()
+        assert stats["journal"] == "invalid", stats
+        pair.start("node2")
+        pair.attach()
+        assert prim("resync tag=4").startswith("error resync: no journal")
+        sync(prim, "fullsync tag=4")
+        assert tree(secondary) == tree(primary)
