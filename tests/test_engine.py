@@ -455,11 +455,13 @@ def test_mirror_replicates_and_keeps_every_acknowledged_record_across_a_crash(ma
     sim.exec("node2", ["sh", "-c", "echo after > /srv/rep/d/new"])
 
 
-def test_zero_loss_over_primary_crashes(make_sim, tmp_path):
-    sim = make_sim(nodes=2, daemon=True, paths=(zeroloss.REPDIR,))
-    result = zeroloss.run(sim, tmp_path, rounds=3, seed=3)
-    assert result.rounds == 3 and result.acked > 0
+def test_zero_loss_over_primary_crashes_and_full_secondary_disks(make_sim, tmp_path):
+    sim = make_sim(nodes=2, daemon=True, paths=(zeroloss.REPDIR,),
+                   sizes={zeroloss.REPDIR: zeroloss.DISK_SIZE})
+    result = zeroloss.run(sim, tmp_path, rounds=3, seed=3, disk=True)
+    assert result.rounds == 5 and result.acked > 0
     assert result.lost == 0, result.details
+    assert result.healed == 1 and result.refused == 1, result.details
 
 
 def test_secondary_outage_during_live_writes_blocks_nothing_and_ends_identical(make_sim, tmp_path):

@@ -137,8 +137,8 @@ def test_a_killed_secondary_rfs_is_restarted_and_resynchronised(make_sim, tmp_pa
     try:
         app.run_until(200)
         os.kill(rfs_pid(sim, "node2"), signal.SIGKILL)
-        wait_for("the death noticed", lambda: "hakit-rfs secondary died (killed by SIGKILL)" in log(sim, "node2"),
-                 timeout=2)
+        wait_for("the death noticed",
+                 lambda: "hakit-rfs secondary died (killed by SIGKILL)" in log(sim, "node2"), timeout=2)
         assert state(sim, "node2") in ("SECOND (NotReady)", "SECOND (Ready)")
         app.run_until(200)
         wait_state(sim, "node2", "SECOND (Ready)", timeout=40)
@@ -157,13 +157,14 @@ def test_a_killed_primary_rfs_never_uncovers_the_directory(make_sim, tmp_path):
     sim = start_mirror(make_sim, tmp_path, size="64M", big_mib=4)
     bare = os.stat(sim.host_path("node1", REP)).st_dev
     app = App(sim, "node1", seed=12)
-    watch = sim.popen("node1", ["python3", "-c", WATCH, REP, str(bare), "6"], stdout=subprocess.PIPE, text=True)
+    watch = sim.popen("node1", ["python3", "-c", WATCH, REP, str(bare), "6"], stdout=subprocess.PIPE,
+                      text=True)
     try:
         app.run_until(200)
         assert watch.stdout is not None and watch.stdout.readline().strip() == "watching"
         os.kill(rfs_pid(sim, "node1"), signal.SIGKILL)
-        wait_for("the death noticed", lambda: "hakit-rfs primary died (killed by SIGKILL)" in log(sim, "node1"),
-                 timeout=2)
+        wait_for("the death noticed",
+                 lambda: "hakit-rfs primary died (killed by SIGKILL)" in log(sim, "node1"), timeout=2)
         seen, _ = watch.communicate(timeout=30)
     finally:
         app.stop()
@@ -194,7 +195,8 @@ def test_a_lost_replication_lan_outdates_the_secondary_first(make_sim, tmp_path)
     sim = make_sim(nodes=2, lans=2, daemon=True, paths=(REP,))
     heart = '<heart><heartbeat name="default"/><heartbeat name="private" ident="flow"/></heart>'
     conf = mirror_conf(sim.spare_addr(0, 1), f'<rfs sendtimeout="2"><replicated dir="{REP}"/></rfs>')
-    install(sim, tmp_path, ["node1", "node2"], conf.replace('<heart><heartbeat name="default"/></heart>', heart))
+    conf = conf.replace('<heart><heartbeat name="default"/></heart>', heart)
+    install(sim, tmp_path, ["node1", "node2"], conf)
     hk(sim, "node1", "prim", "-m", MODULE)
     hk(sim, "node2", "start", "-m", MODULE)
     wait_state(sim, "node2", "SECOND (Ready)", timeout=60)

@@ -7,10 +7,16 @@ primary node is killed at a random moment (`sim kill`: every process dies at onc
 once the other node has taken over, every acknowledged record must be in its copy.
 The killed node is revived and comes back as secondary; the next round writes on
 the new primary.  Used by bench/zeroloss.py (many rounds) and the tests (a few).
+
+With disk rounds (REPDIR a file system of its own on each node, DISK_SIZE), two more:
+the secondary's disk fills while records are written, then space is freed: the mirror
+heals by itself to identical copies; and the secondary's disk fills, then the primary is
+killed: the survivor, whose copy lacks acknowledged records, must not become primary.
 """
 
 from __future__ import annotations
 
+import os
 import random
 import subprocess
 import time
@@ -23,13 +29,18 @@ from hakit.testing.sim import Sim
 
 MODULE = "zl"
 REPDIR = "/srv/zeroloss"
+DISK_SIZE = "64M"  # of REPDIR on each node, for the disk rounds
+PAD = 64 << 10  # bytes of padding per record in the disk rounds: the disk fills in seconds
+# Appends numbered records (padded with argv[2] bytes), each fsynced, and prints its
+# number once fsync returned; ends at the first error.
 WRITER = r"""
 import os, sys
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+pad = b"." * int(sys.argv[2]) if len(sys.argv) > 2 else b""
 n = 0
 while True:
     n += 1
-    os.write(fd, b"record %08d\n" % n)
+    os.write(fd, b"record %08d %s\n" % (n, pad))
     os.fsync(fd)
     print(n, flush=True)
 """
@@ -49,6 +60,8 @@ class Result:
     rounds: int = 0
     acked: int = 0
     lost: int = 0
+    refused: int = 0  # disk rounds: the survivor held a short copy and did not become primary
+    healed: int = 0  # disk rounds: the mirror healed by itself to identical copies
     details: list[str] = field(default_factory=list)
 
 
@@ -87,6 +100,74 @@ def setup(sim: Sim, workdir: Path) -> None:
     _wait(sim, "node1", "PRIM (Ready)")
 
 
+def _missing(sim: Sim, node: str, name: str, acked: int) -> int:
+    path = sim.host_path(node, REPDIR) / name
+    have = {line[:15] for line in path.read_text().splitlines()} if path.exists() else set()
+    return sum(1 for i in range(1, acked + 1) if f"record {i:08d}" not in have)
+
+
+def _fill(sim: Sim, node: str, leave: int = 1 << 20) -> Path:
+    """The node's disk full but for `leave` bytes, by a file written behind hakit's back."""
+    root = sim.host_path(node, REPDIR)
+    st = os.statvfs(root)
+    filler = root / ".filler"
+    left = st.f_bavail * st.f_frsize - leave
+    with open(filler, "wb") as f:
+        while left > 0:
+            f.write(b"\0" * min(left, 1 << 20))
+            left -= 1 << 20
+    return filler
+
+
+def _write_until_outdated(sim: Sim, primary: str, secondary: str, name: str) -> subprocess.Popen[str]:
+    """A writer on the primary, running once the secondary reports its copy outdated."""
+    writer = sim.popen(primary, ["python3", "-c", WRITER, f"{REPDIR}/{name}", str(PAD)],
+                       stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    try:
+        _wait(sim, secondary, "SECOND (NotReady)", timeout=30)
+    except HakitError:
+        writer.kill()
+        writer.wait()
+        raise
+    return writer
+
+
+def heal_round(sim: Sim, primary: str, secondary: str, n: int) -> tuple[int, int]:
+    """The secondary's disk fills, then frees: (acknowledged, missing once healed)."""
+    name = f"records-{n}"
+    filler = _fill(sim, secondary)
+    writer = _write_until_outdated(sim, primary, secondary, name)
+    _wait(sim, primary, "ALONE (Ready)")
+    writer.kill()  # before the primary's own disk fills
+    acked = sum(1 for _ in writer.communicate()[0].split())
+    filler.unlink()
+    _wait(sim, secondary, "SECOND (Ready)")
+    _wait(sim, primary, "PRIM (Ready)")
+    lost = _missing(sim, secondary, name, acked)
+    sim.exec(primary, ["rm", f"{REPDIR}/{name}"])  # room for the next round, on both
+    return acked, lost
+
+
+def short_copy_round(sim: Sim, primary: str, secondary: str, n: int) -> tuple[int, bool]:
+    """The secondary's disk fills, then the primary dies: (acknowledged, whether the
+    survivor refused to become primary with its short copy).  Healed afterwards: space
+    freed, the old primary back as primary (its copy is the reference), the other SECOND."""
+    name = f"records-{n}"
+    filler = _fill(sim, secondary)
+    writer = _write_until_outdated(sim, primary, secondary, name)
+    time.sleep(0.5)  # records acknowledged by the primary alone
+    sim.kill(primary)
+    acked = sum(1 for _ in writer.communicate()[0].split())
+    time.sleep(2.0)  # well past the heartbeat timeout: it would have taken over by now
+    refused = _state(sim, secondary) == "WAIT (NotReady)" and _missing(sim, secondary, name, acked) > 0
+    filler.unlink()
+    sim.revive(primary)
+    _hakit(sim, primary, "start", "-m", MODULE)
+    _wait(sim, primary, "PRIM (Ready)")
+    _wait(sim, secondary, "SECOND (Ready)")
+    return acked, refused
+
+
 def one_round(sim: Sim, primary: str, secondary: str, n: int, rng: random.Random) -> tuple[int, int]:
     """(acknowledged, lost) for one crash of `primary`."""
     name = f"records-{n}"
@@ -100,9 +181,7 @@ def one_round(sim: Sim, primary: str, secondary: str, n: int, rng: random.Random
         acked = int(line)
     writer.wait()
     _wait(sim, secondary, "ALONE (Ready)")
-    path = sim.host_path(secondary, REPDIR) / name
-    have = set(path.read_text().splitlines()) if path.exists() else set()
-    lost = sum(1 for i in range(1, acked + 1) if f"record {i:08d}" not in have)
+    lost = _missing(sim, secondary, name, acked)
     sim.revive(primary)
     _hakit(sim, primary, "start", "-m", MODULE)
     _wait(sim, primary, "SECOND (Ready)")
@@ -110,7 +189,9 @@ def one_round(sim: Sim, primary: str, secondary: str, n: int, rng: random.Random
     return acked, lost
 
 
-def run(sim: Sim, workdir: Path, rounds: int, seed: int | None = None) -> Result:
+def run(sim: Sim, workdir: Path, rounds: int, seed: int | None = None, disk: bool = False) -> Result:
+    """rounds crashes of the primary; with disk, then a heal round and a short-copy round
+    (the cluster was made with sizes={REPDIR: DISK_SIZE})."""
     rng = random.Random(seed)
     setup(sim, workdir)
     result = Result()
@@ -122,4 +203,19 @@ def run(sim: Sim, workdir: Path, rounds: int, seed: int | None = None) -> Result
         result.lost += lost
         result.details.append(f"round {n}: {primary} killed after {acked} acknowledged records, {lost} lost")
         primary, secondary = secondary, primary
+    if disk:
+        n = rounds + 1
+        acked, lost = heal_round(sim, primary, secondary, n)
+        result.rounds += 1
+        result.acked += acked
+        result.lost += lost
+        result.healed += 1 if not lost else 0
+        result.details.append(f"round {n}: {secondary}'s disk full, then freed: healed after {acked} "
+                              f"acknowledged records, {lost} missing on it")
+        acked, refused = short_copy_round(sim, primary, secondary, n + 1)
+        result.rounds += 1
+        result.refused += 1 if refused else 0
+        verdict = "was" if refused else "was NOT"
+        result.details.append(f"round {n + 1}: {secondary}'s disk full, {primary} killed after {acked} "
+                              f"acknowledged records: the short copy {verdict} refused")
     return result
