@@ -80,6 +80,9 @@ def test_a_full_secondary_is_outdated_then_healed(make_sim, tmp_path):
     assert "receiver failed to write data: No space left on device" in node2_log
     assert "This copy is outdated" in node2_log
     assert resources(sim, "node1")["rfs.state"] in ("detached", "syncing")
+    for node in ("node1", "node2"):
+        wait_for("failures counted",
+                 lambda node=node: resources(sim, node).get("rfs.apply_failures", "0") != "0")
     # The primary tries again with backoff; space freed, the copy heals by itself.
     filler.unlink()
     wait_state(sim, "node2", "SECOND (Ready)", timeout=40)

@@ -349,7 +349,9 @@ class Replication:
     async def _poll(self) -> None:
         """Bandwidth resources (KB/s over the last second): rfs.netout_bandwidth,
         rfs.rep_bandwidth (live replication), rfs.rei_bandwidth (reintegration) on the
-        primary, rfs.netin_bandwidth on the secondary."""
+        primary, rfs.netin_bandwidth on the secondary; rfs.apply_failures, the operations
+        the secondary failed to apply (as the primary heard of them, or as the receiver
+        counted them), since the replication started."""
         before: dict[int, dict[str, str]] = {}
         last = time.monotonic()
         while True:
@@ -357,11 +359,13 @@ class Replication:
             now = time.monotonic()
             elapsed, last = now - last, now
             moved = {"netout": 0, "netin": 0, "rep": 0, "rei": 0}
+            failures = 0
             for index, daemon in enumerate(self.daemons):
                 try:
                     stats = await daemon.stats()
                 except HakitError:
                     continue
+                failures += _int(stats, "apply_failures") + _int(stats, "rx_failures")
                 prev = before.get(index)
                 before[index] = stats
                 if prev is None:
@@ -379,6 +383,7 @@ class Replication:
             names = ("netout", "rep", "rei") if self.role == "primary" else ("netin",)
             for name in names:
                 self.resources.set(f"rfs.{name}_bandwidth", str(round(moved[name] / 1024 / elapsed)))
+            self.resources.set("rfs.apply_failures", str(failures))
 
     async def stop_orphans(self) -> None:
         """Stop the hakit-rfs a crashed module process left serving its directories."""
