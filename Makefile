@@ -22,7 +22,7 @@ PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
 	meson.build pyproject.toml
 
-.PHONY: all deps build test demo demo-down lint bench clean rfs-asan
+.PHONY: all deps build test demo demo-down lint bench clean rfs-asan rfs-faults
 all: build
 
 $(STAMPS)/deb: Makefile
@@ -54,7 +54,7 @@ build: $(STAMPS)/build
 lint: build
 	$(VENV)/bin/ruff check $(wildcard python tests bench)
 
-test: build rfs-asan
+test: build rfs-asan rfs-faults
 	$(VENV)/bin/ruff check $(wildcard python tests bench)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -80,6 +80,18 @@ $(RFS_ASAN)/test_%: $(RFS_ASAN)/obj/test_%.o $(RFS_CORE)
 # Kept, so a change rebuilds only what it touches.
 .SECONDARY: $(RFS_CORE) $(patsubst $(RFS_ASAN)/%,$(RFS_ASAN)/obj/%.o,$(RFS_TESTS))
 rfs-asan: $(STAMPS)/deb $(RFS_TESTS)
+
+# A test build of the whole hakit-rfs whose receiver can be told to fail operations
+# (HAKIT_RFS_FAULT=ERRNO:TEXT, repl.c): errors such as EIO that the test machine cannot
+# cause for real.  Used by tests/test_rfs_resync.py; never installed.
+RFS_FAULTS := build/rfs-faults/hakit-rfs
+RFS_SOURCES := $(patsubst %,$(RFS_DIR)/%.c,ops repl apply chan dirty fs sync exclude main)
+$(RFS_FAULTS): $(RFS_SOURCES) $(RFS_HEADERS) $(STAMPS)/deb
+	@mkdir -p $(@D)
+	$(CC) -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -DFUSE_USE_VERSION=314 -DRFS_FAULT_INJECTION -g -O2 \
+		-I$(RFS_DIR) $$(pkg-config --cflags fuse3) -o $@ $(RFS_SOURCES) \
+		$$(pkg-config --libs fuse3) -llz4 -lssl -lcrypto -lpthread
+rfs-faults: $(RFS_FAULTS)
 # ---- end of rfs core tests
 
 demo: build

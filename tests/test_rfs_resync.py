@@ -6,11 +6,13 @@ secondary lost in the middle of live writes still ends identical."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import pytest
 
@@ -35,11 +37,13 @@ class Pair:
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     ctls: dict[str, RfsControl] = field(default_factory=dict)
 
-    def start(self, node: str, *extra: str) -> RfsControl:
+    def start(self, node: str, *extra: str, binary: Path | None = None, env: dict[str, str] | None = None
+              ) -> RfsControl:
         role = ["primary", "--state", STATE] if node == "node1" else [
             "secondary", "--listen", f"{self.sim.addr('node2')}:{PORT}"]
-        self.procs[node] = self.sim.popen(node, [str(rfs_binary()), role[0], "--dir", REP, "--ctl", CTL,
-                                                 "--xattr", *role[1:], *extra])
+        argv = [str(binary or rfs_binary()), role[0], "--dir", REP, "--ctl", CTL, "--xattr", *role[1:],
+                *extra]
+        self.procs[node] = self.sim.popen(node, argv, env=env)
         self.ctls[node] = RfsControl(self.sim.host_path(node, CTL))
         return self.ctls[node]
 
@@ -354,3 +358,37 @@ def test_a_journal_that_cannot_be_written_is_never_taken_for_one(make_sim):
         assert prim("resync tag=4").startswith("error resync: no journal")
         sync(prim, "fullsync tag=4")
         assert tree(secondary) == tree(primary)
+
+
+FAULTS_BINARY = Path(__file__).resolve().parents[1] / "build" / "rfs-faults" / "hakit-rfs"
+
+
+def test_an_input_output_error_on_the_secondary_detaches_it(pair):
+    """EIO cannot be caused for real here: the test build's receiver injects it
+    (HAKIT_RFS_FAULT, make rfs-faults) for every operation on a path naming `bad`."""
+    assert FAULTS_BINARY.exists(), f"{FAULTS_BINARY} is missing: make rfs-faults builds it"
+    primary, secondary = pair.sim.host_path("node1", REP), pair.sim.host_path("node2", REP)
+    pair.start("node2", binary=FAULTS_BINARY, env={"HAKIT_RFS_FAULT": f"{errno.EIO}:bad"})
+    prim = pair.start("node1", "--fence")
+    pair.attach()
+    sync(prim, "fullsync tag=2")
+    pair.sim.exec("node1", ["python3", "-c", FSYNCED, f"{REP}/good", "1"])
+    assert prim.stats()["attached"] == "1"
+    writer = pair.sim.popen("node1", ["python3", "-c", FSYNCED, f"{REP}/bad", "2"], stdout=subprocess.PIPE,
+                            text=True)
+    try:
+        stats = pair.wait_detached()
+        assert stats["fencing"] == "1" and stats["journal"] == "recording", stats
+        assert prim("fenced") == "ok"
+        out, _ = writer.communicate(timeout=20)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert out.split() == ["done", "2"], out
+    assert any("bad: Input/output error" in e for e in prim.events), prim.events
+    pair.stop("node2")
+    pair.start("node2")  # the fault gone
+    pair.attach()
+    sync(prim, "resync tag=3")
+    assert tree(secondary) == tree(primary)

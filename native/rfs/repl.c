@@ -1600,6 +1600,28 @@ static void rx_failed(struct receiver *rx, const struct rfs_op *op, int err)
 		rx->stats->failed(rx->stats->arg, what);
 }
 
+#ifdef RFS_FAULT_INJECTION
+/* Test builds only (make rfs-faults): HAKIT_RFS_FAULT=ERRNO:TEXT makes every operation
+ * whose path contains TEXT fail with that errno number, for the errors that cannot be
+ * caused for real on the test machine (EIO). */
+static int injected_fault(const struct rfs_op *op)
+{
+	const char *spec = getenv("HAKIT_RFS_FAULT"), *text;
+	long err;
+
+	if (!spec || !(text = strchr(spec, ':')) || !op->path || !strstr(op->path, text + 1))
+		return 0;
+	err = strtol(spec, NULL, 10);
+	return err > 0 && err < 4096 ? -(int)err : 0;
+}
+#else
+static int injected_fault(const struct rfs_op *op)
+{
+	(void)op;
+	return 0;
+}
+#endif
+
 /* One whole op frame: decode, apply, queue the ack.  0, or -1 with why set (garbage)
  * or not (the connection is being closed). */
 static int op_in(struct rconn *k, const struct rfs_wire_hdr *h, const char *body, char *why, size_t n)
@@ -1641,7 +1663,8 @@ static int op_in(struct rconn *k, const struct rfs_wire_hdr *h, const char *body
 	/* Acks already earned should not wait behind an fsync. */
 	if ((durable || op.code == RFS_OP_FSYNC || op.code == RFS_OP_SYNCFS) && k->nacks && acks_flush(k))
 		return -1;
-	rc = rfs_applier_apply(k->rx->ap, &op, durable);
+	if (!(rc = injected_fault(&op)))
+		rc = rfs_applier_apply(k->rx->ap, &op, durable);
 	__atomic_fetch_add(&k->rx->stats->ops, 1, __ATOMIC_RELAXED);
 	if (rc)
 		rx_failed(k->rx, &op, rc);
