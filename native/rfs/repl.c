@@ -984,14 +984,22 @@ void rfs_repl_fenced(struct rfs_repl *r)
 	pthread_mutex_unlock(&r->mu);
 }
 
+static void unlock_mutex(void *mu)
+{
+	pthread_mutex_unlock(mu);
+}
+
 /* An op is about to be acknowledged without the secondary: not while fencing.  Called
- * holding no lock of the stream. */
+ * holding no lock of the stream.  libfuse cancels its workers when the loop ends: one
+ * cancelled here leaves the mutex free (its request is never answered: the caller sees
+ * the mount go, not a success). */
 static void fence_wait(struct rfs_repl *r)
 {
 	pthread_mutex_lock(&r->mu);
+	pthread_cleanup_push(unlock_mutex, &r->mu);
 	while (r->fencing)
 		pthread_cond_wait(&r->fence_cond, &r->mu);
-	pthread_mutex_unlock(&r->mu);
+	pthread_cleanup_pop(1);
 }
 
 void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out)

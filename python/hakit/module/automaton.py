@@ -118,6 +118,8 @@ class Automaton:
         self.fence_pending = False
         self.sync_backoff = 0.0
         self.sync_retry_at = 0.0
+        self.leaving = False  # secondary: stopping its replication, it will not take over
+        self._fencing: asyncio.Task[None] | None = None
 
     # -- outside world
     def wake(self) -> None:
@@ -155,7 +157,7 @@ class Automaton:
             "gen": self.data.gen, "since": self.primary_since, "yield": self.yielding,
             "swap": self.swap_asked, "rfs_epoch": self.p.rfs.epoch if self.p.rfs else 0,
             "synced": self.synced_epoch, "base": self.data.base, "fullsync": self.fullsync_asked,
-            "outdate": self.outdating,
+            "outdate": self.outdating, "leaving": self.leaving,
             "sync": self.p.rfs.progress if self.p.rfs else {},
             **({"lb": self.p.farm.payload()} if self.p.farm else {}),
         }
@@ -419,21 +421,33 @@ class Automaton:
         if (self.state, self.status) == (State.PRIM, Status.READY):
             self._unprotected("the replication stream to it was lost")
         self.advertise()
+        self.check_fence()
         self.wake()
 
     def _outdated_enough(self, peer: dict[str, Any] | None) -> bool:
         """Can the primary acknowledge writes the secondary lacks?  Yes once that node
-        cannot take over by itself with its copy: gone, not running as secondary, or its
-        copy marked outdated (or inconsistent) on its disk."""
-        return peer is None or peer.get("state") != State.SECOND or peer.get("role") in NOT_A_GOOD_COPY
+        cannot take over by itself with its copy: gone, not running as secondary (or
+        leaving that state), or its copy marked outdated (or inconsistent) on its disk."""
+        return (peer is None or peer.get("state") != State.SECOND or bool(peer.get("leaving"))
+                or peer.get("role") in NOT_A_GOOD_COPY)
+
+    def check_fence(self) -> None:
+        """On every peer news too, not only between transitions: a transition in progress
+        (stop_prim waiting on the application) may itself wait on a held write."""
+        if self.fence_pending and self._fencing is None and self._outdated_enough(self.peer()):
+            self._fencing = asyncio.create_task(self._fence(self.peer()))
 
     async def _fence(self, peer: dict[str, Any] | None) -> None:
-        if not self.fence_pending or not self._outdated_enough(peer) or self.p.rfs is None:
-            return
-        self.fence_pending = False
-        why = "is gone" if peer is None else f"is {peer.get('state')}, its copy {peer.get('role')}"
-        self.log(Level.EVENT, "rfs", f"{self.p.peers[0]} {why}: writes go on without it")
-        await self.p.rfs.fenced()
+        try:
+            if not self.fence_pending or not self._outdated_enough(peer) or self.p.rfs is None:
+                return
+            self.fence_pending = False
+            why = ("is gone" if peer is None else "leaves SECOND" if peer.get("leaving") else
+                   f"is {peer.get('state')}, its copy {peer.get('role')}")
+            self.log(Level.EVENT, "rfs", f"{self.p.peers[0]} {why}: writes go on without it")
+            await self.p.rfs.fenced()
+        finally:
+            self._fencing = None
 
     async def _await_outdated(self) -> None:
         """The primary restarts its replication in place: not before the secondary knows
@@ -553,6 +567,7 @@ class Automaton:
         self.outdating = 0
         self.fence_pending = False
         self.sync_backoff = self.sync_retry_at = 0.0
+        self.leaving = False
         if self.p.rfs is not None:
             try:
                 await self.p.rfs.start("primary", adopt=adopt)
@@ -569,6 +584,7 @@ class Automaton:
     async def to_second(self, peer: dict[str, Any]) -> None:
         self.set_state(State.SECOND, Status.TRANSIENT)
         self.yielding = False
+        self.leaving = False
         if self.p.rfs is None:
             await self.second_ready(peer)
             return
@@ -687,6 +703,8 @@ class Automaton:
             if replication:
                 await self._peer_gone()
         elif self.state == State.SECOND:
+            self.leaving = True  # before its stream stops: the primary need not wait for more
+            self.advertise()
             await self.p.checks.disable("second")
             await self._script("stop_second", *args, fatal=False)
         if self.p.rfs is not None and self.state in (*PRIMARY, State.SECOND):

@@ -171,6 +171,7 @@ class ModuleProcess:
             self.resources.set(f"peer.{peer}", value)
         if self.farm is not None:
             self.farm.set_peers({peer: self.heart.peer(peer) for peer in self.heart.peers})
+        self.automaton.check_fence()
         self.automaton.wake()
 
     async def _act(self, action: str, origin: str) -> None:
