@@ -232,7 +232,7 @@ struct rfs_repl {
 	/* With cfg.fence: a session that died by itself holds every op that would be
 	 * acknowledged without the secondary until rfs_repl_fenced() or a detach (under mu,
 	 * waited on with fence_cond). */
-	int fencing;
+	atomic_int fencing;
 	pthread_cond_t fence_cond;
 };
 
@@ -338,6 +338,16 @@ static void session_kill(struct session *s, const char *reason)
 	struct rfs_dirty_ticket t;
 	struct rfs_dirty *journal = atomic_load(&s->installed) && !atomic_load(&s->dead) ? r->cfg.dirty : NULL;
 
+	/* Before the session is seen dead or detached: a submitter that sees either must
+	 * find the fence up, or it would acknowledge an op without the secondary, which
+	 * nobody has told yet.  Raised for a session that may die by another's hand
+	 * meanwhile: by its own threads, which raise it too, or by a detach asked for,
+	 * which lowers it once every user of the session is gone. */
+	if (reason && r->cfg.fence && atomic_load(&s->installed) && !atomic_load(&s->dead)) {
+		pthread_mutex_lock(&r->mu);
+		atomic_store(&r->fencing, 1);
+		pthread_mutex_unlock(&r->mu);
+	}
 	if (journal) {
 		rfs_dirty_begin(journal, &(struct rfs_op){.code = RFS_OP_SYNCFS}, &t);
 		rfs_dirty_detached(journal);
@@ -349,13 +359,6 @@ static void session_kill(struct session *s, const char *reason)
 	}
 	if (atomic_load(&s->installed))
 		atomic_store(&r->attached, 0);
-	/* Before any waiter wakes: none may return as if acknowledged until the module
-	 * has made the secondary's copy known to be outdated (docs/replication.md). */
-	if (reason && r->cfg.fence && atomic_load(&s->installed)) {
-		pthread_mutex_lock(&r->mu);
-		r->fencing = 1;
-		pthread_mutex_unlock(&r->mu);
-	}
 	for (int i = 0; i < s->nconn; i++) {
 		struct conn *c = &s->conns[i];
 
@@ -979,7 +982,7 @@ void rfs_repl_detach(struct rfs_repl *r)
 void rfs_repl_fenced(struct rfs_repl *r)
 {
 	pthread_mutex_lock(&r->mu);
-	r->fencing = 0;
+	atomic_store(&r->fencing, 0);
 	pthread_cond_broadcast(&r->fence_cond);
 	pthread_mutex_unlock(&r->mu);
 }
@@ -995,9 +998,11 @@ static void unlock_mutex(void *mu)
  * the mount go, not a success). */
 static void fence_wait(struct rfs_repl *r)
 {
+	if (!atomic_load(&r->fencing))
+		return; /* alone, every op passes here: no lock for them */
 	pthread_mutex_lock(&r->mu);
 	pthread_cleanup_push(unlock_mutex, &r->mu);
-	while (r->fencing)
+	while (atomic_load(&r->fencing))
 		pthread_cond_wait(&r->fence_cond, &r->mu);
 	pthread_cleanup_pop(1);
 }
@@ -1014,9 +1019,7 @@ void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out)
 		.failures = atomic_load(&r->failures),
 		.attached = atomic_load(&r->attached),
 	};
-	pthread_mutex_lock(&r->mu);
-	out->fencing = r->fencing;
-	pthread_mutex_unlock(&r->mu);
+	out->fencing = atomic_load(&r->fencing);
 }
 
 /* Write data compressed into this thread's scratch when that pays; else NULL. */
