@@ -31,18 +31,21 @@ MODULE = "zl"
 REPDIR = "/srv/zeroloss"
 DISK_SIZE = "64M"  # of REPDIR on each node, for the disk rounds
 PAD = 64 << 10  # bytes of padding per record in the disk rounds: the disk fills in seconds
-# Appends numbered records (padded with argv[2] bytes), each fsynced, and prints its
-# number once fsync returned; ends at the first error.
+PACE_S = 0.005  # between records in the disk rounds: the primary's own disk must not fill first
+# Appends numbered records (padded with argv[2] bytes, argv[3] seconds apart), each
+# fsynced, and prints its number once fsync returned; ends at the first error.
 WRITER = r"""
-import os, sys
+import os, sys, time
 fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 pad = b"." * int(sys.argv[2]) if len(sys.argv) > 2 else b""
+pace = float(sys.argv[3]) if len(sys.argv) > 3 else 0.0
 n = 0
 while True:
     n += 1
     os.write(fd, b"record %08d %s\n" % (n, pad))
     os.fsync(fd)
     print(n, flush=True)
+    time.sleep(pace)
 """
 CONF = """<!DOCTYPE safe>
 <safe>
@@ -121,7 +124,7 @@ def _fill(sim: Sim, node: str, leave: int = 1 << 20) -> Path:
 
 def _write_until_outdated(sim: Sim, primary: str, secondary: str, name: str) -> subprocess.Popen[str]:
     """A writer on the primary, running once the secondary reports its copy outdated."""
-    writer = sim.popen(primary, ["python3", "-c", WRITER, f"{REPDIR}/{name}", str(PAD)],
+    writer = sim.popen(primary, ["python3", "-c", WRITER, f"{REPDIR}/{name}", str(PAD), str(PACE_S)],
                        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         _wait(sim, secondary, "SECOND (NotReady)", timeout=30)
