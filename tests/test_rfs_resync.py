@@ -10,7 +10,7 @@ import errno
 import os
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -289,34 +289,46 @@ def test_a_full_secondary_is_detached_and_nothing_is_acknowledged_before_fenced(
     filler = secondary / "filler"  # the secondary's disk, behind the stream: 4 MiB left
     filler.write_bytes(b"\0" * (12 << 20))
     sec = RfsControl(pair.sim.host_path("node2", CTL))
-    writer = pair.sim.popen("node1", ["python3", "-c", FSYNCED, f"{REP}/data", "8"],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        stats = pair.wait_detached()
-        assert stats["fencing"] == "1" and int(stats["apply_failures"]) >= 1, stats
+
+    def while_held(stats: dict[str, str], writer: subprocess.Popen) -> None:
+        assert int(stats["apply_failures"]) >= 1, stats
         assert stats["journal"] == "recording" and stats["journal_tag"] == "7", stats
         # The writer's fsync waits: nothing the secondary lacks is acknowledged yet.
         time.sleep(0.5)
         assert writer.poll() is None
         assert sec.stats()["rx_failures"] != "0"
-        assert prim("fenced") == "ok"
-        out, _ = writer.communicate(timeout=20)
-    finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.wait()
-    assert writer.returncode == 0 and out.split() == ["done", "8"], out
+
+    write_through_fence(pair, "data", 8, while_held)
     assert any("the secondary failed to write data: No space left on device" in e for e in prim.events), \
         prim.events
     sec("stats")
     assert any("receiver failed to write data: No space left on device" in e for e in sec.events), sec.events
-    assert prim.stats()["fencing"] == "0"
     diff = prim("rfsdiff")
     assert diff.startswith("ok mode=journal ") and "paths=0 " not in diff, diff
     filler.unlink()
     pair.attach()
     sync(prim, "resync tag=8")
     assert tree(secondary) == tree(primary)
+
+
+def write_through_fence(pair: Pair, name: str, mib: int,
+                        while_held: Callable[[dict[str, str], subprocess.Popen], None]) -> None:
+    """Writes `mib` MiB to REP/name on the primary (started with --fence), an fsync after
+    each, which must lose the secondary: the writer is held until 'fenced', then ends."""
+    writer = pair.sim.popen("node1", ["python3", "-c", FSYNCED, f"{REP}/{name}", str(mib)],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        stats = pair.wait_detached()
+        assert stats["fencing"] == "1", stats
+        while_held(stats, writer)
+        assert pair.ctls["node1"]("fenced") == "ok"
+        out, _ = writer.communicate(timeout=20)
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait()
+    assert writer.returncode == 0 and out.split() == ["done", str(mib)], out
+    assert pair.ctls["node1"].stats()["fencing"] == "0"
 
 
 # Writes MiB after MiB with an fsync after each; prints "done N" when all returned.
@@ -374,18 +386,7 @@ def test_an_input_output_error_on_the_secondary_detaches_it(pair):
     sync(prim, "fullsync tag=2")
     pair.sim.exec("node1", ["python3", "-c", FSYNCED, f"{REP}/good", "1"])
     assert prim.stats()["attached"] == "1"
-    writer = pair.sim.popen("node1", ["python3", "-c", FSYNCED, f"{REP}/bad", "2"], stdout=subprocess.PIPE,
-                            text=True)
-    try:
-        stats = pair.wait_detached()
-        assert stats["fencing"] == "1" and stats["journal"] == "recording", stats
-        assert prim("fenced") == "ok"
-        out, _ = writer.communicate(timeout=20)
-    finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.wait()
-    assert out.split() == ["done", "2"], out
+    write_through_fence(pair, "bad", 2, lambda stats, _: None)
     assert any("bad: Input/output error" in e for e in prim.events), prim.events
     pair.stop("node2")
     pair.start("node2")  # the fault gone
