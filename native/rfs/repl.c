@@ -1221,7 +1221,8 @@ static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait
 		lost(r, op);
 		if (reply)
 			return -ENOTCONN;
-		fence_wait(r);
+		if (wait != RFS_WAIT_QUEUED)
+			fence_wait(r);
 		return 0;
 	}
 	atomic_fetch_add(&s->refs, 1);
@@ -1244,7 +1245,7 @@ static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait
 		return -ENOTCONN;
 	if (reply)
 		reply->reply_len = t.w.reply_len;
-	else if (queued || unacked)
+	else if ((queued && wait != RFS_WAIT_QUEUED) || unacked)
 		fence_wait(r);
 	return rc;
 }
@@ -1277,7 +1278,8 @@ int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait w
 		return -EINVAL;
 	if (!atomic_load(&r->attached)) {
 		lost(r, op);
-		fence_wait(r);
+		if (wait != RFS_WAIT_QUEUED)
+			fence_wait(r); /* a buffered write was never promised more than the journal */
 		return 0;
 	}
 	if ((rc = check_op(op)))

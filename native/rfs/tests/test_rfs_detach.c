@@ -1,6 +1,8 @@
 /* A secondary that stops answering is detached after send_timeout_ms: every waiter
  * returns 0, the event callback hears why, later submits return at once, and a new
- * attach to a working receiver carries on. */
+ * attach to a working receiver carries on.  With fence set, they return only once
+ * rfs_repl_fenced() (or a detach) says so; a buffered write the secondary fails
+ * detaches it. */
 #include <errno.h>
 #include <limits.h>
 #include <poll.h>
@@ -136,14 +138,20 @@ static void events_expect(int n, const char *what)
 	pthread_mutex_unlock(&ev_mu);
 }
 
-static struct rfs_repl *repl(int nconn, int timeout_ms, size_t max_queued)
+static struct rfs_repl *repl_fenced(int nconn, int timeout_ms, size_t max_queued, int fence)
 {
 	struct rfs_repl_config cfg = {.nbremconn = nconn, .send_timeout_ms = timeout_ms, .compress = 0,
-				      .max_queued_bytes = max_queued, .flush_delay_ms = 5, .event = on_event};
+				      .max_queued_bytes = max_queued, .flush_delay_ms = 5, .event = on_event,
+				      .fence = fence};
 	struct rfs_repl *r = rfs_repl_new(&cfg);
 
 	CHECK(r, "rfs_repl_new");
 	return r;
+}
+
+static struct rfs_repl *repl(int nconn, int timeout_ms, size_t max_queued)
+{
+	return repl_fenced(nconn, timeout_ms, max_queued, 0);
 }
 
 struct job {
@@ -303,6 +311,84 @@ static void reattach(void)
 	events_expect(0, "");
 }
 
+struct held {
+	struct job j;
+	pthread_t th;
+	atomic_int done;
+};
+
+static void *held_main(void *arg)
+{
+	struct held *h = arg;
+
+	job_main(&h->j);
+	atomic_store(&h->done, 1);
+	return NULL;
+}
+
+static void held_start(struct held *h, struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait)
+{
+	*h = (struct held){.j = {.r = r, .op = *op, .wait = wait, .repeat = 1}};
+	CHECK(!pthread_create(&h->th, NULL, held_main, h), "pthread_create");
+}
+
+/* Fencing: a waiter woken by the secondary's loss, and a submit made after it, return
+ * only once told that the secondary's copy is outdated; buffered writes do not wait. */
+static void fenced_until_told(int by_detach)
+{
+	struct rfs_repl_stats st;
+	struct held before, after;
+	struct fake f;
+	struct rfs_repl *r = repl_fenced(2, 300, 0, 1);
+
+	fake_start(&f, CLOSE);
+	CHECK_RC(rfs_repl_attach(r, "127.0.0.1", f.port), 0);
+	held_start(&before, r, OP(.code = RFS_OP_FSYNC, .path = "a"), RFS_WAIT_DURABLE);
+	events_expect(1, "detached connection ");
+	held_start(&after, r, OP(.code = RFS_OP_MKDIR, .path = "d", .mode = 0700), RFS_WAIT_APPLIED);
+	CHECK_RC(rfs_repl_submit(r, OP(.code = RFS_OP_WRITE, .path = "w", .data = data, .data_len = 4096),
+				 RFS_WAIT_QUEUED), 0);
+	usleep(200 * 1000);
+	rfs_repl_stats(r, &st);
+	CHECK(st.fencing && !atomic_load(&before.done) && !atomic_load(&after.done),
+	      "fencing %d, waiters done %d %d", st.fencing, atomic_load(&before.done), atomic_load(&after.done));
+	if (by_detach)
+		rfs_repl_detach(r);
+	else
+		rfs_repl_fenced(r);
+	pthread_join(before.th, NULL);
+	pthread_join(after.th, NULL);
+	CHECK(before.j.rc == 0 && after.j.rc == 0, "rc %d %d", before.j.rc, after.j.rc);
+	rfs_repl_stats(r, &st);
+	CHECK(!st.fencing, "still fencing");
+	rfs_repl_free(r);
+	fake_stop(&f);
+	events_expect(0, "");
+}
+
+/* A buffered write the secondary fails (its parent missing there) detaches it when its
+ * ack comes, nobody waiting for it; the next waiter returns without it. */
+static void buffered_failure(void)
+{
+	char dir[PATH_MAX];
+	struct rfs_repl_stats st;
+	struct rx rx;
+	struct rfs_repl *r = repl(1, 2000, 0);
+
+	tmpdir(dir, "bufferedfail");
+	rx_start(&rx, dir);
+	CHECK_RC(rfs_repl_attach(r, "127.0.0.1", rx.port), 0);
+	CHECK_RC(rfs_repl_submit(r, OP(.code = RFS_OP_WRITE, .path = "missing/x", .data = data, .data_len = 4096),
+				 RFS_WAIT_QUEUED), 0);
+	CHECK_RC(rfs_repl_submit(r, OP(.code = RFS_OP_FSYNC, .path = "missing/x"), RFS_WAIT_DURABLE), 0);
+	events_expect(1, "detached the secondary failed to write (a path): No such file or directory");
+	rfs_repl_stats(r, &st);
+	CHECK(!st.attached && st.failures == 1, "attached %d, failures %llu", st.attached,
+	      (unsigned long long)st.failures);
+	rfs_repl_free(r);
+	rx_stop(&rx);
+}
+
 int main(void)
 {
 	waiters_woken(SILENT, "detached no acknowledgement for 300 ms", 0);
@@ -312,6 +398,9 @@ int main(void)
 	explicit_detach();
 	attach_failures();
 	reattach();
+	fenced_until_told(0);
+	fenced_until_told(1);
+	buffered_failure();
 	printf("ok\n");
 	return 0;
 }
