@@ -151,6 +151,7 @@ def test_a_killed_secondary_rfs_is_restarted_and_resynchronised(make_sim, tmp_pa
         app.stop()
     node2_log = log(sim, "node2")
     assert "This copy is outdated" in node2_log and "synchronised again" in node2_log, node2_log
+    assert "Rule rfs_failure true: action restart" in node2_log
     assert_identical(sim, "node1", "node2")
 
 
@@ -175,6 +176,7 @@ def test_a_killed_primary_rfs_never_uncovers_the_directory(make_sim, tmp_path):
             watch.kill()
             watch.wait()
     assert "'bare'" not in seen, seen
+    assert "Rule rfs_failure true: action restart" in log(sim, "node1")
     # The application restarted over a new layer; the secondary resynchronised.
     wait_state(sim, "node2", "SECOND (Ready)", timeout=40)
     wait_state(sim, "node1", "PRIM (Ready)")

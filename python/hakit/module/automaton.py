@@ -119,6 +119,7 @@ class Automaton:
         self.sync_backoff = 0.0
         self.sync_retry_at = 0.0
         self.leaving = False  # secondary: stopping its replication, it will not take over
+        self.dead_epoch = 0  # secondary: receivers that died; the primary's word on them is stale
         self._fencing: asyncio.Task[None] | None = None
 
     # -- outside world
@@ -461,20 +462,20 @@ class Automaton:
                 return
             await asyncio.sleep(0.05)
 
-    def _unprotected(self, why: str) -> None:
+    def _unprotected(self, why: str, status: Status = Status.READY) -> None:
         """Primary: the secondary is no good copy any more; this node is ALONE."""
         self.log(Level.CRITICAL, "module", f"{self.p.peers[0]} no longer holds every write acknowledged "
                  f"here ({why}): running alone until it is synchronised")
         self._save_data("prim", self.data.gen + 1)
-        self.set_state(State.ALONE, Status.READY)
+        self.set_state(State.ALONE, status)
 
-    def _outdate(self, why: str) -> None:
+    def _outdate(self, why: str, status: Status = Status.NOT_READY) -> None:
         """Secondary: this copy lacks acknowledged writes; said on disk before the primary
         hears it, so that no restart forgets it."""
         self.log(Level.CRITICAL, "module", f"This copy is outdated: {why}; not Ready until the primary "
                  "synchronises it again")
         self._save_data("outdated")
-        self.set_state(State.SECOND, Status.NOT_READY)
+        self.set_state(State.SECOND, status)
 
     def _resynchronised(self, peer: dict[str, Any]) -> None:
         gen = int(peer.get("gen", 0))
@@ -482,27 +483,26 @@ class Automaton:
         self.log(Level.EVENT, "module", "This copy is synchronised again")
         self.set_state(State.SECOND, Status.READY)
 
-    def replication_failed(self, index: int, role: str, why: str) -> None:
-        """A hakit-rfs died (already logged): repaired in turn, against the maxloop budget."""
-        self.jobs.put_nowait((lambda: self._repair_replication(role, why), None))
-        self.wake()
+    def rfs_died(self, role: str) -> None:
+        """A hakit-rfs died (the rule rfs_failure repairs it): a secondary's copy is
+        outdated at once, so that the primary, which lost the stream too, need not wait
+        for the repair to go on."""
+        if role == "secondary" and self.state == State.SECOND and self.p.rfs is not None:
+            self.dead_epoch = self.p.rfs.epoch
+            if self.data.role == "second":
+                self._outdate("its hakit-rfs died", Status.TRANSIENT)
 
-    async def _repair_replication(self, role: str, why: str) -> None:
+    async def _repair_replication(self) -> None:
+        """Within a restart (the rule rfs_failure's, or an operator's), the application
+        stopped: a new hakit-rfs for each that died.  The primary's mount stayed dead
+        (writes failed, none landed unreplicated); the secondary is outdated before the
+        new one acknowledges anything without it.  A secondary outdates its own copy and
+        starts its receivers again; the primary synchronises them."""
         rfs = self.p.rfs
-        if rfs is None or rfs.role != role or all(d.alive for d in rfs.daemons):
-            return  # stopped or replaced meanwhile
-        if not self.budget.spend():
-            await self.finish(reason=f"maxloop reached ({self.budget.maxloop} automatic actions within "
-                                     f"{self.budget.interval:g} s; last: hakit-rfs {role} died, {why})")
+        if rfs is None or not rfs.failed:
             return
-        if role == "primary" and self.state in PRIMARY:
-            # The dead mount fails every access meanwhile: nothing lands unreplicated.  The
-            # application's open files are on it, hence stop_prim ... start_prim.
-            self.log(Level.EVENT, "module", "Restarting the application over a new replication layer")
-            self.set_state(self.state, Status.TRANSIENT)
+        if rfs.role == "primary":
             self.stream_lost()
-            await self.p.checks.disable("prim")
-            await self._script("stop_prim", fatal=False)
             await self._peer_gone()
             await self._await_outdated()
             self.fence_pending = False  # the new hakit-rfs starts unattached
@@ -510,14 +510,9 @@ class Automaton:
                 await rfs.revive()
             except HakitError as exc:
                 raise StartFailed(str(exc)) from None
-            await self._script("start_prim")
-            await self._enable("prim")
             if self.state == State.PRIM:
-                self._unprotected(f"hakit-rfs primary died ({why})")
-            self.set_state(State.ALONE, Status.READY)
-        elif role == "secondary" and self.state == State.SECOND:
-            if self.data.role == "second":
-                self._outdate(f"its hakit-rfs died ({why})")
+                self._unprotected("this node's hakit-rfs died", Status.TRANSIENT)
+        elif rfs.role == "secondary":
             await rfs.stop()
             try:
                 await rfs.start("secondary")
@@ -598,7 +593,8 @@ class Automaton:
         self.advertise()  # the receivers' epoch: the primary attaches and synchronises
 
     def _synced_by(self, peer: dict[str, Any]) -> bool:
-        return self.p.rfs is None or (self.p.rfs.epoch != 0 and peer.get("synced") == self.p.rfs.epoch)
+        rfs = self.p.rfs
+        return rfs is None or (rfs.epoch not in (0, self.dead_epoch) and peer.get("synced") == rfs.epoch)
 
     async def second_ready(self, peer: dict[str, Any]) -> None:
         # The primary synchronised this copy with its generation as the lineage tag.
@@ -703,8 +699,9 @@ class Automaton:
             if replication:
                 await self._peer_gone()
         elif self.state == State.SECOND:
-            self.leaving = True  # before its stream stops: the primary need not wait for more
-            self.advertise()
+            if replication:
+                self.leaving = True  # before its stream stops: the primary need not wait for more
+                self.advertise()
             await self.p.checks.disable("second")
             await self._script("stop_second", *args, fatal=False)
         if self.p.rfs is not None and self.state in (*PRIMARY, State.SECOND):
@@ -788,6 +785,8 @@ class Automaton:
             raise HakitError(f"module {self.name} is {state}: nothing runs to restart")
         self.set_state(state, Status.TRANSIENT)
         await self.stop_application(replication=False)
+        await self._repair_replication()
+        state = self.state  # a primary whose secondary was outdated is ALONE now
         if self.p.vip is not None and state in PRIMARY:
             await self.p.vip.take()
         script, klass = {State.SECOND: ("start_second", "second"), State.UP: ("start_both", "both")}.get(
@@ -796,7 +795,9 @@ class Automaton:
             self._open_share()
         await self._script(script)
         await self._enable(klass)
-        self.set_state(state, Status.READY)
+        # A secondary whose copy is not a good one is not Ready until synchronised.
+        bad_copy = state == State.SECOND and self.p.rfs is not None and self.data.role in NOT_A_GOOD_COPY
+        self.set_state(state, Status.NOT_READY if bad_copy else Status.READY)
 
     async def stopstart(self) -> None:
         self.set_state(self.state, Status.TRANSIENT)

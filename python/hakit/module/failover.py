@@ -22,6 +22,9 @@ EDGE_ACTIONS = ("restart", "stopstart", "stop", "swap")
 LEVEL_ACTIONS = ("wait", "prim")
 
 HEARTBEAT_RULE = Rule("heartbeat_failure", Cmp("heartbeat.*", "==", "down"), "prim", 0)
+# A mirror's hakit-rfs died: the restart repairs the replication in place
+# (Automaton._repair_replication) and restarts the application over it.
+RFS_RULE = Rule("rfs_failure", Cmp("rfs.daemon", "==", "down"), "restart", 0)
 
 
 def evaluate(expr: Expr, res: Resources) -> bool:

@@ -28,7 +28,7 @@ from hakit.heart.link import Heart, Lan
 from hakit.module.automaton import PRIMARY, Automaton, Parts, State, Status
 from hakit.module.catalog import Catalog
 from hakit.module.datastate import DataState
-from hakit.module.failover import HEARTBEAT_RULE
+from hakit.module.failover import HEARTBEAT_RULE, RFS_RULE
 from hakit.module.log import ModuleLog
 from hakit.module.resources import Resources
 from hakit.module.scripts import ScriptRunner, environment
@@ -148,8 +148,9 @@ class ModuleProcess:
                 security=Security(catalog.key(name), tls),
                 on_detached=lambda: self.automaton.stream_lost(),
                 on_progress=lambda: self.automaton.advertise(),
-                on_failed=lambda index, role, why: self.automaton.replication_failed(index, role, why),
+                on_died=lambda role: self.automaton.rfs_died(role),
             )
+            rules.append(RFS_RULE)
         if intent == "prim" and self.mode == "mirror":
             refusal = DataState.load(self.datastate_path).prim_refusal()
             if refusal:

@@ -16,7 +16,8 @@ Faults (docs/replication.md, "Secondary faults"): a stream the primary's hakit-r
 by itself (the secondary failed an operation, stopped answering, went away) is reported
 to on_detached; hakit-rfs then holds whatever would be acknowledged without the
 secondary until fenced() says the secondary's copy is known to be outdated.  A
-hakit-rfs that dies is reported to on_failed.  The primary's is started with D's real
+hakit-rfs that dies sets the resource rfs.daemon to down (the failover rule
+rfs_failure then restarts the module in place, which calls revive()).  The primary's is started with D's real
 directory as an inherited descriptor, opened before its first mount, so that revive()
 puts a new one over the dead mount, which answers ENOTCONN meanwhile: D is never bare.
 """
@@ -86,7 +87,7 @@ class Replication:
     def __init__(self, *, module: str, module_id: int, cfg: Rfs, paths: Paths, log: ModuleLog,
                  resources: Resources, local_addr: str, security: Security,
                  on_detached: Callable[[], None], on_progress: Callable[[], None],
-                 on_failed: Callable[[int, str, str], None]) -> None:
+                 on_died: Callable[[str], None]) -> None:
         self.module = module
         self.module_id = module_id
         self.cfg = cfg
@@ -97,7 +98,7 @@ class Replication:
         self.security = security
         self.on_detached = on_detached
         self.on_progress = on_progress  # self.progress changed: the peer should hear it
-        self.on_failed = on_failed  # (index, role, why): that directory's hakit-rfs died
+        self.on_died = on_died  # (role) a hakit-rfs died: what must be said at once
         self.roots: dict[int, int] = {}  # primary: each directory's real directory, opened before any mount
         self.role: str | None = None
         self.daemons: list[RfsDaemon] = []
@@ -167,7 +168,13 @@ class Replication:
         self.log(Level.CRITICAL, "rfs", f"Replication of {self.cfg.replicated[index].dir}: hakit-rfs {role} "
                  f"died ({why})")
         self.resources.set("rfs.state", "failed")
-        self.on_failed(index, role, why)
+        self.on_died(role)
+        self.resources.set("rfs.daemon", "down")
+
+    @property
+    def failed(self) -> bool:
+        """One of the directories' hakit-rfs died."""
+        return any(not daemon.alive for daemon in self.daemons)
 
     def _daemon(self, index: int, role: str, adopt: int) -> RfsDaemon:
         run = self.paths.run / "rfs"
@@ -242,6 +249,7 @@ class Replication:
         self.progress = {}
         self._poller = asyncio.create_task(self._poll())
         self.resources.set("rfs.state", role)
+        self.resources.set("rfs.daemon", "up")
         self.log(Level.EVENT, "rfs", f"Replication started as {role}"
                  + (f" (journal from lineage {adopt}: this copy is the secondary's)" if adopt else ""))
 
@@ -255,7 +263,7 @@ class Replication:
 
     async def revive(self) -> None:
         """Primary: a new hakit-rfs in place of each dead one, over its dead mount (the
-        journal it left on disk goes on)."""
+        journal it left on disk goes on).  (The secondary starts all its receivers again.)"""
         for index, daemon in enumerate(self.daemons):
             if daemon.alive:
                 continue
@@ -266,6 +274,7 @@ class Replication:
             self.log(Level.EVENT, "rfs", f"Replication of {fresh.directory}: hakit-rfs primary started "
                      "again over the dead mount")
         self.resources.set("rfs.state", "primary")
+        self.resources.set("rfs.daemon", "up")
 
     async def sync(self, peer_addr: str, *, tag: int, peer_base: int, full_asked: bool) -> None:
         """Primary: attach to the secondary's receivers and make its copy identical; then the
@@ -420,6 +429,7 @@ class Replication:
         self.role = None
         self.key_file.unlink(missing_ok=True)
         self.resources.set("rfs.state", "stopped")
+        self.resources.set("rfs.daemon", "stopped")
 
 
 def remove_dead_mounts(directory: str) -> None:
