@@ -186,7 +186,7 @@ class Replication:
             pass_fds=(self.roots[index],) if role == "primary" else (),
         )
 
-    def _open_root(self, index: int) -> None:
+    async def _open_root(self, index: int) -> None:
         """The primary's hold on D's real directory, for as long as it is primary."""
         directory = self.cfg.replicated[index].dir
         try:
@@ -194,7 +194,8 @@ class Replication:
         except OSError as exc:
             if exc.errno != errno.ENOTCONN:
                 raise HakitError(f"replication of {directory}: {exc.strerror}") from None
-            remove_dead_mounts(directory)  # left by a run nobody is there to replace
+            # Left by a run nobody is there to replace.  (umount off the loop: heartbeats.)
+            await asyncio.to_thread(remove_dead_mounts, directory)
             fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         self.roots[index] = fd
 
@@ -236,7 +237,7 @@ class Replication:
                 if role == "primary":
                     with contextlib.suppress(OSError):  # there, or a dead mount (_open_root)
                         Path(rep.dir).mkdir(parents=True)
-                    self._open_root(index)
+                    await self._open_root(index)
                 daemon = self._daemon(index, role, adopt)
                 await daemon.start(role)
             except HakitError:
@@ -421,7 +422,7 @@ class Replication:
         if self.roots:
             # A hakit-rfs that died left its mount dead beneath (or instead of) the last one.
             for rep in self.cfg.replicated:
-                remove_dead_mounts(rep.dir)
+                await asyncio.to_thread(remove_dead_mounts, rep.dir)
         self._close_roots()
         if self.daemons:
             self.log(Level.EVENT, "rfs", f"Replication stopped ({self.role})")
