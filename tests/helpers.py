@@ -41,9 +41,11 @@ def make_module(root: Path, userconfig: str, scripts: Mapping[str, str]) -> Path
 
 
 @contextlib.contextmanager
-def running_daemon(env: Mapping[str, str], run_dir: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """hakitd under a relocated HAKIT_ROOT, stopped (by its pid) at the end."""
-    proc = subprocess.Popen([sys.executable, "-m", "hakit.node.daemon"], env=dict(env),
+def running_daemon(env: Mapping[str, str], run_dir: Path, cwd: Path | None = None
+                   ) -> Iterator[subprocess.Popen[bytes]]:
+    """hakitd under a relocated HAKIT_ROOT, stopped (by its pid) at the end; started as
+    its installed command, from cwd when given."""
+    proc = subprocess.Popen([str(Path(sys.executable).parent / "hakitd")], env=dict(env), cwd=cwd,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     sock = run_dir / "hakitd.sock"
     try:

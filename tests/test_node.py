@@ -116,3 +116,40 @@ def test_daemon_survives_a_peer_speaking_garbage(node):
             assert b"malformed" in s.recv(4096)
         assert proc.poll() is None
         assert hakit("state", "-m", "nope", env=env).returncode != 0
+
+
+def test_nothing_planted_where_hakitd_started_is_imported(node, tmp_path):
+    """A user's directory hakitd happens to be started from: modules planted there must
+    not be imported by it or by the Python children it starts as root."""
+    env, p = node
+    planted = tmp_path / "planted"
+    planted.mkdir()
+    root = env["HAKIT_ROOT"]
+    env = dict(env, HAKIT_ROOT=os.path.relpath(root, planted))  # a relative root is kept
+    marker = tmp_path / "imported"
+    for name in ("shlex", "json", "argparse", "fnmatch"):
+        (planted / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r} + '\\n')\n")
+    archive = make_module(tmp_path, LIGHT, SCRIPTS)
+    cli = dict(env, HAKIT_ROOT=root)
+    hakit("module", "install", "-m", "app", str(archive), env=cli, check=True)
+    with running_daemon(env, p.run, cwd=planted) as proc:
+        assert os.readlink(f"/proc/{proc.pid}/cwd") == "/"
+        started = hakit("start", "-m", "app", env=cli, check=True)
+        assert "ALONE (Ready)" in started.stdout
+        hakit("stop", "-m", "app", env=cli, check=True, timeout=60)
+    assert not marker.exists(), marker.read_text()
+
+
+def test_the_remote_command_runner_imports_nothing_from_its_directory(tmp_path, monkeypatch):
+    """`hakit -H` runs the command through run_cli, as root: its directory is no import path."""
+    import asyncio
+
+    from hakit.node.remote_ops import run_cli
+
+    marker = tmp_path / "imported"
+    for name in ("shlex", "json", "argparse"):
+        (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r} + '\\n')\n")
+    monkeypatch.chdir(tmp_path)
+    result = asyncio.run(run_cli({"argv": ["level"]}))
+    assert result["code"] == 0, result
+    assert not marker.exists(), marker.read_text()

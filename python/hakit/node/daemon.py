@@ -20,11 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from hakit import __version__, ipc
+from hakit.child import python_argv
 from hakit.errors import HakitError
 from hakit.module.catalog import Catalog
 from hakit.node import remote_ops
 from hakit.node.rpc import RpcServer
-from hakit.paths import Paths, paths
+from hakit.paths import ROOT_ENV, Paths, paths
 from hakit.store.module_store import Level, ModuleStore
 
 START_TIMEOUT_S = 600.0
@@ -105,9 +106,9 @@ class Daemon:
         logfile.parent.mkdir(parents=True, exist_ok=True)
         with open(logfile, "ab") as out:
             return await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "hakit.module.process", name,
-                *(("--intent", intent) if intent else ()), *(("--cleanup",) if cleanup else ()),
-                *(("--fullsync",) if fullsync else ()),
+                *python_argv("hakit.module.process", name,
+                             *(("--intent", intent) if intent else ()), *(("--cleanup",) if cleanup else ()),
+                             *(("--fullsync",) if fullsync else ())),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
             )
 
@@ -245,6 +246,11 @@ class Daemon:
 
 
 async def _main() -> int:
+    # Nothing of where it was started from stays with it or its children (a directory
+    # a user can write to, or one that may be unmounted); a relative root is kept.
+    if os.environ.get(ROOT_ENV):
+        os.environ[ROOT_ENV] = os.path.abspath(os.environ[ROOT_ENV])
+    os.chdir("/")
     p = paths()
     p.ensure()
     if p.daemon_socket.exists():

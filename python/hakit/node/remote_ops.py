@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shlex
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from hakit import ipc
+from hakit.child import python_argv
 from hakit.config.loader import ConfigInvalid, load_cluster, load_module
 from hakit.config.safe_archive import pack, unpack
 from hakit.errors import HakitError
@@ -147,7 +147,7 @@ async def run_cli(args: dict[str, Any]) -> dict[str, Any]:
     if argv[0] == "-H":
         raise ApplyError("a command run through -H cannot use -H itself")
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "hakit.cli.main", *argv,
+        *python_argv("hakit.cli.main", *argv),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
