@@ -263,11 +263,53 @@ def test_cluster_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
         """,
         "cluster.xml",
     )
+    # A duplicate is reported where it occurs the second time.
     assert problems(capsys, path) == [
-        f"{path}:1: LAN 'default' is defined twice",
         f"{path}:1: no LAN connects every node: at least one <lan> must list all nodes",
-        f'{path}:3: address 10.0.0.1 is given to two nodes in <lan name="default">',
+        f'{path}:5: address 10.0.0.1 is given to two nodes in <lan name="default">',
+        f"{path}:7: LAN 'default' is defined twice",
     ]
+
+
+@pytest.mark.parametrize("addr", ["10.0.0.256", "300.1.1.1", "10.0.0.1.5", "10..0.1"])
+def test_a_dotted_quad_out_of_range_is_no_host_name(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                   addr: str) -> None:
+    path = write(
+        tmp_path,
+        f"""\
+        <cluster>
+          <lans>
+            <lan name="default">
+              <node name="node1" addr="10.0.0.1"/>
+              <node name="node2" addr="{addr}"/>
+            </lan>
+          </lans>
+        </cluster>
+        """,
+        "cluster.xml",
+    )
+    assert problems(capsys, path) == [
+        f"{path}:5: <node addr>: '{addr}' is not a valid IPv4 address (four numbers of 0 to 255)"]
+
+
+def test_a_node_named_twice_in_a_lan_at_its_second_line(tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(
+        tmp_path,
+        """\
+        <cluster>
+          <lans>
+            <lan name="default">
+              <node name="node1" addr="10.0.0.1"/>
+              <node name="node2" addr="10.0.0.2"/>
+              <node name="node1" addr="10.0.0.3"/>
+            </lan>
+          </lans>
+        </cluster>
+        """,
+        "cluster.xml",
+    )
+    assert problems(capsys, path) == [f"{path}:6: node 'node1' appears twice in <lan name=\"default\">"]
 
 
 # ---------------------------------------------------------------- anything at all
@@ -352,3 +394,14 @@ def test_every_element_half_written_is_reported_not_crashed_on(tmp_path: Path, r
     assert len(files) > 20
     for file in files:
         check_files([file])
+
+
+def test_a_heartbeat_named_twice_at_its_second_line(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, mirror("""
+    <heart>
+      <heartbeat name="default"/>
+      <heartbeat name="default"/>
+    </heart>
+    """))
+    assert problems(capsys, path) == [f'{path}:6: <heartbeat name="default"> is given twice']

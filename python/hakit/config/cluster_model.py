@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from hakit.config.kinds import Host, OnOff, Text
-from hakit.config.schema import attr, child
+from hakit.config.schema import attr, child, later_duplicates
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,11 @@ class Lan:
     command: bool = attr("Obsolete SafeKit 7 attribute.", OnOff(), ignored=True)
     nodes: tuple[ClusterNode, ...] = child(ClusterNode, many=True, required=True)
 
-    def validate(self) -> Iterator[str]:
-        names = [n.name for n in self.nodes]
-        addrs = [n.addr for n in self.nodes]
-        for dup in sorted({n for n in names if names.count(n) > 1}):
-            yield f"node '{dup}' appears twice in <lan name=\"{self.name}\">"
-        for dup in sorted({a for a in addrs if addrs.count(a) > 1}):
-            yield f"address {dup} is given to two nodes in <lan name=\"{self.name}\">"
+    def validate(self) -> Iterator[tuple[Any, str]]:
+        for node, name in later_duplicates(self.nodes, lambda n: n.name):
+            yield node, f"node '{name}' appears twice in <lan name=\"{self.name}\">"
+        for node, addr in later_duplicates(self.nodes, lambda n: n.addr):
+            yield node, f"address {addr} is given to two nodes in <lan name=\"{self.name}\">"
 
 
 @dataclass(frozen=True)
@@ -75,10 +73,9 @@ class Cluster:
             return None
         return next((n.addr for n in found.nodes if n.name == node), None)
 
-    def validate(self) -> Iterator[str]:
-        names = [lan.name for lan in self.lan_list]
-        for dup in sorted({n for n in names if names.count(n) > 1}):
-            yield f"LAN '{dup}' is defined twice"
+    def validate(self) -> Iterator[str | tuple[Any, str]]:
+        for lan, name in later_duplicates(self.lan_list, lambda lan: lan.name):
+            yield lan, f"LAN '{name}' is defined twice"
         everyone = set(self.node_names)
         if self.lan_list and not any({n.name for n in lan.nodes} == everyone for lan in self.lan_list):
             yield "no LAN connects every node: at least one <lan> must list all nodes"

@@ -150,6 +150,12 @@ class Host(Kind):
         v = raw.strip()
         if not v or not re.fullmatch(r"[A-Za-z0-9_.:\-]+", v):
             raise ValueError(f"{raw!r} is not an IP address or host name")
+        # All digits and dots: meant as an address, whatever a resolver would make of it.
+        if re.fullmatch(r"[0-9.]+", v):
+            try:
+                ipaddress.IPv4Address(v)
+            except ValueError:
+                raise ValueError(f"{raw!r} is not a valid IPv4 address (four numbers of 0 to 255)") from None
         return v
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from hakit.config.kinds import (
     AbsPath,
@@ -25,7 +25,7 @@ from hakit.config.kinds import (
     Text,
 )
 from hakit.config.rules import RuleSyntaxError, parse_rules
-from hakit.config.schema import attr, child, text
+from hakit.config.schema import attr, child, later_duplicates, text
 
 WHEN = Choice(("prim", "second", "both", "pre"))
 ACTION_DOC = (
@@ -75,12 +75,11 @@ class Heart:
     )
     heartbeats: tuple[Heartbeat, ...] = child(Heartbeat, many=True)
 
-    def validate(self) -> Iterator[str]:
+    def validate(self) -> Iterator[str | tuple[Any, str]]:
         if self.timeout <= self.pulse:
             yield "<heart>: timeout must be longer than pulse"
-        names = [h.name for h in self.heartbeats]
-        for dup in sorted({n for n in names if names.count(n) > 1}):
-            yield f"<heartbeat name=\"{dup}\"> is given twice"
+        for heartbeat, name in later_duplicates(self.heartbeats, lambda h: h.name):
+            yield heartbeat, f"<heartbeat name=\"{name}\"> is given twice"
 
 
 @dataclass(frozen=True)

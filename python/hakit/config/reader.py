@@ -127,10 +127,12 @@ class Reader:
         validate = None if partial else getattr(obj, "validate", None)
         if validate is not None:
             # A check yields a message, or (lines below the element, message) when
-            # it knows better, as the failover rule parser does.
+            # it knows better, as the failover rule parser does, or (a child, message)
+            # for a problem of that child (the later of two duplicates).
             for item in validate():
-                offset, message = item if isinstance(item, tuple) else (0, item)
-                self.problem(node.line + offset, message)
+                where, message = item if isinstance(item, tuple) else (0, item)
+                line = node.line + where if isinstance(where, int) else self.lines.get(id(where), node.line)
+                self.problem(line, message)
         return obj
 
     @staticmethod

@@ -9,6 +9,7 @@ so what is accepted, what it defaults to and what is documented cannot drift apa
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
@@ -93,3 +94,14 @@ def text_of(cls: type) -> tuple[str, TextSpec] | None:
         if spec is not None:
             return f.name, spec
     return None
+
+
+def later_duplicates(items: Iterable[Any], key: Callable[[Any], str]) -> Iterator[tuple[Any, str]]:
+    """(item, its key) for each item whose key an earlier one had: the reader reports a
+    duplicate at the line of its second occurrence."""
+    seen: set[str] = set()
+    for item in items:
+        k = key(item)
+        if k in seen:
+            yield item, k
+        seen.add(k)
