@@ -49,6 +49,13 @@ def test_garbage_is_refused_with_a_reason():
     assert FrameDecoder(max_size=100).feed(len(body).to_bytes(4, "big") + body) == [{"a": 1}]
 
 
+@pytest.mark.parametrize("body", [b"\x81\x91\x01\x02", b"\x81\x80\x01", b"\x91\x81\x90\x00"])
+def test_a_map_keyed_by_a_list_or_a_map_is_malformed(body):
+    """{[1]: 2}, {{}: 1}, [{[]: 0}]: msgpack decodes them, Python cannot hash the keys."""
+    with pytest.raises(FrameError, match="malformed"):
+        FrameDecoder().feed(len(body).to_bytes(4, "big") + body)
+
+
 def bpf_object() -> str:
     return str(resources.files("hakit") / "ebpf" / "farm_lb.bpf.o")
 

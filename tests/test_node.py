@@ -114,6 +114,10 @@ def test_daemon_survives_a_peer_speaking_garbage(node):
             s.connect(str(p.daemon_socket))
             s.sendall(struct.pack(">I", 3) + b"\xc1\xc1\xc1")
             assert b"malformed" in s.recv(4096)
+        with socket.socket(socket.AF_UNIX) as s:
+            s.connect(str(p.daemon_socket))
+            s.sendall(struct.pack(">I", 4) + b"\x81\x91\x01\x02")  # {[1]: 2}: an unhashable key
+            assert b"malformed" in s.recv(4096)
         assert proc.poll() is None
         assert hakit("state", "-m", "nope", env=env).returncode != 0
 

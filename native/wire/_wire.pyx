@@ -59,7 +59,8 @@ cdef class FrameDecoder:
             try:
                 out.append(msgpack.unpackb(self._buf[pos + HEADER:end], raw=False,
                                            strict_map_key=False))
-            except (ValueError, msgpack.ExtraData, msgpack.FormatError,
+            # TypeError: a map keyed by a list or a map (unhashable) is malformed too.
+            except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
                     msgpack.StackError) as exc:
                 raise FrameError(f"peer sent a malformed frame ({exc or type(exc).__name__})") from None
             pos = end
