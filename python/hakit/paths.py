@@ -96,8 +96,12 @@ class Paths:
         return self.run / "modules" / f"{module}.sock"
 
     def ensure(self) -> None:
-        for d in (self.etc, self.modules, self.lib, self.backup, self.log, self.run):
+        """The directories; those of stores, keys, backups and logs only root enters."""
+        for d in (self.etc, self.modules, self.run):
             d.mkdir(parents=True, exist_ok=True)
+        for d in (self.lib, self.backup, self.log):
+            d.mkdir(mode=0o700, parents=True, exist_ok=True)
+            d.chmod(0o700)
 
 
 def paths() -> Paths:

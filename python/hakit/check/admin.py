@@ -10,11 +10,11 @@ two words are kept apart only so that `hakit state` says which one was used.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from hakit.errors import HakitError
+from hakit.files import write_atomic
 from hakit.paths import Paths
 
 ERRD_STATES = ("on", "off", "suspended")
@@ -48,10 +48,7 @@ class AdminFlags:
     def save(self, paths: Paths, module: str) -> None:
         path = self.path(paths, module)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
         try:
-            tmp.write_text(json.dumps(asdict(self)) + "\n")
-            tmp.replace(path)
+            write_atomic(path, (json.dumps(asdict(self)) + "\n").encode(), 0o600)
         except OSError as exc:
-            tmp.unlink(missing_ok=True)
             raise HakitError(f"cannot write {path}: {exc.strerror}") from None

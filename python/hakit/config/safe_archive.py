@@ -7,7 +7,9 @@ elsewhere, so member paths are confined to the module directory and sizes bounde
 
 from __future__ import annotations
 
+import os
 import stat
+import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -19,8 +21,18 @@ MAX_MEMBER_BYTES = 64 * 1024 * 1024
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 
 
+KEY = "conf/key"
+
+
 class ArchiveError(HakitError):
     pass
+
+
+def _member_mode(name: str, executable: bool) -> int:
+    """The module's key is for root's eyes only; scripts run; the rest is readable."""
+    if name == KEY:
+        return 0o600
+    return 0o755 if executable else 0o644
 
 
 def pack(module_dir: Path, out: Path) -> None:
@@ -35,15 +47,21 @@ def pack(module_dir: Path, out: Path) -> None:
         if p.is_file() and "__pycache__" not in p.parts
     )
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(out.name + ".tmp")
-    with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for path in files:
-            info = zipfile.ZipInfo(path.relative_to(module_dir).as_posix(), _EPOCH)
-            mode = 0o755 if path.stat().st_mode & stat.S_IXUSR else 0o644
-            info.external_attr = (stat.S_IFREG | mode) << 16
-            info.compress_type = zipfile.ZIP_DEFLATED
-            zf.writestr(info, path.read_bytes())
-    tmp.replace(out)
+    # 0600 from creation, a new file (no symlink followed): the archive may carry the key.
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", dir=out.parent)
+    try:
+        with os.fdopen(fd, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for path in files:
+                info = zipfile.ZipInfo(path.relative_to(module_dir).as_posix(), _EPOCH)
+                mode = _member_mode(path.relative_to(module_dir).as_posix(),
+                                    bool(path.stat().st_mode & stat.S_IXUSR))
+                info.external_attr = (stat.S_IFREG | mode) << 16
+                info.compress_type = zipfile.ZIP_DEFLATED
+                zf.writestr(info, path.read_bytes())
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
 
 
 def unpack(archive: Path, dest: Path) -> None:
@@ -69,8 +87,11 @@ def unpack(archive: Path, dest: Path) -> None:
         for m in members:
             target = dest.joinpath(*PurePosixPath(m.filename).parts)
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(zf.read(m))
-            mode = (m.external_attr >> 16) & 0o777
             # Scripts must stay executable even from archives made on Windows.
-            if mode & 0o100 or PurePosixPath(m.filename).parts[0] == "bin":
-                target.chmod(0o755)
+            executable = bool((m.external_attr >> 16) & 0o100) or PurePosixPath(m.filename).parts[0] == "bin"
+            mode = _member_mode(m.filename, executable)
+            # The final mode from creation (the key is never readable by others), a new file.
+            fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
+            with os.fdopen(fd, "wb") as f:
+                f.write(zf.read(m))
+            os.chmod(target, mode)  # whatever the umask took away

@@ -26,6 +26,7 @@ from hakit.config.loader import ConfigInvalid, load_cluster, load_module
 from hakit.config.module_model import ModuleConfig
 from hakit.config.safe_archive import pack, unpack
 from hakit.errors import HakitError, UsageError
+from hakit.files import private_dir, write_atomic
 from hakit.paths import Paths
 
 MODULE_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]{0,31}$")
@@ -119,10 +120,7 @@ class Catalog:
     def genkey(self, name: str) -> None:
         self.require(name)
         path = self.paths.module_key(name)
-        tmp = path.with_suffix(".tmp")
-        tmp.write_text(secrets.token_hex(32) + "\n")
-        tmp.chmod(0o600)
-        tmp.rename(path)
+        write_atomic(path, (secrets.token_hex(32) + "\n").encode(), 0o600)
 
     def nodes(self, name: str, cluster_nodes: list[str]) -> list[str]:
         """Nodes the module runs on: as configured by -E, else every node of cluster.xml."""
@@ -190,7 +188,7 @@ class Catalog:
     def uninstall(self, name: str) -> Path:
         """Remove a module, keeping its configuration as a .safe in the backup directory."""
         self.require(name)
-        backup = self.paths.backup / f"{name}_{time.strftime('%Y%m%dT%H%M%S')}.safe"
+        backup = private_dir(self.paths.backup) / f"{name}_{time.strftime('%Y%m%dT%H%M%S')}.safe"
         pack(self.paths.module_dir(name), backup)
         shutil.rmtree(self.paths.module_dir(name))
         shutil.rmtree(self.paths.module_var(name), ignore_errors=True)

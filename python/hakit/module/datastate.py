@@ -18,9 +18,10 @@ Written atomically on every change: after a crash it tells the truth.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from hakit.files import write_atomic
 
 ROLES = ("new", "prim", "second", "syncing", "outdated")
 NOT_A_GOOD_COPY = ("syncing", "outdated")  # only primforce makes such a copy the reference
@@ -45,12 +46,7 @@ class DataState:
         return state if state.role in ROLES else cls("syncing", state.gen, state.base)
 
     def save(self, path: Path) -> None:
-        tmp = path.with_suffix(".tmp")
-        with open(tmp, "w") as f:
-            json.dump(asdict(self), f)
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.rename(path)
+        write_atomic(path, json.dumps(asdict(self)).encode(), 0o600)
 
     def prim_refusal(self) -> str | None:
         """Why `prim` must not trust this copy (primforce may), or None."""

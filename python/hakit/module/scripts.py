@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from hakit.config.module_model import ModuleConfig
+from hakit.files import open_private_append
 from hakit.module.log import ModuleLog
 from hakit.paths import Paths
 from hakit.store.module_store import Level
@@ -100,7 +101,7 @@ class ScriptRunner:
             logfile = logdir / f"userlog_{time.strftime('%Y-%m-%dT%H%M%S')}_{script}.ulog"
         self.log(Level.SCRIPT, "script", f"Script {script} {' '.join(args)}".rstrip())
         limit = self.timeout(script, args)
-        out = open(logfile, "ab") if logfile else open(os.devnull, "wb")  # noqa: SIM115
+        out = open_private_append(logfile) if logfile else open(os.devnull, "wb")  # noqa: SIM115
         with out:
             try:
                 proc = await asyncio.create_subprocess_exec(

@@ -22,6 +22,7 @@ from typing import Any
 from hakit import __version__, ipc
 from hakit.child import python_argv
 from hakit.errors import HakitError
+from hakit.files import open_private_append
 from hakit.module.catalog import Catalog
 from hakit.node import remote_ops
 from hakit.node.rpc import RpcServer
@@ -104,7 +105,7 @@ class Daemon:
                     fullsync: bool = False) -> asyncio.subprocess.Process:
         logfile = self.paths.module_log(name) / "module.out"
         logfile.parent.mkdir(parents=True, exist_ok=True)
-        with open(logfile, "ab") as out:
+        with open_private_append(logfile) as out:
             return await asyncio.create_subprocess_exec(
                 *python_argv("hakit.module.process", name,
                              *(("--intent", intent) if intent else ()), *(("--cleanup",) if cleanup else ()),

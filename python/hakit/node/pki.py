@@ -21,7 +21,6 @@ from __future__ import annotations
 import base64
 import datetime as dt
 import ipaddress
-import os
 import re
 import secrets
 import time
@@ -37,6 +36,7 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from hakit.config.cluster_model import Cluster
 from hakit.errors import HakitError
+from hakit.files import write_atomic
 from hakit.node.identity import local_node
 from hakit.paths import Paths
 
@@ -102,15 +102,7 @@ def holds_ca(p: Paths) -> bool:
 def _write(path: Path, data: bytes, mode: int) -> None:
     """Atomic, and never readable by others even for a moment."""
     path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.fchmod(fd, mode)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
+    write_atomic(path, data, mode)
 
 
 def write_private(path: Path, data: bytes) -> None:

@@ -21,6 +21,7 @@ from hakit.child import python_argv
 from hakit.config.loader import ConfigInvalid, load_cluster, load_module
 from hakit.config.safe_archive import pack, unpack
 from hakit.errors import HakitError
+from hakit.files import private_dir
 from hakit.module.catalog import MAX_ID, Catalog, check_name
 from hakit.node import pki
 from hakit.node.cluster_conf import ClusterConfigError, install_cluster_xml, modules_against
@@ -105,13 +106,9 @@ def apply_module(p: Paths, args: dict[str, Any], running: bool) -> dict[str, Any
             load_module(staged / "conf" / "userconfig.xml", cluster)
         except ConfigInvalid as exc:
             raise ApplyError(f"module {name} is not installable here:\n{exc}") from None
-        key = p.module_key(name)
-        staged_key = staged / key.relative_to(p.module_dir(name))
-        if staged_key.exists():
-            staged_key.chmod(0o600)
-        (staged / "id").write_text(f"{module_id}\n")
+        (staged / "id").write_text(f"{module_id}\n")  # (the key came out 0600: unpack)
         if exists:
-            backup = p.backup / f"{name}_{time.strftime('%Y%m%dT%H%M%S')}.safe"
+            backup = private_dir(p.backup) / f"{name}_{time.strftime('%Y%m%dT%H%M%S')}.safe"
             pack(p.module_dir(name), backup)
             p.module_dir(name).rename(Path(tmp) / "replaced")
         staged.rename(p.module_dir(name))

@@ -19,6 +19,7 @@ from importlib import resources
 from pathlib import Path
 
 from hakit.errors import HakitError
+from hakit.files import open_private_append
 
 START_TIMEOUT_S = 10.0
 STOP_TIMEOUT_S = 30.0
@@ -79,7 +80,7 @@ class RfsDaemon:
         with contextlib.suppress(FileNotFoundError):
             self.ctl.unlink()
         self.log.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log, "ab") as out:
+        with open_private_append(self.log) as out:
             self.proc = await asyncio.create_subprocess_exec(
                 str(rfs_binary()), role, "--dir", self.directory, "--ctl", str(self.ctl), *self.argv_tail,
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out, pass_fds=self.pass_fds,

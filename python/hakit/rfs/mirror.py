@@ -37,6 +37,7 @@ from pathlib import Path
 
 from hakit.config.module_model import Rfs
 from hakit.errors import HakitError
+from hakit.files import private_dir, write_atomic
 from hakit.module.log import ModuleLog
 from hakit.module.resources import Resources
 from hakit.paths import Paths
@@ -141,14 +142,8 @@ class Replication:
         return argv
 
     def _write_key(self) -> None:
-        self.key_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.key_file.with_suffix(".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            os.write(fd, self.security.key.hex().encode() + b"\n")
-        finally:
-            os.close(fd)
-        tmp.replace(self.key_file)
+        private_dir(self.key_file.parent)
+        write_atomic(self.key_file, self.security.key.hex().encode() + b"\n", 0o600)
 
     def _event(self, index: int, text: str) -> None:
         if text.startswith("progress"):

@@ -7,6 +7,8 @@ writer and the busy timeout absorbs the short write locks.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -21,6 +23,14 @@ def connect(path: Path, schema: Sequence[str]) -> sqlite3.Connection:
     store written by an older hakit is upgraded in place and never rebuilt.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
+    # 0600 before SQLite opens it (its -wal and -shm files take the store's mode); a
+    # store from an older hakit is made private too.
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+    try:
+        with contextlib.suppress(PermissionError):  # another user's store: read as it is
+            os.fchmod(fd, 0o600)
+    finally:
+        os.close(fd)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL is durable across process crashes in WAL mode; only a power loss may
