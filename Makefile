@@ -17,7 +17,7 @@ DEB_PKGS := gcc clang llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-
 	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip
 # Only for `make bench` (kept out of `make test`): the peers hakit is measured against.
 BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy bpftool
-PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography pytest ruff
+PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 pytest ruff
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
 	meson.build pyproject.toml

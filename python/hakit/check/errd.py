@@ -26,7 +26,7 @@ from typing import Any
 
 from hakit.check.base import BOTH, DOWN, PRE, PRIM, SECOND, UNKNOWN, UP, CheckContext, runs_in
 from hakit.check.proc_events import Comm, Event, Exec, Exit, Fork, ProcEvents
-from hakit.check.procs import ProcInfo, ProcMatcher, alive, own_netns
+from hakit.check.procs import ProcInfo, ProcMatcher, alive, own_netns, uid_of
 from hakit.config.module_model import Proc
 from hakit.config.rules import ACTIONS
 from hakit.errors import HakitError
@@ -47,7 +47,8 @@ class ProcMonitor:
         self.resource = resource
         self.klass = CLASS_ALIASES.get(proc.klass, proc.klass)
         self.unit = (proc.name if "." in proc.name else f"{proc.name}.service") if proc.service else None
-        self.matcher = ProcMatcher(proc.name, proc.nameregex, proc.argregex, netns)
+        self.matcher = ProcMatcher(proc.name, proc.nameregex, proc.argregex, netns,
+                                   uid_of(proc.user) if proc.user is not None else None)
         self.pids: set[int] = set()
         self.running = False
         self.state: str | None = None  # UP or DOWN once judged

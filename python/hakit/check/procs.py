@@ -9,11 +9,16 @@ counting another node's `mybin` would hide this node's failure.  errd and
 from __future__ import annotations
 
 import os
-import re
+import pwd
 from dataclasses import dataclass
 from functools import cached_property
+from typing import Any
+
+from hakit.config.kinds import linear_regex
+from hakit.errors import HakitError
 
 TASK_COMM_LEN = 16  # the kernel keeps 15 characters of a process name
+CMDLINE_MAX = 64 << 10  # of a command line, what argregex sees: bounded work per process
 
 
 def netns_of(pid: int | str) -> tuple[int, int] | None:
@@ -35,12 +40,22 @@ def all_pids() -> list[int]:
     return [int(d) for d in os.listdir("/proc") if d.isdigit()]
 
 
-def _read(path: str) -> bytes | None:
+def _read(path: str, limit: int = -1) -> bytes | None:
     try:
         with open(path, "rb") as f:
-            return f.read()
+            return f.read(limit)
     except OSError:
         return None
+
+
+def uid_of(user: str) -> int:
+    """A <proc user> as a uid: a user name of this node, or a number."""
+    if user.isdigit():
+        return int(user)
+    try:
+        return pwd.getpwnam(user).pw_uid
+    except KeyError:
+        raise HakitError(f"<proc user=\"{user}\">: no such user on this node") from None
 
 
 class ProcInfo:
@@ -56,8 +71,16 @@ class ProcInfo:
 
     @cached_property
     def cmdline(self) -> str:
-        raw = _read(f"/proc/{self.pid}/cmdline") or b""
+        raw = _read(f"/proc/{self.pid}/cmdline", CMDLINE_MAX) or b""
         return raw.rstrip(b"\0").replace(b"\0", b" ").decode(errors="replace")
+
+    @cached_property
+    def uid(self) -> int | None:
+        """The process's real owner (the owner of its /proc directory)."""
+        try:
+            return os.stat(f"/proc/{self.pid}").st_uid
+        except OSError:
+            return None
 
     @cached_property
     def netns(self) -> tuple[int, int] | None:
@@ -76,21 +99,23 @@ class ProcInfo:
 @dataclass(frozen=True)
 class ProcMatcher:
     """Processes named `name` (comm, as ps shows it), or whose name matches nameregex,
-    and whose command line matches argregex, in the network namespace `netns`.
-    Regular expressions match anywhere in the text (anchor them with ^ and $)."""
+    and whose command line matches argregex, in the network namespace `netns`, owned by
+    uid when given.  Regular expressions match anywhere in the text (anchor them with ^
+    and $), in time linear in it (RE2): names and command lines are any user's to choose."""
 
     name: str | None
     nameregex: str | None
     argregex: str | None
     netns: tuple[int, int]
+    uid: int | None = None
 
     @cached_property
-    def _name_re(self) -> re.Pattern[str] | None:
-        return re.compile(self.nameregex) if self.nameregex is not None else None
+    def _name_re(self) -> Any:
+        return linear_regex(self.nameregex) if self.nameregex is not None else None
 
     @cached_property
-    def _arg_re(self) -> re.Pattern[str] | None:
-        return re.compile(self.argregex) if self.argregex is not None else None
+    def _arg_re(self) -> Any:
+        return linear_regex(self.argregex) if self.argregex is not None else None
 
     def matches(self, info: ProcInfo) -> bool:
         comm = info.comm
@@ -101,7 +126,7 @@ class ProcMatcher:
                 return False
         elif self.name is not None and comm != self.name[: TASK_COMM_LEN - 1]:
             return False
-        if info.netns != self.netns:
+        if info.netns != self.netns or (self.uid is not None and info.uid != self.uid):
             return False
         return self._arg_re is None or self._arg_re.search(info.cmdline) is not None
 

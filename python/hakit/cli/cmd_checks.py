@@ -19,6 +19,7 @@ from typing import Any
 from hakit import ipc
 from hakit.check.admin import AdminFlags
 from hakit.check.procs import ProcMatcher, own_netns
+from hakit.config.kinds import linear_regex
 from hakit.errors import HakitError, UsageError
 from hakit.module.catalog import Catalog
 from hakit.paths import Paths, paths
@@ -143,6 +144,11 @@ def _signal(level: str) -> signal.Signals:
 
 def _kill(args: argparse.Namespace) -> int:
     sig = _signal(args.level)
+    if args.argregex is not None:
+        try:
+            linear_regex(args.argregex)
+        except ValueError as exc:
+            raise UsageError(f"-argregex: {exc}") from None
     matcher = ProcMatcher(args.name, None, args.argregex, own_netns())
     # pidfds name the processes found, so a pid reused meanwhile is never signalled.
     pidfds = []

@@ -21,6 +21,7 @@ from hakit.config.kinds import (
     Netmask,
     OnOff,
     PortSpec,
+    ProcRegex,
     Regex,
     Text,
 )
@@ -381,8 +382,13 @@ class Proc:
         "prim",
         xml="class",
     )
-    nameregex: str | None = attr("Match process names with this regular expression.", Regex())
-    argregex: str | None = attr("Match the command line with this regular expression.", Regex())
+    nameregex: str | None = attr("Match process names with this regular expression.", ProcRegex())
+    argregex: str | None = attr("Match the command line with this regular expression (its first "
+                                "64 KiB).", ProcRegex())
+    user: str | None = attr(
+        "hakit extension: count only processes of this user (name or uid), so that another user's "
+        "process of the same name neither hides the application's death nor pushes the count over "
+        "atmost.", Text(nonempty=True))
 
     def validate(self) -> Iterator[str]:
         if self.atmost >= 0 and self.atmost < self.atleast:
