@@ -17,6 +17,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -490,6 +491,32 @@ def test_errd_sees_deaths_at_once_and_counts_only_its_node(csim, drivers, spawn,
     d.res("errd.hkmany", "unknown")
     d.call("admin", errd="on", checker="on")
     d.res("errd.hkmany", "down", timeout=3)
+
+
+@pytest.mark.root
+def test_errd_counts_only_the_named_users_processes(csim, drivers, spawn):
+    """<proc user>: another user's process named like the application neither stands for
+    it once it is dead nor pushes the count over atmost."""
+    shared = Path(tempfile.mkdtemp(prefix="hakit-test-"))  # the other user must run the binary
+    try:
+        shared.chmod(0o755)
+        app = named_sleep(shared, "hkowned")
+        os.chmod(app, 0o755)
+        as_nobody = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", app, "600"]
+        errd = ('<errd><proc name="hkowned" user="root" atleast="1" atmost="1" action="restart" '
+                'class="prim"/></errd>')
+        d = drivers("node1", config(body=errd), [PRE, PRIM])
+        impostor = spawn("node1", as_nobody)
+        comm_started(impostor.pid, "hkowned")
+        d.res("errd.hkowned", "down", timeout=3)  # the impostor does not stand for it
+        spawn("node1", [app, "600"])
+        d.res("errd.hkowned", "up", timeout=2)
+        comm_started(spawn("node1", as_nobody).pid, "hkowned")
+        time.sleep(0.5)
+        (monitor,) = [m for m in d.call("dump") if m.get("name") == "hkowned"]
+        assert monitor["count"] == 1, monitor  # nor pushes it over atmost
+    finally:
+        shutil.rmtree(shared, ignore_errors=True)
 
 
 @pytest.mark.root
