@@ -3,7 +3,9 @@ problem, the right line, a suggestion for a misspelt name, and never a traceback
 
 from __future__ import annotations
 
+import os
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -346,7 +348,7 @@ def test_missing_file_and_directory(tmp_path: Path, capsys: pytest.CaptureFixtur
     missing = tmp_path / "missing.xml"
     assert problems(capsys, missing, tmp_path) == [
         f"{missing}:0: cannot read: No such file or directory",
-        f"{tmp_path}:0: cannot read: Is a directory",
+        f"{tmp_path}:0: not a regular file (a directory)",
     ]
 
 
@@ -405,3 +407,25 @@ def test_a_heartbeat_named_twice_at_its_second_line(tmp_path: Path,
     </heart>
     """))
     assert problems(capsys, path) == [f'{path}:6: <heartbeat name="default"> is given twice']
+
+
+def test_what_is_no_configuration_file_is_refused_at_once(tmp_path: Path,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """A FIFO (nobody writing), a device, a file of gigabytes: refused without waiting
+    or reading them through."""
+    fifo = tmp_path / "fifo.xml"
+    os.mkfifo(fifo)
+    big = tmp_path / "big.xml"
+    with open(big, "wb") as f:
+        f.truncate(1 << 30)  # sparse
+    assert problems(capsys, fifo) == [f"{fifo}:0: not a regular file (a FIFO)"]
+    assert problems(capsys, Path("/dev/zero")) == ["/dev/zero:0: not a regular file (a device)"]
+    assert problems(capsys, big) == [f"{big}:0: larger than 4 MiB: not a configuration file"]
+
+
+def test_doctype_stripping_takes_linear_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "doctypes.xml"
+    path.write_text("<!DOCTYPE" * 400_000)  # 3.6 MB: quadratic took minutes
+    started = time.monotonic()
+    assert problems(capsys, path)
+    assert time.monotonic() - started < 20

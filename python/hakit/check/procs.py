@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from hakit.config.kinds import linear_regex
+from hakit import linear_re
 from hakit.errors import HakitError
 
 TASK_COMM_LEN = 16  # the kernel keeps 15 characters of a process name
@@ -111,11 +111,11 @@ class ProcMatcher:
 
     @cached_property
     def _name_re(self) -> Any:
-        return linear_regex(self.nameregex) if self.nameregex is not None else None
+        return linear_re.compile(self.nameregex) if self.nameregex is not None else None
 
     @cached_property
     def _arg_re(self) -> Any:
-        return linear_regex(self.argregex) if self.argregex is not None else None
+        return linear_re.compile(self.argregex) if self.argregex is not None else None
 
     def matches(self, info: ProcInfo) -> bool:
         comm = info.comm

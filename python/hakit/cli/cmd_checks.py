@@ -16,10 +16,9 @@ import signal
 import time
 from typing import Any
 
-from hakit import ipc
+from hakit import ipc, linear_re
 from hakit.check.admin import AdminFlags
 from hakit.check.procs import ProcMatcher, own_netns
-from hakit.config.kinds import linear_regex
 from hakit.errors import HakitError, UsageError
 from hakit.module.catalog import Catalog
 from hakit.paths import Paths, paths
@@ -146,7 +145,7 @@ def _kill(args: argparse.Namespace) -> int:
     sig = _signal(args.level)
     if args.argregex is not None:
         try:
-            linear_regex(args.argregex)
+            linear_re.compile(args.argregex)
         except ValueError as exc:
             raise UsageError(f"-argregex: {exc}") from None
     matcher = ProcMatcher(args.name, None, args.argregex, own_netns())

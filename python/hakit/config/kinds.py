@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from hakit import linear_re
+
 
 class Kind:
     doc: str = "text"
@@ -201,28 +203,12 @@ class Regex(Kind):
         return raw
 
 
-def linear_regex(raw: str) -> Any:
-    """raw compiled by RE2, whose matching time is linear in the text: process names and
-    command lines are any local user's to choose, and must not stall a module process
-    (no back-references or look-arounds, which need backtracking).  ValueError says why."""
-    import re2  # (google-re2: loaded where a process regex is used)
-
-    options = re2.Options()
-    options.log_errors = False
-    try:
-        return re2.compile(raw, options)
-    except re2.error as exc:
-        why = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
-        raise ValueError(f"invalid regular expression (linear-time syntax, without back-references "
-                         f"or look-arounds): {why}") from None
-
-
 @dataclass(frozen=True)
 class ProcRegex(Kind):
     doc = "regular expression (RE2 syntax: no back-references or look-arounds)"
 
     def parse(self, raw: str) -> str:
-        linear_regex(raw)
+        linear_re.compile(raw)
         return raw
 
 
