@@ -83,3 +83,69 @@ def test_shipped_templates_install(env, template):
     hakit("module", "install", "-m", name, template, env=env, check=True)
     bindir = Path(env["HAKIT_ROOT"]) / "etc/hakit/modules" / name / "bin"
     assert all(os.access(p, os.X_OK) for p in bindir.iterdir())
+
+
+def _zip(path: Path, members: dict[str, bytes], method: int = zipfile.ZIP_STORED) -> Path:
+    with zipfile.ZipFile(path, "w", compression=method) as zf:
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
+def _patched(path: Path, old: bytes, new: bytes) -> Path:
+    data = path.read_bytes()
+    assert old in data
+    path.write_bytes(data.replace(old, new))
+    return path
+
+
+def test_every_damaged_or_hostile_archive_is_a_clean_error(env, tmp_path):
+    """Each gives one line saying what is wrong, no traceback, and installs nothing."""
+    root = Path(env["HAKIT_ROOT"])
+    fifo = tmp_path / "fifo.safe"
+    os.mkfifo(fifo)
+    many = _zip(tmp_path / "many.safe", {"conf/userconfig.xml": GOOD.encode(),
+                                         **{f"bin/s{i}": b"" for i in range(5000)}})
+    bomb = _zip(tmp_path / "bomb.safe", {"conf/userconfig.xml": GOOD.encode(),
+                                         **{f"bin/z{i}": b"\0" * (60 << 20) for i in range(5)}},
+                zipfile.ZIP_DEFLATED)
+    # A member under a compression method zipfile lacks (99: WinZip's AES), as the central
+    # directory says (its method field is 10 bytes into the entry).
+    unsupported = _zip(tmp_path / "method.safe", {"conf/userconfig.xml": GOOD.encode()})
+    data = bytearray(unsupported.read_bytes())
+    entry = data.index(b"PK\x01\x02")
+    data[entry + 10:entry + 12] = (99).to_bytes(2, "little")
+    unsupported.write_bytes(bytes(data))
+    crc = _zip(tmp_path / "crc.safe", {"conf/userconfig.xml": GOOD.encode()})
+    crc = _patched(crc, b"<service", b"<servicE")
+    file_for_dir = _zip(tmp_path / "clash.safe", {"conf/userconfig.xml": GOOD.encode(), "bin/x": b"",
+                                                  "bin/x/y": b""})
+    cases = {
+        fifo: "not a regular file",
+        many: "more than 4096",
+        bomb: "MiB once unpacked",
+        unsupported: "damaged or unsupported member",
+        crc: "damaged or unsupported member",
+        file_for_dir: "a file where a directory is expected",
+    }
+    for archive, message in cases.items():
+        run = hakit("module", "install", "-m", "app", str(archive), env=env, timeout=30)
+        assert run.returncode == 1 and message in run.stderr, (archive.name, run.stderr)
+        assert "Traceback" not in run.stderr
+    assert list((root / "etc/hakit/modules").iterdir()) == []
+
+
+def test_a_template_name_is_the_shipped_template_whatever_the_directory_holds(env, tmp_path):
+    """A user's own mirror.safe in the directory root works from is not installed in
+    place of the template; ./mirror.safe (a path) still names that file."""
+    planted = make_module(tmp_path / "planted", GOOD, {"start_prim": "#!/bin/sh\necho planted\n"})
+    (tmp_path / "mirror.safe").write_bytes(planted.read_bytes())
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        hakit("module", "install", "-m", "tpl", "mirror.safe", env=env, check=True)
+        hakit("module", "install", "-m", "mine", "./mirror.safe", env=env, check=True)
+    finally:
+        os.chdir(cwd)
+    listed = hakit("module", "list", env=env, check=True).stdout.split("\n")
+    assert "tpl\tmirror" in listed and "mine\tlight" in listed

@@ -64,14 +64,19 @@ def template_names() -> list[str]:
 
 
 def _resolve_archive(source: str) -> Path:
+    """A bare name (no '/') is a shipped template when one has it, whatever lies in the
+    current directory (a user's own `mirror.safe` must not be installed as root in its
+    place); a path, or a bare name no template has, is a file (./name for one here)."""
+    if "/" not in source and source not in (".", ".."):
+        names = template_names()
+        for candidate in (source, source + ".safe"):
+            if candidate in names and (shipped := template(candidate)) is not None:
+                return shipped
     path = Path(source)
     if path.exists():
         return path
-    shipped = template(source) or template(source + ".safe")
-    if shipped is None:
-        names = ", ".join(template_names()) or "none"
-        raise ModuleError(f"{source}: no such file, nor a shipped template (templates: {names})")
-    return shipped
+    names = ", ".join(template_names()) or "none"
+    raise ModuleError(f"{source}: no such file, nor a shipped template (templates: {names})")
 
 
 class Catalog:
