@@ -532,3 +532,22 @@ def test_a_crashed_module_process_is_cleaned_up_before_it_restarts(make_sim, tmp
     wait_state(sim, "node2", "PRIM (Ready)")
     assert not has_vip(sim, "node1", vip) and has_vip(sim, "node2", vip)
     assert "Cleaning up after a crash in state PRIM" in hk(sim, "node1", "logview", "-m", MODULE)
+
+
+def test_heartbeat_rejections_are_logged_once_a_minute_in_all_whatever_the_sources():
+    """Sources are a forger's to choose: a flood from many addresses is one line a minute,
+    which then counts what it left out, and keeps no state per source."""
+    from hakit.heart.link import REJECT_LOG_INTERVAL_S, Heart, Lan
+
+    logged: list[str] = []
+    lan = Lan("default", "10.0.0.1", {"node2": "10.0.0.2"})
+    heart = Heart(module=MODULE, node="node1", key=b"k" * 32, port=9307, pulse=0.2, timeout=0.6, lans=[lan],
+                  resources=None, log=lambda level, cat, msg: logged.append(msg),  # type: ignore[arg-type]
+                  on_change=lambda: None)
+    for i in range(10000):
+        heart._rejected(lan, f"10.9.{i // 250}.{i % 250}", "bad authentication tag")
+    assert len(logged) == 1 and "10.9.0.0" in logged[0]
+    heart._reject_log.since -= REJECT_LOG_INTERVAL_S  # a minute later
+    heart._rejected(lan, "10.9.99.1", "bad authentication tag")
+    assert len(logged) == 2 and "(9999 more left out before)" in logged[1], logged
+    assert not [k for k, v in vars(heart).items() if isinstance(v, dict) and len(v) > 100]

@@ -389,6 +389,14 @@ def test_untrusted_peers_and_garbage_are_dropped(sim, tmp_path):
                         dropped[1])
     assert dropped[2:] == ["TLS handshake failed: http request", "it does not speak hakit/1"]
     assert "Traceback" not in daemon_log(sim, "node2") + daemon_log(sim, "node1")
+    # A flood of bad handshakes is a few lines, not one each (the sources are any).
+    for _ in range(40):
+        with socket.create_connection((addr, rpc.RPC_PORT), timeout=5) as s:
+            s.sendall(b"GET / HTTP/1.0\r\n\r\n")
+            assert s.recv(100) == b""
+    assert rpc.call_node(node1, addr, "ping", {})["node"] == "node2"
+    flood = re.findall(r"^hakitd: rpc: dropped .*$", daemon_log(sim, "node2"), re.M)[4:]
+    assert len(flood) <= 2 * rpc.DROP_LOG_BURST, flood  # (the flood may straddle two intervals)
 
 
 async def call_with(p: Paths, addr: str, ctx: ssl.SSLContext) -> object:

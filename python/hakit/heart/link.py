@@ -21,6 +21,7 @@ from hakit.heart.protocol import Beat, Rejected, decode, encode
 from hakit.module.log import ModuleLog
 from hakit.module.resources import Resources
 from hakit.store.module_store import Level
+from hakit.throttle import Throttle
 
 REJECT_LOG_INTERVAL_S = 60.0  # a flood of forged datagrams must not flood the module log
 FINAL_BEATS = 3  # a stopping node says so a few times: one lost datagram must not cost a timeout
@@ -92,7 +93,9 @@ class Heart:
         self._endpoints: list[_Endpoint] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started = 0.0
-        self._rejects: dict[str, float] = {}
+        # Once per interval in all, not per source: sources are the sender's to forge, so
+        # per-source state would grow, and log, without bound.
+        self._reject_log = Throttle(REJECT_LOG_INTERVAL_S)
 
     # -- life cycle
     async def start(self) -> None:
@@ -208,10 +211,9 @@ class Heart:
             self.on_change()
 
     def _rejected(self, lan: Lan, source: str, reason: str) -> None:
-        now = time.monotonic()
-        if now - self._rejects.get(source, -REJECT_LOG_INTERVAL_S) >= REJECT_LOG_INTERVAL_S:
-            self._rejects[source] = now
-            self.log(Level.CRITICAL, "heart", f"Heartbeat from {source} on LAN {lan.name} rejected: {reason}")
+        line = self._reject_log(f"Heartbeat from {source} on LAN {lan.name} rejected: {reason}")
+        if line is not None:
+            self.log(Level.CRITICAL, "heart", line)
 
     # -- loss detection
     def _publish_lan(self, lan: Lan) -> None:

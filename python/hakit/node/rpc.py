@@ -29,6 +29,7 @@ from hakit.errors import HakitError
 from hakit.node import pki
 from hakit.node.identity import local_node
 from hakit.paths import Paths
+from hakit.throttle import Throttle
 
 RPC_PORT = 9010
 ALPN = "hakit/1"
@@ -238,7 +239,8 @@ class _TlsConnection(asyncio.Protocol):
             self._transport.write(out)
 
     def drop(self, reason: str) -> None:
-        self.server.log(f"dropped {self.where}: {reason}")
+        if (line := self.server.drop_log(f"dropped {self.where}: {reason}")) is not None:
+            self.server.log(line)
         self.close()
 
     def close(self) -> None:
@@ -263,6 +265,10 @@ class _TlsConnection(asyncio.Protocol):
         self.close()
 
 
+DROP_LOG_INTERVAL_S = 10.0  # at most DROP_LOG_BURST lines about dropped peers per interval
+DROP_LOG_BURST = 10
+
+
 def _log(message: str) -> None:
     print(f"hakitd: rpc: {message}", file=sys.stderr, flush=True)
 
@@ -276,6 +282,8 @@ class RpcServer:
         self.handler = handler
         self.port = port
         self.log = log
+        # Anyone reaching the port can fail a handshake, from any address.
+        self.drop_log = Throttle(DROP_LOG_INTERVAL_S, burst=DROP_LOG_BURST)
         self._ctx: ssl.SSLContext | None = None
         self._addrs: list[str] = []
         self._servers: list[asyncio.AbstractServer] = []
