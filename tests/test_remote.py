@@ -301,6 +301,15 @@ def test_G_applies_the_cluster_configuration_everywhere(sim):
     assert pki.renewal_reason(renewed, "node2", [sim.addr("node2")]) is None
     assert on(sim, "node1", "-H", "node2", "level").returncode == 0
 
+    # Credentials made for another node are refused: node2 would pose as node3.
+    node3 = pki.issue(sim.paths("node1"), "node3", [sim.addr("node3")])
+    before = (node2.pki / "node.crt").read_bytes()
+    with pytest.raises(RemoteError, match="the shipped certificate is node3's, not this node's"):
+        rpc.call_node(sim.paths("node1"), sim.addr("node2"), "apply_cluster",
+                      {"files": {"cluster.xml": new.encode(), pki.NODE_CERT: node3.cert_pem,
+                                 pki.NODE_KEY: node3.key_pem}})
+    assert (node2.pki / "node.crt").read_bytes() == before
+
 
 @pytest.mark.root
 def test_E_applies_a_module_with_its_id_and_key(sim):

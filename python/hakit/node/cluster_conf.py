@@ -9,6 +9,7 @@ import contextlib
 import dataclasses
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from hakit.config.cluster_model import Cluster
@@ -55,9 +56,11 @@ def installed_signature(p: Paths) -> str | None:
     return cluster_signature(cluster) if cluster else None
 
 
-def install_cluster_xml(p: Paths, data: bytes, shown_as: str) -> ClusterInstalled:
+def install_cluster_xml(p: Paths, data: bytes, shown_as: str,
+                        accept: Callable[[Cluster], None] | None = None) -> ClusterInstalled:
     """Validate `data` and, only when it has no problem, make it this node's cluster.xml in
-    one rename (a reader sees the old file or the new one, never a mix)."""
+    one rename (a reader sees the old file or the new one, never a mix).  accept, when
+    given, may still refuse the valid cluster (by raising) before anything is replaced."""
     target = p.cluster_xml
     previous = installed_signature(p)
     try:
@@ -76,6 +79,8 @@ def install_cluster_xml(p: Paths, data: bytes, shown_as: str) -> ClusterInstalle
         if cluster is None:
             raise ClusterConfigError(f"{shown_as} has problems: nothing installed, {target} is unchanged",
                                      problems)
+        if accept is not None:
+            accept(cluster)
         tmp.chmod(0o644)
         tmp.replace(target)
     except OSError as exc:

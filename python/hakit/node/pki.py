@@ -457,10 +457,13 @@ def _mismatch(key_pem: bytes, cert: x509.Certificate) -> str | None:
     return None
 
 
-def check_credentials(p: Paths, creds: NodeCredentials) -> None:
-    """PkiError unless `creds` are a key and a certificate of this node's cluster CA."""
+def check_credentials(p: Paths, creds: NodeCredentials, node: str) -> None:
+    """PkiError unless `creds` are a key and a certificate of this node's cluster CA, made
+    for `node` (this node): another node's would let this one pose as it."""
     cert = _load_cert(creds.cert_pem, "the shipped certificate")
     verify(cert, _read_cert(ca_cert_path(p)))
+    if (named := common_name(cert)) != node:
+        raise PkiError(f"the shipped certificate is {named}'s, not this node's ({node}): nothing installed")
     if why := _mismatch(creds.key_pem, cert):
         raise PkiError(f"the shipped credentials are unusable: {why}")
 

@@ -18,6 +18,7 @@ from typing import Any
 
 from hakit import ipc
 from hakit.child import python_argv
+from hakit.config.cluster_model import Cluster
 from hakit.config.loader import ConfigInvalid, load_cluster, load_module
 from hakit.config.safe_archive import pack, unpack
 from hakit.errors import HakitError
@@ -47,10 +48,15 @@ def apply_cluster(p: Paths, args: dict[str, Any], user: str) -> dict[str, Any]:
     creds = None
     if pki.NODE_CERT in files or pki.NODE_KEY in files:
         creds = pki.NodeCredentials(bytes(files.get(pki.NODE_KEY, b"")), bytes(files.get(pki.NODE_CERT, b"")))
-        # Checked before anything is replaced: a bad certificate would cut this node off.
-        pki.check_credentials(p, creds)
+
+    def for_this_node(cluster: Cluster) -> None:
+        # Checked before anything is replaced: a bad certificate would cut this node off,
+        # another node's would let it pose as that node.
+        if creds is not None:
+            pki.check_credentials(p, creds, local_node(cluster))
+
     try:
-        done = install_cluster_xml(p, files[CLUSTER_FILE], f"cluster.xml from {user}")
+        done = install_cluster_xml(p, files[CLUSTER_FILE], f"cluster.xml from {user}", accept=for_this_node)
     except ClusterConfigError as exc:
         raise ApplyError(exc.full()) from None
     if creds:
