@@ -109,3 +109,39 @@ def test_unusable_credentials_give_one_clear_line(tmp_path: Path, creds, role: s
     lines = run.stderr.splitlines()
     assert run.returncode == 2 and len(lines) == 1, run.stderr
     assert lines[0].startswith("hakit-rfs: ") and message.format(tmp=tmp_path) in lines[0], run.stderr
+
+
+def _status(pid: int, key: str) -> int:
+    line = next(x for x in Path(f"/proc/{pid}/status").read_text().splitlines() if x.startswith(key + ":"))
+    return int(line.split()[1])
+
+
+def test_connections_that_prove_nothing_cannot_exhaust_the_receiver(rfs, base: Path, creds):  # noqa: F811
+    """200 connections that send nothing: the receiver holds a thread for at most 16 of
+    them while they have to prove the module key (and allocates frame buffers only for
+    those that did), and serves a primary once they are gone."""
+    import socket
+
+    port = free_port()
+    secondary = rfs("secondary", "sec", "--listen", f"127.0.0.1:{port}", *creds["node2"])
+    pid = secondary.proc.pid
+    threads = _status(pid, "Threads")
+    flood = []
+    try:
+        for _ in range(200):
+            flood.append(socket.create_connection(("127.0.0.1", port), timeout=5))
+        time.sleep(0.5)
+        assert _status(pid, "Threads") <= threads + 16 + 2, _status(pid, "Threads")
+        assert logged(secondary.log, "refusing the connection from 127.0.0.1:", "proving themselves already")
+    finally:
+        for s in flood:
+            s.close()
+    primary = rfs("primary", "pri", *creds["node1"])
+    deadline = time.monotonic() + 15
+    while (reply := primary.cmd(f"attach 127.0.0.1 {port}")) != "ok":
+        assert time.monotonic() < deadline, reply
+        time.sleep(0.2)
+    (base / "pri" / "dir").mkdir()
+    (base / "pri" / "dir" / "after").write_text("served\n")
+    assert primary.stop() == 0 and secondary.stop() == 0
+    assert (base / "sec" / "dir" / "after").read_text() == "served\n"

@@ -1405,6 +1405,7 @@ int rfs_repl_query(struct rfs_repl *r, const struct rfs_op *op, void *reply, siz
 #define RX_CACHE 64                     /* write fds kept open */
 #define RX_IDLE_NS (5000 * NS_PER_MS)   /* a cached fd unused this long is closed */
 #define RX_POLL_MS 500
+#define RX_PENDING_MAX 16               /* connections still proving themselves, at most */
 
 struct receiver;
 
@@ -1443,6 +1444,8 @@ struct receiver {
 	uint64_t session;
 	int have_session;
 	uint64_t real_failures;    /* of stats->failures, those not of an incomplete tree */
+	int pending;               /* connections not through chan_accept yet; under mu */
+	uint64_t refused;          /* connections refused for the cap on pending ones */
 };
 
 /* *stop is the caller's plain int: read it atomically all the same. */
@@ -1721,6 +1724,15 @@ static void *rconn_main(void *arg)
 	/* Before any frame is read: a peer refused here was never listened to. */
 	int auth = chan_accept(rx->creds, k->fd, k->peer, &k->ch, k->bound_hello);
 
+	pthread_mutex_lock(&rx->mu);
+	rx->pending--;
+	pthread_mutex_unlock(&rx->mu);
+	/* The frame buffers (1.3 MiB) only for a peer that passed: nobody can make the
+	 * receiver allocate them by merely connecting. */
+	if (auth >= 0 && (!(k->buf = malloc(RX_BUF)) || !(k->raw = malloc(RFS_DATA_MAX)))) {
+		say("receiver: closing the connection from %s: out of memory", k->peer);
+		auth = -1;
+	}
 	k->bound = auth > 0;
 	/* SO_RCVTIMEO makes recv return every RX_POLL_MS to look at stop and the cache. */
 	while (auth >= 0 && !rx_stopping(k)) {
@@ -1792,11 +1804,8 @@ static void rx_accept(struct receiver *rx, int fd, const struct sockaddr_storage
 
 	getnameinfo((const struct sockaddr *)sa, len, host, sizeof host, serv, sizeof serv,
 		    NI_NUMERICHOST | NI_NUMERICSERV);
-	if (!k || !(k->buf = malloc(RX_BUF)) || !(k->raw = malloc(RFS_DATA_MAX))) {
+	if (!k) {
 		say("receiver: refusing the connection from %s: out of memory", host);
-		if (k)
-			free(k->buf);
-		free(k);
 		close(fd);
 		return;
 	}
@@ -1807,12 +1816,26 @@ static void rx_accept(struct receiver *rx, int fd, const struct sockaddr_storage
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	pthread_mutex_lock(&rx->mu);
+	/* Each waits up to the proof's deadline (10 s) with a thread: a flood of connections
+	 * that prove nothing holds at most this many, and is said at counts that are powers
+	 * of two.  A primary refused meanwhile attaches again (the module retries). */
+	if (rx->pending >= RX_PENDING_MAX) {
+		uint64_t n = ++rx->refused;
+
+		pthread_mutex_unlock(&rx->mu);
+		if (!(n & (n - 1)))
+			say("receiver: refusing the connection from %s: %d connections are proving themselves "
+			    "already (%llu refused so far)", k->peer, RX_PENDING_MAX, (unsigned long long)n);
+		rconn_free(k);
+		return;
+	}
 	if (pthread_create(&k->th, NULL, rconn_main, k)) {
 		pthread_mutex_unlock(&rx->mu);
 		say("receiver: refusing the connection from %s: no thread", k->peer);
 		rconn_free(k);
 		return;
 	}
+	rx->pending++;
 	k->next = rx->conns;
 	rx->conns = k;
 	pthread_mutex_unlock(&rx->mu);
