@@ -273,44 +273,24 @@ def test_cluster_problems(tmp_path: Path, capsys: pytest.CaptureFixture[str]) ->
     ]
 
 
+def one_lan(tmp_path: Path, *nodes: tuple[str, str]) -> Path:
+    """A cluster.xml whose LAN "default" (line 3) lists these (name, addr), from line 4 on."""
+    lines = "\n".join(f'      <node name="{name}" addr="{addr}"/>' for name, addr in nodes)
+    return write(tmp_path, f'<cluster>\n  <lans>\n    <lan name="default">\n{lines}\n    </lan>\n'
+                           "  </lans>\n</cluster>\n", "cluster.xml")
+
+
 @pytest.mark.parametrize("addr", ["10.0.0.256", "300.1.1.1", "10.0.0.1.5", "10..0.1"])
 def test_a_dotted_quad_out_of_range_is_no_host_name(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                                                    addr: str) -> None:
-    path = write(
-        tmp_path,
-        f"""\
-        <cluster>
-          <lans>
-            <lan name="default">
-              <node name="node1" addr="10.0.0.1"/>
-              <node name="node2" addr="{addr}"/>
-            </lan>
-          </lans>
-        </cluster>
-        """,
-        "cluster.xml",
-    )
+    path = one_lan(tmp_path, ("node1", "10.0.0.1"), ("node2", addr))
     assert problems(capsys, path) == [
         f"{path}:5: <node addr>: '{addr}' is not a valid IPv4 address (four numbers of 0 to 255)"]
 
 
 def test_a_node_named_twice_in_a_lan_at_its_second_line(tmp_path: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
-    path = write(
-        tmp_path,
-        """\
-        <cluster>
-          <lans>
-            <lan name="default">
-              <node name="node1" addr="10.0.0.1"/>
-              <node name="node2" addr="10.0.0.2"/>
-              <node name="node1" addr="10.0.0.3"/>
-            </lan>
-          </lans>
-        </cluster>
-        """,
-        "cluster.xml",
-    )
+    path = one_lan(tmp_path, ("node1", "10.0.0.1"), ("node2", "10.0.0.2"), ("node1", "10.0.0.3"))
     assert problems(capsys, path) == [f"{path}:6: node 'node1' appears twice in <lan name=\"default\">"]
 
 

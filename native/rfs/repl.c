@@ -1200,6 +1200,15 @@ static void lost(struct rfs_repl *r, const struct rfs_op *op)
 		rfs_dirty_mark(r->cfg.dirty, op);
 }
 
+/* op acknowledged without the secondary: the journal takes it; and unless it is a
+ * buffered write (never promised more than the journal), not while fencing. */
+static void alone(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait)
+{
+	lost(r, op);
+	if (wait != RFS_WAIT_QUEUED)
+		fence_wait(r);
+}
+
 /* With reply (a query): its answer, and -ENOTCONN when there was none (no session,
  * or it died first); without: 0 then. */
 static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait, struct waiter *reply)
@@ -1218,11 +1227,9 @@ static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait
 	s = r->cur;
 	if (!s || atomic_load(&s->dead)) {
 		pthread_rwlock_unlock(&r->gate);
-		lost(r, op);
 		if (reply)
 			return -ENOTCONN;
-		if (wait != RFS_WAIT_QUEUED)
-			fence_wait(r);
+		alone(r, op, wait);
 		return 0;
 	}
 	atomic_fetch_add(&s->refs, 1);
@@ -1238,14 +1245,14 @@ static int submit_one(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait
 		pthread_rwlock_unlock(&r->gate);
 	if (queued == -ENOMEM)
 		session_kill(s, "out of memory queueing an op");
-	if (queued)
-		lost(r, op); /* the journal records by now: the session is dead */
 	session_put(s);
 	if (reply && !t.w.done)
 		return -ENOTCONN;
 	if (reply)
 		reply->reply_len = t.w.reply_len;
-	else if ((queued && wait != RFS_WAIT_QUEUED) || unacked)
+	else if (queued)
+		alone(r, op, wait); /* the journal records by now: the session is dead */
+	else if (unacked)
 		fence_wait(r);
 	return rc;
 }
@@ -1277,9 +1284,7 @@ int rfs_repl_submit(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait w
 	if (!rfs_op_shape(op->code))
 		return -EINVAL;
 	if (!atomic_load(&r->attached)) {
-		lost(r, op);
-		if (wait != RFS_WAIT_QUEUED)
-			fence_wait(r); /* a buffered write was never promised more than the journal */
+		alone(r, op, wait);
 		return 0;
 	}
 	if ((rc = check_op(op)))

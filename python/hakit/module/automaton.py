@@ -283,10 +283,7 @@ class Automaton:
                 rfs.show_peer_progress(peer.get("sync") or {})
             if (self.status != Status.READY and not self.yielding and peer is not None
                     and pstate in PRIMARY and self._synced_by(peer)):
-                if self.status == Status.TRANSIENT:
-                    await self.second_ready(peer)
-                else:
-                    self._resynchronised(peer)
+                await self.second_ready(peer, running=self.status == Status.NOT_READY)
                 return
             if self.yielding:
                 if pstate in PRIMARY and peer and peer.get("status") == Status.READY:
@@ -477,12 +474,6 @@ class Automaton:
         self._save_data("outdated")
         self.set_state(State.SECOND, status)
 
-    def _resynchronised(self, peer: dict[str, Any]) -> None:
-        gen = int(peer.get("gen", 0))
-        self._save_data("second", gen, base=gen)
-        self.log(Level.EVENT, "module", "This copy is synchronised again")
-        self.set_state(State.SECOND, Status.READY)
-
     def rfs_died(self, role: str) -> None:
         """A hakit-rfs died (the rule rfs_failure repairs it): a secondary's copy is
         outdated at once, so that the primary, which lost the stream too, need not wait
@@ -503,9 +494,8 @@ class Automaton:
             return
         if rfs.role == "primary":
             self.stream_lost()
-            await self._peer_gone()
+            await self._peer_gone()  # (no fence left to end: the new hakit-rfs starts unattached)
             await self._await_outdated()
-            self.fence_pending = False  # the new hakit-rfs starts unattached
             try:
                 await rfs.revive()
             except HakitError as exc:
@@ -596,13 +586,18 @@ class Automaton:
         rfs = self.p.rfs
         return rfs is None or (rfs.epoch not in (0, self.dead_epoch) and peer.get("synced") == rfs.epoch)
 
-    async def second_ready(self, peer: dict[str, Any]) -> None:
+    async def second_ready(self, peer: dict[str, Any], running: bool = False) -> None:
+        """running: the application already runs here (an outdated copy synchronised
+        again), its scripts are not started twice."""
         # The primary synchronised this copy with its generation as the lineage tag.
         gen = int(peer.get("gen", 0))
         self._save_data("second", gen, base=gen if self.p.rfs is not None else None)
         self.fullsync_asked = False
-        await self._script("start_second")
-        await self._enable("second")
+        if running:
+            self.log(Level.EVENT, "module", "This copy is synchronised again")
+        else:
+            await self._script("start_second")
+            await self._enable("second")
         self.set_state(State.SECOND, Status.READY)
 
     def _start_sync(self, peer: dict[str, Any]) -> None:

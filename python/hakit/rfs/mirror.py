@@ -17,9 +17,10 @@ by itself (the secondary failed an operation, stopped answering, went away) is r
 to on_detached; hakit-rfs then holds whatever would be acknowledged without the
 secondary until fenced() says the secondary's copy is known to be outdated.  A
 hakit-rfs that dies sets the resource rfs.daemon to down (the failover rule
-rfs_failure then restarts the module in place, which calls revive()).  The primary's is started with D's real
-directory as an inherited descriptor, opened before its first mount, so that revive()
-puts a new one over the dead mount, which answers ENOTCONN meanwhile: D is never bare.
+rfs_failure then restarts the module in place, which calls revive()).  The primary's
+is started with D's real directory as an inherited descriptor, opened before its first
+mount, so that revive() puts a new one over the dead mount, which answers ENOTCONN
+meanwhile: D is never bare.
 """
 
 from __future__ import annotations
@@ -227,7 +228,6 @@ class Replication:
                 # This copy is about to become the primary's: a journal of changes made to it
                 # as a primary is meaningless now, and must not outlive it into a promotion.
                 shutil.rmtree(self.state_dir(index), ignore_errors=True)
-            daemon = None
             try:
                 if role == "primary":
                     with contextlib.suppress(OSError):  # there, or a dead mount (_open_root)
@@ -236,8 +236,7 @@ class Replication:
                 daemon = self._daemon(index, role, adopt)
                 await daemon.start(role)
             except HakitError:
-                self.daemons += [daemon] if daemon is not None else []
-                await self.stop()
+                await self.stop()  # (closes the roots opened, this one's too)
                 raise
             self.daemons.append(daemon)
         self.role = role
