@@ -14,7 +14,7 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Debian packages: compiler and headers for the native and eBPF parts, the kernel
 # tools the simulated cluster drives, and the real clients the tests use.
 DEB_PKGS := gcc clang llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev libxxhash-dev libssl-dev fuse3 \
-	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip
+	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip faketime
 # Only for `make bench` (kept out of `make test`): the peers hakit is measured against.
 BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy bpftool
 PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 pytest ruff

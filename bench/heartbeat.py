@@ -40,8 +40,8 @@ async def main():
     store = ModuleStore(__import__("pathlib").Path(out + ".db"))
     gaps, last, lost = [], [None], [0]
     heart = Heart(module="bench", node=me, key=b"k" * 32, port=9399, pulse=pulse, timeout=timeout,
-                  lans=[Lan("default", my_addr, {peer: peer_addr})], resources=Resources(store),
-                  log=ModuleLog("bench", store), on_change=lambda: None)
+                  lans=[Lan("default", my_addr, {peer: peer_addr})], incarnation=1,
+                  resources=Resources(store), log=ModuleLog("bench", store), on_change=lambda: None)
     received = heart.received
     def spy(lan, data, source):
         now = time.monotonic()

@@ -205,7 +205,7 @@ def test_forged_heartbeats_are_rejected(mirror):
     hk(sim, "node1", "prim", "-m", MODULE)
     wait_state(sim, "node1", "ALONE (Ready)")
     port = 9300 + 7
-    forged = encode(b"not the module key" * 2, Beat(MODULE, "node2", time.time_ns(), 1,
+    forged = encode(b"not the module key" * 2, Beat(MODULE, "node2", time.time_ns(), 1, b"", b"",
                                                      {"state": "PRIM", "status": "Ready"}))
     sender = (
         "import socket,sys;s=socket.socket(socket.AF_INET,socket.SOCK_DGRAM);"
@@ -219,6 +219,82 @@ def test_forged_heartbeats_are_rejected(mirror):
     time.sleep(0.5)
     assert state(sim, "node1") == "ALONE (Ready)"
     assert "Peer node2 heard" not in hk(sim, "node1", "logview", "-m", MODULE)
+
+
+# Run inside a node: the UDP payloads `count` datagrams from SRC to PORT carried, in hex.
+RECORD = """
+import socket, sys
+src, port, count = socket.inet_aton(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+s.settimeout(10)
+got = []
+while len(got) < count:
+    ip = s.recv(65536)
+    at = (ip[0] & 15) * 4
+    if ip[9] == 17 and ip[12:16] == src and int.from_bytes(ip[at + 2:at + 4], "big") == port:
+        got.append(ip[at + 8:].hex())
+print(" ".join(got))
+"""
+# Run inside a node: send those payloads to ADDR:PORT from BIND over and over, as a forger would.
+REPLAY = """
+import socket, sys, time
+bind, addr, port, seconds = sys.argv[1], sys.argv[2], int(sys.argv[3]), float(sys.argv[4])
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind((bind, 0))
+end = time.monotonic() + seconds
+while time.monotonic() < end:
+    for data in sys.argv[5:]:
+        s.sendto(bytes.fromhex(data), (addr, port))
+        time.sleep(0.05)
+"""
+
+
+def test_heartbeats_recorded_and_replayed_after_the_receiver_restarts_are_refused(mirror):
+    """node1's PRIM beats, replayed once node1 has stopped, must not make a restarted node2
+    believe that a primary runs (it would wait as secondary of nobody)."""
+    sim, _ = mirror
+    hk(sim, "node1", "start", "-m", MODULE)
+    hk(sim, "node2", "start", "-m", MODULE)
+    hk(sim, "node1", "prim", "-m", MODULE)
+    wait_state(sim, "node2", "SECOND (Ready)")
+    port = 9300 + 7
+    recorded = sim.exec("node2", ["python3", "-c", RECORD, sim.addr("node1"), str(port), "5"]).stdout.split()
+    hk(sim, "node1", "stop", "-m", MODULE)
+    wait_state(sim, "node2", "ALONE (Ready)")
+    hk(sim, "node2", "stop", "-m", MODULE)
+    heard = hk(sim, "node2", "logview", "-m", MODULE).count("Peer node1 heard")
+    replayer = sim.popen("node1", ["python3", "-c", REPLAY, sim.addr("node1"), sim.addr("node2"), str(port),
+                                   "8", *recorded])
+    try:
+        hk(sim, "node2", "start", "-m", MODULE)
+        wait_for("replay logged", lambda: "rejected: replayed" in hk(sim, "node2", "logview", "-m", MODULE))
+        wait_state(sim, "node2", "ALONE (Ready)")
+        assert hk(sim, "node2", "logview", "-m", MODULE).count("Peer node1 heard") == heard
+        peer = hk(sim, "node2", "state", "-m", MODULE, "-v").split("peer.node1")[1].split("\n")[0]
+        assert "PRIM" not in peer, peer
+    finally:
+        replayer.kill()
+        replayer.wait()
+
+
+def test_nodes_whose_clocks_are_minutes_apart_form_the_cluster(mirror):
+    """HA nodes often lose NTP when things go wrong: a node that reboots with its clock
+    ten minutes behind, or ahead, is heard again by its peer, which never restarted."""
+    sim, _ = mirror
+    hk(sim, "node1", "start", "-m", MODULE)
+    hk(sim, "node2", "start", "-m", MODULE)
+    hk(sim, "node1", "prim", "-m", MODULE)
+    wait_state(sim, "node2", "SECOND (Ready)")
+    for node, other, offset in (("node2", "node1", -600), ("node1", "node2", 600)):
+        sim.kill(node)
+        wait_state(sim, other, "ALONE (Ready)")
+        sim.set_clock(node, offset)
+        sim.revive(node)
+        skew = int(sim.exec(node, ["date", "+%s"]).stdout) - time.time()
+        assert abs(skew - offset) < 30, skew
+        hk(sim, node, "start", "-m", MODULE)
+        wait_state(sim, node, "SECOND (Ready)", timeout=30)
+        wait_state(sim, other, "PRIM (Ready)")
 
 
 def test_farm_keeps_survivors_up_when_a_node_dies(make_sim, tmp_path):
@@ -542,7 +618,7 @@ def test_heartbeat_rejections_are_logged_once_a_minute_in_all_whatever_the_sourc
     logged: list[str] = []
     lan = Lan("default", "10.0.0.1", {"node2": "10.0.0.2"})
     heart = Heart(module=MODULE, node="node1", key=b"k" * 32, port=9307, pulse=0.2, timeout=0.6, lans=[lan],
-                  resources=None, log=lambda level, cat, msg: logged.append(msg),  # type: ignore[arg-type]
+                  incarnation=1, resources=None, log=lambda level, cat, msg: logged.append(msg),  # type: ignore[arg-type]
                   on_change=lambda: None)
     for i in range(10000):
         heart._rejected(lan, f"10.9.{i // 250}.{i % 250}", "bad authentication tag")

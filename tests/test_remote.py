@@ -85,7 +85,7 @@ def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> str:
 def test_pki_credentials_chain_and_bundle_round_trip(two):
     a, b, cluster = two
     assert sorted(f.name for f in a.pki.iterdir()) == [
-        "ca.crt", "ca.key", "cluster.secret", "node.crt", "node.key"
+        "ca.crt", "ca.key", "cluster.secret", "issued", "node.crt", "node.key"
     ]
     assert mode(a.pki) == 0o700
     for private in ("ca.key", "node.key", "cluster.secret"):
@@ -93,7 +93,7 @@ def test_pki_credentials_chain_and_bundle_round_trip(two):
     assert len(a.cluster_secret.read_bytes()) == 32
     ca = x509.load_pem_x509_certificate((a.pki / "ca.crt").read_bytes())
     cert = x509.load_pem_x509_certificate((a.pki / "node.crt").read_bytes())
-    pki.verify(cert, ca)
+    pki.verify(cert, [ca])
     san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     assert san.get_values_for_type(x509.DNSName) == ["node1"]
     assert [str(ip) for ip in san.get_values_for_type(x509.IPAddress)] == ["10.9.0.1", "10.9.1.1"]
@@ -121,7 +121,7 @@ def test_pki_refuses_foreign_certificates(two, tmp_path):
     foreign = x509.load_pem_x509_certificate((other.pki / "node.crt").read_bytes())
     ca = x509.load_pem_x509_certificate((a.pki / "ca.crt").read_bytes())
     with pytest.raises(pki.PkiError, match="not signed by the cluster CA"):
-        pki.verify(foreign, ca)
+        pki.verify(foreign, [ca])
 
 
 def test_bad_bundles_are_refused_clearly_and_install_nothing(two, tmp_path):
@@ -137,7 +137,7 @@ def test_bad_bundles_are_refused_clearly_and_install_nothing(two, tmp_path):
                     + b"-----END HAKIT CLUSTER SECRET-----\n")
     cases = {
         b"\x00\xff garbage": "it is not text",
-        good[: len(good) // 2]: "expected two certificates, a private key and the cluster secret",
+        good[: len(good) // 2]: "expected certificates, a private key and the cluster secret",
         # node certificate of another CA beside our CA certificate
         good.replace(parts[1], foreign_parts[1]): "is not signed by the cluster CA",
         # a key that is not the certificate's
@@ -414,6 +414,92 @@ async def call_with(p: Paths, addr: str, ctx: ssl.SSLContext) -> object:
         return await conn.call("ping", {})
     finally:
         conn.close()
+
+
+@pytest.mark.root
+def test_only_nodes_of_cluster_xml_are_served_and_each_server_is_the_node_meant(sim):
+    installed = sim.host_path("node1", "/etc/hakit/cluster.xml")
+    full = installed.read_text()
+    without3 = re.sub(r'\s*<node name="node3"[^>]*/>', "", full)
+    sim.host_path("node1", "/etc/hakit/without3.xml").write_text(without3)
+    assert on(sim, "node1", "cluster", "config", "/etc/hakit/without3.xml").returncode == 0
+    run = on(sim, "node1", "-H", "node1,node2", "-G")
+    assert run.returncode == 0, run.stderr
+    # node3 still holds a certificate of the cluster CA: removed from cluster.xml, it is refused.
+    node3, addr2 = sim.paths("node3"), sim.addr("node2")
+    with pytest.raises(RemoteError, match=r"node2 refuses node3: its certificate names no node of cluster"):
+        rpc.call_node(node3, addr2, "ping", {})
+    run = on(sim, "node3", "-H", "node1", "level")
+    assert run.returncode == 1 and "node1 refuses node3" in run.stderr, run.stderr
+
+    sim.host_path("node1", "/etc/hakit/full.xml").write_text(full)
+    assert on(sim, "node1", "cluster", "config", "/etc/hakit/full.xml").returncode == 0
+    assert on(sim, "node1", "-H", "*", "-G").returncode == 0
+    assert rpc.call_node(node3, addr2, "ping", {})["node"] == "node2"
+    # A client whose idea of node2's address leads to node3 is told, not served by node3.
+    with pytest.raises(rpc.RpcError, match=r"refused: it is node3, not node2"):
+        asyncio.run(rpc.connect(sim.paths("node1"), [sim.addr("node3")], node="node2"))
+
+
+@pytest.mark.root
+def test_a_retired_certificate_is_refused_everywhere_until_the_node_gets_new_credentials(sim):
+    run = on(sim, "node1", "cluster", "retire", "node3")
+    assert run.returncode == 0 and "retired certificate " in run.stdout, run.stderr
+    run = on(sim, "node1", "-H", "*", "-G")
+    assert run.returncode == 1
+    assert f"node2 ({sim.addr('node2')}): applied" in run.stdout
+    assert "node3: " in run.stderr and "refused: its certificate (node3) is retired" in run.stderr
+    node3 = sim.paths("node3")
+    with pytest.raises(RemoteError, match="node2 refuses node3: its certificate is retired"):
+        rpc.call_node(node3, sim.addr("node2"), "ping", {})
+    run = on(sim, "node2", "-H", "node3", "level")
+    assert run.returncode == 1 and "is retired" in run.stderr
+    run = on(sim, "node1", "cluster", "retire", "node3")
+    assert run.returncode == 0 and "already retired" in run.stdout
+
+    # Back with credentials made for it again, by hand as for a new node.
+    assert on(sim, "node1", "cluster", "bundle", "node3", "-o", "/var/lib/hakit/node3.bundle").returncode == 0
+    sim.host_path("node3", "/var/lib/hakit/node3.bundle").write_bytes(
+        sim.host_path("node1", "/var/lib/hakit/node3.bundle").read_bytes())
+    run = on(sim, "node3", "cluster", "import", "/var/lib/hakit/node3.bundle")
+    assert run.returncode == 0, run.stderr
+    assert rpc.call_node(node3, sim.addr("node2"), "ping", {})["node"] == "node2"
+    run = on(sim, "node1", "-H", "*", "level")
+    assert run.returncode == 0, run.stderr
+
+
+@pytest.mark.root
+def test_the_cluster_ca_is_rotated_without_cutting_any_node_off(sim, tmp_path):
+    before = node_paths(tmp_path / "before")
+    before.pki.mkdir(parents=True)
+    for name in (pki.CA_CERT, pki.NODE_CERT, pki.NODE_KEY):
+        (before.pki / name).write_bytes((sim.paths("node3").pki / name).read_bytes())
+    old_ca = pki.read_cas(sim.paths("node1"))[0]
+
+    run = on(sim, "node1", "cluster", "rotate-ca")
+    assert run.returncode == 0 and "new cluster CA " in run.stdout, run.stderr
+    assert on(sim, "node1", "-H", "*", "level").returncode == 0  # (both CAs trusted here)
+    run = on(sim, "node1", "cluster", "rotate-ca", "--finish")
+    assert run.returncode == 1
+    assert "node2: its certificate is of the previous CA" in run.stderr, run.stderr
+    run = on(sim, "node1", "-H", "*", "-G")
+    assert run.returncode == 0, run.stderr
+    assert run.stdout.count("certificate renewed: it is signed by a previous cluster CA") == 2
+    assert on(sim, "node2", "-H", "*", "level").returncode == 0  # new and old certificates mixed
+    run = on(sim, "node1", "cluster", "rotate-ca", "--finish")
+    assert run.returncode == 0, run.stderr
+    run = on(sim, "node1", "-H", "*", "-G")
+    assert run.returncode == 0, run.stderr
+    new_ca = pki.read_cas(sim.paths("node1"))[0]
+    assert new_ca != old_ca
+    for node in ("node1", "node2", "node3"):
+        assert pki.read_cas(sim.paths(node)) == [new_ca]
+        cert = x509.load_pem_x509_certificate((sim.paths(node).pki / pki.NODE_CERT).read_bytes())
+        assert pki.signed_by(cert, new_ca)
+    assert on(sim, "node3", "-H", "*", "level").returncode == 0
+    # Credentials of the previous CA are no good any more.
+    with pytest.raises(rpc.RpcError, match="certificate refused"):
+        rpc.call_node(before, sim.addr("node2"), "ping", {})
 
 
 @pytest.mark.root

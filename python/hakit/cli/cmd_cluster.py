@@ -1,4 +1,5 @@
-"""hakit cluster confinfo|config|bundle|import: the node's cluster.xml and cluster credentials."""
+"""hakit cluster confinfo|config|bundle|import|retire|rotate-ca: the node's cluster.xml and
+cluster credentials."""
 
 from __future__ import annotations
 
@@ -7,12 +8,18 @@ import contextlib
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hakit.config.cluster_model import Cluster
 from hakit.config.loader import cluster_signature
 from hakit.errors import HakitError
 from hakit.node.cluster_conf import ClusterConfigError, install_cluster_xml, modules_against, valid_cluster
 from hakit.paths import Paths, paths
+
+if TYPE_CHECKING:
+    from cryptography import x509
+
+    from hakit.node import rpc
 
 # The credential commands import hakit.node.pki (and the cryptography package) only when run:
 # every other command starts faster without them.
@@ -63,6 +70,27 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("file", type=Path, metavar="FILE")
     p.set_defaults(func=_import, logged=True)
+
+    p = verbs.add_parser(
+        "retire",
+        help="on the CA node: no node accepts NODE's certificates any more (then -G)",
+        description="Retire every certificate this CA node issued to NODE (a node lost, stolen or "
+        "reinstalled): once 'hakit -H \"*\" -G' has shipped the retired list, no node serves or "
+        "calls a holder of them. NODE comes back only with a new bundle ('hakit cluster bundle').",
+    )
+    p.add_argument("node", metavar="NODE")
+    p.set_defaults(func=_retire, logged=True)
+
+    p = verbs.add_parser(
+        "rotate-ca",
+        help="on the CA node: replace the cluster CA, in two steps with -G after each",
+        description="Make a new cluster CA, trusted beside the current one, and a certificate of it "
+        "for this node; then 'hakit -H \"*\" -G' gives every node the new trust and a new "
+        "certificate. With --finish, once every node shows a certificate of the new CA, trust the "
+        "new CA only; 'hakit -H \"*\" -G' again ships that. The cluster secret does not change.",
+    )
+    p.add_argument("--finish", action="store_true", help="end the rotation: trust the new CA only")
+    p.set_defaults(func=_rotate_ca, logged=True)
 
 
 def _valid_cluster(path: Path) -> Cluster | None:
@@ -202,3 +230,57 @@ def _check_bundle_node(p: Paths, node: str) -> None:
     if here != node:
         raise ClusterConfigError(f"this bundle is for {node}, and this machine is {here} in cluster.xml: "
                                  f"make one for {here} on the CA node (hakit cluster bundle {here} -o FILE)")
+
+
+def _retire(args: argparse.Namespace) -> int:
+    from hakit.node import trust
+
+    new = trust.retire(paths(), args.node)
+    for cert in new:
+        print(f"retired certificate {cert[:32]} of {args.node}")
+    if not new:
+        print(f"every certificate issued to {args.node} was already retired")
+    print("now run 'hakit -H \"*\" -G': the nodes refuse them once they have the list")
+    return 0
+
+
+def _rotate_ca(args: argparse.Namespace) -> int:
+    from hakit.node import pki, trust
+    from hakit.node.identity import local_node
+
+    p = paths()
+    cluster = _read_cluster(p.cluster_xml, installed=True)
+    if args.finish:
+        if lagging := _lagging(p, cluster, pki.read_cas(p)[0]):
+            raise pki.PkiError("not every node has a certificate of the new CA yet: "
+                               + "; ".join(lagging) + "; run 'hakit -H \"*\" -G' first")
+        ca = trust.finish_rotation(p, cluster, local_node(cluster))
+        print(f"the cluster CA is now {pki.fingerprint(ca)} alone")
+        print("now run 'hakit -H \"*\" -G': the nodes stop trusting the previous CA once they have it")
+    else:
+        new, old = trust.rotate_ca(p)
+        print(f"new cluster CA {pki.fingerprint(new)}, trusted beside {pki.fingerprint(old)} for now")
+        print("now run 'hakit -H \"*\" -G' (new certificates for every node), "
+              "then 'hakit cluster rotate-ca --finish'")
+    _reload_daemon(p)
+    return 0
+
+
+def _lagging(p: Paths, cluster: Cluster, ca: x509.Certificate) -> list[str]:
+    """The other nodes that do not show a certificate of `ca`, each with why."""
+    import asyncio
+
+    from hakit.cli.cmd_remote import _fan_out, _here
+    from hakit.node import pki
+
+    async def cert_of(node: str, conn: rpc.Connection) -> bytes:
+        return conn.peer_cert_der
+
+    others = [n for n in cluster.node_names if n != _here(cluster)]
+    lagging = []
+    for o in asyncio.run(_fan_out(p, cluster, others, cert_of)):
+        if o.error:
+            lagging.append(f"{o.node}: {o.error}")
+        elif not pki.signed_by(pki.load_cert_der(o.result), ca):
+            lagging.append(f"{o.node}: its certificate is of the previous CA")
+    return lagging

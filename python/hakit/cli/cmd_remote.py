@@ -25,7 +25,7 @@ from hakit.config.cluster_model import Cluster
 from hakit.config.loader import cluster_signature, load_cluster
 from hakit.errors import HakitError, UsageError
 from hakit.module.catalog import Catalog
-from hakit.node import pki, rpc
+from hakit.node import pki, rpc, trust
 from hakit.node.identity import local_node
 from hakit.node.remote_ops import CLI_TIMEOUT
 from hakit.paths import Paths, paths
@@ -109,7 +109,7 @@ async def _fan_out(p: Paths, cluster: Cluster, nodes: list[str],
     async def one(node: str) -> Outcome:
         addrs = pki.node_addresses(cluster, node)
         try:
-            conn = await rpc.connect(p, addrs, context=ctx)
+            conn = await rpc.connect(p, addrs, context=ctx, node=node)
         except rpc.Unreachable as exc:
             return Outcome(node, error=f"unreachable ({exc})")
         except HakitError as exc:
@@ -202,13 +202,16 @@ async def _apply_cluster(p: Paths, cluster: Cluster, nodes: list[str]) -> int:
     data = p.cluster_xml.read_bytes()
     signature = cluster_signature(cluster)
     here = _here(cluster)
-    ca = pki.holds_ca(p)
+    ship = trust.shipped(p)  # the CA node's trust: its CA certificates, its retired list
+    ca = pki.read_cas(p)[0] if ship is not None else None
 
     async def work(node: str, conn: rpc.Connection) -> Any:
         files = {"cluster.xml": data}
+        if ship is not None:
+            files |= {pki.CA_CERT: ship.ca_pem, pki.RETIRED: ship.retired}
         addrs = pki.node_addresses(cluster, node)
-        reason = pki.renewal_reason(pki.load_cert_der(conn.peer_cert_der), node, addrs)
-        if reason and ca:
+        reason = pki.renewal_reason(pki.load_cert_der(conn.peer_cert_der), node, addrs, ca)
+        if reason and ca is not None:
             creds = pki.issue(p, node, addrs)
             files |= {pki.NODE_KEY: creds.key_pem, pki.NODE_CERT: creds.cert_pem}
         result = await conn.call("apply_cluster", {"files": files}, APPLY_TIMEOUT)

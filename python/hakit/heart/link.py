@@ -5,19 +5,25 @@ each LAN, and at once whenever the payload changes, so a state change reaches
 the peer in one network trip rather than one pulse.  A peer whose datagrams stop
 on a LAN for `timeout` is down on that LAN; a peer down on every LAN is lost.
 `heartbeat.<LAN>` is up while some peer is heard on that LAN.
+
+Heard means fresh: a datagram counts only if it echoes this process's challenge
+(protocol.py), which the peer learns from this node's own datagrams.  So a peer is
+heard one round trip after either side starts, and a node that the peer cannot hear
+on any LAN does not hear the peer either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from hakit.heart.protocol import Beat, Rejected, decode, encode
+from hakit.heart.protocol import NONCE_LEN, Beat, Rejected, decode, encode
 from hakit.module.log import ModuleLog
 from hakit.module.resources import Resources
 from hakit.store.module_store import Level
@@ -39,6 +45,10 @@ class _Peer:
     heard: dict[str, float] = field(default_factory=dict)  # LAN -> monotonic time of last datagram
     seq: dict[str, tuple[int, int]] = field(default_factory=dict)  # LAN -> last (incarnation, seq)
     newest: tuple[int, int] = (0, -1)
+    # The peer's challenge, from its newest datagram, fresh or not: a replayed one, being
+    # older than the peer's latest, cannot make this node answer an old challenge.
+    challenge: bytes = b""
+    challenge_from: tuple[int, int] = (0, -1)
     payload: dict[str, Any] | None = None
     alive: bool = False
     timers: dict[str, asyncio.TimerHandle] = field(default_factory=dict)
@@ -72,6 +82,7 @@ class Heart:
         pulse: float,
         timeout: float,
         lans: list[Lan],
+        incarnation: int,
         resources: Resources,
         log: ModuleLog,
         on_change: Callable[[], None],
@@ -87,7 +98,8 @@ class Heart:
         self.log = log
         self.on_change = on_change
         self.payload: dict[str, Any] = {}
-        self.incarnation = time.time_ns()
+        self.incarnation = incarnation
+        self.nonce = os.urandom(NONCE_LEN)
         self.seq = 0
         self.peers = {p: _Peer() for lan in lans for p in lan.peers}
         self._endpoints: list[_Endpoint] = []
@@ -162,14 +174,19 @@ class Heart:
 
     # -- wire
     def _send_all(self) -> None:
+        self._send(self.peers)
+
+    def _send(self, to: Iterable[str]) -> None:
         self.seq += 1
-        data = encode(self.key, Beat(self.module, self.node, self.incarnation, self.seq, self.payload))
-        for ep in self._endpoints:
-            if ep.transport is None:
-                continue
-            for addr in ep.lan.peers.values():
-                with contextlib.suppress(OSError):
-                    ep.transport.sendto(data, (addr, self.port))
+        for name in to:
+            # One datagram per peer: each answers that peer's challenge.
+            data = encode(self.key, Beat(self.module, self.node, self.incarnation, self.seq, self.nonce,
+                                         self.peers[name].challenge, self.payload))
+            for ep in self._endpoints:
+                addr = ep.lan.peers.get(name)
+                if ep.transport is not None and addr is not None:
+                    with contextlib.suppress(OSError):
+                        ep.transport.sendto(data, (addr, self.port))
 
     async def _send_loop(self) -> None:
         while True:
@@ -188,6 +205,19 @@ class Heart:
             return
         peer = self.peers[beat.sender]
         stamp = (beat.incarnation, beat.seq)
+        if stamp > peer.challenge_from:
+            peer.challenge_from = stamp
+            if beat.nonce != peer.challenge:
+                peer.challenge = beat.nonce
+                self._send([beat.sender])  # the answer now: the peer hears this node in one round trip
+        if beat.echo != self.nonce:
+            # An empty echo: the peer has not heard this node yet.  Another challenge: one of
+            # an earlier process of this node's, which the peer may still answer for a round
+            # trip after this one started; after that, the datagram was recorded and replayed.
+            if beat.echo and self.settled():
+                self._rejected(lan, source, f"replayed (answers a challenge of an earlier {self.module} "
+                               "process of this node)")
+            return
         if stamp <= peer.seq.get(lan.name, (0, -1)):
             if beat.incarnation < peer.seq[lan.name][0]:
                 self._rejected(lan, source, "replayed (older incarnation)")

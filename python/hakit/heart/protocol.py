@@ -1,11 +1,15 @@
 """Heartbeat datagrams: msgpack, authenticated with the module key.
 
-    "hk" | version | msgpack([module, sender, incarnation, seq, payload]) | HMAC-SHA256[:16]
+    "hk" | version | msgpack([module, sender, incarnation, seq, nonce, echo, payload])
+         | HMAC-SHA256[:16]
 
-The tag covers everything before it.  `incarnation` is fixed for the life of a
-module process (nanoseconds at its start) and `seq` grows with every datagram,
-so a receiver accepts only (incarnation, seq) pairs newer than the last one it
-took from that sender: a captured heartbeat replayed later is refused.
+The tag covers everything before it.  Freshness (docs/engine.md, "Heartbeats"):
+`incarnation` numbers the sender's module processes (a counter kept on its disk, so
+it only grows, whatever the clocks do) and `seq` grows with every datagram; `nonce`
+is the sender's challenge, random for the life of its process, and `echo` the
+receiver's challenge as the sender last heard it.  A receiver takes a beat only if
+it echoes its own current challenge and is newer than the last it took: a beat
+recorded earlier is refused, even by a receiver that restarted since.
 """
 
 from __future__ import annotations
@@ -18,8 +22,9 @@ from typing import Any
 import msgpack
 
 MAGIC = b"hk"
-VERSION = 1
+VERSION = 2
 TAG_LEN = 16
+NONCE_LEN = 16
 MAX_DATAGRAM = 1400  # one Ethernet frame: a heartbeat never fragments
 
 
@@ -33,6 +38,8 @@ class Beat:
     sender: str
     incarnation: int
     seq: int
+    nonce: bytes
+    echo: bytes  # b"" until the sender has heard the receiver
     payload: dict[str, Any]
 
 
@@ -42,7 +49,8 @@ def _tag(key: bytes, data: bytes) -> bytes:
 
 def encode(key: bytes, beat: Beat) -> bytes:
     body = MAGIC + bytes([VERSION]) + msgpack.packb(
-        [beat.module, beat.sender, beat.incarnation, beat.seq, beat.payload], use_bin_type=True
+        [beat.module, beat.sender, beat.incarnation, beat.seq, beat.nonce, beat.echo, beat.payload],
+        use_bin_type=True,
     )
     data = body + _tag(key, body)
     if len(data) > MAX_DATAGRAM:
@@ -64,10 +72,11 @@ def decode(key: bytes, data: bytes) -> Beat:
         raise Rejected(f"undecodable body: {exc}") from None
     if (
         not isinstance(fields, list)
-        or len(fields) != 5
+        or len(fields) != 7
         or not all(isinstance(f, str) for f in fields[:2])
         or not all(isinstance(f, int) for f in fields[2:4])
-        or not isinstance(fields[4], dict)
+        or not all(isinstance(f, bytes) for f in fields[4:6])
+        or not isinstance(fields[6], dict)
     ):
         raise Rejected("malformed body")
     return Beat(*fields)

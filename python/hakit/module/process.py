@@ -24,6 +24,7 @@ from hakit.config.loader import load_cluster
 from hakit.config.module_model import Heart as HeartConfig
 from hakit.config.rules import parse_rules
 from hakit.errors import HakitError
+from hakit.heart.incarnation import next_incarnation
 from hakit.heart.link import Heart, Lan
 from hakit.module.automaton import PRIMARY, Automaton, Parts, State, Status
 from hakit.module.catalog import Catalog
@@ -101,10 +102,13 @@ class ModuleProcess:
                     f"choose them with 'hakit -H \"nodeA,nodeB\" -E {name}'"
                 )
             hc = svc.heart or HeartConfig()
+            incarnation, trouble = next_incarnation(p.module_var(name) / "heart.incarnation")
+            if trouble:
+                self.log(Level.CRITICAL, "heart", trouble)
             heart = Heart(
                 module=name, node=node, key=catalog.key(name),
                 port=HEART_PORT_BASE + catalog.module_id(name), pulse=hc.pulse, timeout=hc.timeout,
-                lans=_heart_lans(name, self.mode, svc, cluster, node, peers),
+                lans=_heart_lans(name, self.mode, svc, cluster, node, peers), incarnation=incarnation,
                 resources=self.resources, log=self.log, on_change=self._peer_news,
             )
         self.heart = heart

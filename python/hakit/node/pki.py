@@ -2,8 +2,11 @@
 the cluster secret.
 
 Layout of paths.pki (/etc/hakit/pki, mode 0700):
-  ca.crt          the cluster CA's certificate (every node)
+  ca.crt          the cluster CA's certificate (every node); while the CA is being rotated,
+                  the new CA's first, then the previous one's (node/trust.py)
   ca.key          the CA's private key, only on the node that created the CA
+  issued          on the CA node: every certificate it issued (SHA-256, node, date)
+  retired         certificates no node accepts any more, whatever signed them (every node)
   node.crt        this node's certificate: CN = node name, SAN = the name and its cluster.xml addresses
   node.key        its private key (0600)
   cluster.secret  32 random bytes (0600); modules without a key of their own derive theirs from it
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import hashlib
 import ipaddress
 import re
 import secrets
@@ -44,6 +48,8 @@ CA_CERT = "ca.crt"
 CA_KEY = "ca.key"
 NODE_CERT = "node.crt"
 NODE_KEY = "node.key"
+ISSUED = "issued"
+RETIRED = "retired"
 
 CA_DAYS = 30 * 365
 NODE_DAYS = 10 * 365
@@ -94,6 +100,14 @@ def node_key_path(p: Paths) -> Path:
     return p.pki / NODE_KEY
 
 
+def issued_path(p: Paths) -> Path:
+    return p.pki / ISSUED
+
+
+def retired_path(p: Paths) -> Path:
+    return p.pki / RETIRED
+
+
 def holds_ca(p: Paths) -> bool:
     """Whether this node can sign certificates (it created the cluster CA)."""
     return ca_key_path(p).exists()
@@ -109,10 +123,18 @@ def write_private(path: Path, data: bytes) -> None:
     _write(path, data, 0o600)
 
 
+def write_public(path: Path, data: bytes) -> None:
+    _write(path, data, 0o644)
+
+
+def write_ca_certs(p: Paths, cas: Sequence[x509.Certificate]) -> None:
+    write_public(ca_cert_path(p), b"".join(map(_cert_pem, cas)))
+
+
 def write_node_credentials(p: Paths, creds: NodeCredentials) -> None:
     # Key first: a certificate without its key would make the TLS context fail to load.
     write_private(node_key_path(p), creds.key_pem)
-    _write(node_cert_path(p), creds.cert_pem, 0o644)
+    write_public(node_cert_path(p), creds.cert_pem)
 
 
 def credential_files(p: Paths) -> tuple[Path, Path, Path]:
@@ -143,6 +165,30 @@ def _read_cert(path: Path) -> x509.Certificate:
         return _load_cert(path.read_bytes(), str(path))
     except FileNotFoundError:
         raise PkiError(f"{path} is missing") from None
+
+
+def load_cas(data: bytes, what: str) -> list[x509.Certificate]:
+    """The CA certificates of a ca.crt, the current CA first; PkiError if any is not a CA."""
+    try:
+        cas = x509.load_pem_x509_certificates(data)
+    except ValueError as exc:
+        raise PkiError(f"{what} holds no PEM certificate ({exc})") from None
+    if not all(_is_ca(ca) for ca in cas):
+        raise PkiError(f"{what} holds a certificate that is not a CA's")
+    return cas
+
+
+def read_cas(p: Paths) -> list[x509.Certificate]:
+    path = ca_cert_path(p)
+    try:
+        return load_cas(path.read_bytes(), str(path))
+    except FileNotFoundError:
+        raise PkiError(f"{path} is missing") from None
+
+
+def cert_id(der: bytes) -> str:
+    """What the issued and retired lists name a certificate by: the SHA-256 of its DER form."""
+    return hashlib.sha256(der).hexdigest()
 
 
 def _read_ca_key(p: Paths) -> ec.EllipticCurvePrivateKey:
@@ -212,7 +258,7 @@ def create_ca(p: Paths) -> x509.Certificate:
         .sign(key, hashes.SHA256())
     )
     write_private(ca_key_path(p), _key_pem(key))
-    _write(ca_cert_path(p), _cert_pem(cert), 0o644)
+    write_ca_certs(p, [cert])
     return cert
 
 
@@ -274,15 +320,24 @@ def issue(p: Paths, node: str, addrs: Sequence[str]) -> NodeCredentials:
         )
         .sign(ca_key, hashes.SHA256())
     )
+    # Registered before anyone holds it: `hakit cluster retire NODE` retires what is listed.
+    with open(issued_path(p), "a", encoding="ascii") as register:
+        register.write(f"{cert_id(der(cert))} {node} {now:%Y-%m-%dT%H:%M:%SZ}\n")
     return NodeCredentials(_key_pem(key), _cert_pem(cert))
 
 
-def verify(cert: x509.Certificate, ca: x509.Certificate) -> None:
-    """PkiError unless `cert` is signed by `ca` and valid now."""
+def signed_by(cert: x509.Certificate, ca: x509.Certificate) -> bool:
     try:
         cert.verify_directly_issued_by(ca)
     except (ValueError, TypeError, InvalidSignature):
-        raise PkiError(f"the certificate of {common_name(cert)!r} is not signed by the cluster CA") from None
+        return False
+    return True
+
+
+def verify(cert: x509.Certificate, cas: Sequence[x509.Certificate]) -> None:
+    """PkiError unless `cert` is signed by one of `cas` and valid now."""
+    if not any(signed_by(cert, ca) for ca in cas):
+        raise PkiError(f"the certificate of {common_name(cert)!r} is not signed by the cluster CA")
     now = dt.datetime.now(dt.UTC)
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise PkiError(
@@ -291,10 +346,14 @@ def verify(cert: x509.Certificate, ca: x509.Certificate) -> None:
         )
 
 
-def renewal_reason(cert: x509.Certificate, node: str, addrs: Sequence[str]) -> str | None:
-    """Why a node's certificate should be replaced (None: it is fine)."""
+def renewal_reason(cert: x509.Certificate, node: str, addrs: Sequence[str],
+                   ca: x509.Certificate | None = None) -> str | None:
+    """Why a node's certificate should be replaced (None: it is fine); `ca`, when given, is
+    the current CA, which a certificate of a previous one should be renewed for."""
     if common_name(cert) != node:
         return f"it names {common_name(cert)!r}, not {node}"
+    if ca is not None and not signed_by(cert, ca):
+        return "it is signed by a previous cluster CA"
     try:
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
     except x509.ExtensionNotFound:
@@ -346,7 +405,12 @@ def setup_node(p: Paths, cluster: Cluster, node: str | None) -> list[str]:
         return done
     addrs = node_addresses(cluster, node)
     if node_cert_path(p).exists():
-        reason = renewal_reason(_read_cert(node_cert_path(p)), node, addrs)
+        cert = _read_cert(node_cert_path(p))
+        # (While the CA is rotated, the CA node keeps its certificate: see node/trust.py.)
+        cas = read_cas(p)
+        reason = renewal_reason(cert, node, addrs, cas[0] if holds_ca(p) and len(cas) == 1 else None)
+        if cert_id(der(cert)) in retired(p):
+            reason = "it is retired"
     else:
         reason = "missing"
     if reason is None:
@@ -420,19 +484,21 @@ def read_bundle(data: bytes, source: str) -> Bundle:
     blocks: dict[str, list[re.Match[str]]] = {}
     for m in _PEM.finditer(text):
         blocks.setdefault(m.group(1), []).append(m)
-    if {label: len(found) for label, found in blocks.items()} != {
-        "CERTIFICATE": 2, "PRIVATE KEY": 1, SECRET_LABEL: 1
-    }:
-        raise bad("expected two certificates, a private key and the cluster secret "
+    counts = {label: len(found) for label, found in blocks.items()}
+    others = {label: n for label, n in counts.items() if label != "CERTIFICATE"}
+    if counts.get("CERTIFICATE", 0) < 2 or others != {"PRIVATE KEY": 1, SECRET_LABEL: 1}:
+        raise bad("expected certificates, a private key and the cluster secret "
                   "(as written by 'hakit cluster bundle NODE -o FILE')")
     certs = [_load_cert(m.group(0).encode(), source) for m in blocks["CERTIFICATE"]]
     cas = [c for c in certs if _is_ca(c)]
-    if len(cas) != 1:
+    nodes = [c for c in certs if not _is_ca(c)]
+    if not cas:
         raise bad("it holds no CA certificate")
-    ca = cas[0]
-    cert = next(c for c in certs if c is not ca)
+    if len(nodes) != 1:
+        raise bad("it holds no node certificate, or several")
+    cert = nodes[0]
     try:
-        verify(cert, ca)
+        verify(cert, cas)
     except PkiError as exc:
         raise bad(str(exc)) from None
     key_pem = blocks["PRIVATE KEY"][0].group(0).encode()
@@ -444,7 +510,8 @@ def read_bundle(data: bytes, source: str) -> Bundle:
         raise bad("its cluster secret is not base64") from None
     if len(secret) != SECRET_BYTES:
         raise bad(f"its cluster secret has {len(secret)} bytes, not {SECRET_BYTES}")
-    return Bundle(common_name(cert), _cert_pem(ca), NodeCredentials(key_pem, _cert_pem(cert)), secret)
+    return Bundle(common_name(cert), b"".join(map(_cert_pem, cas)), NodeCredentials(key_pem, _cert_pem(cert)),
+                  secret)
 
 
 def _mismatch(key_pem: bytes, cert: x509.Certificate) -> str | None:
@@ -457,15 +524,27 @@ def _mismatch(key_pem: bytes, cert: x509.Certificate) -> str | None:
     return None
 
 
-def check_credentials(p: Paths, creds: NodeCredentials, node: str) -> None:
-    """PkiError unless `creds` are a key and a certificate of this node's cluster CA, made
-    for `node` (this node): another node's would let this one pose as it."""
+def check_credentials(creds: NodeCredentials, node: str, cas: Sequence[x509.Certificate]) -> None:
+    """PkiError unless `creds` are a key and a certificate of the cluster CA (`cas`, those
+    this node will trust), made for `node` (this node): another node's would let this one
+    pose as it."""
     cert = _load_cert(creds.cert_pem, "the shipped certificate")
-    verify(cert, _read_cert(ca_cert_path(p)))
+    verify(cert, cas)
     if (named := common_name(cert)) != node:
         raise PkiError(f"the shipped certificate is {named}'s, not this node's ({node}): nothing installed")
     if why := _mismatch(creds.key_pem, cert):
         raise PkiError(f"the shipped credentials are unusable: {why}")
+
+
+def retired(p: Paths) -> frozenset[str]:
+    """The certificates retired (cert_id), which no node accepts whatever signed them."""
+    try:
+        text = retired_path(p).read_text(encoding="ascii", errors="replace")
+    except FileNotFoundError:
+        return frozenset()
+    except OSError as exc:
+        raise PkiError(f"cannot read {retired_path(p)}: {exc.strerror}") from None
+    return frozenset(line.split()[0] for line in text.splitlines() if line.strip())
 
 
 def _is_ca(cert: x509.Certificate) -> bool:
@@ -475,14 +554,27 @@ def _is_ca(cert: x509.Certificate) -> bool:
         return False
 
 
+def _same_cluster(p: Paths, ca_pem: bytes) -> bool:
+    """Whether a CA this node trusts is among those of ca_pem (a CA being rotated is)."""
+    try:
+        here = {cert_id(der(ca)) for ca in read_cas(p)}
+    except PkiError:
+        return False
+    return bool(here & {cert_id(der(ca)) for ca in load_cas(ca_pem, "the bundle")})
+
+
+def der(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.DER)
+
+
 def install_bundle(p: Paths, bundle: Bundle) -> Path | None:
     """Install a checked bundle.  Credentials of another cluster found here (this node made
     its own CA before joining) are moved aside, never deleted: returns where they went."""
     aside = None
-    if ca_cert_path(p).exists() and ca_cert_path(p).read_bytes() != bundle.ca_pem:
+    if ca_cert_path(p).exists() and not _same_cluster(p, bundle.ca_pem):
         aside = p.pki.with_name(f"pki.replaced-{time.strftime('%Y%m%dT%H%M%S')}")
         p.pki.rename(aside)
-    _write(ca_cert_path(p), bundle.ca_pem, 0o644)
+    write_public(ca_cert_path(p), bundle.ca_pem)
     write_node_credentials(p, bundle.creds)
     write_private(p.cluster_secret, bundle.secret)
     return aside

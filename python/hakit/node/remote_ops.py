@@ -24,7 +24,7 @@ from hakit.config.safe_archive import pack, unpack
 from hakit.errors import HakitError
 from hakit.files import private_dir
 from hakit.module.catalog import MAX_ID, Catalog, check_name
-from hakit.node import pki
+from hakit.node import pki, trust
 from hakit.node.cluster_conf import ClusterConfigError, install_cluster_xml, modules_against
 from hakit.node.identity import local_node
 from hakit.paths import Paths
@@ -42,23 +42,30 @@ def apply_cluster(p: Paths, args: dict[str, Any], user: str) -> dict[str, Any]:
     files = args.get("files")
     if not isinstance(files, dict) or not isinstance(files.get(CLUSTER_FILE), bytes):
         raise ApplyError(f"apply_cluster needs the bytes of {CLUSTER_FILE}")
-    extra = set(files) - {CLUSTER_FILE, pki.NODE_CERT, pki.NODE_KEY}
+    extra = set(files) - {CLUSTER_FILE, pki.NODE_CERT, pki.NODE_KEY, pki.CA_CERT, pki.RETIRED}
     if extra:
         raise ApplyError(f"apply_cluster: unexpected files {', '.join(sorted(map(str, extra)))}")
     creds = None
     if pki.NODE_CERT in files or pki.NODE_KEY in files:
         creds = pki.NodeCredentials(bytes(files.get(pki.NODE_KEY, b"")), bytes(files.get(pki.NODE_CERT, b"")))
+    ship = None
+    if pki.CA_CERT in files:
+        ship = trust.Shipped(bytes(files[pki.CA_CERT]), bytes(files.get(pki.RETIRED, b"")))
 
     def for_this_node(cluster: Cluster) -> None:
-        # Checked before anything is replaced: a bad certificate would cut this node off,
-        # another node's would let it pose as that node.
+        # Checked before anything is replaced: a bad certificate or trust would cut this
+        # node off, another node's certificate would let it pose as that node.
+        cert_pem = creds.cert_pem if creds is not None else pki.node_cert_path(p).read_bytes()
+        cas = trust.check_shipped(ship, cert_pem) if ship is not None else pki.read_cas(p)
         if creds is not None:
-            pki.check_credentials(p, creds, local_node(cluster))
+            pki.check_credentials(creds, local_node(cluster), cas)
 
     try:
         done = install_cluster_xml(p, files[CLUSTER_FILE], f"cluster.xml from {user}", accept=for_this_node)
     except ClusterConfigError as exc:
         raise ApplyError(exc.full()) from None
+    if ship is not None:
+        trust.install_shipped(p, ship)  # before the credentials: they may be of a new CA
     if creds:
         pki.write_node_credentials(p, creds)
     notes = [str(problem) for problem in modules_against(p, done.cluster)]

@@ -1,11 +1,14 @@
 """Node-to-node RPC: TLS 1.3 with mutual authentication against the cluster CA, msgpack frames.
 
 hakitd listens on RPC_PORT on each of its node's addresses in cluster.xml.  Both sides
-present a node certificate signed by the cluster CA; any such holder may call (every node
-may already run any command on every other, so there is nothing finer to grant).  Names and
-addresses in certificates are not checked against the peer's address: readdressing a node
-must not cut it off.  The server runs TLS itself (_TlsConnection), so that a peer failing
-the handshake is logged by address and reason.
+present a node certificate signed by the cluster CA and not retired (node/trust.py).  The
+server serves a certificate only if it names (CN) a node of its current cluster.xml: a node
+removed from it is refused at once; any node may call (every node may already run any
+command on every other, so there is nothing finer to grant).  The client checks that the
+server's certificate names the node it meant to reach.  Addresses in certificates are not
+checked against the peer's address: readdressing a node must not cut it off.  The server
+runs TLS itself (_TlsConnection), so that a peer failing the handshake is logged by address
+and reason.
 
 ALPN "hakit/1" selects this protocol (another protocol, the web API, is to share the port
 under its own ALPN).  On the connection: the request and answer frames of hakit.ipc.
@@ -128,8 +131,9 @@ class Connection:
 
 
 async def connect(p: Paths, addrs: Sequence[str], port: int = RPC_PORT,
-                  context: ssl.SSLContext | None = None) -> Connection:
-    """A connection to the first of `addrs` that answers (a node's addresses in LAN order)."""
+                  context: ssl.SSLContext | None = None, node: str | None = None) -> Connection:
+    """A connection to the first of `addrs` that answers (a node's addresses in LAN order),
+    which must be `node` when given."""
     ctx = context or client_context(p)
     failures = []
     for addr in addrs:
@@ -155,6 +159,14 @@ async def connect(p: Paths, addrs: Sequence[str], port: int = RPC_PORT,
             writer.close()
             raise RpcError(f"{addr}:{port}: the node closed the connection at once "
                            f"(does it trust this node's certificate? does it speak {ALPN}?)") from None
+        refusal = None
+        if pki.cert_id(der) in pki.retired(p):
+            refusal = f"its certificate ({peer}) is retired"
+        elif node is not None and peer != node:
+            refusal = f"it is {peer}, not {node} (is {addr} {node}'s address in cluster.xml?)"
+        if refusal:
+            writer.close()
+            raise RpcError(f"{addr}:{port}: refused: {refusal}")
         return Connection(addr, peer, der, reader, writer)
     raise Unreachable("; ".join(failures) or "no address")
 
@@ -285,6 +297,9 @@ class RpcServer:
         # Anyone reaching the port can fail a handshake, from any address.
         self.drop_log = Throttle(DROP_LOG_INTERVAL_S, burst=DROP_LOG_BURST)
         self._ctx: ssl.SSLContext | None = None
+        self._me = "?"
+        self._nodes: frozenset[str] = frozenset()  # whom it serves: the nodes of cluster.xml
+        self._retired: frozenset[str] = frozenset()
         self._addrs: list[str] = []
         self._servers: list[asyncio.AbstractServer] = []
 
@@ -302,13 +317,16 @@ class RpcServer:
         """Read cluster.xml and the credentials again; listen on this node's addresses."""
         try:
             cluster = load_cluster(self.paths.cluster_xml)
-            addrs = pki.node_addresses(cluster, local_node(cluster))
+            me = local_node(cluster)
+            addrs = pki.node_addresses(cluster, me)
             self._ctx = _context(self.paths, server=True)
+            self._retired = pki.retired(self.paths)
         except HakitError as exc:
             self._close_servers()
             self._addrs = []
             self.log(f"not listening: {str(exc).splitlines()[0]}")
             return {"listening": []}
+        self._me, self._nodes = me, frozenset(cluster.node_names)
         if addrs != self._addrs:
             loop = asyncio.get_running_loop()
             self._close_servers()
@@ -359,6 +377,10 @@ class RpcServer:
 
     async def _requests(self, conn: _TlsConnection) -> None:
         peer = _peer_name(conn.tls)
+        if refusal := self._refusal(peer, conn.tls.getpeercert(binary_form=True) or b""):
+            conn.write(pack_frame({"ok": False, "error": f"{self._me} refuses {peer}: {refusal}"}))
+            conn.drop(f"{peer}: {refusal}")
+            return
         decoder = FrameDecoder()
         while data := await conn.reader.read(65536):
             try:
@@ -372,6 +394,13 @@ class RpcServer:
                     # Who asked, as the certificate says, not as the request claims.
                     req["user"] = f"{req.get('user', '?')}@{peer}"
                 conn.write(pack_frame(await ipc.dispatch(self._served, req)))
+
+    def _refusal(self, peer: str, der: bytes) -> str | None:
+        if peer not in self._nodes:
+            return "its certificate names no node of cluster.xml"
+        if pki.cert_id(der) in self._retired:
+            return "its certificate is retired"
+        return None
 
     async def _served(self, op: str, args: dict[str, Any], user: str) -> Any:
         if op not in SERVED:

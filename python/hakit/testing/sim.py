@@ -79,6 +79,7 @@ DAEMON_LOG = "/var/log/hakit/hakitd.out"
 # for an early death (an import error), which is better reported by `up` than later.
 DAEMON_READY_TIMEOUT = 30.0
 DAEMON_GRACE = 1.0
+FAKETIME_LIB = "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1"
 
 
 def lan_name(k: int) -> str:
@@ -166,6 +167,7 @@ class NodeState:
     daemon_pid: int | None = None
     daemon_start: int | None = None  # with the pid, names the process even after pid reuse
     daemon_error: str | None = None
+    clock: int = 0  # seconds the node's wall clock is off (set_clock)
 
 
 @dataclass
@@ -189,7 +191,13 @@ class State:
         return cls(**data)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        data = asdict(self)
+        for node in data["node"].values():
+            # Written only when set: an older harness on the same machine (another checkout)
+            # cannot read a field it does not know, takes the cluster for abandoned, sweeps it.
+            if not node["clock"]:
+                del node["clock"]
+        return json.dumps(data, indent=2) + "\n"
 
     @property
     def node_names(self) -> list[str]:
@@ -610,7 +618,7 @@ class Sim:
             try:
                 proc = subprocess.run(
                     self._enter_argv(node, log=DAEMON_LOG) + argv,
-                    env=self._env(node),
+                    env=self._env(st, node),
                     capture_output=True,
                     text=True,
                     timeout=30,
@@ -652,7 +660,7 @@ class Sim:
 
     # -- processes in a node
 
-    def _env(self, node: str, extra: dict[str, str] | None = None) -> dict[str, str]:
+    def _env(self, st: State, node: str, extra: dict[str, str] | None = None) -> dict[str, str]:
         env = dict(os.environ)
         # Inside a node the standard paths are the node's own.
         env.pop(ROOT_ENV, None)
@@ -668,6 +676,12 @@ class Sim:
         env["HAKIT_NODE"] = node
         env["HAKIT_SIM"] = self.name
         env[PROC_NETNS_ENV] = str(self._host_netns_pin)  # hakit-checks: see _build_node
+        if st.node[node].clock:
+            # Namespaces cannot move the wall clock (time namespaces offset only the
+            # monotonic ones): libfaketime does, for every process of the node.
+            env["LD_PRELOAD"] = FAKETIME_LIB
+            env["FAKETIME"] = f"{st.node[node].clock:+d}"
+            env["FAKETIME_DONT_FAKE_MONOTONIC"] = "1"
         env.update(extra or {})
         return env
 
@@ -698,7 +712,7 @@ class Sim:
             raise HakitError(f"{node} is frozen (hakit sim thaw {node} --name {self.name})")
         if not argv:
             raise HakitError("no command to run")
-        return self._enter_argv(node) + list(argv), self._env(node, env)
+        return self._enter_argv(node) + list(argv), self._env(st, node, env)
 
     def exec(
         self,
@@ -788,6 +802,18 @@ class Sim:
             st.node[node].killed = False
             self._save(st)
             self._start_daemons(st, [node])
+
+    def set_clock(self, node: str, offset: int) -> None:
+        """Put the node's wall clock `offset` seconds off, for the processes started in it
+        from now on (its daemon after revive(), commands): nodes that lost NTP."""
+        with _LOCK:
+            st = self._load()
+            self._index(st, node)
+            if offset and not Path(FAKETIME_LIB).exists():
+                raise HakitError(f"moving a node's clock needs libfaketime: {FAKETIME_LIB} is missing "
+                                 "(apt-get install faketime)")
+            st.node[node].clock = offset
+            self._save(st)
 
     def freeze(self, node: str) -> None:
         """Hang the node: its processes stop (cgroup.freeze); the kernel still answers pings."""
