@@ -118,7 +118,8 @@ class Rfs:
         return self.start("node1", ["primary", "--state", STATE])
 
     def secondary(self) -> RfsControl:
-        return self.start("node2", ["secondary", "--listen", f"{self.sim.addr('node2')}:{RFS_PORT}"])
+        return self.start("node2", ["secondary", "--listen", f"{self.sim.addr('node2')}:{RFS_PORT}",
+                                    "--insecure"])
 
     def stop(self, node: str, ctl: RfsControl) -> None:
         """A clean stop: unmounted, exit status 0."""

@@ -3,12 +3,14 @@
 Paths, side by side in one run, same workloads:
   (a) the plain local directory of node1;
   (b) the same directory through hakit-rfs's FUSE layer, no secondary attached;
-  (c) the mirror: hakit-rfs on node1 streaming to node2's receiver over the veth LAN;
+  (c) the mirror as a module runs it: hakit-rfs on node1 streaming to node2's receiver
+      over the veth LAN, in TLS 1.3 with the module key proved (the default);
+  (p) the same mirror in plain TCP, nothing proved (--insecure): what encryption costs;
   (d) GlusterFS replica 2: glusterd and a brick on each node, the volume mounted with
       the FUSE client on node1 (reported as not run, with the reason, when it cannot run).
 Workloads: sequential 1 MiB writes with one fsync at the end; 4 KiB random writes with
 an fsync every 32; creation of 4 KiB files.  Each figure is the median of --runs runs.
-Prints every figure and the ratios c/a, c/b and c/d; the last line is one JSON object.
+Prints every figure and the ratios c/a, c/b, c/p and c/d; the last line is one JSON object.
 """
 
 from __future__ import annotations
@@ -25,12 +27,14 @@ import time
 from collections.abc import Callable, Iterator
 
 from hakit.errors import HakitError
+from hakit.files import write_atomic
 from hakit.rfs.daemon import rfs_binary
 from hakit.testing.rfsctl import RfsControl
 from hakit.testing.sim import Sim
 
 DIR = "/srv/bench"
 PORT = 10200
+KEY_FILE = "/var/lib/hakit/bench-rfs.key"
 
 # GlusterFS keeps its state, logs, sockets and pid files under these: per node here.
 GLUSTER_DIRS = ("/var/lib/glusterd", "/var/log/glusterfs", "/run/gluster")
@@ -70,18 +74,27 @@ def control(sim: Sim, node: str) -> RfsControl:
     return RfsControl(sim.host_path(node, "/var/lib/hakit/bench-rfs.ctl"))
 
 
-def with_rfs(sim: Sim, attach: bool, body: Callable[[], float]) -> float:
+# What the module gives hakit-rfs on each node (mirror.py): the module key, the node's credentials.
+SECURITY = ["--auth-key-file", KEY_FILE, "--tls-cert", "/etc/hakit/pki/node.crt",
+            "--tls-key", "/etc/hakit/pki/node.key", "--tls-ca", "/etc/hakit/pki/ca.crt"]
+
+
+def with_rfs(sim: Sim, path: str, body: Callable[[], float]) -> float:
+    """path b: no secondary; c: attached, secured as a module does; p: attached, plain."""
     procs = []
+    security = SECURITY if path == "c" else ["--insecure"]
     try:
-        if attach:
+        if path != "b":
             procs.append(sim.popen("node2", [str(rfs_binary()), "secondary", "--dir", DIR, "--ctl",
                                              "/var/lib/hakit/bench-rfs.ctl", "--listen",
-                                             f"{sim.addr('node2')}:{PORT}"], stderr=subprocess.DEVNULL))
+                                             f"{sim.addr('node2')}:{PORT}", *security],
+                                   stderr=subprocess.DEVNULL))
             control(sim, "node2")
         procs.append(sim.popen("node1", [str(rfs_binary()), "primary", "--dir", DIR, "--ctl",
-                                         "/var/lib/hakit/bench-rfs.ctl"], stderr=subprocess.DEVNULL))
+                                         "/var/lib/hakit/bench-rfs.ctl",
+                                         *(security if path == "c" else [])], stderr=subprocess.DEVNULL))
         ctl = control(sim, "node1")
-        if attach:
+        if path != "b":
             reply = ctl(f"attach {sim.addr('node2')} {PORT}")
             if reply != "ok":
                 raise RuntimeError(f"attach: {reply}")
@@ -118,7 +131,7 @@ def measure(sim: Sim, path: str, workload: str, args: argparse.Namespace) -> flo
         if path == "a":
             values.append(fio(sim, workload, DIR, args))
         else:
-            values.append(with_rfs(sim, path == "c", lambda: fio(sim, workload, DIR, args)))
+            values.append(with_rfs(sim, path, lambda: fio(sim, workload, DIR, args)))
     return statistics.median(values)
 
 
@@ -202,12 +215,15 @@ def main() -> int:
     not_run = gluster_missing()
     try:
         sim.up(nodes=2, daemon=False, paths=(DIR, *GLUSTER_DIRS, BRICK, GLUSTER_MNT), owner_pid=os.getpid())
+        key = os.urandom(32).hex() + "\n"
+        for node in ("node1", "node2"):
+            write_atomic(sim.host_path(node, KEY_FILE), key.encode())
         for workload in WORKLOADS:
-            results[workload] = {p: measure(sim, p, workload, args) for p in ("a", "b", "c")}
+            results[workload] = {p: measure(sim, p, workload, args) for p in ("a", "b", "p", "c")}
             r = results[workload]
             print(f"{workload:>6} ({UNITS[workload]}): local {r['a']:.1f}, fuse {r['b']:.1f}, "
-                  f"mirror {r['c']:.1f}; mirror/local {r['c'] / r['a']:.2f}, "
-                  f"mirror/fuse {r['c'] / r['b']:.2f}", flush=True)
+                  f"mirror plain {r['p']:.1f}, mirror {r['c']:.1f}; mirror/local {r['c'] / r['a']:.2f}, "
+                  f"mirror/fuse {r['c'] / r['b']:.2f}, mirror/plain {r['c'] / r['p']:.2f}", flush=True)
         if not_run is None:
             # After the others, so that its daemons do not run beside them.
             try:
@@ -224,9 +240,10 @@ def main() -> int:
         print(f"GlusterFS: not run: {not_run}")
     out: dict[str, object] = {"runs": args.runs, "seq_mb": args.size, "small_files": args.files}
     for workload, r in results.items():
-        out[f"{workload}_a"], out[f"{workload}_b"], out[f"{workload}_c"] = (round(r[k], 1) for k in "abc")
+        out |= {f"{workload}_{k}": round(r[k], 1) for k in "abpc"}
         out[f"{workload}_c_over_a"] = round(r["c"] / r["a"], 3)
         out[f"{workload}_c_over_b"] = round(r["c"] / r["b"], 3)
+        out[f"{workload}_c_over_p"] = round(r["c"] / r["p"], 3)
         if not_run is None:
             out[f"{workload}_d"] = round(r["d"], 1)
             out[f"{workload}_c_over_d"] = round(r["c"] / r["d"], 3)

@@ -53,7 +53,7 @@ def nodes_fixture(make_sim) -> Iterator[tuple[Sim, Start]]:
     def start(*options: str) -> tuple[RfsControl, RfsControl]:
         procs.append(sim.popen("node2", [binary, "secondary", "--dir", REP, "--ctl",
                                          "/var/lib/hakit/rfs.ctl", "--listen", f"{sim.addr('node2')}:{PORT}",
-                                         "--xattr", *options]))
+                                         "--insecure", "--xattr", *options]))
         procs.append(sim.popen("node1", [binary, "primary", "--dir", REP, "--ctl", "/var/lib/hakit/rfs.ctl",
                                          "--xattr", *options]))
         ctls.extend(RfsControl(sim.host_path(node, "/var/lib/hakit/rfs.ctl")) for node in ("node1", "node2"))

@@ -10,6 +10,7 @@ import os
 import re
 import stat
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -321,21 +322,44 @@ def rfs_argv(sim, node: str) -> list[str]:
     raise AssertionError(f"no hakit-rfs on {node}")
 
 
+# Run inside a node: whether MARKER crossed its interfaces in the clear in a TCP segment,
+# over the next SECONDS.
+SNIFF = """
+import socket, sys, time
+marker, end = sys.argv[1].encode(), time.monotonic() + float(sys.argv[2])
+s = socket.socket(socket.AF_PACKET, socket.SOCK_DGRAM, socket.htons(0x0800))
+s.settimeout(0.2)
+segments = seen = 0
+while time.monotonic() < end:
+    try:
+        ip = s.recv(65536)
+    except TimeoutError:
+        continue
+    if ip[9] == 6:
+        segments += 1
+        seen += marker in ip
+print(segments, seen)
+"""
+
+
 @pytest.mark.root
-def test_an_encrypted_module_replicates_over_tls(make_sim, tmp_path):
+def test_every_mirror_replicates_encrypted_and_authenticated(make_sim, tmp_path):
+    """No `module genkey`, no option: the stream runs in TLS with the module key proved."""
     sim = make_sim(nodes=2, daemon=True, paths=(REP,))
     install(sim, tmp_path, ["node1", "node2"], mirror_conf(sim.spare_addr(0, 1), CONF))
-    hk(sim, "node1", "module", "genkey", "-m", MODULE)
-    key = f"/etc/hakit/modules/{MODULE}/conf/key"
-    sim.host_path("node2", key).write_bytes(sim.host_path("node1", key).read_bytes())
-    sim.host_path("node2", key).chmod(0o600)
     sim.exec("node1", ["sh", "-c", f"echo before > {REP}/old"])
     hk(sim, "node1", "prim", "-m", MODULE)
     hk(sim, "node2", "start", "-m", MODULE)
     wait_state(sim, "node2", "SECOND (Ready)", timeout=60)
-    sim.exec("node1", ["sh", "-c", f"echo after > {REP}/new"])
-    assert (sim.host_path("node2", REP) / "old").read_text() == "before\n"
-    wait_for("the new file", lambda: (sim.host_path("node2", REP) / "new").exists())
     for node in ("node1", "node2"):
         argv = rfs_argv(sim, node)
-        assert "--tls-ca" in argv and "--auth-key-file" in argv, argv
+        assert "--tls-ca" in argv and "--auth-key-file" in argv and "--insecure" not in argv, argv
+    marker = "hakit-plaintext-" + os.urandom(8).hex()
+    sniffer = sim.popen("node2", ["python3", "-c", SNIFF, marker, "4"], stdout=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    sim.exec("node1", ["sh", "-c", f"for i in $(seq 200); do echo {marker}; done > {REP}/new"])
+    assert (sim.host_path("node2", REP) / "old").read_text() == "before\n"
+    wait_for("the new file", lambda: marker in (sim.host_path("node2", REP) / "new").read_text()
+             if (sim.host_path("node2", REP) / "new").exists() else False)
+    segments, seen = map(int, sniffer.communicate(timeout=30)[0].split())
+    assert segments > 0 and seen == 0, (segments, seen)

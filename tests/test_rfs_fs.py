@@ -394,6 +394,10 @@ def test_control_socket_and_signals(rfs, base: Path):
     (["primary", "--dir", "D", "--ctl", "S", "--bogus"], 2, "unknown option"),
     (["secondary", "--dir", "D", "--ctl", "S"], 2, "needs --listen"),
     (["secondary", "--dir", "D", "--ctl", "S", "--listen", "127.0.0.1:1", "--strict"], 2, "for the primary"),
+    # The secondary writes what its peer sends: it proves who that is, or is told not to.
+    (["secondary", "--dir", "D", "--ctl", "S", "--listen", "127.0.0.1:1"], 2, "give it --auth-key-file FILE"),
+    (["secondary", "--dir", "D", "--ctl", "S", "--listen", "127.0.0.1:1", "--insecure",
+      "--auth-key-file", "K"], 2, "--insecure contradicts"),
     (["primary", "--dir", "{tmp}/missing", "--ctl", "{tmp}/s"], 1, "no such directory"),
     (["primary", "--dir", "{tmp}/file", "--ctl", "{tmp}/s"], 1, "not a directory"),
 ])
@@ -415,7 +419,7 @@ def free_port() -> int:
 def test_primary_and_secondary_end_identical(rfs, base: Path):
     sdir, pdir = base / "sec", base / "pri"
     port = free_port()
-    secondary = rfs("secondary", "sec", "--listen", f"127.0.0.1:{port}", "--xattr")
+    secondary = rfs("secondary", "sec", "--listen", f"127.0.0.1:{port}", "--insecure", "--xattr")
     primary = rfs("primary", "pri", "--xattr", "--compress")
     assert primary.cmd(f"attach 127.0.0.1 {port}") == "ok"
     assert secondary.cmd("attach 127.0.0.1 1").startswith("error attach: this is the secondary")
@@ -455,7 +459,7 @@ def paused(proc: subprocess.Popen) -> contextlib.AbstractContextManager[None]:
 
 def test_close_waits_until_the_secondary_applied(rfs, base: Path):
     port = free_port()
-    secondary = rfs("secondary", "sec", "--listen", f"127.0.0.1:{port}")
+    secondary = rfs("secondary", "sec", "--listen", f"127.0.0.1:{port}", "--insecure")
     primary = rfs("primary", "pri")
     assert primary.cmd(f"attach 127.0.0.1 {port}") == "ok"
     (base / "pri" / "f").write_bytes(b"")
@@ -477,7 +481,7 @@ def test_close_waits_until_the_secondary_applied(rfs, base: Path):
 
 def test_full_sync_reports_a_detach(rfs, base: Path):
     port = free_port()
-    secondary = rfs("secondary", "sec", "--listen", f"127.0.0.1:{port}", "--xattr")
+    secondary = rfs("secondary", "sec", "--listen", f"127.0.0.1:{port}", "--insecure", "--xattr")
     for i in range(20):
         (base / "pri").mkdir(exist_ok=True)
         (base / "pri" / f"f{i}").write_bytes(b"x" * 1000)

@@ -40,7 +40,7 @@ class Pair:
     def start(self, node: str, *extra: str, binary: Path | None = None, env: dict[str, str] | None = None
               ) -> RfsControl:
         role = ["primary", "--state", STATE] if node == "node1" else [
-            "secondary", "--listen", f"{self.sim.addr('node2')}:{PORT}"]
+            "secondary", "--listen", f"{self.sim.addr('node2')}:{PORT}", "--insecure"]
         argv = [str(binary or rfs_binary()), role[0], "--dir", REP, "--ctl", CTL, "--xattr", *role[1:],
                 *extra]
         self.procs[node] = self.sim.popen(node, argv, env=env)

@@ -4,10 +4,11 @@
  *                       [--strict] [--compress] [--xattr] [--state DIR [--adopt TAG]]
  *                       [--fence] [--keep-dead-mount] [--root-fd N] [EXCLUSIONS] [SECURITY]
  *   hakit-rfs secondary --dir D --ctl SOCKET --listen ADDR:PORT [--xattr] [EXCLUSIONS]
- *                       [SECURITY]
+ *                       SECURITY | --insecure
  *   SECURITY (both roles): --auth-key-file FILE: every stream connection proves the
  *   module key, both ways; --tls-cert FILE --tls-key FILE --tls-ca FILE: the stream
- *   runs in TLS 1.3, both certificates checked against the CA (chan.h).
+ *   runs in TLS 1.3, both certificates checked against the CA (chan.h).  The secondary
+ *   writes what a peer sends into D: without SECURITY it runs only when told --insecure.
  *   EXCLUSIONS: --exclude REGEX, --only REGEX, --exclude-path PATH, each repeatable
  *   (exclude.h); only the primary acts on them, the secondary takes them so that both
  *   roles can be given the same options.
@@ -100,10 +101,11 @@ static const char usage[] =
 	"--fence: a secondary lost by itself holds what would be acknowledged without it until\n"
 	"  'fenced'; --keep-dead-mount: a crash leaves D failing (ENOTCONN), never bare;\n"
 	"  --root-fd N: D's real directory as inherited descriptor N (mounted over a dead mount)\n"
-	"SECURITY, both roles:\n"
+	"SECURITY, both roles (the secondary refuses to run without, unless --insecure):\n"
 	"  --auth-key-file FILE  the module key (64 hex digits): every stream connection proves it\n"
 	"  --tls-cert FILE --tls-key FILE --tls-ca FILE  TLS 1.3 on the stream, both certificates\n"
-	"                       checked against the CA\n";
+	"                       checked against the CA\n"
+	"  --insecure           secondary: accept a primary that proves nothing (tests, trusted links)\n";
 
 struct args {
 	bool primary;
@@ -115,6 +117,7 @@ struct args {
 	uint64_t adopt;            /* --adopt: the lineage to record from (adopting) */
 	bool adopting;
 	bool fence, keep_dead_mount;
+	bool insecure;             /* the secondary may run without SECURITY */
 	int root_fd;               /* --root-fd, or -1 */
 	struct rfs_exclude *exclude; /* NULL: everything is replicated */
 	struct rfs_creds_files sec;
@@ -178,7 +181,7 @@ static void parse_args(int argc, char **argv, struct args *a)
 {
 	enum { O_DIR = 1, O_CTL, O_LISTEN, O_NBREMCONN, O_SENDTIMEOUT, O_STRICT, O_COMPRESS, O_XATTR, O_HELP,
 	       O_EXCLUDE, O_ONLY, O_EXCLUDE_PATH, O_STATE, O_ADOPT, O_AUTH_KEY, O_TLS_CERT, O_TLS_KEY, O_TLS_CA,
-	       O_FENCE, O_KEEP_DEAD, O_ROOT_FD };
+	       O_FENCE, O_KEEP_DEAD, O_ROOT_FD, O_INSECURE };
 	static const struct option opts[] = {
 		{ "dir", required_argument, NULL, O_DIR },
 		{ "ctl", required_argument, NULL, O_CTL },
@@ -201,6 +204,7 @@ static void parse_args(int argc, char **argv, struct args *a)
 		{ "fence", no_argument, NULL, O_FENCE },
 		{ "keep-dead-mount", no_argument, NULL, O_KEEP_DEAD },
 		{ "root-fd", required_argument, NULL, O_ROOT_FD },
+		{ "insecure", no_argument, NULL, O_INSECURE },
 		{ 0 },
 	};
 	int c;
@@ -232,6 +236,7 @@ static void parse_args(int argc, char **argv, struct args *a)
 		case O_COMPRESS: a->compress = a->primary_only_given = true; break;
 		case O_XATTR: a->xattr = true; break;
 		case O_AUTH_KEY: a->sec.key_file = optarg; break;
+		case O_INSECURE: a->insecure = true; break;
 		case O_TLS_CERT: a->sec.tls_cert = optarg; break;
 		case O_TLS_KEY: a->sec.tls_key = optarg; break;
 		case O_TLS_CA: a->sec.tls_ca = optarg; break;
@@ -280,7 +285,14 @@ static void parse_args(int argc, char **argv, struct args *a)
 			    "--keep-dead-mount and --root-fd are for the primary");
 	if (a->adopting && !a->state)
 		usage_error("%s", "--adopt needs --state");
-	if (a->sec.key_file || a->sec.tls_cert || a->sec.tls_key || a->sec.tls_ca) {
+	bool secured = a->sec.key_file || a->sec.tls_cert || a->sec.tls_key || a->sec.tls_ca;
+
+	if (secured && a->insecure)
+		usage_error("%s", "--insecure contradicts --auth-key-file and --tls-*");
+	if (!a->primary && !secured && !a->insecure)
+		usage_error("%s", "the secondary writes what its peer sends: give it --auth-key-file FILE "
+			    "(and --tls-cert, --tls-key, --tls-ca), or --insecure to accept any peer");
+	if (secured) {
 		char err[512];
 
 		if (!(a->creds = rfs_creds_load(&a->sec, !a->primary, err, sizeof err))) {

@@ -140,16 +140,15 @@ class ModuleProcess:
             flow = next((h.name for h in (svc.heart.heartbeats if svc.heart else ()) if h.ident == "flow"),
                         heart.lans[0].name)
             peer_addr = cluster.addr(peers[0], flow)
-            tls = None
-            if p.module_key(name).exists():
-                # A module with its own key (genkey) is encrypted: its stream goes over TLS too.
-                from hakit.node import pki  # (cryptography: loaded only then)
+            # Every mirror's stream is encrypted (TLS 1.3, node certificates) and authenticated
+            # (the module key, both ways): docs/replication.md, "Security of the stream".
+            from hakit.node import pki  # (cryptography: loaded only then)
 
-                tls = (pki.node_cert_path(p), pki.node_key_path(p), pki.ca_cert_path(p))
+            ca, cert, key = pki.credential_files(p)
             rfs = Replication(
                 module=name, module_id=catalog.module_id(name), cfg=svc.rfs, paths=p, log=self.log,
                 resources=self.resources, local_addr=cluster.addr(node, flow) or "",
-                security=Security(catalog.key(name), tls),
+                security=Security(catalog.key(name), (cert, key, ca)),
                 on_detached=lambda: self.automaton.stream_lost(),
                 on_progress=lambda: self.automaton.advertise(),
                 on_died=lambda role: self.automaton.rfs_died(role),

@@ -53,12 +53,11 @@ DRAIN_S = 2.0
 
 @dataclass(frozen=True)
 class Security:
-    """What protects the stream: the module key (authentication, always) and, when the
-    module is encrypted (it has its own key), the node's certificate, its key and the
-    cluster CA for TLS."""
+    """What protects the stream: the module key (authentication, both ways) and the node's
+    certificate, its key and the cluster CA (TLS 1.3: encryption, and the nodes' identity)."""
 
     key: bytes
-    tls: tuple[Path, Path, Path] | None = None  # cert, key, ca
+    tls: tuple[Path, Path, Path]  # cert, key, ca
 
 
 def choose_mode(stats: Mapping[str, str], peer_base: int, full_asked: bool) -> tuple[str, str]:
@@ -127,10 +126,9 @@ class Replication:
                 argv += ["--only", ex.regexpath[1:]]
             elif ex.regexpath is not None:
                 argv += ["--exclude", ex.regexpath]
-        argv += ["--auth-key-file", str(self.key_file)]
-        if self.security.tls is not None:
-            cert, key, ca = self.security.tls
-            argv += ["--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca)]
+        cert, key, ca = self.security.tls
+        argv += ["--auth-key-file", str(self.key_file),
+                 "--tls-cert", str(cert), "--tls-key", str(key), "--tls-ca", str(ca)]
         if role == "primary":
             argv += ["--nbremconn", str(self.cfg.nbremconn),
                      "--sendtimeout", str(int(self.cfg.sendtimeout * 1000)),
