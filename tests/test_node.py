@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 import socket
 import struct
+import time
 from pathlib import Path
 
 import pytest
 
 from hakit.paths import Paths
-from hakit.store.module_store import ModuleStore
+from hakit.store.module_store import Level, ModuleStore
 from tests.helpers import hakit, make_module, running_daemon
 
 LIGHT = """<!DOCTYPE safe>
@@ -90,6 +91,23 @@ def test_light_module_runs_its_scripts_with_logs_and_history(node, tmp_path):
     cmdlog = hakit("cmdlog", env=env, check=True).stdout
     assert "hakit start -m app" in cmdlog and "hakit stop -m app" in cmdlog
     assert "hakit module install -m app" in cmdlog
+
+
+def test_a_running_module_keeps_its_store_within_its_retention(node, tmp_path):
+    """Three days old: kept by default (30 days), deleted once the module with
+    <retention age="2d"> runs and writes."""
+    env, p = node
+    config = LIGHT.replace('<service mode="light">', '<service mode="light">\n    <retention age="2d"/>')
+    hakit("module", "install", "-m", "app", str(make_module(tmp_path, config, SCRIPTS)), env=env, check=True)
+    store = ModuleStore(p.module_db("app"))
+    store.log(Level.EVENT, "test", "three days ago", at=time.time() - 3 * 86400)
+    store.log(Level.EVENT, "test", "yesterday", at=time.time() - 86400)
+    store.close()
+    with running_daemon(env, p.run):
+        hakit("start", "-m", "app", env=env, check=True)
+        hakit("stop", "-m", "app", env=env, check=True, timeout=60)
+    lines = [line.message for line in ModuleStore(p.module_db("app")).logs()]
+    assert "yesterday" in lines and "three days ago" not in lines
 
 
 def test_mirror_start_without_cluster_configuration_is_refused_clearly(node, tmp_path):

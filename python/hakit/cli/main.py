@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import shlex
@@ -11,10 +12,13 @@ import sys
 from collections.abc import Sequence
 
 from hakit import __version__
+from hakit.config.cluster_model import CmdLog
+from hakit.config.loader import load_cluster
 from hakit.errors import HakitError
 from hakit.ipc import caller
-from hakit.paths import paths
+from hakit.paths import Paths, paths
 from hakit.store.node_store import NodeStore
+from hakit.store.retention import Retention
 
 # Each module defines register(subparsers); its handlers return the exit code.
 COMMAND_MODULES = (
@@ -87,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Commands that change something go to the node's commands log, with their result.
     # Best effort: no command should fail for want of a log.
     try:
-        log: NodeStore | None = NodeStore(paths().node_db)
+        log: NodeStore | None = NodeStore(paths().node_db, _cmdlog_retention(paths()))
         entry = log.command_started(caller(), "cli", shlex.join(["hakit", *argv]))
     except (OSError, sqlite3.Error):
         log = None
@@ -96,6 +100,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.command_ended(entry, code)
         log.close()
     return code
+
+
+def _cmdlog_retention(p: Paths) -> Retention:
+    """cluster.xml's <cmdlog>; its defaults without a usable cluster.xml (which the
+    commands that need it report)."""
+    kept = CmdLog()
+    if p.cluster_xml.exists():
+        with contextlib.suppress(HakitError):
+            kept = load_cluster(p.cluster_xml).cmdlog or kept
+    return Retention(kept.age, kept.size)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hakit.config.kinds import Host, OnOff, Text
+from hakit.config.kinds import MIB, Duration, Host, OnOff, Size, Text
 from hakit.config.schema import attr, child, later_duplicates
 
 
@@ -47,10 +47,27 @@ class Lans:
 
 
 @dataclass(frozen=True)
+class CmdLog:
+    TAG: ClassVar[str] = "cmdlog"
+    DOC: ClassVar[str] = (
+        "hakit extension: how much of its commands log (`hakit cmdlog`, in /var/lib/hakit/node.db) "
+        "each node keeps."
+    )
+    age: float = attr("Commands older than this are deleted.", Duration("d"), 90 * 86400.0)
+    size: int = attr("Most the commands log takes on disk, with its -wal file; past it, the oldest "
+                     "commands are deleted first.", Size(least=MIB), 16 * MIB)
+
+    def validate(self) -> Iterator[str]:
+        if self.age <= 0:
+            yield "<cmdlog age> must be longer than 0"
+
+
+@dataclass(frozen=True)
 class Cluster:
     TAG: ClassVar[str] = "cluster"
     DOC: ClassVar[str] = "Root of cluster.xml."
     lans: Lans = child(Lans, required=True)
+    cmdlog: CmdLog | None = child(CmdLog)
 
     @property
     def lan_list(self) -> tuple[Lan, ...]:

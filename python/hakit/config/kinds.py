@@ -131,6 +131,38 @@ class Duration(Kind):
         return f"{scaled:g}" if self.unit == "s" else f"{scaled:g} ({self.unit})"
 
 
+MIB = 1024 * 1024
+_SIZE_UNITS = {"k": 1024, "m": MIB, "g": 1024 * MIB}
+_SIZE = re.compile(r"^\s*(\d+)\s*(?:([kmg])(?:i?b)?)?\s*$", re.IGNORECASE)
+
+
+@dataclass(frozen=True)
+class Size(Kind):
+    """A size in bytes: a plain number is in MiB, a suffixed one (512K, 64M, 1G, 64MiB)
+    says its own unit, powers of 1024."""
+
+    least: int = 0
+
+    @property
+    def doc(self) -> str:  # type: ignore[override]
+        return f"size (plain number in MiB, or with K/M/G), at least {self.show(self.least)}"
+
+    def parse(self, raw: str) -> int:
+        m = _SIZE.match(raw)
+        if not m:
+            raise ValueError(f"{raw!r} is not a size (e.g. 64, 512K, 64M, 1G)")
+        value = int(m.group(1)) * _SIZE_UNITS[(m.group(2) or "m").lower()]
+        if value < self.least:
+            raise ValueError(f"{raw!r} is less than {self.show(self.least)}")
+        return value
+
+    def show(self, value: Any) -> str:
+        for suffix in "GMK":
+            if value and value % _SIZE_UNITS[suffix.lower()] == 0:
+                return f"{value // _SIZE_UNITS[suffix.lower()]}{suffix}"
+        return str(value)
+
+
 @dataclass(frozen=True)
 class IPv4(Kind):
     doc = "IPv4 address"

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from hakit.config.kinds import (
+    MIB,
     AbsPath,
     Choice,
     Duration,
@@ -23,6 +24,7 @@ from hakit.config.kinds import (
     PortSpec,
     ProcRegex,
     Regex,
+    Size,
     Text,
 )
 from hakit.config.rules import RuleSyntaxError, parse_rules
@@ -362,6 +364,24 @@ class Vhost:
     names: tuple[VirtualHostName, ...] = child(VirtualHostName, many=True, required=True)
 
 
+@dataclass(frozen=True)
+class StoreRetention:
+    TAG: ClassVar[str] = "retention"
+    DOC: ClassVar[str] = (
+        "hakit extension: how much resource history and module log this node keeps for the module "
+        "(in /var/lib/hakit/modules/AM/state.db). The current value of every resource is always kept."
+    )
+    age: float = attr("History and log lines older than this are deleted.", Duration("d"), 30 * 86400.0)
+    size: int = attr(
+        "Most the store takes on disk, with its -wal file; past it, the oldest history and log "
+        "lines are deleted first.", Size(least=MIB), 64 * MIB
+    )
+
+    def validate(self) -> Iterator[str]:
+        if self.age <= 0:
+            yield "<retention age> must be longer than 0"
+
+
 # ---------------------------------------------------------------- process monitoring
 
 
@@ -602,6 +622,7 @@ class Service:
     errd: Errd | None = child(Errd)
     checks: Check | None = child(Check)
     failover: Failover | None = child(Failover)
+    retention: StoreRetention | None = child(StoreRetention)
 
     def validate(self) -> Iterator[str]:
         if self.mode == "farm":

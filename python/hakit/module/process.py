@@ -22,6 +22,7 @@ from hakit.check.splitbrain import Witness
 from hakit.config.cluster_model import Cluster
 from hakit.config.loader import load_cluster
 from hakit.config.module_model import Heart as HeartConfig
+from hakit.config.module_model import StoreRetention
 from hakit.config.rules import parse_rules
 from hakit.errors import HakitError
 from hakit.heart.incarnation import next_incarnation
@@ -37,6 +38,7 @@ from hakit.node.identity import local_node
 from hakit.paths import Paths, paths
 from hakit.rfs.mirror import Replication, Security
 from hakit.store.module_store import Level, ModuleStore
+from hakit.store.retention import Retention
 from hakit.vip.alias import MirrorVip, addrs_of
 from hakit.vip.farm import FarmVip
 
@@ -75,7 +77,8 @@ class ModuleProcess:
         svc = self.config.service
         self.mode = svc.mode
         self.datastate_path = p.module_var(name) / "data.json"
-        self.store = ModuleStore(p.module_db(name))
+        kept = svc.retention or StoreRetention()
+        self.store = ModuleStore(p.module_db(name), Retention(kept.age, kept.size))
         self.log = ModuleLog(name, self.store)
         self.resources = Resources(self.store)
         self.scripts = ScriptRunner(name, self.config, p, self.log)

@@ -32,6 +32,9 @@ def connect(path: Path, schema: Sequence[str]) -> sqlite3.Connection:
     finally:
         os.close(fd)
     conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None)
+    # Only takes effect on a new store, before its first table: pages that pruning frees
+    # can then be given back to the file system (store/retention.py).
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")
     conn.execute("PRAGMA journal_mode=WAL")
     # NORMAL is durable across process crashes in WAL mode; only a power loss may
     # drop the last transactions, which for logs and resource values is acceptable.

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
 from hakit.store.db import connect
+from hakit.store.retention import Pruner, Retention
 
 SCHEMA = (
     """
@@ -34,6 +35,10 @@ SCHEMA = (
         message TEXT NOT NULL
     );
     CREATE INDEX log_at ON log (at);
+    """,
+    # Retention deletes the oldest history rows of every resource at once.
+    """
+    CREATE INDEX resource_history_at ON resource_history (at);
     """,
 )
 
@@ -69,11 +74,19 @@ class LogLine:
 
 
 class ModuleStore:
-    """Resources and log of one module, in /var/lib/hakit/modules/AM/state.db."""
+    """Resources and log of one module, in /var/lib/hakit/modules/AM/state.db.
 
-    def __init__(self, path: Path) -> None:
+    With a retention, history and log rows beyond it are deleted as this connection
+    writes; the current value of every resource stays.
+    """
+
+    def __init__(self, path: Path, retention: Retention | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
         self.path = path
+        self._clock = clock
         self._db: sqlite3.Connection = connect(path, SCHEMA)
+        self._pruner = (Pruner(self._db, retention, ("resource_history", "log"), clock)
+                        if retention is not None else None)
 
     def close(self) -> None:
         self._db.close()
@@ -81,7 +94,7 @@ class ModuleStore:
     # -- resources
     def set_resource(self, name: str, value: str, at: float | None = None) -> bool:
         """Assign a resource; returns True when the value changed (and history grew)."""
-        now = time.time() if at is None else at
+        now = self._clock() if at is None else at
         with _tx(self._db):
             row = self._db.execute("SELECT value FROM resource WHERE name=?", (name,)).fetchone()
             if row is not None and row[0] == value:
@@ -96,7 +109,8 @@ class ModuleStore:
             self._db.execute(
                 "INSERT INTO resource_history (name, value, at) VALUES (?, ?, ?)", (name, value, now)
             )
-            return True
+        self._wrote()
+        return True
 
     def resource(self, name: str) -> Resource | None:
         row = self._db.execute(
@@ -123,8 +137,13 @@ class ModuleStore:
     def log(self, level: Level, source: str, message: str, at: float | None = None) -> None:
         self._db.execute(
             "INSERT INTO log (at, level, source, message) VALUES (?, ?, ?, ?)",
-            (time.time() if at is None else at, str(level), source, message),
+            (self._clock() if at is None else at, str(level), source, message),
         )
+        self._wrote()
+
+    def _wrote(self) -> None:
+        if self._pruner is not None:
+            self._pruner.wrote()
 
     def logs(self, levels: Iterable[Level] | None = None, limit: int | None = None) -> list[LogLine]:
         """Log lines, oldest first, restricted to `levels` (all when None)."""

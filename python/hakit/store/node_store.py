@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from hakit.store.db import connect
+from hakit.store.retention import Pruner, Retention
 
 SCHEMA = (
     """
@@ -36,8 +38,13 @@ class Command:
 
 
 class NodeStore:
-    def __init__(self, path: Path) -> None:
+    """With a retention, commands beyond it are deleted when a command is recorded."""
+
+    def __init__(self, path: Path, retention: Retention | None = None,
+                 clock: Callable[[], float] = time.time) -> None:
+        self._clock = clock
         self._db = connect(path, SCHEMA)
+        self._pruner = Pruner(self._db, retention, ("command",), clock) if retention is not None else None
 
     def close(self) -> None:
         self._db.close()
@@ -45,14 +52,16 @@ class NodeStore:
     def command_started(self, user: str, origin: str, command: str) -> int:
         cur = self._db.execute(
             "INSERT INTO command (at, user, origin, command) VALUES (?, ?, ?, ?)",
-            (time.time(), user, origin, command),
+            (self._clock(), user, origin, command),
         )
         assert cur.lastrowid is not None
+        if self._pruner is not None:
+            self._pruner.wrote()
         return cur.lastrowid
 
     def command_ended(self, command_id: int, result: int) -> None:
         self._db.execute(
-            "UPDATE command SET result=?, duration=? - at WHERE id=?", (result, time.time(), command_id)
+            "UPDATE command SET result=?, duration=? - at WHERE id=?", (result, self._clock(), command_id)
         )
 
     def commands(self, limit: int = 200) -> list[Command]:
