@@ -203,7 +203,12 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--size", type=int, default=256, help="MiB written by the sequential job")
     ap.add_argument("--files", type=int, default=2000, help="files created by the small-file job")
+    ap.add_argument("--workloads", default=",".join(WORKLOADS),
+                    help=f"comma-separated, among {', '.join(WORKLOADS)} (default: all)")
     args = ap.parse_args()
+    workloads = args.workloads.split(",")
+    if unknown := [w for w in workloads if w not in WORKLOADS]:
+        ap.error(f"unknown workload {unknown[0]!r} (choose among {', '.join(WORKLOADS)})")
     if os.geteuid() != 0:
         print("bench/replication.py needs root (simulated cluster, FUSE)", file=sys.stderr)
         return 1
@@ -218,7 +223,7 @@ def main() -> int:
         key = os.urandom(32).hex() + "\n"
         for node in ("node1", "node2"):
             write_atomic(sim.host_path(node, KEY_FILE), key.encode())
-        for workload in WORKLOADS:
+        for workload in workloads:
             results[workload] = {p: measure(sim, p, workload, args) for p in ("a", "b", "p", "c")}
             r = results[workload]
             print(f"{workload:>6} ({UNITS[workload]}): local {r['a']:.1f}, fuse {r['b']:.1f}, "
