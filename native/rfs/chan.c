@@ -64,11 +64,13 @@ struct buf {
 struct chan {
 	int fd;
 	int ready;                 /* past the handshake and proof: failures are logged here */
+	int direct;                /* past the handshake: TLS reads the socket itself (bio_read) */
 	char peer[64];
 	char why[160];             /* the last TLS failure */
 	/* Guards ssl, in and out.  Held only to encrypt or decrypt, never across a call that
-	 * blocks.  The reading thread alone appends to in (recv outside the lock, into room
-	 * past len, which nothing else touches). */
+	 * blocks.  During the handshake the reading thread alone appends to in (recv outside
+	 * the lock, into room past len, which nothing else touches); after it, TLS takes the
+	 * socket's bytes itself, without waiting (bio_read). */
 	pthread_mutex_t mu;
 	SSL *ssl;
 	struct buf in;             /* ciphertext received, not yet decrypted */
@@ -288,6 +290,16 @@ static int bio_read(BIO *bio, char *data, size_t len, size_t *got)
 	size_t have = ch->in.len - ch->in.head;
 
 	BIO_clear_retry_flags(bio);
+	if (!have && ch->direct) {
+		/* Straight into TLS's read-ahead buffer: one copy less than through in.  An end
+		 * or an error reads as "nothing yet": chan_tls_recv's wait sees it and says so. */
+		ssize_t n = recv(ch->fd, data, len, MSG_DONTWAIT);
+
+		if (n > 0) {
+			*got = (size_t)n;
+			return 1;
+		}
+	}
 	if (!have) {
 		BIO_set_retry_read(bio);
 		return 0;
@@ -345,6 +357,9 @@ static struct chan *chan_new(const struct rfs_creds *c, int fd, const char *peer
 	}
 	BIO_set_data(bio, ch);
 	SSL_set_bio(ch->ssl, bio, bio); /* one reference for both directions */
+	/* Records are read a batch at a time (bio_read), not a header then a body. */
+	SSL_set_read_ahead(ch->ssl, 1);
+	SSL_set_default_read_buffer_len(ch->ssl, IN_CAP);
 	if (c->server)
 		SSL_set_accept_state(ch->ssl);
 	else
@@ -530,27 +545,18 @@ ssize_t chan_tls_recv(struct chan *ch, void *buf, size_t len)
 	size_t got = 0;
 
 	for (;;) {
-		unsigned char *at;
-		size_t room;
 		ssize_t n;
+		char peek;
 		int st, err = 0;
 
 		pthread_mutex_lock(&ch->mu);
 		st = open_records(ch, buf, len, &got);
 		if (st == OPEN_FAIL)
 			err = tls_broke(ch, why, sizeof why);
-		if (ch->in.head == ch->in.len) {
+		if (ch->in.head == ch->in.len)
 			ch->in.head = ch->in.len = 0;
-		} else if (st == OPEN_WANT && ch->in.head) {
-			/* What is left is part of one record. */
-			memmove(ch->in.p, ch->in.p + ch->in.head, ch->in.len - ch->in.head);
-			ch->in.len -= ch->in.head;
-			ch->in.head = 0;
-		}
-		at = ch->in.p + ch->in.len;
-		room = ch->in.cap - ch->in.len;
 		pthread_mutex_unlock(&ch->mu);
-		if (got && st != OPEN_WANT)
+		if (got)
 			return (ssize_t)got; /* an end or a failure shows at the next call */
 		if (st == OPEN_EOF)
 			return 0;
@@ -559,17 +565,11 @@ ssize_t chan_tls_recv(struct chan *ch, void *buf, size_t len)
 			errno = err;
 			return -1;
 		}
-		/* Wait for more only while there is nothing to give. */
-		n = recv(ch->fd, at, room, got ? MSG_DONTWAIT : 0);
-		if (n > 0) {
-			pthread_mutex_lock(&ch->mu);
-			ch->in.len += (size_t)n;
-			pthread_mutex_unlock(&ch->mu);
-			continue;
-		}
-		if (got)
-			return (ssize_t)got;
-		return n;
+		/* Nothing to give: wait for bytes (SO_RCVTIMEO applies) without taking them, so
+		 * that TLS reads them itself; an end or an error is the caller's answer. */
+		n = recv(ch->fd, &peek, 1, MSG_PEEK);
+		if (n <= 0)
+			return n;
 	}
 }
 
@@ -666,6 +666,7 @@ static int handshake(struct chan *ch, int64_t deadline_ns)
 			return -EPROTO;
 		}
 	}
+	ch->direct = 1;
 	return 0;
 }
 

@@ -1405,7 +1405,8 @@ int rfs_repl_query(struct rfs_repl *r, const struct rfs_op *op, void *reply, siz
 
 /* ======================= secondary ======================= */
 
-#define RX_BUF (RFS_FRAME_MAX + (256u << 10))
+#define RX_BATCH (256u << 10)           /* read at once into an empty buffer */
+#define RX_BUF (RX_BATCH + RFS_FRAME_MAX)
 #define RX_ACKS 2048                    /* acks buffered before a send */
 #define RX_CACHE 64                     /* write fds kept open */
 #define RX_IDLE_NS (5000 * NS_PER_MS)   /* a cached fd unused this long is closed */
@@ -1432,7 +1433,7 @@ struct rconn {
 	uint64_t expect_seq;
 	char *buf, *raw;
 	char *reply;               /* a query's answer, RFS_REPLY_MAX bytes, allocated at the first */
-	size_t have;
+	size_t start, have;        /* buf[start, have): received, not yet applied */
 	char acks[RX_ACKS * HDR];
 	size_t nacks;
 };
@@ -1696,7 +1697,7 @@ static int op_in(struct rconn *k, const struct rfs_wire_hdr *h, const char *body
 /* Every whole frame in the buffer; 0, or -1: close (with why set if garbage). */
 static int frames_in(struct rconn *k, char *why, size_t n)
 {
-	size_t pos = 0;
+	size_t pos = k->start;
 	int rc = 0;
 
 	while (!rc && k->have - pos >= HDR) {
@@ -1715,9 +1716,27 @@ static int frames_in(struct rconn *k, char *why, size_t n)
 			rc = op_in(k, &h, k->buf + pos + HDR, why, n);
 		pos += HDR + h.body_len;
 	}
-	memmove(k->buf, k->buf + pos, k->have - pos);
-	k->have -= pos;
+	k->start = pos;
+	if (k->start == k->have)
+		k->start = k->have = 0;
 	return rc;
+}
+
+/* How much to read next: a batch into an empty buffer, else the rest of the frame begun
+ * (its header first).  A frame then always begins within the first batch and fits
+ * where it begins: nothing is ever moved to make room (a copy of the whole stream
+ * when reads end inside frames, as TLS's do). */
+static size_t rx_want(const struct rconn *k)
+{
+	size_t got = k->have - k->start;
+	struct rfs_wire_hdr h;
+
+	if (!got)
+		return RX_BATCH;
+	if (got < HDR)
+		return HDR - got;
+	rfs_hdr_get(&h, k->buf + k->start); /* checked by frames_in: fits in RFS_FRAME_MAX */
+	return HDR + h.body_len - got;
 }
 
 static void *rconn_main(void *arg)
@@ -1741,7 +1760,7 @@ static void *rconn_main(void *arg)
 	k->bound = auth > 0;
 	/* SO_RCVTIMEO makes recv return every RX_POLL_MS to look at stop and the cache. */
 	while (auth >= 0 && !rx_stopping(k)) {
-		ssize_t got = chan_recv(k->ch, k->fd, k->buf + k->have, RX_BUF - k->have);
+		ssize_t got = chan_recv(k->ch, k->fd, k->buf + k->have, rx_want(k));
 
 		if (rfs_now_ns() - expired > RX_IDLE_NS / 4) {
 			rfs_applier_expire(rx->ap, RX_IDLE_NS);
