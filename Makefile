@@ -95,7 +95,8 @@ rfs-faults: $(RFS_FAULTS)
 # ---- end of rfs core tests
 
 # ---- fuzzing (docs/security.md, "Fuzzing"): the rfs receiver under libFuzzer with ASan
-# and UBSan, the config reader and the frame codec under atheris.  tests/test_fuzz.py
+# and UBSan, the config reader under atheris, the frame codec under a seeded mutation
+# loop (tests/fuzz/).  tests/test_fuzz.py
 # runs each for a few seconds in `make test`; `make fuzz` runs each for FUZZ_SECONDS,
 # keeping what it learnt in build/fuzz/corpus/ and what fails in build/fuzz/crashes/.
 FUZZ := build/fuzz
@@ -110,8 +111,8 @@ $(FUZZ)/obj/%.o: $(RFS_DIR)/%.c $(RFS_HEADERS) $(STAMPS)/deb
 $(FUZZ)/obj/%.o: $(RFS_DIR)/tests/%.c $(RFS_HEADERS) $(STAMPS)/deb
 	@mkdir -p $(@D)
 	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
-$(FUZZ)/fuzz_receiver: $(RFS_DIR)/fuzz/fuzz_receiver.c $(FUZZ_OBJS)
-	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $^ -llz4 -lssl -lcrypto -lpthread
+$(FUZZ)/fuzz_receiver: $(RFS_DIR)/fuzz/fuzz_receiver.c $(FUZZ_OBJS) $(RFS_HEADERS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter-out %.h,$^) -llz4 -lssl -lcrypto -lpthread
 # The seeds are generated, so that they follow proto.h.
 $(FUZZ)/seeds/rfs_receiver: $(RFS_DIR)/fuzz/rfs_seeds.c $(RFS_HEADERS) $(STAMPS)/deb
 	@mkdir -p $(@D)

@@ -10,6 +10,7 @@ replayed once each, as libFuzzer does.  A failure's input is written to
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import random
 import signal
@@ -81,6 +82,7 @@ def main(argv: Sequence[str], target: Callable[[bytes], None]) -> int:
     files = [p for p in paths if p.is_file()]
     seeds = [f.read_bytes() for d in paths if d.is_dir() for f in sorted(d.rglob("*")) if f.is_file()]
     seed = int(opts.get("seed", "0")) or int(time.time())
+    limit = float(opts.get("max_total_time", "0")) or math.inf  # 0: no limit, as libFuzzer
     mutator = Mutator(seeds, seed)
     # A crash of the interpreter leaves no traceback: its input is kept here, last run.
     last = os.open(f"{prefix}last-input", os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -93,7 +95,7 @@ def main(argv: Sequence[str], target: Callable[[bytes], None]) -> int:
         path = next(replay, None)
         if path is not None:
             data = path.read_bytes()
-        elif files or time.monotonic() - start >= float(opts.get("max_total_time", "0") or "inf"):
+        elif files or time.monotonic() - start >= limit:
             break
         else:
             data = mutator.mutate()

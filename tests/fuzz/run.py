@@ -81,8 +81,9 @@ class Outcome:
 
 
 def _seeds(f: Fuzzer) -> None:
-    """The Python targets write their own seeds; rfs_receiver's come from make."""
-    if not f.seeds.is_dir() and f.command[0] == sys.executable:
+    """The Python targets write their own seeds (again each time: the files they come
+    from change); rfs_receiver's come from make."""
+    if f.command[0] == sys.executable:
         subprocess.run([*f.command, "--seeds", str(f.seeds)], cwd=REPO, check=True)
 
 
