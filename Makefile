@@ -13,16 +13,16 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # Debian packages: compiler and headers for the native and eBPF parts, the kernel
 # tools the simulated cluster drives, and the real clients the tests use.
-DEB_PKGS := gcc clang llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev libxxhash-dev libssl-dev fuse3 \
+DEB_PKGS := gcc clang libclang-rt-dev llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev libxxhash-dev libssl-dev fuse3 \
 	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip faketime
 # Only for `make bench` (kept out of `make test`): the peers hakit is measured against.
 BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy bpftool
-PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 pytest ruff
+PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 pytest ruff atheris
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
 	meson.build pyproject.toml
 
-.PHONY: all deps build test demo demo-down lint bench clean rfs-asan rfs-faults
+.PHONY: all deps build test demo demo-down lint bench clean rfs-asan rfs-faults fuzz fuzz-build
 all: build
 
 $(STAMPS)/deb: Makefile
@@ -93,6 +93,37 @@ $(RFS_FAULTS): $(RFS_SOURCES) $(RFS_HEADERS) $(STAMPS)/deb
 		$$(pkg-config --libs fuse3) -llz4 -lssl -lcrypto -lpthread
 rfs-faults: $(RFS_FAULTS)
 # ---- end of rfs core tests
+
+# ---- fuzzing (docs/security.md, "Fuzzing"): the rfs receiver under libFuzzer with ASan
+# and UBSan, the config reader under atheris, the frame codec under a seeded mutation
+# loop (tests/fuzz/).  tests/test_fuzz.py
+# runs each for a few seconds in `make test`; `make fuzz` runs each for FUZZ_SECONDS,
+# keeping what it learnt in build/fuzz/corpus/ and what fails in build/fuzz/crashes/.
+FUZZ := build/fuzz
+FUZZ_SECONDS ?= 600
+FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
+	-fsanitize=address,undefined -fno-sanitize-recover=all -I$(RFS_DIR) -I$(RFS_DIR)/tests
+FUZZ_OBJS := $(patsubst %,$(FUZZ)/obj/%.o,ops repl apply exclude chan dirty rfs_test)
+
+$(FUZZ)/obj/%.o: $(RFS_DIR)/%.c $(RFS_HEADERS) $(STAMPS)/deb
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+$(FUZZ)/obj/%.o: $(RFS_DIR)/tests/%.c $(RFS_HEADERS) $(STAMPS)/deb
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+$(FUZZ)/fuzz_receiver: $(RFS_DIR)/fuzz/fuzz_receiver.c $(FUZZ_OBJS) $(RFS_HEADERS)
+	clang $(FUZZ_CFLAGS) -fsanitize=fuzzer -o $@ $(filter-out %.h,$^) -llz4 -lssl -lcrypto -lpthread
+# The seeds are generated, so that they follow proto.h.
+$(FUZZ)/seeds/rfs_receiver: $(RFS_DIR)/fuzz/rfs_seeds.c $(RFS_HEADERS) $(STAMPS)/deb
+	@mkdir -p $(@D)
+	clang $(FUZZ_CFLAGS) -o $(FUZZ)/rfs_seeds $< -llz4
+	rm -rf $@ && $(FUZZ)/rfs_seeds $@
+.SECONDARY: $(FUZZ_OBJS)
+fuzz-build: $(FUZZ)/fuzz_receiver $(FUZZ)/seeds/rfs_receiver
+
+fuzz: build fuzz-build
+	$(PY) -m tests.fuzz.run --seconds $(FUZZ_SECONDS)
+# ---- end of fuzzing
 
 demo: build
 	$(VENV)/bin/hakit demo

@@ -839,14 +839,19 @@ static int block_sum(int fd, off_t off, size_t len, char *buf, unsigned char *ou
 
 static int q_sums(struct rfs_applier *a, const struct rfs_op *op, struct reply *out)
 {
-	size_t bs = (size_t)1 << op->flags, max = (out->cap - sizeof(struct rfs_reply_head)) / RFS_SUM_LEN;
+	size_t bs, max;
 	uint32_t count = 0;
 	struct stat st;
 	char *buf;
 	int fd, rc = 0;
 
+	/* The shift is the peer's: checked before it is made. */
 	if (op->flags < RFS_BLOCK_SHIFT_MIN || op->flags > RFS_BLOCK_SHIFT_MAX || op->off < 0 ||
-	    (op->off & (off_t)(bs - 1)) || out->cap < sizeof(struct rfs_reply_head))
+	    out->cap < sizeof(struct rfs_reply_head))
+		return -EINVAL;
+	bs = (size_t)1 << op->flags;
+	max = (out->cap - sizeof(struct rfs_reply_head)) / RFS_SUM_LEN;
+	if (op->off & (off_t)(bs - 1))
 		return -EINVAL;
 	fd = open_regular(a, op->path, O_RDONLY);
 	if (fd < 0)

@@ -61,6 +61,59 @@ int open_dir(const char *path)
 	return fd;
 }
 
+static char bait_out[PATH_MAX], bait_victim[2 * PATH_MAX];
+static struct stat victim_before;
+
+void bait_plant(const char *out, const char *root)
+{
+	int fd;
+
+	snprintf(bait_out, sizeof bait_out, "%s", out);
+	snprintf(bait_victim, sizeof bait_victim, "%s/victim", out);
+	chmod(out, 0755);
+	fd = open(bait_victim, O_WRONLY | O_CREAT | O_CLOEXEC, 0644);
+	CHECK(fd >= 0 && write(fd, "safe", 4) == 4, "victim: %s", strerror(errno));
+	close(fd);
+	lstat(bait_victim, &victim_before);
+	bait_links(root);
+}
+
+void bait_links(const char *root)
+{
+	char p[2 * PATH_MAX];
+
+	snprintf(p, sizeof p, "%s/evil", root);
+	CHECK(!symlink(bait_victim, p), "symlink %s: %s", p, strerror(errno));
+	snprintf(p, sizeof p, "%s/evdir", root);
+	CHECK(!symlink(bait_out, p), "symlink %s: %s", p, strerror(errno));
+}
+
+/* The directory outside the root holds only the victim, unchanged. */
+void bait_untouched(void)
+{
+	struct stat st;
+	char buf[16] = "", xa[64];
+	int fd = open(bait_victim, O_RDONLY | O_CLOEXEC), n = 0;
+
+	CHECK(fd >= 0 && read(fd, buf, sizeof buf) == 4 && !memcmp(buf, "safe", 4), "victim content changed");
+	close(fd);
+	CHECK(!lstat(bait_victim, &st) && st.st_mode == victim_before.st_mode &&
+	      st.st_uid == victim_before.st_uid && st.st_mtim.tv_sec == victim_before.st_mtim.tv_sec &&
+	      st.st_mtim.tv_nsec == victim_before.st_mtim.tv_nsec, "victim attributes changed");
+	CHECK(llistxattr(bait_victim, xa, sizeof xa) == 0, "victim got xattrs");
+	CHECK(!lstat(bait_out, &st) && st.st_mode == (S_IFDIR | 0755) && st.st_nlink == 2, "outside dir changed");
+	for (DIR *d = opendir(bait_out); d;) {
+		struct dirent *e = readdir(d);
+
+		if (!e) {
+			closedir(d);
+			break;
+		}
+		n += strcmp(e->d_name, ".") && strcmp(e->d_name, "..");
+	}
+	CHECK(n == 1, "%d entries outside", n);
+}
+
 static void same_xattrs(const char *a, const char *b, const char *rel)
 {
 	char la[4096], lb[4096], va[4096], vb[4096];

@@ -33,6 +33,14 @@ void tmpdir(char *out, const char *what);
 void rmtree(const char *path);
 int open_dir(const char *path);
 
+/* Escape bait: out, a directory beside a receiver's root, holds one file, the victim;
+ * root gets "evil", a symlink to the victim, and "evdir", one to out.  Whatever a peer
+ * sends may succeed or fail inside root, never change out or the victim.  bait_links
+ * plants the symlinks again in a root that was emptied. */
+void bait_plant(const char *out, const char *root);
+void bait_links(const char *root);
+void bait_untouched(void);
+
 /* Both trees hold the same entries: type, mode, owner, size, content, symlink target,
  * device number, xattrs; mtimes too for files whose mtime is EXACT_SEC in a. */
 #define EXACT_SEC 1000000000

@@ -116,6 +116,9 @@ static void sums(struct rfs_repl *r)
 				sizeof theirs, &lt), -EINVAL); /* not on a block */
 	CHECK_RC(rfs_repl_query(r, OP(.code = RFS_OP_SUMS, .path = "data", .flags = 40), theirs, sizeof theirs,
 				&lt), -EINVAL);
+	/* A shift no block size has, refused before it is made (found by fuzz_receiver). */
+	CHECK_RC(rfs_repl_query(r, OP(.code = RFS_OP_SUMS, .path = "data", .flags = 0x46524b48), theirs,
+				sizeof theirs, &lt), -EINVAL);
 	CHECK_RC(rfs_repl_query(r, OP(.code = RFS_OP_SUMS, .path = "many", .flags = 16), theirs, sizeof theirs,
 				&lt), -EISDIR);
 }
