@@ -119,20 +119,25 @@ def clean(sim: Sim) -> None:
                 entry.unlink()
 
 
-def measure(sim: Sim, path: str, workload: str, args: argparse.Namespace) -> float:
-    values = []
+def measure(sim: Sim, paths: str, workload: str, args: argparse.Namespace) -> dict[str, float]:
+    """The median of each path's runs.  The paths take turns, run after run: a drift of
+    the host's speed (this machine is shared) then weighs on all of them alike."""
+    values: dict[str, list[float]] = {path: [] for path in paths}
     for _ in range(args.runs):
-        if path == "d":
-            # Through the mount, so that both bricks are emptied.
-            sim.exec("node1", ["find", GLUSTER_MNT, "-mindepth", "1", "-delete"], timeout=300)
-            values.append(fio(sim, workload, GLUSTER_MNT, args))
-            continue
-        clean(sim)
-        if path == "a":
-            values.append(fio(sim, workload, DIR, args))
-        else:
-            values.append(with_rfs(sim, path, lambda: fio(sim, workload, DIR, args)))
-    return statistics.median(values)
+        for path in paths:
+            values[path].append(measure_once(sim, path, workload, args))
+    return {path: statistics.median(v) for path, v in values.items()}
+
+
+def measure_once(sim: Sim, path: str, workload: str, args: argparse.Namespace) -> float:
+    if path == "d":
+        # Through the mount, so that both bricks are emptied.
+        sim.exec("node1", ["find", GLUSTER_MNT, "-mindepth", "1", "-delete"], timeout=300)
+        return fio(sim, workload, GLUSTER_MNT, args)
+    clean(sim)
+    if path == "a":
+        return fio(sim, workload, DIR, args)
+    return with_rfs(sim, path, lambda: fio(sim, workload, DIR, args))
 
 
 def gluster(sim: Sim, node: str, *argv: str, check: bool = True) -> str:
@@ -224,7 +229,7 @@ def main() -> int:
         for node in ("node1", "node2"):
             write_atomic(sim.host_path(node, KEY_FILE), key.encode())
         for workload in workloads:
-            results[workload] = {p: measure(sim, p, workload, args) for p in ("a", "b", "p", "c")}
+            results[workload] = measure(sim, "abpc", workload, args)
             r = results[workload]
             print(f"{workload:>6} ({UNITS[workload]}): local {r['a']:.1f}, fuse {r['b']:.1f}, "
                   f"mirror plain {r['p']:.1f}, mirror {r['c']:.1f}; mirror/local {r['c'] / r['a']:.2f}, "
@@ -234,7 +239,7 @@ def main() -> int:
             try:
                 with glusterfs(sim):
                     for workload, r in results.items():
-                        r["d"] = measure(sim, "d", workload, args)
+                        r |= measure(sim, "d", workload, args)
                         print(f"{workload:>6} ({UNITS[workload]}): glusterfs {r['d']:.1f}; "
                               f"mirror/glusterfs {r['c'] / r['d']:.2f}", flush=True)
             except HakitError as exc:
