@@ -14,7 +14,8 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # Debian packages: compiler and headers for the native and eBPF parts, the kernel
 # tools the simulated cluster drives, and the real clients the tests use.
 DEB_PKGS := gcc clang libclang-rt-dev llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev libxxhash-dev libssl-dev fuse3 \
-	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip faketime
+	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip faketime \
+	rpm rpmlint lintian cpio
 # Only for `make bench` (kept out of `make test`): the peers hakit is measured against.
 BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy bpftool
 PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 pytest ruff atheris
@@ -22,7 +23,7 @@ PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
 	meson.build pyproject.toml
 
-.PHONY: all deps build test demo demo-down lint bench clean rfs-asan rfs-faults fuzz fuzz-build
+.PHONY: all deps build test demo demo-down lint bench clean rfs-asan rfs-faults fuzz fuzz-build deb rpm packages
 all: build
 
 $(STAMPS)/deb: Makefile
@@ -54,7 +55,7 @@ build: $(STAMPS)/build
 lint: build
 	$(VENV)/bin/ruff check $(wildcard python tests bench)
 
-test: build rfs-asan rfs-faults
+test: build rfs-asan rfs-faults packages
 	$(VENV)/bin/ruff check $(wildcard python tests bench)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
@@ -127,6 +128,27 @@ fuzz: build fuzz-build
 
 demo: build
 	$(VENV)/bin/hakit demo
+
+# ---- packages (docs/packaging.md): one staged tree, a .deb and an RPM of it, into build/pkg/
+PKG := build/pkg
+PKG_VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' pyproject.toml)
+PKG_FILES := $(wildcard packaging/*.sh packaging/*/*)
+DEB := $(PKG)/hakit_$(PKG_VERSION)-1_amd64.deb
+RPM := $(PKG)/hakit-$(PKG_VERSION)-1.x86_64.rpm
+
+$(PKG)/stage.stamp: $(STAMPS)/build $(PKG_FILES)
+	rm -rf $(PKG)/wheel
+	$(PY) -m pip wheel -q --disable-pip-version-check --no-build-isolation --no-deps \
+		-Cbuild-dir=$(BUILD_DIR) -w $(PKG)/wheel .
+	packaging/stage.sh $(PKG)/root $(PKG)/wheel/hakit-$(PKG_VERSION)-*.whl $(VENV)/bin/pip
+	@touch $@
+$(DEB): $(PKG)/stage.stamp
+	packaging/debian/build.sh $(PKG)/root $(PKG_VERSION) $@
+$(RPM): $(PKG)/stage.stamp
+	packaging/rpm/build.sh $(PKG)/root $(PKG_VERSION) $(PKG)
+deb: $(DEB)
+rpm: $(RPM)
+packages: deb rpm
 
 # BENCHES picks benchmarks (default all), BENCH_ARGS passes options to them, e.g.
 # make bench BENCHES=failover BENCH_ARGS="--rounds 10".  The bench packages go through

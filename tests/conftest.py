@@ -70,7 +70,7 @@ def sim_name() -> str:
 def make_sim() -> Iterator[Callable[..., Sim]]:
     """Factory of started simulated clusters, every one removed when the test ends.
 
-    make_sim(nodes=3, lans=1, daemon=False, paths=(), daemon_argv=None, sizes=None) -> Sim
+    make_sim(nodes=3, lans=1, daemon=False, paths=(), daemon_argv=None, sizes=None, shared=None) -> Sim
     """
     if not IS_ROOT:
         pytest.skip("needs root (namespaces, bridges, mounts)")
@@ -83,12 +83,13 @@ def make_sim() -> Iterator[Callable[..., Sim]]:
         paths: Sequence[str] = (),
         daemon_argv: Sequence[str] | None = None,
         sizes: Mapping[str, str] | None = None,
+        shared: Mapping[str, str] | None = None,
     ) -> Sim:
         sim = Sim(unique_sim_name())
         # Registered before up(): a cluster whose daemon failed is up, and must go too.
         made.append(sim)
         sim.up(nodes, lans=lans, daemon=daemon, paths=paths, owner_pid=os.getpid(), daemon_argv=daemon_argv,
-               sizes=sizes)
+               sizes=sizes, shared=shared)
         return sim
 
     yield make

@@ -25,6 +25,7 @@ from hakit.errors import HakitError
 from hakit.files import open_private_append
 from hakit.module.catalog import Catalog
 from hakit.node import remote_ops
+from hakit.node.notify import notify
 from hakit.node.rpc import RpcServer
 from hakit.paths import ROOT_ENV, Paths, paths
 from hakit.store.module_store import Level, ModuleStore
@@ -272,8 +273,10 @@ async def _main() -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     print(f"hakitd {__version__} listening on {p.daemon_socket}", flush=True)
+    notify("READY=1")
     await daemon.boot()
     await stop.wait()
+    notify("STOPPING=1")
     server.close()
     rpc.close()
     await daemon.shutdown()

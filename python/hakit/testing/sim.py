@@ -179,6 +179,7 @@ class State:
     paths: list[str]
     daemon_argv: list[str] | None  # None: made with --no-daemon
     sizes: dict[str, str] = field(default_factory=dict)  # per-node path -> size of its own tmpfs
+    shared: dict[str, str] = field(default_factory=dict)  # path in every node -> host directory
     owner_pid: int | None = None
     owner_start: int | None = None
     cuts: list[list[str]] = field(default_factory=list)
@@ -192,6 +193,8 @@ class State:
 
     def to_json(self) -> str:
         data = asdict(self)
+        if not data["shared"]:
+            del data["shared"]  # (as clock below)
         for node in data["node"].values():
             # Written only when set: an older harness on the same machine (another checkout)
             # cannot read a field it does not know, takes the cluster for abandoned, sweeps it.
@@ -382,7 +385,7 @@ class Sim:
         d = self.data_dir / node
         return [(d / sub, dst) for sub, dst in STANDARD_DIRS] + [
             (d / "paths" / p.lstrip("/"), p) for p in st.paths
-        ]
+        ] + [(Path(src), dst) for dst, src in st.shared.items()]
 
     def _node_path(self, st: State, node: str, path: str) -> Path:
         return self._binds(st, node)[len(STANDARD_DIRS) + st.paths.index(path)][0]
@@ -425,6 +428,7 @@ class Sim:
         owner_pid: int | None = None,
         daemon_argv: Sequence[str] | None = None,
         sizes: Mapping[str, str] | None = None,
+        shared: Mapping[str, str] | None = None,
     ) -> None:
         """Create and start the cluster.
 
@@ -434,7 +438,9 @@ class Sim:
         sweep_stale() removes the cluster.  daemon_argv replaces hakitd (benchmarks,
         tests of the harness itself).  sizes: per-node paths (of `paths`) that get a file
         system of their own of that size on every node (a tmpfs, "64M"), to be filled or
-        remounted read-only (remount()) as a real disk would be.
+        remounted read-only (remount()) as a real disk would be.  shared: paths in every
+        node (keys) that show a directory of the host (values), the same one in each: an
+        installation of packaged files, as every node of a real cluster has its own.
         """
         _require_root()
         if not 1 <= nodes <= MAX_NODES:
@@ -442,6 +448,11 @@ class Sim:
         if not 1 <= lans <= MAX_LANS:
             raise HakitError(f"a simulated cluster has 1 to {MAX_LANS} LANs, not {lans}")
         extra = _check_paths(paths)
+        common = dict(zip(_check_paths([*extra, *(shared or {})])[len(extra):], (shared or {}).values(),
+                          strict=True))  # (checked with the per-node paths: none given twice)
+        for dst, src in common.items():
+            if not os.path.isabs(src) or not os.path.isdir(src):
+                raise HakitError(f"shared path {dst!r}: {src!r} is not a directory of the host")
         sized = dict(sizes or {})
         for path, size in sized.items():
             if path not in extra:
@@ -464,6 +475,7 @@ class Sim:
                 octet=_allocate_octet(self.name),
                 paths=extra,
                 sizes=sized,
+                shared=common,
                 daemon_argv=argv if daemon else None,
                 owner_pid=owner_pid,
                 owner_start=host.process_start(owner_pid) if owner_pid is not None else None,
@@ -607,8 +619,10 @@ class Sim:
         argv = st.daemon_argv
         if argv is None:
             return
-        hakitd = argv[1:3] == ["-m", DAEMON_MODULE]
-        missing = _hakitd_missing() if hakitd else None
+        module_form = argv[1:3] == ["-m", DAEMON_MODULE]
+        # hakitd of this installation (-m), or one of a package (its launcher).
+        hakitd = module_form or os.path.basename(argv[0]) == "hakitd"
+        missing = _hakitd_missing() if module_form else None
         for node in nodes:
             ns = st.node[node]
             ns.daemon_pid = ns.daemon_start = None

@@ -1,0 +1,134 @@
+"""The packages `make packages` builds (make test builds them first): what lintian, rpmlint
+and systemd-analyze say of them, and what they install, run on their own: the .deb and
+the RPM are each unpacked into a scratch root whose files, and only they, run a 2-node
+mirror in the simulated cluster (their /usr/lib/hakit in every node, hakitd and hakit
+their launchers)."""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import make_module
+
+ROOT = Path(__file__).resolve().parents[1]
+PKG = ROOT / "build" / "pkg"
+MODULE = "am"
+REP = "/srv/rep"
+CONF = f"""<!DOCTYPE safe>
+<safe>
+  <service mode="mirror">
+    <heart><heartbeat name="default"/></heart>
+    <rfs><replicated dir="{REP}"/></rfs>
+    <user/>
+  </service>
+</safe>
+"""
+
+
+def package(kind: str) -> Path:
+    found = sorted(PKG.glob("hakit_*_amd64.deb" if kind == "deb" else "hakit-*.x86_64.rpm"))
+    assert found, f"no {kind} package in {PKG}: 'make packages' builds them"
+    return found[-1]
+
+
+def unpack(kind: str, into: Path) -> Path:
+    into.mkdir()
+    if kind == "deb":
+        subprocess.run(["dpkg-deb", "-x", str(package(kind)), str(into)], check=True)
+    else:
+        rpm = subprocess.run(["rpm2cpio", str(package(kind))], check=True, capture_output=True).stdout
+        subprocess.run(["cpio", "-idm", "--quiet"], input=rpm, cwd=into, check=True)
+    return into
+
+
+@pytest.fixture(scope="module", params=["deb", "rpm"])
+def installed(request, tmp_path_factory) -> Path:
+    return unpack(request.param, tmp_path_factory.mktemp(request.param) / "root")
+
+
+def test_lintian_finds_no_error():
+    run = subprocess.run(["lintian", "--allow-root", str(package("deb"))], capture_output=True, text=True)
+    errors = [line for line in run.stdout.splitlines() if line.startswith("E:")]
+    assert not errors and run.returncode == 0, run.stdout + run.stderr
+
+
+def test_rpmlint_finds_no_error():
+    run = subprocess.run(["rpmlint", "-c", str(ROOT / "packaging/rpm/rpmlint.toml"), str(package("rpm"))],
+                         capture_output=True, text=True)
+    assert " 0 errors," in run.stdout, run.stdout + run.stderr
+
+
+def test_the_unit_passes_systemd_analyze_verify(installed, tmp_path):
+    """verify checks that ExecStart exists here: the unpacked launcher stands in for it."""
+    unit = (installed / "usr/lib/systemd/system/hakitd.service").read_text()
+    assert re.search(r"^Type=notify$", unit, re.M) and "After=network-online.target" in unit
+    (tmp_path / "hakitd.service").write_text(
+        unit.replace("ExecStart=/usr/sbin/hakitd", f"ExecStart={installed}/usr/sbin/hakitd"))
+    run = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / "hakitd.service")],
+                         capture_output=True, text=True)
+    assert run.returncode == 0 and not run.stderr.strip(), run.stderr
+
+
+def test_the_file_list_is_the_layout_docs_describe(installed):
+    site = next((installed / "usr/lib/hakit/lib").glob("python3.*/site-packages"))
+    for path in ("usr/bin/hakit", "usr/sbin/hakitd", "usr/lib/hakit/bin/python3", "usr/lib/hakit/pyvenv.cfg",
+                 "usr/lib/systemd/system/hakitd.service", "usr/share/doc/hakit/README.md"):
+        assert (installed / path).exists() or (installed / path).is_symlink(), path
+    for path in ("hakit/libexec/hakit-rfs", "hakit/ebpf/farm_lb.bpf.o", "hakit/templates/mirror.safe",
+                 "msgpack", "uvloop", "pyroute2", "cryptography", "re2"):
+        assert (site / path).exists(), path
+    assert os.readlink(installed / "usr/lib/hakit/bin/python3") == "/usr/bin/python3"
+    for state in ("var/lib/hakit", "var/log/hakit"):
+        assert stat.S_IMODE((installed / state).stat().st_mode) == 0o700
+    # Nothing names the directory the packages were built in.
+    built = str(PKG)
+    for f in (installed / "usr").rglob("*"):
+        if f.is_file() and not f.is_symlink() and f.stat().st_size < (1 << 20):
+            assert built.encode() not in f.read_bytes(), f
+
+
+@pytest.mark.root
+def test_a_mirror_of_the_packaged_files_replicates_and_fails_over(make_sim, installed, tmp_path):
+    sim = make_sim(nodes=2, daemon=True, paths=(REP,), daemon_argv=[str(installed / "usr/sbin/hakitd")],
+                   shared={"/usr/lib/hakit": str(installed / "usr/lib/hakit")})
+    status = {n.name: n for n in sim.status().nodes}
+    daemon = Path(f"/proc/{status['node1'].daemon_pid}/cmdline").read_bytes().split(b"\0")
+    assert daemon[:4] == [b"/usr/lib/hakit/bin/python3", b"-I", b"-m", b"hakit.node.daemon"], daemon
+
+    def hakit(node: str, *args: str) -> str:
+        run = sim.exec(node, [str(installed / "usr/bin/hakit"), *args], check=False)
+        assert run.returncode == 0, f"{node}: hakit {' '.join(args)}: {run.stderr}"
+        return run.stdout
+
+    def wait(what: str, cond: Callable[[], bool], timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        while not cond():
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.1)
+
+    def state(node: str) -> str:
+        return hakit(node, "state", "-m", MODULE).split(":", 1)[1].split("since")[0].split("never")[0].strip()
+
+    archive = make_module(tmp_path / MODULE, CONF, {})
+    for node in ("node1", "node2"):
+        hakit(node, "module", "install", "-m", MODULE, "-M", "7", str(archive))
+    hakit("node1", "prim", "-m", MODULE)
+    hakit("node2", "start", "-m", MODULE)
+    wait("node2 SECOND (Ready)", lambda: state("node2") == "SECOND (Ready)")
+    rfs = [p for p in (sim.cgroup / "node1" / "cgroup.procs").read_text().split()
+           if Path(f"/proc/{p}/comm").read_text().strip() == "hakit-rfs"]
+    assert rfs and all(os.readlink(f"/proc/{p}/exe").startswith("/usr/lib/hakit/") for p in rfs)
+    sim.exec("node1", ["sh", "-c", f"echo replicated > {REP}/file && sync {REP}/file"])
+    copy = sim.host_path("node2", REP) / "file"
+    wait("the file on node2", lambda: copy.exists() and copy.read_text() == "replicated\n")
+    sim.kill("node1")
+    wait("node2 ALONE (Ready)", lambda: state("node2") == "ALONE (Ready)")
+    assert (sim.host_path("node2", REP) / "file").read_text() == "replicated\n"
