@@ -1,5 +1,5 @@
-"""Controlling modules through hakitd (start, stop) and the systemd services of
-module scripts (hakit services ...)."""
+"""Controlling modules through hakitd (start, stop, boot, shutdown) and the systemd
+services of module scripts (hakit services ...)."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
                            help="compare every block instead of sending only what changed meanwhile")
         p.set_defaults(func=_command, logged=True)
 
+    p = sub.add_parser("boot", help="start a module at this node's boot or not, where its boot=\"ignore\"; "
+                       "or say what the next boot does with it")
+    p.add_argument("-m", dest="module", required=True, metavar="AM")
+    p.add_argument("value", choices=("on", "off", "status"))
+    p.set_defaults(func=_boot, logged=True)
+
+    p = sub.add_parser("shutdown", help="stop every module of this node as its shutdown does "
+                       "(a mirror primary hands over; boot=\"auto\" starts them again at the next boot)")
+    p.set_defaults(func=_shutdown, logged=True)
+
     p = sub.add_parser("incloop", help="count one automatic restart against maxloop (exit 1 when reached)")
     p.add_argument("-m", dest="module", metavar="AM", default=os.environ.get("SAFEMODULE"))
     p.add_argument("-i", dest="origin", metavar="WHO", help="who counts (a script's name), for the log")
@@ -74,6 +84,23 @@ def _command(args: argparse.Namespace) -> int:
     result = ipc.call(paths().daemon_socket, "command", req, timeout=900.0)
     print(f"{args.module}: {result['state']} ({result['status']})")
     return 0
+
+
+def _boot(args: argparse.Namespace) -> int:
+    r = ipc.call(paths().daemon_socket, "boot", {"module": args.module, "value": args.value})
+    source = (f'boot="{r["configured"]}" in its configuration' if r["configured"] != "ignore" else
+              f"hakit boot {r['setting']} on this node" if r["setting"] else "nothing set on this node")
+    print(f"{args.module}: boot {r['boot']} ({source})")
+    return 0
+
+
+def _shutdown(args: argparse.Namespace) -> int:
+    r = ipc.call(paths().daemon_socket, "shutdown", {}, timeout=900.0)
+    for name in r["stopped"]:
+        print(f"{name}: stopped")
+    for name, why in r["failed"].items():
+        print(f"hakit: {name}: {why}", file=sys.stderr)
+    return 1 if r["failed"] else 0
 
 
 def _incloop(args: argparse.Namespace) -> int:

@@ -64,6 +64,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     verb("kill", "crash a node: kill all its processes, cut its cables", 1).set_defaults(func=_kill)
     verb("revive", "boot a killed node again (and its daemon)", 1).set_defaults(func=_revive)
+    verb("reboot", "reboot a node cleanly: its daemon stopped as at shutdown, then kill and revive",
+         1).set_defaults(func=_reboot)
     verb("freeze", "hang a node: stop all its processes", 1).set_defaults(func=_freeze)
     verb("thaw", "resume a frozen node", 1).set_defaults(func=_thaw)
     verb("cut", "drop all traffic between two nodes, on every LAN", 2).set_defaults(func=_cut)
@@ -140,6 +142,11 @@ def _kill(args: argparse.Namespace) -> int:
 
 def _revive(args: argparse.Namespace) -> int:
     Sim.load(args.name).revive(args.nodes[0])
+    return 0
+
+
+def _reboot(args: argparse.Namespace) -> int:
+    Sim.load(args.name).reboot(args.nodes[0])
     return 0
 
 

@@ -117,7 +117,8 @@ class ModuleProcess:
         self.heart = heart
         self.node = node
         for stale in self.resources.matching("*"):
-            if not stale.startswith("module."):
+            # (usersetting.*: the node's settings, which hakitd keeps, not this process's findings)
+            if not stale.startswith(("module.", "usersetting.")):
                 self.resources.set(stale, "unknown")
         ctx = CheckContext(
             module=name, node=node, paths=p, config=self.config, resources=self.resources, log=self.log,

@@ -24,6 +24,7 @@ from hakit.child import python_argv
 from hakit.errors import HakitError
 from hakit.files import open_private_append
 from hakit.module.catalog import Catalog
+from hakit.node import boot as node_boot
 from hakit.node import remote_ops
 from hakit.node.notify import notify
 from hakit.node.rpc import RpcServer
@@ -83,6 +84,10 @@ class Daemon:
                 "uptime": time.time() - self.started_at,
                 "modules": sorted(self.modules),
             }
+        if op == "boot":
+            return self.boot_setting(str(args.get("module", "")), str(args.get("value", "status")), user)
+        if op == "shutdown":
+            return await self.stop_all(user)
         if op in ("start", "stop", "command"):
             name = str(args.get("module", ""))
             self.catalog.require(name)
@@ -208,9 +213,41 @@ class Daemon:
 
     async def shutdown(self) -> None:
         self.done.set()
+        await self.stop_all(SELF)
+
+    async def stop_all(self, user: str) -> dict[str, Any]:
+        """Stop every module as at the node's shutdown: a mirror primary hands over, and
+        boot="auto" starts again at the next boot what ran (`hakit shutdown`)."""
+        if user != SELF:
+            for name in self.modules:
+                self.module_log(name, Level.USER, f"Action shutdown requested by {user}")
+        stopped, failed = [], {}
         for name in list(self.modules):
-            with contextlib.suppress(HakitError):
+            try:
                 await self.stop(name, SELF, force=False)
+                stopped.append(name)
+            except HakitError as exc:
+                failed[name] = str(exc)
+        return {"stopped": stopped, "failed": failed}
+
+    def boot_setting(self, name: str, value: str, user: str) -> dict[str, Any]:
+        """`hakit boot -m AM on|off|status`: the node's own choice, under boot="ignore"."""
+        self.catalog.require(name)
+        configured = self.catalog.config(name).service.boot
+        if value != "status":
+            node_boot.set_setting(self.paths, name, value)
+            self.module_log(name, Level.USER, f"Action boot {value} requested by {user}")
+        node_setting = node_boot.setting(self.paths, name)
+        choice = node_boot.effective(configured, node_setting)
+        self.set_resource(name, "usersetting.boot", choice)
+        return {"boot": choice, "configured": configured, "setting": node_setting}
+
+    def set_resource(self, name: str, resource: str, value: str) -> None:
+        store = ModuleStore(self.paths.module_db(name))
+        try:
+            store.set_resource(resource, value)
+        finally:
+            store.close()
 
     def forget_stale_states(self) -> None:
         """No module process survives hakitd: a state left by a crash or a reboot is stale."""
@@ -236,7 +273,9 @@ class Daemon:
             except HakitError as exc:
                 self.module_log(name, Level.CRITICAL, f"Not started at boot: {exc}")
                 continue
-            if svc.boot == "on" or (svc.boot == "auto" and self.running_marker(name).exists()):
+            setting = node_boot.setting(self.paths, name)
+            self.set_resource(name, "usersetting.boot", node_boot.effective(svc.boot, setting))
+            if node_boot.starts(svc.boot, setting, self.running_marker(name).exists()):
                 self.booting.append(asyncio.create_task(self._boot_one(name, svc.boot_delay)))
 
     async def _boot_one(self, name: str, delay: float) -> None:

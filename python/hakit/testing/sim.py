@@ -34,6 +34,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -828,6 +829,24 @@ class Sim:
                                  "(apt-get install faketime)")
             st.node[node].clock = offset
             self._save(st)
+
+    def reboot(self, node: str, timeout: float = 120.0) -> None:
+        """Reboot the node cleanly: its daemon is stopped as systemd stops hakitd.service at
+        shutdown (SIGTERM, then its modules stop and a mirror primary hands over), then the
+        node goes down and boots as with kill() and revive()."""
+        st = self._load()
+        self._index(st, node)
+        ns = st.node[node]
+        if ns.daemon_pid is not None and host.alive(ns.daemon_pid, ns.daemon_start):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(ns.daemon_pid, signal.SIGTERM)
+            deadline = time.monotonic() + timeout
+            while host.alive(ns.daemon_pid, ns.daemon_start):
+                if time.monotonic() > deadline:
+                    raise HakitError(f"{node}: the daemon did not stop within {timeout:g} s of SIGTERM")
+                time.sleep(0.05)
+        self.kill(node)
+        self.revive(node)
 
     def freeze(self, node: str) -> None:
         """Hang the node: its processes stop (cgroup.freeze); the kernel still answers pings."""
