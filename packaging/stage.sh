@@ -5,7 +5,8 @@
 #                            hakit (the wheel: Python code, hakit-rfs, eBPF objects,
 #                            templates) and its Python dependencies, as binary wheels
 #   /usr/bin/hakit, /usr/sbin/hakitd   launchers into it
-#   /usr/lib/systemd/system/hakitd.service, /etc/hakit, /var/lib/hakit, /var/log/hakit
+#   /usr/lib/systemd/system/hakitd.service, /etc/hakit, /var/lib/hakit, /var/log/hakit,
+#   the firewall's rules (firewalld's service, an nftables snippet)
 set -euo pipefail
 root=$1 wheel=$2 pip=$3
 here=$(cd "$(dirname "$0")" && pwd)
@@ -30,4 +31,6 @@ install -m 0755 "$here/bin/hakit" "$root/usr/bin/hakit"
 install -m 0755 "$here/bin/hakitd" "$root/usr/sbin/hakitd"
 install -m 0644 "$here/systemd/hakitd.service" "$root/usr/lib/systemd/system/hakitd.service"
 install -m 0644 "$here/../README.md" "$root/usr/share/doc/hakit/README.md"
+install -D -m 0644 "$here/firewall/hakit.xml" "$root/usr/lib/firewalld/services/hakit.xml"
+install -D -m 0644 "$here/firewall/hakit.nft" "$root/usr/share/hakit/firewall/hakit.nft"
 chmod 0700 "$root"/var/lib/hakit "$root"/var/log/hakit

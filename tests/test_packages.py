@@ -13,6 +13,7 @@ import subprocess
 import time
 from collections.abc import Callable
 from pathlib import Path
+from xml.etree import ElementTree as ET
 
 import pytest
 
@@ -93,6 +94,18 @@ def test_the_file_list_is_the_layout_docs_describe(installed):
     for f in (installed / "usr").rglob("*"):
         if f.is_file() and not f.is_symlink() and f.stat().st_size < (1 << 20):
             assert built.encode() not in f.read_bytes(), f
+
+
+@pytest.mark.root
+def test_the_firewall_rules_load(installed, tmp_path):
+    ruleset = tmp_path / "node.nft"
+    ruleset.write_text("table inet hakit_pkg_test {\n chain input {\n  type filter hook input priority 0;\n"
+                       f'  include "{installed}/usr/share/hakit/firewall/hakit.nft"\n }}\n}}\n')
+    run = subprocess.run(["nft", "-c", "-f", str(ruleset)], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    service = ET.parse(installed / "usr/lib/firewalld/services/hakit.xml").getroot()
+    assert {(p.get("protocol"), p.get("port")) for p in service.iter("port")} == {
+        ("tcp", "9010"), ("udp", "9301-9555"), ("tcp", "10016-14095")}
 
 
 @pytest.mark.root
