@@ -29,6 +29,8 @@ find "$site" -type f \( -name '*.so' -o -path '*/hakit/libexec/*' \) \
 	-exec strip --strip-unneeded --remove-section=.comment --remove-section=.note {} +
 install -m 0755 "$here/bin/hakit" "$root/usr/bin/hakit"
 install -m 0755 "$here/bin/hakitd" "$root/usr/sbin/hakitd"
+# What module scripts call as $SAFE/hakit, $SAFE/safekit and $SAFEBIN/exitcode.
+install -m 0755 "$here/bin/hakit" "$here/bin/safekit" "$here/bin/exitcode" "$root/usr/lib/hakit/bin/"
 install -m 0644 "$here/systemd/hakitd.service" "$root/usr/lib/systemd/system/hakitd.service"
 install -m 0644 "$here/../README.md" "$root/usr/share/doc/hakit/README.md"
 install -D -m 0644 "$here/firewall/hakit.xml" "$root/usr/lib/firewalld/services/hakit.xml"

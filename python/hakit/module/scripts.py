@@ -46,9 +46,14 @@ class ScriptResult:
 
 
 def hakit_bin_dir() -> Path:
-    """Directory of the `hakit` command scripts should call (also exported as SAFE)."""
+    """Directory of the commands scripts call: `hakit`, and SafeKit's `safekit` and
+    `exitcode` (exported as SAFE and SAFEBIN): those of this installation, beside its
+    interpreter (a build's venv, the package's /usr/lib/hakit/bin)."""
+    here = Path(sys.executable).parent
+    if (here / "safekit").exists():
+        return here
     found = shutil.which("hakit")
-    return Path(found).parent if found else Path(sys.executable).parent
+    return Path(found).parent if found else here
 
 
 def environment(module: str, config: ModuleConfig, paths: Paths) -> dict[str, str]:
