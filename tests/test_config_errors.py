@@ -409,3 +409,15 @@ def test_doctype_stripping_takes_linear_time(tmp_path: Path, capsys: pytest.Capt
     started = time.monotonic()
     assert problems(capsys, path)
     assert time.monotonic() - started < 20
+
+
+def test_obsolete_attributes_safekit_accepts_are_accepted_with_a_warning(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]):
+    path = tmp_path / "cluster.xml"
+    path.write_text('<cluster>\n<lans>\n  <lan name="default" connect="on" console="on">\n'
+                    '    <node name="n1" addr="10.0.0.1"/>\n  </lan>\n</lans>\n</cluster>\n')
+    run = hakit(capsys, "config", "check", path)
+    assert run.code == 0, run
+    assert run.err_lines == [f"{path}:3: warning: <lan connect> is obsolete: accepted and ignored",
+                             f"{path}:3: warning: <lan console> is obsolete: accepted and ignored"]
+    assert run.out == f"{path}: ok\n"

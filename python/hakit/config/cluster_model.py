@@ -28,6 +28,7 @@ class Lan:
     )
     name: str = attr("Logical LAN name.", Text(nonempty=True), required=True)
     console: bool = attr("Obsolete SafeKit 7 attribute.", OnOff(), ignored=True)
+    connect: bool = attr("Obsolete SafeKit attribute.", OnOff(), ignored=True)
     framework: bool = attr("Obsolete SafeKit 7 attribute.", OnOff(), ignored=True)
     command: bool = attr("Obsolete SafeKit 7 attribute.", OnOff(), ignored=True)
     nodes: tuple[ClusterNode, ...] = child(ClusterNode, many=True, required=True)

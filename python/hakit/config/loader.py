@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from hakit.config.cluster_model import Cluster
@@ -33,6 +33,7 @@ class Loaded:
     model: Cluster | ModuleConfig | None
     problems: list[Problem]
     lines: dict[int, int]
+    warnings: list[Problem] = field(default_factory=list)  # obsolete but accepted
 
 
 def read_file(path: Path) -> Loaded:
@@ -71,7 +72,7 @@ def read_file(path: Path) -> Loaded:
         model = ModuleConfig(safe.service, reader.macros) if safe is not None and safe.service else None
     problems.extend(reader.problems)
     problems.sort(key=lambda p: p.line)
-    return Loaded(path, model, problems, reader.lines)
+    return Loaded(path, model, problems, reader.lines, reader.warnings)
 
 
 def _macro_values(nodes: Iterable[XNode]) -> dict[str, str]:
@@ -133,10 +134,11 @@ def _lan_refs(svc: Service) -> Iterator[tuple[object, str]]:
 
 
 def check_files(paths: Sequence[Path], installed_cluster: Path | None = None) -> list[Problem]:
-    """Problems of each file; module files are also checked against a cluster.xml given
-    on the same command line, else the installed one when it exists and is valid."""
+    """Problems of each file, and its warnings (Problem.warning); module files are also
+    checked against a cluster.xml given on the same command line, else the installed one
+    when it exists and is valid."""
     loaded = [read_file(p) for p in paths]
-    problems = [p for item in loaded for p in item.problems]
+    problems = [p for item in loaded for p in sorted(item.problems + item.warnings, key=lambda p: p.line)]
     clusters = [item.model for item in loaded if isinstance(item.model, Cluster) and not item.problems]
     cluster = clusters[0] if clusters else None
     if cluster is None and installed_cluster is not None and installed_cluster.exists():

@@ -24,9 +24,10 @@ class Problem:
     file: str
     line: int
     message: str
+    warning: bool = False  # said, but the file is valid
 
     def __str__(self) -> str:
-        return f"{self.file}:{self.line}: {self.message}"
+        return f"{self.file}:{self.line}: {'warning: ' if self.warning else ''}{self.message}"
 
 
 def closest(name: str, candidates: Iterable[str]) -> str:
@@ -46,6 +47,7 @@ class Reader:
         self.file = file
         self.macros = dict(macros or {})
         self.problems: list[Problem] = []
+        self.warnings: list[Problem] = []
         # Elements' source lines, for semantic checks made after reading.
         self.lines: dict[int, int] = {}
 
@@ -79,6 +81,10 @@ class Reader:
                 )
                 continue
             field_name, spec = attrs[name]
+            if spec.ignored:
+                # SafeKit still accepts it: so does hakit, saying it has no effect.
+                self.warnings.append(Problem(self.file, node.line, f"<{node.tag} {name}> is obsolete: "
+                                             "accepted and ignored", warning=True))
             try:
                 kwargs[field_name] = spec.kind.parse(self.expand(raw, node.line))
             except ValueError as exc:
