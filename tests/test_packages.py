@@ -81,6 +81,7 @@ def test_the_unit_passes_systemd_analyze_verify(installed, tmp_path):
 def test_the_file_list_is_the_layout_docs_describe(installed):
     site = next((installed / "usr/lib/hakit/lib").glob("python3.*/site-packages"))
     for path in ("usr/bin/hakit", "usr/sbin/hakitd", "usr/lib/hakit/bin/python3", "usr/lib/hakit/pyvenv.cfg",
+                 "usr/lib/hakit/bin/safekit", "usr/lib/hakit/bin/exitcode", "usr/lib/hakit/bin/hakit",
                  "usr/lib/systemd/system/hakitd.service", "usr/share/doc/hakit/README.md"):
         assert (installed / path).exists() or (installed / path).is_symlink(), path
     for path in ("hakit/libexec/hakit-rfs", "hakit/ebpf/farm_lb.bpf.o", "hakit/templates/mirror.safe",
@@ -130,7 +131,9 @@ def test_a_mirror_of_the_packaged_files_replicates_and_fails_over(make_sim, inst
     def state(node: str) -> str:
         return hakit(node, "state", "-m", MODULE).split(":", 1)[1].split("since")[0].split("never")[0].strip()
 
-    archive = make_module(tmp_path / MODULE, CONF, {})
+    # A script written for SafeKit: $SAFE is the package's, and its safekit does the work.
+    start = '#!/bin/sh\n$SAFE/safekit printi "started from $SAFE"\n$SAFEBIN/exitcode 0\n'
+    archive = make_module(tmp_path / MODULE, CONF, {"start_prim": start})
     for node in ("node1", "node2"):
         hakit(node, "module", "install", "-m", MODULE, "-M", "7", str(archive))
     hakit("node1", "prim", "-m", MODULE)
@@ -139,6 +142,7 @@ def test_a_mirror_of_the_packaged_files_replicates_and_fails_over(make_sim, inst
     rfs = [p for p in (sim.cgroup / "node1" / "cgroup.procs").read_text().split()
            if Path(f"/proc/{p}/comm").read_text().strip() == "hakit-rfs"]
     assert rfs and all(os.readlink(f"/proc/{p}/exe").startswith("/usr/lib/hakit/") for p in rfs)
+    assert "started from /usr/lib/hakit/bin" in hakit("node1", "logview", "-m", MODULE, "-A")
     sim.exec("node1", ["sh", "-c", f"echo replicated > {REP}/file && sync {REP}/file"])
     copy = sim.host_path("node2", REP) / "file"
     wait("the file on node2", lambda: copy.exists() and copy.read_text() == "replicated\n")
