@@ -97,6 +97,63 @@ def test_the_file_list_is_the_layout_docs_describe(installed):
             assert built.encode() not in f.read_bytes(), f
 
 
+NODE_DATA = {  # what a node holds besides the program: it must outlive upgrades and removal
+    "etc/hakit/cluster.xml": "<cluster/>\n",
+    "etc/hakit/pki/node.key": "a key\n",
+    "etc/hakit/modules/am/conf/userconfig.xml": "<safe/>\n",
+    "var/lib/hakit/node.db": "commands\n",
+    "var/lib/hakit/modules/am/state.db": "resources\n",
+    "var/log/hakit/hakitd.out": "log\n",
+}
+
+
+def newer(kind: str, into: Path) -> Path:
+    """The staged tree packaged again as version 0.1.1: an upgrade of what make built."""
+    into.mkdir()
+    if kind == "deb":
+        out = into / "hakit_0.1.1-1_amd64.deb"
+        subprocess.run([str(ROOT / "packaging/debian/build.sh"), str(PKG / "root"), "0.1.1", str(out)],
+                       check=True)
+        return out
+    subprocess.run([str(ROOT / "packaging/rpm/build.sh"), str(PKG / "root"), "0.1.1", str(into)], check=True)
+    return next(into.glob("*.rpm"))
+
+
+@pytest.mark.root
+@pytest.mark.parametrize("kind", ["deb", "rpm"])
+def test_an_upgrade_keeps_the_nodes_data_and_only_a_purge_removes_it(kind, tmp_path):
+    root = tmp_path / "root"
+    if kind == "deb":
+        # Into a root of its own, with its own database; the maintainer scripts run here
+        # with DPKG_ROOT set, as dpkg does for such an installation.
+        (root / "var/lib/dpkg/info").mkdir(parents=True)
+        (root / "var/lib/dpkg/updates").mkdir()
+        (root / "var/lib/dpkg/status").touch()
+        tool = ["dpkg", f"--root={root}", "--force-depends", "--force-script-chrootless", "--log=/dev/null"]
+        install, upgrade, remove = [*tool, "-i"], [*tool, "-i"], [*tool, "--remove", "hakit"]
+        version = ["dpkg-query", f"--admindir={root}/var/lib/dpkg", "-W", "-f=${Version}", "hakit"]
+    else:
+        # rpm would run its scriptlets chrooted into the root, which has no shell: without them.
+        tool = ["rpm", f"--root={root}", "--nodeps", "--noscripts"]
+        subprocess.run(["rpm", f"--root={root}", "--initdb"], check=True)
+        install, upgrade, remove = [*tool, "-i"], [*tool, "-U"], [*tool, "-e", "hakit"]
+        version = ["rpm", f"--root={root}", "-q", "--qf", "%{VERSION}-%{RELEASE}", "hakit"]
+    subprocess.run([*install, str(package(kind))], check=True, capture_output=True)
+    assert (root / "usr/bin/hakit").exists()
+    for path, text in NODE_DATA.items():
+        (root / path).parent.mkdir(parents=True, exist_ok=True)
+        (root / path).write_text(text)
+    subprocess.run([*upgrade, str(newer(kind, tmp_path / "newer"))], check=True, capture_output=True)
+    assert subprocess.run(version, check=True, capture_output=True, text=True).stdout == "0.1.1-1"
+    assert all((root / path).read_text() == text for path, text in NODE_DATA.items())
+    subprocess.run(remove, check=True, capture_output=True)
+    assert not (root / "usr/bin/hakit").exists() and not (root / "usr/lib/hakit/bin/python3").exists()
+    assert all((root / path).read_text() == text for path, text in NODE_DATA.items())
+    if kind == "deb":
+        subprocess.run([*tool, "--purge", "hakit"], check=True, capture_output=True)
+        assert not any((root / top).exists() for top in ("etc/hakit", "var/lib/hakit", "var/log/hakit"))
+
+
 @pytest.mark.root
 def test_the_firewall_rules_load(installed, tmp_path):
     ruleset = tmp_path / "node.nft"
