@@ -18,7 +18,7 @@ DEB_PKGS := gcc clang libclang-rt-dev llvm libbpf-dev libelf-dev zlib1g-dev libl
 	rpm rpmlint lintian cpio
 # Only for `make bench` (kept out of `make test`): the peers hakit is measured against.
 BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy bpftool
-PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 pytest ruff atheris
+PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 pytest pytest-benchmark ruff atheris
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
 	meson.build pyproject.toml

@@ -7,25 +7,32 @@ the buckets, rounded by largest remainder).  Quotas make the shares exact; the
 scores make the table stable: when a node leaves, nearly only its own buckets move
 (docs/farm.md gives the measured margin), and a joining node takes buckets from
 everyone in proportion.
+
+A node's draws do not depend on the other members: each is ranked once (`_ranking`,
+kept), and a change of members only runs the greedy step (`hakit._buckets`, C), which
+looks at a few pairs per bucket instead of sorting them all.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
+from array import array
 from collections.abc import Mapping
 from functools import lru_cache
+
+from hakit import _buckets
 
 NO_OWNER = ""
 
 
-def _unit(group: str, node: str, bucket: int) -> float:
+def unit(group: str, node: str, bucket: int) -> float:
     """A uniform draw in (0, 1) that depends only on its arguments."""
     digest = hashlib.blake2b(f"{group}\0{node}\0{bucket}".encode(), digest_size=8).digest()
     return (int.from_bytes(digest, "big") + 1) / (2**64 + 2)
 
 
-def _quotas(powers: Mapping[str, int], nbuckets: int) -> dict[str, int]:
+def quotas(powers: Mapping[str, int], nbuckets: int) -> dict[str, int]:
     total = sum(powers.values())
     exact = {n: nbuckets * p / total for n, p in powers.items()}
     quota = {n: int(x) for n, x in exact.items()}
@@ -33,6 +40,15 @@ def _quotas(powers: Mapping[str, int], nbuckets: int) -> dict[str, int]:
     for n in sorted(powers, key=lambda n: (quota[n] - exact[n], n))[:left]:
         quota[n] += 1
     return quota
+
+
+@lru_cache(maxsize=1024)
+def _ranking(group: str, node: str, nbuckets: int) -> tuple[array, array]:
+    """The node's buckets best score first (log of the draw descending, then the bucket
+    descending, as the pair's score -power/log(u) orders them whatever the power)."""
+    logs = [math.log(unit(group, node, b)) for b in range(nbuckets)]
+    order = sorted(range(nbuckets), key=lambda b: (logs[b], b), reverse=True)
+    return array("d", (logs[b] for b in order)), array("H", order)
 
 
 @lru_cache(maxsize=64)
@@ -43,17 +59,12 @@ def _table(group: str, members: tuple[tuple[str, int], ...], nbuckets: int) -> t
         powers = {n: 1 for n, _ in members}
     if not powers:
         return (NO_OWNER,) * nbuckets
-    quota = _quotas(powers, nbuckets)
-    scores = sorted(
-        ((-p / math.log(_unit(group, n, b)), n, b) for n, p in powers.items() for b in range(nbuckets)),
-        reverse=True,
-    )
-    owners = [NO_OWNER] * nbuckets
-    for _, node, bucket in scores:
-        if not owners[bucket] and quota[node]:
-            owners[bucket] = node
-            quota[node] -= 1
-    return tuple(owners)
+    names = sorted(powers)
+    share = quotas(powers, nbuckets)
+    ranked = [_ranking(group, n, nbuckets) for n in names]
+    owners = _buckets.assign([r[0] for r in ranked], [r[1] for r in ranked], [powers[n] for n in names],
+                             [share[n] for n in names], nbuckets)
+    return tuple(map(names.__getitem__, owners))
 
 
 def assign(group: str, powers: Mapping[str, int], nbuckets: int) -> tuple[str, ...]:
