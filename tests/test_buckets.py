@@ -35,7 +35,8 @@ def test_the_table_is_the_definitions():
         powers = {n: rng.choice([0, 1, 1, 2, 3]) for n in members}
         nbuckets = rng.choice([1, 7, 64, 256])
         group = f"g{case % 3}"
-        assert buckets.assign(group, powers, nbuckets) == by_definition(group, powers, nbuckets), (powers, nbuckets)
+        expected = by_definition(group, powers, nbuckets)
+        assert buckets.assign(group, powers, nbuckets) == expected, (powers, nbuckets)
     powers = {"node1": 1, "node2": 3, "node3": 1, "node4": 2}
     assert buckets.assign("web", powers, NBUCKETS) == by_definition("web", powers, NBUCKETS)
 
