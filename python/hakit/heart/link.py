@@ -6,6 +6,12 @@ the peer in one network trip rather than one pulse.  A peer whose datagrams stop
 on a LAN for `timeout` is down on that LAN; a peer down on every LAN is lost.
 `heartbeat.<LAN>` is up while some peer is heard on that LAN.
 
+The heart runs in a thread of its own, on its own event loop: sending, receiving and
+the loss timers never wait behind the module's work (a bucket table, a script
+launched, a store written, a log line), so a busy module process is not taken for a
+dead one.  What it tells the module (resources, log lines, `on_change`) goes to the
+module's loop; what the module tells it (`update`) comes to the heart's loop.
+
 Heard means fresh: a datagram counts only if it echoes this process's challenge
 (protocol.py), which the peer learns from this node's own datagrams.  So a peer is
 heard one round trip after either side starts, and a node that the peer cannot hear
@@ -18,10 +24,13 @@ import asyncio
 import contextlib
 import os
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+import uvloop
 
 from hakit.heart.protocol import NONCE_LEN, Beat, Rejected, decode, encode
 from hakit.module.log import ModuleLog
@@ -105,12 +114,64 @@ class Heart:
         self._endpoints: list[_Endpoint] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._started = 0.0
+        self._main: asyncio.AbstractEventLoop | None = None  # the module's loop
+        self._loop: asyncio.AbstractEventLoop | None = None  # the heart's own, in _thread
+        self._thread: threading.Thread | None = None
         # Once per interval in all, not per source: sources are the sender's to forge, so
         # per-source state would grow, and log, without bound.
         self._reject_log = Throttle(REJECT_LOG_INTERVAL_S)
 
-    # -- life cycle
+    # -- life cycle (called from the module's loop)
     async def start(self) -> None:
+        """Open the sockets and start beating, in the heart's own thread."""
+        main = self._main = asyncio.get_running_loop()
+        opened: asyncio.Future[None] = main.create_future()
+
+        def report(exc: BaseException | None) -> None:
+            if opened.done():
+                return
+            if exc is None:
+                opened.set_result(None)
+            else:
+                opened.set_exception(exc)
+
+        def run() -> None:
+            loop = self._loop = uvloop.new_event_loop()
+            try:
+                loop.run_until_complete(self._open())
+            except OSError as exc:
+                main.call_soon_threadsafe(report, exc)
+                loop.close()
+                return
+            main.call_soon_threadsafe(report, None)
+            loop.run_forever()
+            loop.close()
+
+        self._thread = threading.Thread(target=run, name=f"heart {self.module}", daemon=True)
+        self._thread.start()
+        try:
+            await opened
+        except OSError:
+            await asyncio.to_thread(self._thread.join)
+            self._loop = self._thread = None
+            raise
+
+    async def close(self) -> None:
+        if self._loop is None or self._thread is None:
+            return
+        await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._close(), self._loop))
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        await asyncio.to_thread(self._thread.join)
+        self._loop = self._thread = None
+
+    async def stop(self, final: dict[str, Any]) -> None:
+        """Tell the peers this node's last state, then go silent."""
+        if self._loop is not None:
+            await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(self._last_words(final), self._loop))
+        await self.close()
+
+    # -- in the heart's thread
+    async def _open(self) -> None:
         loop = asyncio.get_running_loop()
         for lan in self.lans:
             try:
@@ -121,7 +182,7 @@ class Heart:
                     reuse_port=False,
                 )
             except OSError as exc:
-                await self.close()
+                await self._close()
                 raise OSError(
                     exc.errno, f"heartbeat socket on LAN {lan.name} ({lan.local_addr}:{self.port}): "
                     f"{exc.strerror}"
@@ -130,7 +191,7 @@ class Heart:
         self._started = time.monotonic()
         self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._settle())]
 
-    async def close(self) -> None:
+    async def _close(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
@@ -146,19 +207,25 @@ class Heart:
                 ep.transport.close()
         self._endpoints = []
 
-    async def stop(self, final: dict[str, Any]) -> None:
-        """Tell the peers this node's last state, then go silent."""
+    async def _last_words(self, final: dict[str, Any]) -> None:
         self.payload = dict(final)
         for _ in range(FINAL_BEATS):
             self._send_all()
             await asyncio.sleep(self.pulse / 4)
-        await self.close()
+
+    def _to_module(self, fn: Callable[..., object], *args: Any) -> None:
+        """Run fn on the module's loop (before start, nothing runs elsewhere: at once)."""
+        if self._main is None:
+            fn(*args)
+        else:
+            self._main.call_soon_threadsafe(fn, *args)
 
     # -- what the module reads
     def update(self, payload: dict[str, Any]) -> None:
         if payload != self.payload:
             self.payload = dict(payload)
-            self._send_all()
+            if self._loop is not None:
+                self._loop.call_soon_threadsafe(self._send_all)
 
     def peer(self, name: str) -> dict[str, Any] | None:
         """The peer's last payload while it is heard; None when lost or never heard."""
@@ -234,23 +301,23 @@ class Heart:
                 changed = True
         if not peer.alive:
             peer.alive = True
-            self.log(Level.EVENT, "heart", f"Peer {beat.sender} heard on LAN {lan.name}")
+            self._to_module(self.log, Level.EVENT, "heart", f"Peer {beat.sender} heard on LAN {lan.name}")
             changed = True
         self._publish_lan(lan)
         if changed:
-            self.on_change()
+            self._to_module(self.on_change)
 
     def _rejected(self, lan: Lan, source: str, reason: str) -> None:
         line = self._reject_log(f"Heartbeat from {source} on LAN {lan.name} rejected: {reason}")
         if line is not None:
-            self.log(Level.CRITICAL, "heart", line)
+            self._to_module(self.log, Level.CRITICAL, "heart", line)
 
     # -- loss detection
     def _publish_lan(self, lan: Lan) -> None:
         now = time.monotonic()
         up = any(now - self.peers[p].heard.get(lan.name, -1e9) < self.timeout for p in lan.peers)
         if up or self.settled():
-            self.resources.set(f"heartbeat.{lan.name}", "up" if up else "down")
+            self._to_module(self.resources.set, f"heartbeat.{lan.name}", "up" if up else "down")
 
     def _arm(self, name: str, peer: _Peer, lan: Lan, delay: float | None = None) -> None:
         # One timer per peer and LAN, re-armed by every datagram: the loss is seen the
@@ -274,8 +341,9 @@ class Heart:
         if peer.alive and not peer.timers:
             peer.alive = False
             silent = time.monotonic() - max(peer.heard.values())
-            self.log(Level.EVENT, "heart", f"Peer {name} lost: silent on every LAN for {silent:.2f} s")
-            self.on_change()
+            self._to_module(self.log, Level.EVENT, "heart",
+                            f"Peer {name} lost: silent on every LAN for {silent:.2f} s")
+            self._to_module(self.on_change)
 
     async def _settle(self) -> None:
         """LANs on which nobody was ever heard read down once a timeout has passed."""

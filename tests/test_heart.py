@@ -1,0 +1,62 @@
+"""The heartbeats in their own thread: two modules' hearts on this host's loopback,
+real UDP, while the module's event loop is kept busy on purpose."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import uvloop
+
+from hakit.heart.link import Heart, Lan
+from hakit.module.log import ModuleLog
+from hakit.module.resources import Resources
+from hakit.store.module_store import ModuleStore
+
+KEY = b"k" * 32
+PORT = 9391
+
+
+def heart(store: ModuleStore, me: str, addr: str, peer: str, peer_addr: str, changes: list[str]) -> Heart:
+    return Heart(module="am", node=me, key=KEY, port=PORT, pulse=0.1, timeout=0.3,
+                 lans=[Lan("default", addr, {peer: peer_addr})], incarnation=1, resources=Resources(store),
+                 log=ModuleLog("am", store), on_change=lambda: changes.append(me))
+
+
+def test_a_busy_module_loop_does_not_make_its_peer_lost(tmp_path: Path):
+    """2 s of computation on the module's loop (as a bucket table or a burst of work
+    would take): before, the heart waited behind it and each side declared the other
+    lost after 0.3 s; now neither is lost and news still arrive afterwards."""
+    stores = [ModuleStore(tmp_path / "n1.db"), ModuleStore(tmp_path / "n2.db")]
+    changes: list[str] = []
+
+    async def scenario() -> None:
+        h1 = heart(stores[0], "n1", "127.0.0.1", "n2", "127.0.0.2", changes)
+        h2 = heart(stores[1], "n2", "127.0.0.2", "n1", "127.0.0.1", changes)
+        await h1.start()
+        await h2.start()
+        try:
+            deadline = time.monotonic() + 5
+            while not (h1.peer("n2") is not None and h2.peer("n1") is not None):
+                assert time.monotonic() < deadline, "the hearts never heard each other"
+                await asyncio.sleep(0.02)
+            h1.update({"state": "UP"})
+            busy_until = time.monotonic() + 2.0
+            while time.monotonic() < busy_until:
+                sum(range(1000))  # no await: the module's loop runs nothing else meanwhile
+            assert h1.alive_peers() == ["n2"] and h2.alive_peers() == ["n1"]
+            await asyncio.sleep(0.3)  # what the hearts handed to the module's loop runs now
+            assert h2.peer("n1") == {"state": "UP"}
+        finally:
+            await h1.stop({"state": "STOP"})
+            await h2.stop({"state": "STOP"})
+
+    uvloop.run(scenario())
+    for store in stores:
+        log = [line.message for line in store.logs()]
+        assert any("heard on LAN default" in m for m in log), log
+        assert not any("lost" in m for m in log), log
+        assert store.resource("heartbeat.default").value == "up"
+        store.close()
+    assert {"n1", "n2"} <= set(changes)
