@@ -6,6 +6,7 @@ over without waiting for a heartbeat timeout, the module coming back by itself."
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import pytest
 
@@ -95,3 +96,22 @@ def test_hakit_shutdown_stops_every_module_as_the_node_shutdown_does(make_sim, t
     # As after the node's own shutdown, boot="auto" starts it again at the next boot.
     sim.reboot("node1")
     wait_for("the module started at boot", lambda: state(sim, "node1") == "ALONE (Ready)", timeout=30)
+
+
+def test_hakit_start_says_what_it_knows_when_the_module_process_does_not_answer(make_sim, tmp_path):
+    """Its prestart stops the module process (SIGSTOP), as a process too busy to answer:
+    `hakit start` answers after 30 s with the state known then, not STOP, not never."""
+    sim = make_sim(nodes=1, daemon=True)
+    install(sim, tmp_path, ["node1"], LIGHT.format(boot=""),
+            scripts={"prestart": "#!/bin/sh\nkill -STOP $PPID\n"})
+    began = time.monotonic()
+    said = hk(sim, "node1", "start", "-m", MODULE)
+    took = time.monotonic() - began
+    assert 30 <= took < 45, took
+    assert "its process has not answered for 30 s" in said and "STOP (NotReady)" not in said, said
+    pids = (sim.cgroup / "node1" / "cgroup.procs").read_text().split()
+    stopped = [p for p in pids if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"]
+    assert stopped
+    for pid in stopped:
+        sim.exec("node1", ["kill", "-CONT", pid])
+    wait_state(sim, "node1", "ALONE (Ready)")

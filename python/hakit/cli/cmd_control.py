@@ -74,15 +74,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
 
 def _control(args: argparse.Namespace) -> int:
     req = {"module": args.module, "force": bool(getattr(args, "force", False))}
-    result = ipc.call(paths().daemon_socket, args.verb, req, timeout=900.0)
-    print(f"{args.module}: {result['state']} ({result['status']})")
+    _reached(args.module, ipc.call(paths().daemon_socket, args.verb, req, timeout=900.0))
     return 0
+
+
+def _reached(module: str, result: dict[str, str]) -> None:
+    note = f" ({result['note']})" if "note" in result else ""
+    print(f"{module}: {result['state']} ({result['status']}){note}")
 
 
 def _command(args: argparse.Namespace) -> int:
     req = {"module": args.module, "verb": args.verb, "fullsync": bool(getattr(args, "fullsync", None))}
-    result = ipc.call(paths().daemon_socket, "command", req, timeout=900.0)
-    print(f"{args.module}: {result['state']} ({result['status']})")
+    _reached(args.module, ipc.call(paths().daemon_socket, "command", req, timeout=900.0))
     return 0
 
 

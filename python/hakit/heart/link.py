@@ -113,7 +113,10 @@ class Heart:
         self.peers = {p: _Peer() for lan in lans for p in lan.peers}
         self._endpoints: list[_Endpoint] = []
         self._tasks: list[asyncio.Task[None]] = []
-        self._started = 0.0
+        # Set by _settle once a timeout has passed since the sockets opened, before the
+        # LANs nobody was heard on are published down: what that news wakes sees it set
+        # (a clock read there could still fall short of the heart loop's timer).
+        self._settled = False
         self._main: asyncio.AbstractEventLoop | None = None  # the module's loop
         self._loop: asyncio.AbstractEventLoop | None = None  # the heart's own, in _thread
         self._thread: threading.Thread | None = None
@@ -188,7 +191,6 @@ class Heart:
                     f"{exc.strerror}"
                 ) from None
             self._endpoints.append(proto)
-        self._started = time.monotonic()
         self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._settle())]
 
     async def _close(self) -> None:
@@ -237,7 +239,7 @@ class Heart:
 
     def settled(self) -> bool:
         """Whether a peer that runs had time to be heard since this node started."""
-        return time.monotonic() - self._started >= self.timeout
+        return self._settled
 
     # -- wire
     def _send_all(self) -> None:
@@ -348,5 +350,6 @@ class Heart:
     async def _settle(self) -> None:
         """LANs on which nobody was ever heard read down once a timeout has passed."""
         await asyncio.sleep(self.timeout)
+        self._settled = True
         for lan in self.lans:
             self._publish_lan(lan)

@@ -93,8 +93,10 @@ class Automaton:
         self.p = parts
         self.name = parts.name
         self.log = parts.log
+        # Starting: not the STOP (NotReady) it ends in, which `hakit start` would take for
+        # the state reached.
         self.state = State.STOP
-        self.status = Status.NOT_READY
+        self.status = Status.TRANSIENT
         self.intent = intent  # prim, primforce, second: an operator's choice still to honour
         self.fullsync_asked = fullsync  # second fullsync: until this node is synchronised
         svc = parts.config.service

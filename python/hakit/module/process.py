@@ -305,7 +305,7 @@ async def _main(name: str, intent: str | None, fullsync: bool) -> int:
                 await mod.heart.start()
             except OSError as exc:
                 mod.log(Level.CRITICAL, "module", f"Module cannot start: {exc}")
-                a.set_state(State.STOP, a.status)
+                a.set_state(State.STOP, Status.NOT_READY)
                 return 1
         await a.run()
         return 0

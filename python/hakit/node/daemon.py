@@ -32,6 +32,7 @@ from hakit.paths import ROOT_ENV, Paths, paths
 from hakit.store.module_store import Level, ModuleStore
 
 START_TIMEOUT_S = 600.0
+NO_ANSWER_S = 30.0  # a module process silent this long: `hakit start` says what is known
 RESPAWN_MAX = 3
 RESPAWN_WINDOW_S = 600.0
 SELF = "hakitd"  # the user of the requests hakitd makes itself
@@ -142,19 +143,39 @@ class Daemon:
                                     {"verb": verb, "fullsync": fullsync}, timeout=START_TIMEOUT_S))
 
     async def wait_stable(self, sup: Supervised) -> dict[str, Any]:
+        """The state the module reached; what it last said (or its store says), with a
+        note, once its process has answered nothing for NO_ANSWER_S: a busy module must
+        not keep `hakit start` waiting without a word."""
         deadline = time.monotonic() + START_TIMEOUT_S
         began = time.time()
+        answered = time.monotonic()
+        known: dict[str, Any] | None = None
         sock = self.paths.module_socket(sup.name)
         while time.monotonic() < deadline:
             if sup.proc.returncode is not None:
                 raise HakitError(f"module {sup.name} did not start: {self.last_critical(sup.name, began)} "
                                  f"(see 'hakit logview -m {sup.name}')")
-            with contextlib.suppress(HakitError, OSError, TimeoutError):
+            try:
                 state = await ipc.acall(sock, "state", timeout=2.0)
+            except (HakitError, OSError, TimeoutError):
+                if time.monotonic() - answered > NO_ANSWER_S:
+                    said = known or self.stored_state(sup.name)
+                    return {**said, "note": f"its process has not answered for {NO_ANSWER_S:g} s: "
+                                            f"'hakit state -m {sup.name}' tells what it reaches"}
+            else:
+                answered, known = time.monotonic(), dict(state)
                 if (state.get("state"), state.get("status")) in STABLE:
-                    return dict(state)
+                    return known
             await asyncio.sleep(0.1)
         raise HakitError(f"module {sup.name} is still starting after {START_TIMEOUT_S:g} s")
+
+    def stored_state(self, name: str) -> dict[str, Any]:
+        store = ModuleStore(self.paths.module_db(name))
+        try:
+            state, status = store.resource("module.state"), store.resource("module.status")
+        finally:
+            store.close()
+        return {"state": state.value if state else "STOP", "status": status.value if status else "Transient"}
 
     async def stop(self, name: str, user: str, force: bool) -> dict[str, Any]:
         sup = self.modules.get(name)
