@@ -62,3 +62,17 @@ def running_daemon(env: Mapping[str, str], run_dir: Path, cwd: Path | None = Non
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def node_pids(sim, node: str, comm: str | None = None) -> list[str]:
+    """The pids (as the host numbers them) of the node's processes, only those named
+    `comm` when given; a process gone meanwhile is left out."""
+    found = []
+    for pid in (sim.cgroup / node / "cgroup.procs").read_text().split():
+        try:
+            name = Path(f"/proc/{pid}/comm").read_text().strip()
+        except OSError:
+            continue
+        if comm is None or name == comm:
+            found.append(pid)
+    return found

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import node_pids
 from tests.test_engine import MODULE, hk, install, mirror_conf, state, trace, wait_for, wait_state
 
 pytestmark = pytest.mark.root
@@ -109,8 +110,8 @@ def test_hakit_start_says_what_it_knows_when_the_module_process_does_not_answer(
     took = time.monotonic() - began
     assert 30 <= took < 45, took
     assert "its process has not answered for 30 s" in said and "STOP (NotReady)" not in said, said
-    pids = (sim.cgroup / "node1" / "cgroup.procs").read_text().split()
-    stopped = [p for p in pids if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"]
+    stopped = [p for p in node_pids(sim, "node1")
+               if Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0] == "T"]
     assert stopped
     for pid in stopped:
         sim.exec("node1", ["kill", "-CONT", pid])

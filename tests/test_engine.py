@@ -48,7 +48,11 @@ def hk(sim, node: str, *args: str, check: bool = True) -> str:
 
 
 def state(sim, node: str, module: str = MODULE) -> str:
-    out = hk(sim, node, "state", "-m", module)
+    return state_of(hk(sim, node, "state", "-m", module))
+
+
+def state_of(out: str) -> str:
+    """"STATE (Status)" from what `hakit state -m AM` printed."""
     return out.split(":", 1)[1].split("since")[0].split("never")[0].strip()
 
 

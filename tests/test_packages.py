@@ -10,14 +10,13 @@ import os
 import re
 import stat
 import subprocess
-import time
-from collections.abc import Callable
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import pytest
 
-from tests.helpers import make_module
+from tests.helpers import make_module, node_pids
+from tests.test_engine import state_of, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "build" / "pkg"
@@ -179,14 +178,8 @@ def test_a_mirror_of_the_packaged_files_replicates_and_fails_over(make_sim, inst
         assert run.returncode == 0, f"{node}: hakit {' '.join(args)}: {run.stderr}"
         return run.stdout
 
-    def wait(what: str, cond: Callable[[], bool], timeout: float = 30.0) -> None:
-        deadline = time.monotonic() + timeout
-        while not cond():
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.1)
-
     def state(node: str) -> str:
-        return hakit(node, "state", "-m", MODULE).split(":", 1)[1].split("since")[0].split("never")[0].strip()
+        return state_of(hakit(node, "state", "-m", MODULE))
 
     # A script written for SafeKit: $SAFE is the package's, and its safekit does the work.
     start = '#!/bin/sh\n$SAFE/safekit printi "started from $SAFE"\n$SAFEBIN/exitcode 0\n'
@@ -195,14 +188,13 @@ def test_a_mirror_of_the_packaged_files_replicates_and_fails_over(make_sim, inst
         hakit(node, "module", "install", "-m", MODULE, "-M", "7", str(archive))
     hakit("node1", "prim", "-m", MODULE)
     hakit("node2", "start", "-m", MODULE)
-    wait("node2 SECOND (Ready)", lambda: state("node2") == "SECOND (Ready)")
-    rfs = [p for p in (sim.cgroup / "node1" / "cgroup.procs").read_text().split()
-           if Path(f"/proc/{p}/comm").read_text().strip() == "hakit-rfs"]
+    wait_for("node2 SECOND (Ready)", lambda: state("node2") == "SECOND (Ready)", timeout=30)
+    rfs = node_pids(sim, "node1", "hakit-rfs")
     assert rfs and all(os.readlink(f"/proc/{p}/exe").startswith("/usr/lib/hakit/") for p in rfs)
     assert "started from /usr/lib/hakit/bin" in hakit("node1", "logview", "-m", MODULE, "-A")
     sim.exec("node1", ["sh", "-c", f"echo replicated > {REP}/file && sync {REP}/file"])
     copy = sim.host_path("node2", REP) / "file"
-    wait("the file on node2", lambda: copy.exists() and copy.read_text() == "replicated\n")
+    wait_for("the file on node2", lambda: copy.exists() and copy.read_text() == "replicated\n", timeout=30)
     sim.kill("node1")
-    wait("node2 ALONE (Ready)", lambda: state("node2") == "ALONE (Ready)")
+    wait_for("node2 ALONE (Ready)", lambda: state("node2") == "ALONE (Ready)", timeout=30)
     assert (sim.host_path("node2", REP) / "file").read_text() == "replicated\n"

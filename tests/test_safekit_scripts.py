@@ -8,6 +8,7 @@ from __future__ import annotations
 import pytest
 
 from hakit.cli.safekit import translate
+from tests.helpers import node_pids
 from tests.test_engine import MODULE, hk, install, state, wait_for, wait_state
 
 CONF = """<!DOCTYPE safe>
@@ -54,16 +55,7 @@ $SAFEBIN/exitcode 0
 
 
 def myappli(sim) -> list[str]:
-    pids = (sim.cgroup / "node1" / "cgroup.procs").read_text().split()
-    return [p for p in pids if _comm(p) == "myappli"]
-
-
-def _comm(pid: str) -> str:
-    try:
-        with open(f"/proc/{pid}/comm") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
+    return node_pids(sim, "node1", "myappli")
 
 
 @pytest.mark.root

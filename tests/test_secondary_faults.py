@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers import node_pids
 from tests.test_engine import MODULE, hk, install, mirror_conf, state, wait_for, wait_state
 from tests.test_reintegration import CONF, REP, assert_identical, resources
 
@@ -107,13 +108,9 @@ def test_an_outdated_secondary_does_not_take_over(make_sim, tmp_path):
 
 def rfs_pid(sim, node: str) -> int:
     """The node's hakit-rfs server (not its watchdog), as the host numbers it."""
-    for pid in (sim.cgroup / node / "cgroup.procs").read_text().split():
-        try:
-            if Path(f"/proc/{pid}/comm").read_text().strip() == "hakit-rfs":
-                return int(pid)
-        except OSError:
-            continue
-    raise AssertionError(f"no hakit-rfs on {node}")
+    pids = node_pids(sim, node, "hakit-rfs")
+    assert pids, f"no hakit-rfs on {node}"
+    return int(pids[0])
 
 
 # Watches what the application would write to for `seconds`: the mount (served or dead),

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hakit.config.cluster_model import Cluster
-from hakit.config.loader import cluster_signature, read_file
+from hakit.config.loader import cluster_signature
 from hakit.errors import HakitError
 from hakit.node.cluster_conf import ClusterConfigError, install_cluster_xml, modules_against, valid_cluster
 from hakit.paths import Paths, paths
@@ -140,7 +140,7 @@ def _config(args: argparse.Namespace) -> int:
     change = "unchanged" if done.signature == done.previous else "new"
     print(f"cluster configuration installed in {p.cluster_xml}")
     print(f"signature  {done.signature} ({change})")
-    for warning in read_file(p.cluster_xml).warnings:
+    for warning in done.warnings:
         print(warning, file=sys.stderr)
     for problem in modules_against(p, done.cluster):
         print(f"warning: {problem}", file=sys.stderr)

@@ -190,12 +190,8 @@ class ModuleProcess:
 
     async def _module_state(self, module: str, addr: str | None, port: int) -> tuple[str, str] | None:
         if addr is None:
-            store = ModuleStore(self.paths.module_db(module))
-            try:
-                state, status = store.resource("module.state"), store.resource("module.status")
-            finally:
-                store.close()
-            return (state.value, status.value) if state and status else None
+            with ModuleStore(self.paths.module_db(module)) as store:
+                return store.state()
         from hakit.node.rpc import acall_node
 
         try:

@@ -36,19 +36,27 @@ class ClusterInstalled:
     cluster: Cluster
     signature: str
     previous: str | None  # signature of the configuration it replaced
+    warnings: list[Problem]  # obsolete but accepted, named after the file the user gave
 
 
 def valid_cluster(path: Path, shown_as: str) -> tuple[Cluster | None, list[Problem]]:
     """The cluster read from `path`, or None and its problems (named after `shown_as`,
     the file the user knows)."""
+    cluster, problems, _ = _read_cluster(path, shown_as)
+    return cluster, problems
+
+
+def _read_cluster(path: Path, shown_as: str) -> tuple[Cluster | None, list[Problem], list[Problem]]:
+    """valid_cluster's answer, and the file's warnings."""
     loaded = read_file(path)
     if isinstance(loaded.model, ModuleConfig):
         # A module's own problems would only distract from the real mistake.
-        return None, [Problem(shown_as, 1, "this is a module configuration (<safe>), not a cluster.xml")]
+        return None, [Problem(shown_as, 1, "this is a module configuration (<safe>), not a cluster.xml")], []
     problems = [dataclasses.replace(p, file=shown_as) for p in loaded.problems]
+    warnings = [dataclasses.replace(p, file=shown_as) for p in loaded.warnings]
     if isinstance(loaded.model, Cluster) and not problems:
-        return loaded.model, []
-    return None, problems
+        return loaded.model, [], warnings
+    return None, problems, warnings
 
 
 def installed_signature(p: Paths) -> str | None:
@@ -75,7 +83,7 @@ def install_cluster_xml(p: Paths, data: bytes, shown_as: str,
             out.flush()
             os.fsync(out.fileno())
         # The copy is what gets validated, so what is installed is exactly what was checked.
-        cluster, problems = valid_cluster(tmp, shown_as)
+        cluster, problems, warnings = _read_cluster(tmp, shown_as)
         if cluster is None:
             raise ClusterConfigError(f"{shown_as} has problems: nothing installed, {target} is unchanged",
                                      problems)
@@ -88,7 +96,7 @@ def install_cluster_xml(p: Paths, data: bytes, shown_as: str,
     finally:
         tmp.unlink(missing_ok=True)
     _sync_dir(target.parent)
-    return ClusterInstalled(cluster, cluster_signature(cluster), previous)
+    return ClusterInstalled(cluster, cluster_signature(cluster), previous, warnings)
 
 
 def modules_against(p: Paths, cluster: Cluster) -> list[Problem]:

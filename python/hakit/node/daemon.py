@@ -60,18 +60,12 @@ class Daemon:
         self.booting: list[asyncio.Task[None]] = []
 
     def module_log(self, name: str, level: Level, message: str) -> None:
-        store = ModuleStore(self.paths.module_db(name))
-        try:
+        with ModuleStore(self.paths.module_db(name)) as store:
             store.log(level, "hakitd", message)
-        finally:
-            store.close()
 
     def last_critical(self, name: str, since: float) -> str:
-        store = ModuleStore(self.paths.module_db(name))
-        try:
+        with ModuleStore(self.paths.module_db(name)) as store:
             lines = store.logs({Level.CRITICAL}, limit=5)
-        finally:
-            store.close()
         # hakitd's own line about the exit may already be there: the module's reason is older.
         reasons = [ln.message for ln in lines if ln.at >= since and ln.source != "hakitd"]
         return reasons[-1] if reasons else "it exited without a reason"
@@ -159,7 +153,9 @@ class Daemon:
                 state = await ipc.acall(sock, "state", timeout=2.0)
             except (HakitError, OSError, TimeoutError):
                 if time.monotonic() - answered > NO_ANSWER_S:
-                    said = known or self.stored_state(sup.name)
+                    with ModuleStore(self.paths.module_db(sup.name)) as store:
+                        stored = store.state() or ("STOP", "Transient")
+                    said = known or {"state": stored[0], "status": stored[1]}
                     return {**said, "note": f"its process has not answered for {NO_ANSWER_S:g} s: "
                                             f"'hakit state -m {sup.name}' tells what it reaches"}
             else:
@@ -168,14 +164,6 @@ class Daemon:
                     return known
             await asyncio.sleep(0.1)
         raise HakitError(f"module {sup.name} is still starting after {START_TIMEOUT_S:g} s")
-
-    def stored_state(self, name: str) -> dict[str, Any]:
-        store = ModuleStore(self.paths.module_db(name))
-        try:
-            state, status = store.resource("module.state"), store.resource("module.status")
-        finally:
-            store.close()
-        return {"state": state.value if state else "STOP", "status": status.value if status else "Transient"}
 
     async def stop(self, name: str, user: str, force: bool) -> dict[str, Any]:
         sup = self.modules.get(name)
@@ -264,24 +252,18 @@ class Daemon:
         return {"boot": choice, "configured": configured, "setting": node_setting}
 
     def set_resource(self, name: str, resource: str, value: str) -> None:
-        store = ModuleStore(self.paths.module_db(name))
-        try:
+        with ModuleStore(self.paths.module_db(name)) as store:
             store.set_resource(resource, value)
-        finally:
-            store.close()
 
     def forget_stale_states(self) -> None:
         """No module process survives hakitd: a state left by a crash or a reboot is stale."""
         for name in self.catalog.names():
-            store = ModuleStore(self.paths.module_db(name))
-            try:
+            with ModuleStore(self.paths.module_db(name)) as store:
                 state = store.resource("module.state")
                 if state is not None and state.value != "STOP":
                     store.log(Level.EVENT, SELF, f"Module was {state.value} when its node or hakitd stopped")
                     store.set_resource("module.state", "STOP")
                     store.set_resource("module.status", "NotReady")
-            finally:
-                store.close()
 
     def running_marker(self, name: str) -> Path:
         return self.paths.module_var(name) / "running"

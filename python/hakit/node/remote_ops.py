@@ -55,10 +55,11 @@ def apply_cluster(p: Paths, args: dict[str, Any], user: str) -> dict[str, Any]:
     def for_this_node(cluster: Cluster) -> None:
         # Checked before anything is replaced: a bad certificate or trust would cut this
         # node off, another node's certificate would let it pose as that node.
-        cert_pem = creds.cert_pem if creds is not None else pki.node_cert_path(p).read_bytes()
-        cas = trust.check_shipped(ship, cert_pem) if ship is not None else pki.read_cas(p)
+        cas = None
+        if ship is not None:
+            cas = trust.check_shipped(ship, creds.cert_pem if creds else pki.node_cert_path(p).read_bytes())
         if creds is not None:
-            pki.check_credentials(creds, local_node(cluster), cas)
+            pki.check_credentials(creds, local_node(cluster), cas if cas is not None else pki.read_cas(p))
 
     try:
         done = install_cluster_xml(p, files[CLUSTER_FILE], f"cluster.xml from {user}", accept=for_this_node)
@@ -137,12 +138,9 @@ def module_state(p: Paths, args: dict[str, Any]) -> dict[str, str]:
     db = p.module_db(name)
     if not db.exists():
         return {"state": "STOP", "status": "NotReady"}
-    store = ModuleStore(db)
-    try:
-        state, status = store.resource("module.state"), store.resource("module.status")
-    finally:
-        store.close()
-    return {"state": state.value if state else "STOP", "status": status.value if status else "NotReady"}
+    with ModuleStore(db) as store:
+        state, status = store.state() or ("STOP", "NotReady")
+    return {"state": state, "status": status}
 
 
 # ---------------------------------------------------------------- commands

@@ -37,11 +37,15 @@ class Shipped:
     retired: bytes
 
 
+def _on_ca_node(p: Paths, doing: str) -> None:
+    if not pki.holds_ca(p):
+        raise pki.PkiError(f"only the CA node can {doing}: run this where 'hakit cluster config' "
+                           "created the CA")
+
+
 def retire(p: Paths, node: str) -> list[str]:
     """Retire every certificate issued to `node` by this CA node; returns their ids."""
-    if not pki.holds_ca(p):
-        raise pki.PkiError("only the CA node can retire certificates: run this where "
-                           "'hakit cluster config' created the CA")
+    _on_ca_node(p, "retire certificates")
     try:
         issued = pki.issued_path(p).read_text(encoding="ascii").splitlines()
     except FileNotFoundError:
@@ -61,11 +65,9 @@ def retire(p: Paths, node: str) -> list[str]:
 def rotate_ca(p: Paths) -> tuple[x509.Certificate, x509.Certificate]:
     """A new CA (returned with the previous one), trusted beside the previous one.  The
     previous key is kept aside, never deleted."""
-    if not pki.holds_ca(p):
-        raise pki.PkiError("only the CA node can rotate the CA: run this where "
-                           "'hakit cluster config' created it")
+    _on_ca_node(p, "rotate the CA")
     old = pki.read_cas(p)
-    if rotating(p):
+    if len(old) > 1:
         raise pki.PkiError("a rotation of the CA is under way: finish it first "
                            "(hakit -H \"*\" -G, then hakit cluster rotate-ca --finish)")
     pki.write_private(p.pki / f"{pki.CA_KEY}.{pki.cert_id(pki.der(old[0]))[:16]}.previous",
@@ -79,15 +81,11 @@ def finish_rotation(p: Paths, cluster: Cluster, node: str) -> x509.Certificate:
     """A certificate of the new CA for this node, and trust in the new CA only (the caller
     checked that every other node holds one of its certificates)."""
     cas = pki.read_cas(p)
-    if not rotating(p):
+    if len(cas) == 1:
         raise pki.PkiError("no rotation of the CA is under way (hakit cluster rotate-ca starts one)")
     pki.write_node_credentials(p, pki.issue(p, node, pki.node_addresses(cluster, node)))
     pki.write_ca_certs(p, cas[:1])
     return cas[0]
-
-
-def rotating(p: Paths) -> bool:
-    return len(pki.read_cas(p)) > 1
 
 
 def shipped(p: Paths) -> Shipped | None:

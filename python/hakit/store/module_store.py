@@ -91,6 +91,12 @@ class ModuleStore:
     def close(self) -> None:
         self._db.close()
 
+    def __enter__(self) -> ModuleStore:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
     # -- resources
     def set_resource(self, name: str, value: str, at: float | None = None) -> bool:
         """Assign a resource; returns True when the value changed (and history grew)."""
@@ -117,6 +123,11 @@ class ModuleStore:
             "SELECT name, value, since, updated FROM resource WHERE name=?", (name,)
         ).fetchone()
         return Resource(*row) if row else None
+
+    def state(self) -> tuple[str, str] | None:
+        """The module's state and status as it last recorded them; None if it never did."""
+        state, status = self.resource("module.state"), self.resource("module.status")
+        return (state.value, status.value) if state and status else None
 
     def resources(self, prefix: str = "") -> list[Resource]:
         rows = self._db.execute(

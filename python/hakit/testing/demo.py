@@ -96,13 +96,10 @@ def states(sim: Sim) -> dict[tuple[str, str], str]:
             db = sim.host_path(node, f"/var/lib/hakit/modules/{module}/state.db")
             if not db.exists():
                 continue
-            store = ModuleStore(db)
-            try:
-                state, status = store.resource("module.state"), store.resource("module.status")
-            finally:
-                store.close()
-            if state and status:
-                out[(module, node)] = f"{state.value} ({status.value})"
+            with ModuleStore(db) as store:
+                said = store.state()
+            if said:
+                out[(module, node)] = f"{said[0]} ({said[1]})"
     return out
 
 
