@@ -40,6 +40,7 @@ from hakit.throttle import Throttle
 
 REJECT_LOG_INTERVAL_S = 60.0  # a flood of forged datagrams must not flood the module log
 FINAL_BEATS = 3  # a stopping node says so a few times: one lost datagram must not cost a timeout
+STALL_GRACE = 0.05  # after this process stalled: time to read what the peers sent meanwhile
 
 
 @dataclass
@@ -328,12 +329,17 @@ class Heart:
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        peer.timers[lan.name] = loop.call_later(
-            self.timeout if delay is None else delay, self._expired, name, peer, lan
-        )
+        due = loop.time() + (self.timeout if delay is None else delay)
+        peer.timers[lan.name] = loop.call_at(due, self._expired, name, peer, lan, due)
 
-    def _expired(self, name: str, peer: _Peer, lan: Lan) -> None:
+    def _expired(self, name: str, peer: _Peer, lan: Lan, due: float) -> None:
         peer.timers.pop(lan.name, None)
+        if asyncio.get_running_loop().time() - due > self.pulse:
+            # This process did not run for a while (stopped, starved): the datagrams that
+            # came meanwhile wait in the socket, and timers run before reads.  Read them
+            # before judging, or this node drops every peer and takes them back at once.
+            self._arm(name, peer, lan, STALL_GRACE)
+            return
         left = self.timeout - (time.monotonic() - peer.heard[lan.name])
         if left > 0:
             # The loop's clock runs a little ahead of time.monotonic(): not yet.

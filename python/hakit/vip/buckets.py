@@ -70,3 +70,13 @@ def _table(group: str, members: tuple[tuple[str, int], ...], nbuckets: int) -> t
 def assign(group: str, powers: Mapping[str, int], nbuckets: int) -> tuple[str, ...]:
     """The owner of each bucket of `group` when the members are the keys of `powers`."""
     return _table(group, tuple(sorted(powers.items())), nbuckets)
+
+
+@lru_cache(maxsize=1024)
+def _owned(group: str, members: tuple[tuple[str, int], ...], nbuckets: int, node: str) -> tuple[int, ...]:
+    return tuple(b for b, owner in enumerate(_table(group, members, nbuckets)) if owner == node)
+
+
+def owned(group: str, powers: Mapping[str, int], nbuckets: int, node: str) -> tuple[int, ...]:
+    """The buckets `node` owns in assign(group, powers, nbuckets)."""
+    return _owned(group, tuple(sorted(powers.items())), nbuckets, node)

@@ -42,6 +42,10 @@ TC_PRIORITY_BASE = 0x4800
 HOOKS = ("tc", "xdp")
 RuleEntry = tuple[str, int, str, int, int]  # (vip, port (0: every port), proto, group, filter)
 TCP_ESTABLISHED = 1
+# A peer that opens is counted after this many heartbeat timeouts, together with every
+# other one that opened meanwhile: joins close together are one change, and a peer that
+# flaps is counted again once, when it has stayed.
+ADMIT_HOLD_TIMEOUTS = 2
 
 
 def _binding() -> Any:
@@ -147,6 +151,10 @@ class FarmVip:
         self.placements: list[alias.Placement] = []
         self.peers: dict[str, dict[str, Any] | None] = {}
         self.view: tuple[str, ...] = ()
+        self.hold = 0.0  # how long a peer that opens waits for admission into the view
+        self.admitted: set[str] = set()
+        self.waiting: dict[str, float] = {}  # open peers not yet admitted: since when
+        self._admission: asyncio.TimerHandle | None = None
         self.owners: dict[int, tuple[str, ...]] = {}
         self.prevs: dict[int, list[str]] = {}
         self.director = ""
@@ -179,6 +187,7 @@ class FarmVip:
         vips = [p.addr for p in placements]
         self.placements = placements
         self.vmac = virtual_mac(self.config, vips[0])
+        self.hold = ADMIT_HOLD_TIMEOUTS * settle_after
         try:
             f.ensure_bpffs(str(self.pin_root))
             try:
@@ -284,6 +293,9 @@ class FarmVip:
         for task in self._tasks:
             task.cancel()
         self._tasks = []
+        if self._admission is not None:
+            self._admission.cancel()
+            self._admission = None
         self.opened = False
         removed, problems = await asyncio.to_thread(
             alias.remove_module_addrs, self.config, {p.addr for p in self.placements}, True)
@@ -346,10 +358,44 @@ class FarmVip:
         self.apply()
 
     def _members(self) -> tuple[str, ...]:
-        out = [n for n, lb in self.peers.items() if lb and lb.get("open")]
+        """This node's view: the open peers it admitted, and itself when a member.  A peer
+        leaves the view at once (its clients must find a new owner within the detection
+        time); one that opens, joins or comes back waits for the next admission, one
+        hold after the first of those waiting (docs/farm.md, "Settling")."""
+        opened = {n for n, lb in self.peers.items() if lb and lb.get("open")}
+        left = self.admitted - opened
+        if left and self.member:
+            self.log(Level.INFO, SOURCE, f"{', '.join(sorted(left))} no longer counted as members "
+                     "(lost or share closed)")
+        self.admitted &= opened
+        now = time.monotonic()
+        self.waiting = {n: self.waiting.get(n, now) for n in opened - self.admitted}
+        if not self.member:
+            # Nothing of this node's to reshuffle: count what runs.
+            self.admitted |= opened
+            self.waiting.clear()
+        elif self.waiting and self._admission is None:
+            self._admission = asyncio.get_running_loop().call_later(self._until_admission(), self._admit)
+        out = sorted(self.admitted)
         if self.member:
             out.append(self.node)
         return tuple(sorted(out))
+
+    def _until_admission(self) -> float:
+        return max(min(self.waiting.values()) + self.hold - time.monotonic(), 0.0)
+
+    def _admit(self) -> None:
+        self._admission = None
+        if self.waiting and self._until_admission() > 0:
+            # The first waiting left (and maybe came back): the hold counts from the next.
+            self._admission = asyncio.get_running_loop().call_later(self._until_admission(), self._admit)
+            return
+        if self.waiting:
+            self.log(Level.INFO, SOURCE, f"{', '.join(sorted(self.waiting))} counted as members "
+                     f"(heard open for {self.hold:g} s or with the first of those)")
+            self.admitted |= set(self.waiting)
+            self.waiting.clear()
+        self.apply()
 
     def apply(self) -> None:
         if self.maps is None:
@@ -379,7 +425,10 @@ class FarmVip:
                 if prev[b] not in alive or prev[b] == want:
                     prev[b] = ""
             self.owners[g.index] = tuple(owners)
-        since = {n: float(lb.get("since", 0.0)) for n, lb in self.peers.items() if lb and lb.get("open")}
+        # Among the members counted: a node back from a short loss is not elected again
+        # before it is counted again.
+        since = {n: float(lb.get("since", 0.0)) for n, lb in self.peers.items()
+                 if lb and lb.get("open") and n in self.view}
         if self.member:
             since[self.node] = self.since
         director = min(since, key=lambda n: (since[n], n)) if since else ""
@@ -397,7 +446,11 @@ class FarmVip:
             self.on_change()
 
     def _claims(self, g: Group) -> dict[int, str]:
-        """Buckets of `g` that live peers hold under their own advertised views."""
+        """Buckets of `g` that live peers hold under their own advertised views, from the
+        peers this node defers to: those it counts; not one that counts this node while
+        waiting to be counted (it defers to this node meanwhile); and, while neither counts
+        the other (a partition healing), the one whose name sorts first.  So two nodes
+        whose views differ never both keep a bucket, and never both give it up."""
         out: dict[int, str] = {}
         for n, lb in self.peers.items():
             if not lb or not lb.get("open"):
@@ -405,10 +458,10 @@ class FarmVip:
             view = [v for v in lb.get("view", ()) if v in g.powers]
             if n not in view:
                 continue
-            table = buckets.assign(g.name, {v: g.powers[v] for v in view}, _binding().NBUCKETS)
-            for b, owner in enumerate(table):
-                if owner == n:
-                    out[b] = n
+            if n not in self.view and (self.node in view or n > self.node):
+                continue
+            for b in buckets.owned(g.name, {v: g.powers[v] for v in view}, _binding().NBUCKETS, n):
+                out[b] = n
         return out
 
     def _write(self, force: bool = False) -> None:
