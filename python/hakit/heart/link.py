@@ -32,7 +32,7 @@ from typing import Any
 
 import uvloop
 
-from hakit.heart.protocol import NONCE_LEN, Beat, Rejected, decode, encode
+from hakit.heart.protocol import NONCE_LEN, Beat, Rejected, decode, encode_packed, pack_payload
 from hakit.module.log import ModuleLog
 from hakit.module.resources import Resources
 from hakit.store.module_store import Level
@@ -108,6 +108,8 @@ class Heart:
         self.log = log
         self.on_change = on_change
         self.payload: dict[str, Any] = {}
+        self._packed = pack_payload({})  # the payload as every datagram carries it
+        self._published: dict[str, bool] = {}  # heartbeat.<LAN> as last handed to the module
         self.incarnation = incarnation
         self.nonce = os.urandom(NONCE_LEN)
         self.seq = 0
@@ -212,6 +214,7 @@ class Heart:
 
     async def _last_words(self, final: dict[str, Any]) -> None:
         self.payload = dict(final)
+        self._packed = pack_payload(self.payload)
         for _ in range(FINAL_BEATS):
             self._send_all()
             await asyncio.sleep(self.pulse / 4)
@@ -227,6 +230,7 @@ class Heart:
     def update(self, payload: dict[str, Any]) -> None:
         if payload != self.payload:
             self.payload = dict(payload)
+            self._packed = pack_payload(self.payload)
             if self._loop is not None:
                 self._loop.call_soon_threadsafe(self._send_all)
 
@@ -248,10 +252,12 @@ class Heart:
 
     def _send(self, to: Iterable[str]) -> None:
         self.seq += 1
+        packed = self._packed
         for name in to:
             # One datagram per peer: each answers that peer's challenge.
-            data = encode(self.key, Beat(self.module, self.node, self.incarnation, self.seq, self.nonce,
-                                         self.peers[name].challenge, self.payload))
+            beat = Beat(self.module, self.node, self.incarnation, self.seq, self.nonce,
+                        self.peers[name].challenge, {})
+            data = encode_packed(self.key, beat, packed)
             for ep in self._endpoints:
                 addr = ep.lan.peers.get(name)
                 if ep.transport is not None and addr is not None:
@@ -319,7 +325,9 @@ class Heart:
     def _publish_lan(self, lan: Lan) -> None:
         now = time.monotonic()
         up = any(now - self.peers[p].heard.get(lan.name, -1e9) < self.timeout for p in lan.peers)
-        if up or self.settled():
+        # Only news: every datagram passes here, and each hand-over wakes the module's loop.
+        if (up or self.settled()) and self._published.get(lan.name) != up:
+            self._published[lan.name] = up
             self._to_module(self.resources.set, f"heartbeat.{lan.name}", "up" if up else "down")
 
     def _arm(self, name: str, peer: _Peer, lan: Lan, delay: float | None = None) -> None:

@@ -14,7 +14,6 @@ recorded earlier is refused, even by a receiver that restarted since.
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 from dataclasses import dataclass
 from typing import Any
@@ -44,18 +43,29 @@ class Beat:
 
 
 def _tag(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()[:TAG_LEN]
+    return hmac.digest(key, data, "sha256")[:TAG_LEN]
 
 
-def encode(key: bytes, beat: Beat) -> bytes:
-    body = MAGIC + bytes([VERSION]) + msgpack.packb(
-        [beat.module, beat.sender, beat.incarnation, beat.seq, beat.nonce, beat.echo, beat.payload],
-        use_bin_type=True,
-    )
+def pack_payload(payload: dict[str, Any]) -> bytes:
+    """The payload's part of a datagram, packed once for every datagram that carries it."""
+    return msgpack.packb(payload, use_bin_type=True)
+
+
+def encode_packed(key: bytes, beat: Beat, payload: bytes) -> bytes:
+    """encode(), with the payload packed already (pack_payload(beat.payload)): a node
+    sends the same payload to every peer, each datagram with its own echo."""
+    packer = msgpack.Packer(use_bin_type=True)
+    head = packer.pack_array_header(7) + b"".join(
+        packer.pack(f) for f in (beat.module, beat.sender, beat.incarnation, beat.seq, beat.nonce, beat.echo))
+    body = MAGIC + bytes([VERSION]) + head + payload
     data = body + _tag(key, body)
     if len(data) > MAX_DATAGRAM:
         raise ValueError(f"heartbeat of {len(data)} bytes exceeds {MAX_DATAGRAM}")
     return data
+
+
+def encode(key: bytes, beat: Beat) -> bytes:
+    return encode_packed(key, beat, pack_payload(beat.payload))
 
 
 def decode(key: bytes, data: bytes) -> Beat:
