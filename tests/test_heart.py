@@ -10,6 +10,7 @@ from pathlib import Path
 import uvloop
 
 from hakit.heart.link import Heart, Lan
+from hakit.heart.protocol import Beat, decode, encode, encode_packed, pack_payload
 from hakit.module.log import ModuleLog
 from hakit.module.resources import Resources
 from hakit.store.module_store import ModuleStore
@@ -60,3 +61,27 @@ def test_a_busy_module_loop_does_not_make_its_peer_lost(tmp_path: Path):
         assert store.resource("heartbeat.default").value == "up"
         store.close()
     assert {"n1", "n2"} <= set(changes)
+
+
+def _farm_beat() -> tuple[Beat, bytes]:
+    """A farm member's heartbeat at 32 nodes: the largest payload a module sends."""
+    view = [f"node{i:02d}" for i in range(1, 33)]
+    payload = {"state": "UP", "status": "Ready", "role": "", "gen": 0, "since": 1.7e9, "yield": False,
+               "swap": False, "rfs_epoch": 0, "synced": 0, "base": 0, "fullsync": False, "outdate": 0,
+               "leaving": False, "sync": {},
+               "lb": {"open": True, "since": 1.7e9, "mac": "02" * 6, "view": view}}
+    beat = Beat("farm", "node01", 7, 1234, b"n" * 16, b"e" * 16, payload)
+    return beat, pack_payload(payload)
+
+
+def test_encoding_a_heartbeat_for_one_more_peer(benchmark):
+    """What each peer costs a sender per pulse: the payload is packed once per change."""
+    beat, packed = _farm_beat()
+    data = benchmark(encode_packed, KEY, beat, packed)
+    assert data == encode(KEY, beat)
+
+
+def test_verifying_a_heartbeat(benchmark):
+    """What each peer costs a receiver per pulse: tag, unpacking, shape checks."""
+    beat, _ = _farm_beat()
+    assert benchmark(decode, KEY, encode(KEY, beat)) == beat

@@ -38,6 +38,13 @@ def test_frames_split_anywhere_decode_in_order():
         assert got == objs and dec.pending == 0
 
 
+def test_decoding_a_burst_of_rpc_frames(benchmark):
+    """The frame codec's hot path: a read that holds many small requests at once."""
+    request = {"op": "module_state", "args": {"module": "farm", "verbose": True}}
+    stream = b"".join(pack_frame(request) for _ in range(100))
+    assert benchmark(lambda: FrameDecoder().feed(stream)) == [request] * 100
+
+
 def test_garbage_is_refused_with_a_reason():
     with pytest.raises(FrameError, match="limit"):
         FrameDecoder().feed((MAX_FRAME + 1).to_bytes(4, "big"))
