@@ -46,6 +46,8 @@ TCP_ESTABLISHED = 1
 # other one that opened meanwhile: joins close together are one change, and a peer that
 # flaps is counted again once, when it has stayed.
 ADMIT_HOLD_TIMEOUTS = 2
+# The view (every member's name) rides in each heartbeat, which must fit one frame.
+VIEW_BYTES = 900
 
 
 def _binding() -> Any:
@@ -261,6 +263,10 @@ class FarmVip:
         if len(groups) > f.MAX_GROUPS or len(self.nodes) > f.MAX_NODES or len(placements) > f.MAX_VIPS:
             raise HakitError(f"a farm has at most {f.MAX_GROUPS} groups, {f.MAX_NODES} nodes "
                              f"and {f.MAX_VIPS} virtual IPs")
+        names = sum(len(n.encode()) + 1 for n in self.nodes)
+        if names > VIEW_BYTES:
+            raise HakitError(f"the farm's node names take {names} bytes in every heartbeat (its view), "
+                             f"more than {VIEW_BYTES}: fewer nodes or shorter names")
         return placements, hooks, rules_of(config, [p.addr for p in placements], f.MAX_RULES)
 
     def _flood_mac(self) -> bytes | None:
