@@ -194,10 +194,6 @@ class ProcEvents:
         self._on_overrun = on_overrun
         self._sock: socket.socket | None = None
 
-    @property
-    def is_open(self) -> bool:
-        return self._sock is not None
-
     def open(self) -> None:
         if self._sock is not None:
             return

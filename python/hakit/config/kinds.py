@@ -164,17 +164,6 @@ class Size(Kind):
 
 
 @dataclass(frozen=True)
-class IPv4(Kind):
-    doc = "IPv4 address"
-
-    def parse(self, raw: str) -> str:
-        try:
-            return str(ipaddress.IPv4Address(raw.strip()))
-        except ValueError:
-            raise ValueError(f"{raw!r} is not an IPv4 address") from None
-
-
-@dataclass(frozen=True)
 class Host(Kind):
     """An address or a DNS name, resolved when used (SafeKit accepts both)."""
 

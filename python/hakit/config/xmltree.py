@@ -31,10 +31,6 @@ class XNode:
     children: list[XNode] = field(default_factory=list)
     text: str = ""
 
-    def attr_line(self, name: str) -> int:
-        # expat reports one line per element; attributes share it.
-        return self.line
-
 
 class XmlSyntaxError(Exception):
     def __init__(self, line: int, message: str) -> None:

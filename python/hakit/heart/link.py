@@ -239,9 +239,6 @@ class Heart:
         p = self.peers.get(name)
         return p.payload if p is not None and p.alive else None
 
-    def alive_peers(self) -> list[str]:
-        return [n for n, p in self.peers.items() if p.alive]
-
     def settled(self) -> bool:
         """Whether a peer that runs had time to be heard since this node started."""
         return self._settled

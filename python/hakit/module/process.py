@@ -44,7 +44,6 @@ from hakit.vip.farm import FarmVip
 
 HEART_PORT_BASE = 9300  # + module id: each module has its own heartbeat port
 COMMANDS = ("prim", "primforce", "second", "swap", "restart", "stopstart")
-READY_STATES = {"ALONE", "PRIM", "SECOND", "UP"}
 
 
 def _heart_lans(name: str, mode: str, svc: Any, cluster: Cluster, node: str, peers: list[str]) -> list[Lan]:

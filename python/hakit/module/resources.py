@@ -43,8 +43,5 @@ class Resources:
         glob = pattern.replace("?", "*")
         return {n: v for n, v in self._values.items() if fnmatch.fnmatchcase(n, glob)}
 
-    def snapshot(self) -> dict[str, str]:
-        return dict(self._values)
-
     def subscribe(self, listener: Listener) -> None:
         self._listeners.append(listener)

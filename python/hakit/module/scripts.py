@@ -24,11 +24,6 @@ from hakit.module.log import ModuleLog
 from hakit.paths import Paths
 from hakit.store.module_store import Level
 
-# Every script SafeKit defines; hakit runs only those present in bin/.
-SCRIPTS = (
-    "prestart", "start_prim", "stop_prim", "start_second", "stop_second",
-    "start_both", "stop_both", "poststop", "update",
-)
 STOP_SCRIPTS = ("stop_prim", "stop_second", "stop_both", "poststop")
 KILL_GRACE_S = 5.0
 

@@ -172,13 +172,6 @@ def cgroup_freeze(path: Path, frozen: bool, timeout: float = 10.0) -> None:
     _wait_event(path, "frozen", want, timeout, "freeze" if frozen else "thaw")
 
 
-def cgroup_pids(path: Path) -> list[int]:
-    try:
-        return [int(p) for p in (path / "cgroup.procs").read_text().split()]
-    except FileNotFoundError:
-        return []
-
-
 def cgroup_remove(path: Path) -> None:
     """Remove a cgroup and the children its processes may have created, deepest first."""
     if not path.is_dir():

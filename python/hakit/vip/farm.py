@@ -164,7 +164,6 @@ class FarmVip:
         self.announced: tuple[str, ...] = ()  # the members when the elected node last announced
         self.written: tuple[Any, ...] = ()
         self._tasks: list[asyncio.Task[None]] = []
-        self._counted: dict[str, str] = {}
 
     # -- what the heartbeats carry
     def payload(self) -> dict[str, Any]:
