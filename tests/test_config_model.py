@@ -12,7 +12,7 @@ import pytest
 from hakit.config import docgen
 from hakit.config.cluster_model import Cluster
 from hakit.config.loader import cluster_signature, load_cluster, load_module
-from hakit.config.module_model import Check, ModuleConfig, Safe, SplitbrainChecker
+from hakit.config.module_model import CHECKERS, Check, ModuleConfig, Safe, SplitbrainChecker
 from hakit.config.rules import parse_rules
 from hakit.config.schema import children_of
 from hakit.paths import paths
@@ -402,9 +402,9 @@ def test_reference_rule_example_parses() -> None:
 
 def test_checker_names_match_the_checkers_own_description() -> None:
     checkers = {spec.cls for _tag, (_f, spec) in children_of(Check).items()} - {SplitbrainChecker}
-    assert set(docgen.CHECKER_NAMES) == checkers
-    for cls, (resource, rule) in docgen.CHECKER_NAMES.items():
-        assert f"{resource}.<ident>" in cls.DOC and f"{rule}<ident>" in cls.DOC, cls.__name__
+    assert set(CHECKERS) == checkers
+    for cls in CHECKERS:
+        assert f"{cls.RESOURCE}.<ident>" in cls.DOC and f"{cls.RULE_PREFIX}<ident>" in cls.DOC, cls.__name__
 
 
 def test_docgen_check_and_write(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

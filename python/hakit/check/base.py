@@ -51,7 +51,7 @@ class Checker(ABC):
     """One resource, checked while started."""
 
     kind: str  # tcp, ping, intf, ip, custom, module
-    rule_prefix: str  # t_, p_, i_, ip_, c_, m_ (docgen.CHECKER_NAMES)
+    rule_prefix: str  # t_, p_, i_, ip_, c_, m_ (the model's RULE_PREFIX)
     ident: str
     when: str  # pre, prim, second, both
     action: str | None  # generated rule's action; None: the user writes the rule

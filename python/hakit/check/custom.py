@@ -19,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 from hakit.check.base import UNKNOWN, CheckContext, TaskChecker
-from hakit.config.docgen import CHECKER_NAMES
 from hakit.config.module_model import CustomChecker
 from hakit.errors import HakitError
 from hakit.module.scripts import kill_group
@@ -29,7 +28,7 @@ RESTART_DELAY_S = 1.0
 
 
 class CustomCheck(TaskChecker):
-    kind, rule_prefix = CHECKER_NAMES[CustomChecker]
+    kind, rule_prefix = CustomChecker.RESOURCE, CustomChecker.RULE_PREFIX
 
     def __init__(self, ctx: CheckContext, cfg: CustomChecker, when: str) -> None:
         super().__init__(ctx)

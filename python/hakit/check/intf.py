@@ -12,12 +12,11 @@ from pyroute2.netlink.rtnl.ifinfmsg import IFF_LOWER_UP, IFF_UP
 
 from hakit.check.base import CheckContext
 from hakit.check.netlink import ADDRESSES, LINKS, NetlinkChecker, dump
-from hakit.config.docgen import CHECKER_NAMES
 from hakit.config.module_model import IntfChecker
 
 
 class IntfCheck(NetlinkChecker):
-    kind, rule_prefix = CHECKER_NAMES[IntfChecker]
+    kind, rule_prefix = IntfChecker.RESOURCE, IntfChecker.RULE_PREFIX
     groups = RTMGRP_LINK
     what = LINKS
 

@@ -11,7 +11,6 @@ from pyroute2.netlink.rtnl import RTMGRP_IPV4_IFADDR, RTMGRP_IPV6_IFADDR
 
 from hakit.check.base import CheckContext
 from hakit.check.netlink import ADDRESSES, NetlinkChecker
-from hakit.config.docgen import CHECKER_NAMES
 from hakit.config.module_model import IpChecker
 from hakit.errors import HakitError
 
@@ -32,7 +31,7 @@ async def resolve(host: str) -> Address:
 
 
 class IpCheck(NetlinkChecker):
-    kind, rule_prefix = CHECKER_NAMES[IpChecker]
+    kind, rule_prefix = IpChecker.RESOURCE, IpChecker.RULE_PREFIX
     groups = RTMGRP_IPV4_IFADDR | RTMGRP_IPV6_IFADDR
     what = ADDRESSES
 

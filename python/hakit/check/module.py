@@ -6,7 +6,6 @@ from __future__ import annotations
 from typing import Any
 
 from hakit.check.base import CheckContext, PeriodicChecker
-from hakit.config.docgen import CHECKER_NAMES
 from hakit.config.module_model import ModuleChecker, ModuleTo
 
 POLL_S = 1.0
@@ -15,7 +14,7 @@ READY = "Ready"
 
 
 class ModuleCheck(PeriodicChecker):
-    kind, rule_prefix = CHECKER_NAMES[ModuleChecker]
+    kind, rule_prefix = ModuleChecker.RESOURCE, ModuleChecker.RULE_PREFIX
     interval = POLL_S
 
     def __init__(self, ctx: CheckContext, cfg: ModuleChecker, when: str) -> None:

@@ -16,7 +16,6 @@ import struct
 from typing import Any
 
 from hakit.check.base import CheckContext, PeriodicChecker
-from hakit.config.docgen import CHECKER_NAMES
 from hakit.config.module_model import PingChecker
 from hakit.errors import HakitError
 
@@ -97,7 +96,7 @@ async def ping(addr: str, timeout: float) -> bool:
 
 
 class PingCheck(PeriodicChecker):
-    kind, rule_prefix = CHECKER_NAMES[PingChecker]
+    kind, rule_prefix = PingChecker.RESOURCE, PingChecker.RULE_PREFIX
 
     def __init__(self, ctx: CheckContext, cfg: PingChecker, when: str) -> None:
         super().__init__(ctx)

@@ -26,7 +26,7 @@ from hakit.check.ip import IpCheck
 from hakit.check.module import ModuleCheck
 from hakit.check.ping import PingCheck
 from hakit.check.tcp import TcpCheck
-from hakit.config import docgen
+from hakit.config.module_model import CHECKERS, Interface, VirtualAddr
 from hakit.config.rules import ACTIONS, Cmp, Rule
 from hakit.errors import HakitError
 from hakit.store.module_store import Level
@@ -34,8 +34,7 @@ from hakit.store.module_store import Level
 
 def default_when(kind: str, mode: str) -> str:
     """Where a checker runs when its `when` is not given."""
-    cls = next(c for c, (resource, _rule) in docgen.CHECKER_NAMES.items() if resource == kind)
-    mirror, farm = docgen.CHECKER_WHEN[cls]
+    mirror, farm = next(c for c in CHECKERS if kind == c.RESOURCE).DEFAULT_WHEN
     return farm if mode == "farm" else mirror
 
 
@@ -95,11 +94,11 @@ class Checks:
                         "name it with <interface name=\"…\">"
                     )
                 out.append(IntfCheck(self.ctx, name, name, default_when("intf", self.mode),
-                                     docgen.GENERATED_INTERFACE_ACTION))
+                                     Interface.GENERATED_ACTION))
             for a in addrs:
                 if a.check:
                     out.append(IpCheck(self.ctx, a.addr, a.addr, default_when("ip", self.mode),
-                                       docgen.GENERATED_VIP_ACTION))
+                                       VirtualAddr.GENERATED_ACTION))
         return out
 
     def rules(self) -> list[Rule]:

@@ -7,12 +7,11 @@ import contextlib
 from typing import Any
 
 from hakit.check.base import CheckContext, PeriodicChecker
-from hakit.config.docgen import CHECKER_NAMES
 from hakit.config.module_model import TcpChecker
 
 
 class TcpCheck(PeriodicChecker):
-    kind, rule_prefix = CHECKER_NAMES[TcpChecker]
+    kind, rule_prefix = TcpChecker.RESOURCE, TcpChecker.RULE_PREFIX
 
     def __init__(self, ctx: CheckContext, cfg: TcpChecker, when: str) -> None:
         super().__init__(ctx)

@@ -6,7 +6,6 @@ import argparse
 import sys
 from pathlib import Path
 
-from hakit.config import docgen
 from hakit.config.loader import check_files
 from hakit.paths import paths
 
@@ -42,5 +41,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _doc(args: argparse.Namespace) -> int:
+    from hakit.config import docgen  # (only this command needs the reference's generator)
+
     sys.stdout.write(docgen.generate())
     return 0

@@ -18,20 +18,12 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from hakit.config import kinds
 from hakit.config.cluster_model import Cluster
 from hakit.config.kinds import Duration
-from hakit.config.module_model import (
-    CustomChecker,
-    IntfChecker,
-    IpChecker,
-    ModuleChecker,
-    PingChecker,
-    Proc,
-    Safe,
-    TcpChecker,
-)
+from hakit.config.module_model import CHECKERS, Interface, Proc, Safe, VirtualAddr
 from hakit.config.reader import MAX_MACRO_DEPTH
 from hakit.config.rules import ACTIONS
 from hakit.config.schema import AttrSpec, ChildSpec, attrs_of, children_of, text_of
@@ -42,30 +34,6 @@ REGENERATE = "PYTHONPATH=python .venv/bin/python -m hakit.config.docgen --write 
 
 # Resource and generated-rule prefixes of each checker.  The checkers name their
 # resources this way; a test holds every checker's DOC to the same names.
-CHECKER_NAMES: dict[type, tuple[str, str]] = {
-    TcpChecker: ("tcp", "t_"),
-    PingChecker: ("ping", "p_"),
-    IntfChecker: ("intf", "i_"),
-    IpChecker: ("ip", "ip_"),
-    CustomChecker: ("custom", "c_"),
-    ModuleChecker: ("module", "m_"),
-}
-
-# Where a checker runs when its `when` is absent: (mirror and light modules, farm modules).
-# The checkers read it from here too (check/registry.py).
-CHECKER_WHEN: dict[type, tuple[str, str]] = {
-    TcpChecker: ("prim", "both"),
-    PingChecker: ("pre", "pre"),
-    IntfChecker: ("pre", "pre"),
-    IpChecker: ("prim", "both"),
-    CustomChecker: ("prim", "both"),
-    ModuleChecker: ("pre", "pre"),
-}
-
-# What the checkers generated from <vip> do (check/registry.py uses these).
-GENERATED_INTERFACE_ACTION = "wait"
-GENERATED_VIP_ACTION = "stopstart"
-
 # Parsed by the tests, so the reference never shows a rule the parser refuses.
 RULE_EXAMPLE = """
 # the VIP is gone while the application still answers locally
@@ -250,8 +218,8 @@ def _macros() -> Iterator[str]:
     yield ""
 
 
-def _when(cls: type) -> str:
-    mirror, farm = CHECKER_WHEN[cls]
+def _when(cls: Any) -> str:
+    mirror, farm = cls.DEFAULT_WHEN
     return f"`{mirror}`" if mirror == farm else f"`{mirror}` (farm: `{farm}`)"
 
 
@@ -270,7 +238,8 @@ def _checkers() -> Iterator[str]:
     yield "| checker | resource | generated rule | default action | runs (default `when`) |"
     yield "| --- | --- | --- | --- | --- |"
     anchors = {s.cls: s.anchor for s in _sections(Safe)}
-    for cls, (resource, rule) in CHECKER_NAMES.items():
+    for cls in CHECKERS:
+        resource, rule = cls.RESOURCE, cls.RULE_PREFIX
         action = attrs_of(cls)["action"][1].default
         shown = f"`{action}`" if action else "none: write the rule"
         ident = "<ident>"
@@ -298,10 +267,10 @@ def _checkers() -> Iterator[str]:
     yield ""
     yield (
         f'`<interface check="on">` adds an `intf` checker named after the interface (`intf.eth0`, '
-        f"rule `i_eth0`, action `{GENERATED_INTERFACE_ACTION}`); without `<interface name>`, the "
+        f"rule `i_eth0`, action `{Interface.GENERATED_ACTION}`); without `<interface name>`, the "
         "interface is the one whose subnet holds the first address. "
         '`<virtual_addr check="on">` in `<real_interface>` adds an `ip` checker named after the '
-        f"address (`ip.10.0.0.10`, rule `ip_10.0.0.10`, action `{GENERATED_VIP_ACTION}`). "
+        f"address (`ip.10.0.0.10`, rule `ip_10.0.0.10`, action `{VirtualAddr.GENERATED_ACTION}`). "
         "A checker written in `<check>` for the same resource replaces the generated one. "
         '*(next)* `<virtual_addr check="on">` in a farm\'s `<virtual_interface>` is not watched '
         "yet. Heartbeats show as `heartbeat.<LAN name>`. The split-brain checker has no resource: "

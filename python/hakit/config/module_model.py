@@ -108,6 +108,7 @@ class Farm:
 @dataclass(frozen=True)
 class VirtualAddr:
     TAG: ClassVar[str] = "virtual_addr"
+    GENERATED_ACTION: ClassVar[str] = "stopstart"  # of the ip checker check="on" adds
     DOC: ClassVar[str] = "One virtual IP address."
     addr: str = attr("Virtual IP address or name.", Host(), required=True)
     where: str = attr(
@@ -164,6 +165,7 @@ class VirtualInterface:
 @dataclass(frozen=True)
 class Interface:
     TAG: ClassVar[str] = "interface"
+    GENERATED_ACTION: ClassVar[str] = "wait"  # of the intf checker check="on" adds
     DOC: ClassVar[str] = "A network interface carrying virtual addresses."
     check: bool = attr("Watch the interface's link; a down link makes the module wait.", OnOff(), False)
     name: str | None = attr(
@@ -447,6 +449,9 @@ class IntfTo:
 @dataclass(frozen=True)
 class TcpChecker:
     TAG: ClassVar[str] = "tcp"
+    RESOURCE: ClassVar[str] = "tcp"  # tcp.<ident>
+    RULE_PREFIX: ClassVar[str] = "t_"  # the generated rule t_<ident>
+    DEFAULT_WHEN: ClassVar[tuple[str, str]] = ("prim", "both")  # (mirror and light, farm)
     DOC: ClassVar[str] = "Connects to a TCP service; resource tcp.<ident>, rule t_<ident>."
     ident: str = attr("Checker name.", Text(nonempty=True), required=True)
     when: str | None = attr("prim, second, both or pre; default prim (mirror) or both (farm).", WHEN)
@@ -462,6 +467,9 @@ class TcpChecker:
 @dataclass(frozen=True)
 class PingChecker:
     TAG: ClassVar[str] = "ping"
+    RESOURCE: ClassVar[str] = "ping"  # ping.<ident>
+    RULE_PREFIX: ClassVar[str] = "p_"  # the generated rule p_<ident>
+    DEFAULT_WHEN: ClassVar[tuple[str, str]] = ("pre", "pre")  # (mirror and light, farm)
     DOC: ClassVar[str] = "Pings an address; resource ping.<ident>, rule p_<ident>."
     ident: str = attr("Checker name.", Text(nonempty=True), required=True)
     when: str | None = attr("prim, second, both or pre; default pre.", WHEN)
@@ -475,6 +483,9 @@ class PingChecker:
 @dataclass(frozen=True)
 class IntfChecker:
     TAG: ClassVar[str] = "intf"
+    RESOURCE: ClassVar[str] = "intf"  # intf.<ident>
+    RULE_PREFIX: ClassVar[str] = "i_"  # the generated rule i_<ident>
+    DEFAULT_WHEN: ClassVar[tuple[str, str]] = ("pre", "pre")  # (mirror and light, farm)
     DOC: ClassVar[str] = "Watches a network link (netlink events); resource intf.<ident>, rule i_<ident>."
     ident: str = attr("Checker name.", Text(nonempty=True), required=True)
     when: str | None = attr("prim, second, both or pre; default pre.", WHEN)
@@ -488,6 +499,9 @@ class IntfChecker:
 @dataclass(frozen=True)
 class IpChecker:
     TAG: ClassVar[str] = "ip"
+    RESOURCE: ClassVar[str] = "ip"  # ip.<ident>
+    RULE_PREFIX: ClassVar[str] = "ip_"  # the generated rule ip_<ident>
+    DEFAULT_WHEN: ClassVar[tuple[str, str]] = ("prim", "both")  # (mirror and light, farm)
     DOC: ClassVar[str] = "Checks an address is configured locally; resource ip.<ident>, rule ip_<ident>."
     ident: str = attr("Checker name.", Text(nonempty=True), required=True)
     when: str | None = attr("prim or both; default prim (mirror) or both (farm).",
@@ -502,6 +516,9 @@ class IpChecker:
 @dataclass(frozen=True)
 class CustomChecker:
     TAG: ClassVar[str] = "custom"
+    RESOURCE: ClassVar[str] = "custom"  # custom.<ident>
+    RULE_PREFIX: ClassVar[str] = "c_"  # the generated rule c_<ident>
+    DEFAULT_WHEN: ClassVar[tuple[str, str]] = ("prim", "both")  # (mirror and light, farm)
     DOC: ClassVar[str] = (
         "Runs a long-lived checker program from the module's bin/ that sets custom.<ident> "
         "with 'hakit set -r custom.<ident> -v up|down'; rule c_<ident>."
@@ -530,6 +547,9 @@ class ModuleTo:
 @dataclass(frozen=True)
 class ModuleChecker:
     TAG: ClassVar[str] = "module"
+    RESOURCE: ClassVar[str] = "module"  # module.<ident>
+    RULE_PREFIX: ClassVar[str] = "m_"  # the generated rule m_<ident>
+    DEFAULT_WHEN: ClassVar[tuple[str, str]] = ("pre", "pre")  # (mirror and light, farm)
     DOC: ClassVar[str] = "Depends on another module being up; resource module.<ident>, rule m_<ident>."
     name: str = attr("Name of the module depended upon.", Text(nonempty=True), required=True)
     ident: str | None = attr("Checker name; default: the module name.", Text(nonempty=True))
@@ -539,6 +559,10 @@ class ModuleChecker:
 
     def validate(self) -> Iterator[str]:
         yield from _ident_problems("module", self.ident or self.name)
+
+
+# The checkers that own a resource and generate a rule.
+CHECKERS = (TcpChecker, PingChecker, IntfChecker, IpChecker, CustomChecker, ModuleChecker)
 
 
 @dataclass(frozen=True)
