@@ -1,0 +1,16 @@
+"""Types of hakit._wire (native/wire/_wire.pyx): the frame codec of every hakit byte stream."""
+
+from typing import Any
+
+MAX_FRAME: int
+
+class FrameError(ValueError): ...
+
+def pack_frame(obj: Any, max_size: int = ...) -> bytes: ...
+
+class FrameDecoder:
+    max_size: int
+    def __init__(self, max_size: int = ...) -> None: ...
+    def feed(self, data: bytes | bytearray | memoryview) -> list[Any]: ...
+    @property
+    def pending(self) -> int: ...
