@@ -82,6 +82,8 @@ class Exit:
 
 
 Event = Fork | Exec | Comm | Exit
+_BY_PID: dict[int, type[Exec] | type[Comm] | type[Exit]] = {
+    PROC_EVENT_EXEC: Exec, PROC_EVENT_COMM: Comm, PROC_EVENT_EXIT: Exit}
 
 
 def parse(data: bytes) -> list[Event]:
@@ -102,8 +104,7 @@ def parse(data: bytes) -> list[Event]:
             out.append(Fork(ptgid, cpid, ctgid))
         elif what in (PROC_EVENT_EXEC, PROC_EVENT_COMM, PROC_EVENT_EXIT) and len(msg) >= _DATA_AT + 8:
             pid, tgid = _IDS.unpack_from(msg, _DATA_AT)
-            kind = {PROC_EVENT_EXEC: Exec, PROC_EVENT_COMM: Comm, PROC_EVENT_EXIT: Exit}[what]
-            out.append(kind(pid, tgid))
+            out.append(_BY_PID[what](pid, tgid))
     return out
 
 

@@ -29,7 +29,7 @@ ERRD_ADMIN = {"suspend": "suspended", "resume": "on", "off": "off", "on": "on"}
 TERMINATE_GRACE_S = 5.0
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("errd", help="process monitoring of a module (persistent switches, classes)")
     verbs = p.add_subparsers(dest="errd_verb", metavar="VERB", parser_class=type(p))
     verbs.required = True

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 # every other command starts faster without them.
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     cluster = sub.add_parser("cluster", help="inspect or install the cluster configuration (cluster.xml)")
     verbs = cluster.add_subparsers(dest="cluster_verb", metavar="VERB")
     verbs.required = True

@@ -10,7 +10,7 @@ from hakit.config.loader import check_files
 from hakit.paths import paths
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     config = sub.add_parser("config", help="check configuration files, print the configuration reference")
     verbs = config.add_subparsers(dest="config_verb", metavar="VERB")
     verbs.required = True

@@ -14,7 +14,7 @@ from hakit.errors import HakitError, UsageError
 from hakit.paths import paths
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     for verb, text in (("start", "start a module on this node"), ("stop", "stop a module on this node")):
         p = sub.add_parser(verb, help=text)
         p.add_argument("-m", dest="module", required=True, metavar="AM")

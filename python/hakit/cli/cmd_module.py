@@ -10,7 +10,7 @@ from hakit.module.catalog import Catalog, ModuleError
 from hakit.paths import paths
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     mod = sub.add_parser("module", help="install, remove and list application modules")
     verbs = mod.add_subparsers(dest="module_verb", metavar="VERB")
     verbs.required = True

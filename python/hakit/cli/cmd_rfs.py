@@ -21,7 +21,7 @@ BAR = 20
 MODE_TEXT = {"journal": "recorded while alone", "compare": "differing from the secondary"}
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("rfsdiff",
                        help="mirror primary: what a synchronisation of the secondary would send now")
     p.add_argument("-m", dest="module", required=True, metavar="AM")

@@ -28,7 +28,7 @@ def _module_arg(p: argparse.ArgumentParser, env_default: bool = False) -> None:
     p.add_argument("-m", dest="module", metavar="AM", required=not env_default, help=help_text)
 
 
-def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("state", help="state of a module on this node")
     _module_arg(p)
     p.add_argument("-v", dest="verbose", action="store_true", help="all resources with their dates")

@@ -90,11 +90,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     # Commands that change something go to the node's commands log, with their result.
     # Best effort: no command should fail for want of a log.
+    log: NodeStore | None = None
     try:
-        log: NodeStore | None = NodeStore(paths().node_db, _cmdlog_retention(paths()))
-        entry = log.command_started(caller(), "cli", shlex.join(["hakit", *argv]))
+        store = NodeStore(paths().node_db, _cmdlog_retention(paths()))
+        entry = store.command_started(caller(), "cli", shlex.join(["hakit", *argv]))
+        log = store
     except (OSError, sqlite3.Error):
-        log = None
+        pass
     code = _run(args)
     if log is not None:
         log.command_ended(entry, code)

@@ -65,7 +65,7 @@ def _escape(text: str, cell: bool) -> str:
 
 @dataclass
 class _Section:
-    cls: type
+    cls: type[Any]
     paths: list[tuple[str, ...]] = field(default_factory=list)
 
     @property
@@ -73,12 +73,12 @@ class _Section:
         return "-".join(self.paths[0]).replace("_", "-")
 
 
-def _sections(root: type) -> list[_Section]:
+def _sections(root: type[Any]) -> list[_Section]:
     """Every element class under `root`, in document order, with all the paths it
     can be reached by (<to> serves several checkers)."""
     found: dict[type, _Section] = {}
 
-    def walk(cls: type, path: tuple[str, ...]) -> None:
+    def walk(cls: type[Any], path: tuple[str, ...]) -> None:
         section = found.setdefault(cls, _Section(cls))
         first = not section.paths
         section.paths.append(path)
@@ -143,7 +143,7 @@ def _element(section: _Section, anchors: dict[type, str]) -> Iterator[str]:
         yield ""
 
 
-def _file_part(title: str, intro: str, root: type) -> Iterator[str]:
+def _file_part(title: str, intro: str, root: type[Any]) -> Iterator[str]:
     sections = _sections(root)
     anchors = {s.cls: s.anchor for s in sections}
     yield f"## {title}"

@@ -150,7 +150,7 @@ class Reader:
         return f"unknown element <{tag}> inside <{parent}>{closest(tag, allowed)}"
 
 
-def tag_parents(root: type) -> dict[str, str]:
+def tag_parents(root: type[Any]) -> dict[str, str]:
     """Every tag reachable from `root`, mapped to (one of) its parent tags."""
     out: dict[str, str] = {}
     todo = [root]

@@ -34,7 +34,7 @@ class AttrSpec:
 
 @dataclass(frozen=True)
 class ChildSpec:
-    cls: type
+    cls: type[Any]  # a model class: a dataclass with TAG and DOC
     many: bool
     required: bool
 

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import socket
 import threading
@@ -182,7 +183,7 @@ class Heart:
         for lan in self.lans:
             try:
                 _, proto = await loop.create_datagram_endpoint(
-                    lambda lan=lan: _Endpoint(self, lan),
+                    functools.partial(_Endpoint, self, lan),
                     local_addr=(lan.local_addr, self.port),
                     family=socket.AF_INET,
                     reuse_port=False,

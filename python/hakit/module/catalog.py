@@ -75,8 +75,8 @@ def _resolve_archive(source: str) -> Path:
     path = Path(source)
     if path.exists():
         return path
-    names = ", ".join(template_names()) or "none"
-    raise ModuleError(f"{source}: no such file, nor a shipped template (templates: {names})")
+    known = ", ".join(template_names()) or "none"
+    raise ModuleError(f"{source}: no such file, nor a shipped template (templates: {known})")
 
 
 class Catalog:

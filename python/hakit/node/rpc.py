@@ -73,7 +73,8 @@ def _context(p: Paths, server: bool) -> ssl.SSLContext:
 
 def _peer_name(ssl_object: ssl.SSLObject | None) -> str:
     cert = ssl_object.getpeercert() if ssl_object else None
-    for rdn in (cert or {}).get("subject", ()):
+    subject = cast("tuple[tuple[tuple[str, str], ...], ...]", (cert or {}).get("subject", ()))
+    for rdn in subject:
         for key, value in rdn:
             if key == "commonName":
                 return str(value)

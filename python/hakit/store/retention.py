@@ -66,10 +66,10 @@ class Pruner:
             deleted += self._delete_oldest(table, batch, now - self.retention.max_age)
         if self._used() > self.high:
             while self._used() > self.low:
-                table = self._oldest_table()
-                if table is None:
+                oldest = self._oldest_table()
+                if oldest is None:
                     break
-                deleted += self._delete_oldest(table, batch, None, once=True)
+                deleted += self._delete_oldest(oldest, batch, None, once=True)
         if deleted and self._pages() * self.page_size > self.file_share:
             self._shrink()
 

@@ -502,8 +502,8 @@ class FarmVip:
             return
         self.written = state
         for g in self.groups:
-            owners = self.owners.get(g.index, ())
-            share = 100.0 * sum(o == self.node for o in owners) / max(len(owners), 1)
+            table = self.owners.get(g.index, ())
+            share = 100.0 * sum(o == self.node for o in table) / max(len(table), 1)
             if self.resources.set(f"vip.share.{g.name}", f"{share:.1f}"):
                 self.log(Level.INFO, SOURCE, f"share of group {g.name}: {share:.1f} % of the clients")
 
