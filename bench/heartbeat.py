@@ -29,8 +29,8 @@ PEER_SCRIPT = r"""
 import asyncio, json, sys, time
 import uvloop
 from hakit.heart.link import Heart, Lan
-from hakit.module.resources import Resources
-from hakit.module.log import ModuleLog
+from hakit.runtime.resources import Resources
+from hakit.runtime.log import ModuleLog
 from hakit.store.module_store import ModuleStore
 
 me, peer, my_addr, peer_addr, pulse, timeout, seconds, out = sys.argv[1:]

@@ -35,9 +35,9 @@ from hakit.check.registry import Checks, default_when
 from hakit.config.loader import load_module
 from hakit.config.rules import Cmp
 from hakit.errors import HakitError
-from hakit.module.log import ModuleLog
-from hakit.module.resources import Resources
 from hakit.paths import Paths
+from hakit.runtime.log import ModuleLog
+from hakit.runtime.resources import Resources
 from hakit.store.module_store import ModuleStore
 from hakit.testing.sim import Sim
 from tests.conftest import IS_ROOT, unique_sim_name
@@ -56,8 +56,8 @@ from hakit.check.base import CheckContext
 from hakit.check.registry import Checks
 from hakit.check.splitbrain import Witness
 from hakit.config.loader import load_module
-from hakit.module.log import ModuleLog
-from hakit.module.resources import Resources
+from hakit.runtime.log import ModuleLog
+from hakit.runtime.resources import Resources
 from hakit.paths import Paths
 from hakit.store.module_store import ModuleStore
 

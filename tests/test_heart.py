@@ -11,8 +11,8 @@ import uvloop
 
 from hakit.heart.link import Heart, Lan
 from hakit.heart.protocol import Beat, decode, encode, encode_packed, pack_payload
-from hakit.module.log import ModuleLog
-from hakit.module.resources import Resources
+from hakit.runtime.log import ModuleLog
+from hakit.runtime.resources import Resources
 from hakit.store.module_store import ModuleStore
 
 KEY = b"k" * 32

@@ -28,6 +28,7 @@ from hakit.errors import HakitError
 from hakit.ipc import RemoteError
 from hakit.node import pki, rpc
 from hakit.paths import Paths
+from hakit.runtime import credentials, rpc_client
 from hakit.testing.sim import Sim
 from tests.conftest import IS_ROOT, unique_sim_name
 from tests.helpers import hakit
@@ -78,7 +79,7 @@ def handshake(server: ssl.SSLContext, client: ssl.SSLContext) -> str:
         s_in.write(c_out.read())
         c_in.write(s_out.read())
         if all(done.values()):
-            return rpc._peer_name(cli)
+            return rpc_client.peer_name(cli)
     raise AssertionError("handshake did not finish")
 
 
@@ -108,8 +109,8 @@ def test_pki_credentials_chain_and_bundle_round_trip(two):
     assert mode(b.pki / "node.key") == 0o600 and mode(b.cluster_secret) == 0o600
     assert pki.setup_node(b, cluster, "node2") == []
     # The TLS stack accepts them both ways, TLS 1.3 with ALPN.
-    assert handshake(rpc._context(a, server=True), rpc.client_context(b)) == "node1"
-    assert handshake(rpc._context(b, server=True), rpc.client_context(a)) == "node2"
+    assert handshake(rpc_client.tls_context(a, server=True), rpc_client.client_context(b)) == "node1"
+    assert handshake(rpc_client.tls_context(b, server=True), rpc_client.client_context(a)) == "node2"
 
 
 def test_pki_refuses_foreign_certificates(two, tmp_path):
@@ -117,10 +118,10 @@ def test_pki_refuses_foreign_certificates(two, tmp_path):
     other = node_paths(tmp_path / "other")
     pki.setup_node(other, cluster, "node2")  # another cluster's CA
     with pytest.raises(ssl.SSLError, match=r"certificate verify failed|unknown ca"):
-        handshake(rpc._context(a, server=True), rpc.client_context(other))
+        handshake(rpc_client.tls_context(a, server=True), rpc_client.client_context(other))
     foreign = x509.load_pem_x509_certificate((other.pki / "node.crt").read_bytes())
     ca = x509.load_pem_x509_certificate((a.pki / "ca.crt").read_bytes())
-    with pytest.raises(pki.PkiError, match="not signed by the cluster CA"):
+    with pytest.raises(credentials.PkiError, match="not signed by the cluster CA"):
         pki.verify(foreign, [ca])
 
 
@@ -145,7 +146,7 @@ def test_bad_bundles_are_refused_clearly_and_install_nothing(two, tmp_path):
         good.replace(parts[3], short_secret): "its cluster secret has 31 bytes, not 32",
     }
     for data, why in cases.items():
-        with pytest.raises(pki.PkiError, match=re.escape(why)) as err:
+        with pytest.raises(credentials.PkiError, match=re.escape(why)) as err:
             pki.read_bundle(data, "FILE")
         assert str(err.value).startswith("FILE is not a usable hakit cluster bundle: ")
     assert not b.pki.exists()
@@ -274,7 +275,7 @@ def test_G_applies_the_cluster_configuration_everywhere(sim):
 
     # A cluster.xml with problems replaces nothing, and says why.
     with pytest.raises(RemoteError, match="has problems: nothing installed"):
-        rpc.call_node(sim.paths("node1"), sim.addr("node2"), "apply_cluster",
+        rpc_client.call_node(sim.paths("node1"), sim.addr("node2"), "apply_cluster",
                       {"files": {"cluster.xml": b"<cluster><lans>"}})
 
     run = on(sim, "node1", "-H", "*", "-G")
@@ -305,9 +306,9 @@ def test_G_applies_the_cluster_configuration_everywhere(sim):
     node3 = pki.issue(sim.paths("node1"), "node3", [sim.addr("node3")])
     before = (node2.pki / "node.crt").read_bytes()
     with pytest.raises(RemoteError, match="the shipped certificate is node3's, not this node's"):
-        rpc.call_node(sim.paths("node1"), sim.addr("node2"), "apply_cluster",
-                      {"files": {"cluster.xml": new.encode(), pki.NODE_CERT: node3.cert_pem,
-                                 pki.NODE_KEY: node3.key_pem}})
+        rpc_client.call_node(sim.paths("node1"), sim.addr("node2"), "apply_cluster",
+                      {"files": {"cluster.xml": new.encode(), credentials.NODE_CERT: node3.cert_pem,
+                                 credentials.NODE_KEY: node3.key_pem}})
     assert (node2.pki / "node.crt").read_bytes() == before
 
 
@@ -330,7 +331,7 @@ def test_E_applies_a_module_with_its_id_and_key(sim):
     copied = sim.host_path("node2", "/etc/hakit/modules/AM/conf/key")
     assert copied.read_bytes() == key.read_bytes() and mode(copied) == 0o600
     assert not sim.host_path("node3", "/etc/hakit/modules/AM").exists()
-    state = rpc.call_node(sim.paths("node1"), sim.addr("node2"), "module_state", {"module": "AM"})
+    state = rpc_client.call_node(sim.paths("node1"), sim.addr("node2"), "module_state", {"module": "AM"})
     assert state == {"state": "STOP", "status": "NotReady"}
 
     # node3 already has AM under another id: it keeps its id, and the difference is pointed out.
@@ -368,28 +369,28 @@ def self_signed(tmp_path: Path) -> tuple[Path, Path]:
 def test_untrusted_peers_and_garbage_are_dropped(sim, tmp_path):
     node1, addr = sim.paths("node1"), sim.addr("node2")
     # A client with a certificate of its own making (the cluster CA trusted, for the server's side).
-    ctx = rpc.client_context(node1)
+    ctx = rpc_client.client_context(node1)
     ctx.load_cert_chain(*self_signed(tmp_path))
     # TLS 1.3: the server's refusal comes after the client's handshake, on the first read.
-    with pytest.raises(rpc.RpcError, match=r"dropped the connection|closed the connection at once"):
+    with pytest.raises(rpc_client.RpcError, match=r"dropped the connection|closed the connection at once"):
         asyncio.run(call_with(node1, addr, ctx))
     # A node of another cluster: each side refuses the other.
     other = node_paths(tmp_path / "other")
     pki.setup_node(other, load_cluster(sim.host_path("node1", "/etc/hakit/cluster.xml")), "node1")
-    with pytest.raises(rpc.RpcError, match="TLS handshake failed: certificate refused"):
-        rpc.call_node(other, addr, "ping", {})
+    with pytest.raises(rpc_client.RpcError, match="TLS handshake failed: certificate refused"):
+        rpc_client.call_node(other, addr, "ping", {})
     # Bytes that are not TLS, then a TLS client that does not speak hakit/1.
-    with socket.create_connection((addr, rpc.RPC_PORT), timeout=5) as s:
+    with socket.create_connection((addr, rpc_client.RPC_PORT), timeout=5) as s:
         s.sendall(b"GET / HTTP/1.0\r\n\r\n" + os.urandom(4096))
         assert s.recv(100) == b""
-    http = rpc.client_context(node1)
+    http = rpc_client.client_context(node1)
     http.set_alpn_protocols(["http/1.1"])
     with pytest.raises(HakitError):
         asyncio.run(call_with(node1, addr, http))
 
-    assert rpc.call_node(node1, addr, "ping", {})["node"] == "node2"  # still serving
+    assert rpc_client.call_node(node1, addr, "ping", {})["node"] == "node2"  # still serving
     with pytest.raises(RemoteError, match="'start' is not served to other nodes"):
-        rpc.call_node(node1, addr, "start", {"module": "AM"})
+        rpc_client.call_node(node1, addr, "start", {"module": "AM"})
     dropped = re.findall(r"^hakitd: rpc: dropped [0-9.]+:\d+: (.*)$", daemon_log(sim, "node2"), re.M)
     assert len(dropped) == 4, dropped  # one line for each, and only for them
     assert dropped[0] == "TLS handshake failed: certificate refused: self-signed certificate"
@@ -400,16 +401,16 @@ def test_untrusted_peers_and_garbage_are_dropped(sim, tmp_path):
     assert "Traceback" not in daemon_log(sim, "node2") + daemon_log(sim, "node1")
     # A flood of bad handshakes is a few lines, not one each (the sources are any).
     for _ in range(40):
-        with socket.create_connection((addr, rpc.RPC_PORT), timeout=5) as s:
+        with socket.create_connection((addr, rpc_client.RPC_PORT), timeout=5) as s:
             s.sendall(b"GET / HTTP/1.0\r\n\r\n")
             assert s.recv(100) == b""
-    assert rpc.call_node(node1, addr, "ping", {})["node"] == "node2"
+    assert rpc_client.call_node(node1, addr, "ping", {})["node"] == "node2"
     flood = re.findall(r"^hakitd: rpc: dropped .*$", daemon_log(sim, "node2"), re.M)[4:]
     assert len(flood) <= 2 * rpc.DROP_LOG_BURST, flood  # (the flood may straddle two intervals)
 
 
 async def call_with(p: Paths, addr: str, ctx: ssl.SSLContext) -> object:
-    conn = await rpc.connect(p, [addr], context=ctx)
+    conn = await rpc_client.connect(p, [addr], context=ctx)
     try:
         return await conn.call("ping", {})
     finally:
@@ -428,17 +429,17 @@ def test_only_nodes_of_cluster_xml_are_served_and_each_server_is_the_node_meant(
     # node3 still holds a certificate of the cluster CA: removed from cluster.xml, it is refused.
     node3, addr2 = sim.paths("node3"), sim.addr("node2")
     with pytest.raises(RemoteError, match=r"node2 refuses node3: its certificate names no node of cluster"):
-        rpc.call_node(node3, addr2, "ping", {})
+        rpc_client.call_node(node3, addr2, "ping", {})
     run = on(sim, "node3", "-H", "node1", "level")
     assert run.returncode == 1 and "node1 refuses node3" in run.stderr, run.stderr
 
     sim.host_path("node1", "/etc/hakit/full.xml").write_text(full)
     assert on(sim, "node1", "cluster", "config", "/etc/hakit/full.xml").returncode == 0
     assert on(sim, "node1", "-H", "*", "-G").returncode == 0
-    assert rpc.call_node(node3, addr2, "ping", {})["node"] == "node2"
+    assert rpc_client.call_node(node3, addr2, "ping", {})["node"] == "node2"
     # A client whose idea of node2's address leads to node3 is told, not served by node3.
-    with pytest.raises(rpc.RpcError, match=r"refused: it is node3, not node2"):
-        asyncio.run(rpc.connect(sim.paths("node1"), [sim.addr("node3")], node="node2"))
+    with pytest.raises(rpc_client.RpcError, match=r"refused: it is node3, not node2"):
+        asyncio.run(rpc_client.connect(sim.paths("node1"), [sim.addr("node3")], node="node2"))
 
 
 @pytest.mark.root
@@ -451,7 +452,7 @@ def test_a_retired_certificate_is_refused_everywhere_until_the_node_gets_new_cre
     assert "node3: " in run.stderr and "refused: its certificate (node3) is retired" in run.stderr
     node3 = sim.paths("node3")
     with pytest.raises(RemoteError, match="node2 refuses node3: its certificate is retired"):
-        rpc.call_node(node3, sim.addr("node2"), "ping", {})
+        rpc_client.call_node(node3, sim.addr("node2"), "ping", {})
     run = on(sim, "node2", "-H", "node3", "level")
     assert run.returncode == 1 and "is retired" in run.stderr
     run = on(sim, "node1", "cluster", "retire", "node3")
@@ -463,7 +464,7 @@ def test_a_retired_certificate_is_refused_everywhere_until_the_node_gets_new_cre
         sim.host_path("node1", "/var/lib/hakit/node3.bundle").read_bytes())
     run = on(sim, "node3", "cluster", "import", "/var/lib/hakit/node3.bundle")
     assert run.returncode == 0, run.stderr
-    assert rpc.call_node(node3, sim.addr("node2"), "ping", {})["node"] == "node2"
+    assert rpc_client.call_node(node3, sim.addr("node2"), "ping", {})["node"] == "node2"
     run = on(sim, "node1", "-H", "*", "level")
     assert run.returncode == 0, run.stderr
 
@@ -472,7 +473,7 @@ def test_a_retired_certificate_is_refused_everywhere_until_the_node_gets_new_cre
 def test_the_cluster_ca_is_rotated_without_cutting_any_node_off(sim, tmp_path):
     before = node_paths(tmp_path / "before")
     before.pki.mkdir(parents=True)
-    for name in (pki.CA_CERT, pki.NODE_CERT, pki.NODE_KEY):
+    for name in (credentials.CA_CERT, credentials.NODE_CERT, credentials.NODE_KEY):
         (before.pki / name).write_bytes((sim.paths("node3").pki / name).read_bytes())
     old_ca = pki.read_cas(sim.paths("node1"))[0]
 
@@ -494,12 +495,12 @@ def test_the_cluster_ca_is_rotated_without_cutting_any_node_off(sim, tmp_path):
     assert new_ca != old_ca
     for node in ("node1", "node2", "node3"):
         assert pki.read_cas(sim.paths(node)) == [new_ca]
-        cert = x509.load_pem_x509_certificate((sim.paths(node).pki / pki.NODE_CERT).read_bytes())
+        cert = x509.load_pem_x509_certificate((sim.paths(node).pki / credentials.NODE_CERT).read_bytes())
         assert pki.signed_by(cert, new_ca)
     assert on(sim, "node3", "-H", "*", "level").returncode == 0
     # Credentials of the previous CA are no good any more.
-    with pytest.raises(rpc.RpcError, match="certificate refused"):
-        rpc.call_node(before, sim.addr("node2"), "ping", {})
+    with pytest.raises(rpc_client.RpcError, match="certificate refused"):
+        rpc_client.call_node(before, sim.addr("node2"), "ping", {})
 
 
 @pytest.mark.root

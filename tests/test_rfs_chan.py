@@ -18,6 +18,7 @@ import pytest
 from hakit.node import pki
 from hakit.paths import Paths
 from hakit.rfs.daemon import rfs_binary
+from hakit.runtime import credentials
 from tests.test_rfs_fs import base, free_port, rfs  # noqa: F401 - fixtures
 
 pytestmark = pytest.mark.root
@@ -33,7 +34,7 @@ def cluster_pki(root: Path, nodes: list[str]) -> dict[str, list[str]]:
         pki.write_private(root / f"{node}.key", creds.key_pem)
         (root / f"{node}.crt").write_bytes(creds.cert_pem)
         options[node] = ["--tls-cert", str(root / f"{node}.crt"), "--tls-key", str(root / f"{node}.key"),
-                         "--tls-ca", str(pki.ca_cert_path(p))]
+                         "--tls-ca", str(credentials.ca_cert_path(p))]
     return options
 
 

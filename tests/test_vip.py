@@ -23,7 +23,7 @@ from pathlib import Path
 
 from hakit.config.loader import load_module
 from hakit.errors import HakitError
-from hakit.module.log import ModuleLog
+from hakit.runtime.log import ModuleLog
 from hakit.store.module_store import ModuleStore
 from hakit.vip.alias import MirrorVip
 

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from hakit.config.module_model import ModuleConfig
-from hakit.module.log import ModuleLog
-from hakit.module.resources import UNKNOWN, Resources
 from hakit.paths import Paths
+from hakit.runtime.log import ModuleLog
+from hakit.runtime.resources import UNKNOWN, Resources
 from hakit.store.module_store import Level
 
 UP = "up"

@@ -21,7 +21,7 @@ from typing import Any
 from hakit.check.base import UNKNOWN, CheckContext, TaskChecker
 from hakit.config.module_model import CustomChecker
 from hakit.errors import HakitError
-from hakit.module.scripts import kill_group
+from hakit.runtime.procgroup import kill_group
 from hakit.store.module_store import Level
 
 RESTART_DELAY_S = 1.0

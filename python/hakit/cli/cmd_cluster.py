@@ -15,11 +15,12 @@ from hakit.config.loader import cluster_signature
 from hakit.errors import HakitError
 from hakit.node.cluster_conf import ClusterConfigError, install_cluster_xml, modules_against, valid_cluster
 from hakit.paths import Paths, paths
+from hakit.runtime import credentials
 
 if TYPE_CHECKING:
     from cryptography import x509
 
-    from hakit.node import rpc
+    from hakit.runtime import rpc_client
 
 # The credential commands import hakit.node.pki (and the cryptography package) only when run:
 # every other command starts faster without them.
@@ -220,7 +221,7 @@ def _import(args: argparse.Namespace) -> int:
 
 def _check_bundle_node(p: Paths, node: str) -> None:
     """A bundle imported on the wrong machine would have it pose as another node."""
-    from hakit.node.identity import local_node
+    from hakit.runtime.identity import local_node
 
     cluster, _ = valid_cluster(p.cluster_xml, str(p.cluster_xml))
     if cluster is None:
@@ -248,13 +249,13 @@ def _retire(args: argparse.Namespace) -> int:
 
 def _rotate_ca(args: argparse.Namespace) -> int:
     from hakit.node import pki, trust
-    from hakit.node.identity import local_node
+    from hakit.runtime.identity import local_node
 
     p = paths()
     cluster = _read_cluster(p.cluster_xml, installed=True)
     if args.finish:
         if lagging := _lagging(p, cluster, pki.read_cas(p)[0]):
-            raise pki.PkiError("not every node has a certificate of the new CA yet: "
+            raise credentials.PkiError("not every node has a certificate of the new CA yet: "
                                + "; ".join(lagging) + "; run 'hakit -H \"*\" -G' first")
         ca = trust.finish_rotation(p, cluster, local_node(cluster))
         print(f"the cluster CA is now {pki.fingerprint(ca)} alone")
@@ -275,7 +276,7 @@ def _lagging(p: Paths, cluster: Cluster, ca: x509.Certificate) -> list[str]:
     from hakit.cli.cmd_remote import _fan_out, _here
     from hakit.node import pki
 
-    async def cert_of(node: str, conn: rpc.Connection) -> bytes:
+    async def cert_of(node: str, conn: rpc_client.Connection) -> bytes:
         return conn.peer_cert_der
 
     others = [n for n in cluster.node_names if n != _here(cluster)]

@@ -25,10 +25,11 @@ from hakit.config.cluster_model import Cluster
 from hakit.config.loader import cluster_signature, load_cluster
 from hakit.errors import HakitError, UsageError
 from hakit.module.catalog import Catalog
-from hakit.node import pki, rpc, trust
-from hakit.node.identity import local_node
+from hakit.node import pki, trust
 from hakit.node.remote_ops import CLI_TIMEOUT
 from hakit.paths import Paths, paths
+from hakit.runtime import credentials, rpc_client
+from hakit.runtime.identity import local_node
 
 CMD_TIMEOUT = CLI_TIMEOUT + 30.0  # the node gives up first and says so
 APPLY_TIMEOUT = 60.0
@@ -103,14 +104,14 @@ class Outcome:
 
 
 async def _fan_out(p: Paths, cluster: Cluster, nodes: list[str],
-                   work: Callable[[str, rpc.Connection], Awaitable[Any]]) -> list[Outcome]:
-    ctx = rpc.client_context(p)
+                   work: Callable[[str, rpc_client.Connection], Awaitable[Any]]) -> list[Outcome]:
+    ctx = rpc_client.client_context(p)
 
     async def one(node: str) -> Outcome:
         addrs = pki.node_addresses(cluster, node)
         try:
-            conn = await rpc.connect(p, addrs, context=ctx, node=node)
-        except rpc.Unreachable as exc:
+            conn = await rpc_client.connect(p, addrs, context=ctx, node=node)
+        except rpc_client.Unreachable as exc:
             return Outcome(node, error=f"unreachable ({exc})")
         except HakitError as exc:
             return Outcome(node, error=str(exc))
@@ -171,7 +172,7 @@ def _agreement(signatures: dict[str, str | None]) -> bool:
 
 
 async def _run_command(p: Paths, cluster: Cluster, nodes: list[str], argv: list[str]) -> int:
-    async def work(node: str, conn: rpc.Connection) -> Any:
+    async def work(node: str, conn: rpc_client.Connection) -> Any:
         return await conn.call("cli", {"argv": argv}, CMD_TIMEOUT)
 
     outcomes = await _fan_out(p, cluster, nodes, work)
@@ -205,15 +206,15 @@ async def _apply_cluster(p: Paths, cluster: Cluster, nodes: list[str]) -> int:
     ship = trust.shipped(p)  # the CA node's trust: its CA certificates, its retired list
     ca = pki.read_cas(p)[0] if ship is not None else None
 
-    async def work(node: str, conn: rpc.Connection) -> Any:
+    async def work(node: str, conn: rpc_client.Connection) -> Any:
         files = {"cluster.xml": data}
         if ship is not None:
-            files |= {pki.CA_CERT: ship.ca_pem, pki.RETIRED: ship.retired}
+            files |= {credentials.CA_CERT: ship.ca_pem, credentials.RETIRED: ship.retired}
         addrs = pki.node_addresses(cluster, node)
         reason = pki.renewal_reason(pki.load_cert_der(conn.peer_cert_der), node, addrs, ca)
         if reason and ca is not None:
             creds = pki.issue(p, node, addrs)
-            files |= {pki.NODE_KEY: creds.key_pem, pki.NODE_CERT: creds.cert_pem}
+            files |= {credentials.NODE_KEY: creds.key_pem, credentials.NODE_CERT: creds.cert_pem}
         result = await conn.call("apply_cluster", {"files": files}, APPLY_TIMEOUT)
         return {**result, "reason": reason}
 
@@ -260,7 +261,7 @@ async def _export_module(p: Paths, cluster: Cluster, nodes: list[str], module: s
         args = {"module": module, "archive": archive.read_bytes(), "nodes": nodes, "id": module_id}
     here = _here(cluster)
 
-    async def work(node: str, conn: rpc.Connection) -> Any:
+    async def work(node: str, conn: rpc_client.Connection) -> Any:
         return await conn.call("apply_module", args, APPLY_TIMEOUT)
 
     outcomes = {o.node: o for o in await _fan_out(p, cluster, [n for n in nodes if n != here], work)}

@@ -12,9 +12,9 @@ import time
 from hakit import __version__
 from hakit.errors import UsageError
 from hakit.module.catalog import Catalog
-from hakit.module.log import ModuleLog
 from hakit.paths import paths
 from hakit.rfs.progress import sync_line
+from hakit.runtime.log import ModuleLog
 from hakit.store.module_store import MAIN_LEVELS, Level, ModuleStore
 from hakit.store.node_store import NodeStore
 

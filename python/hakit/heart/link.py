@@ -34,8 +34,8 @@ from typing import Any
 import uvloop
 
 from hakit.heart.protocol import NONCE_LEN, Beat, Rejected, decode, encode_packed, pack_payload
-from hakit.module.log import ModuleLog
-from hakit.module.resources import Resources
+from hakit.runtime.log import ModuleLog
+from hakit.runtime.resources import Resources
 from hakit.store.module_store import Level
 from hakit.throttle import Throttle
 

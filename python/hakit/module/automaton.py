@@ -28,10 +28,10 @@ from hakit.errors import HakitError
 from hakit.heart.link import Heart
 from hakit.module.datastate import NOT_A_GOOD_COPY, DataState
 from hakit.module.failover import FailoverMachine, LoopBudget
-from hakit.module.log import ModuleLog
-from hakit.module.resources import Resources
 from hakit.module.scripts import ScriptRunner
 from hakit.rfs.mirror import Replication
+from hakit.runtime.log import ModuleLog
+from hakit.runtime.resources import Resources
 from hakit.store.module_store import Level
 from hakit.vip.alias import MirrorVip
 from hakit.vip.farm import FarmVip

@@ -16,7 +16,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 
 from hakit.config.rules import BoolOp, Cmp, Expr, Not, Rule
-from hakit.module.resources import Resources
+from hakit.runtime.resources import Resources
 
 EDGE_ACTIONS = ("restart", "stopstart", "stop", "swap")
 LEVEL_ACTIONS = ("wait", "prim")

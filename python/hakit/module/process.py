@@ -31,12 +31,13 @@ from hakit.module.automaton import PRIMARY, Automaton, Parts, State, Status
 from hakit.module.catalog import Catalog
 from hakit.module.datastate import DataState
 from hakit.module.failover import HEARTBEAT_RULE, RFS_RULE
-from hakit.module.log import ModuleLog
-from hakit.module.resources import Resources
 from hakit.module.scripts import ScriptRunner, environment
-from hakit.node.identity import local_node
 from hakit.paths import Paths, paths
 from hakit.rfs.mirror import Replication, Security
+from hakit.runtime import credentials
+from hakit.runtime.identity import local_node
+from hakit.runtime.log import ModuleLog
+from hakit.runtime.resources import Resources
 from hakit.store.module_store import Level, ModuleStore
 from hakit.store.retention import Retention
 from hakit.vip.alias import MirrorVip, addrs_of
@@ -145,9 +146,8 @@ class ModuleProcess:
             peer_addr = cluster.addr(peers[0], flow)
             # Every mirror's stream is encrypted (TLS 1.3, node certificates) and authenticated
             # (the module key, both ways): docs/replication.md, "Security of the stream".
-            from hakit.node import pki  # (cryptography: loaded only then)
 
-            ca, cert, key = pki.credential_files(p)
+            ca, cert, key = credentials.credential_files(p)
             rfs = Replication(
                 module=name, module_id=catalog.module_id(name), cfg=svc.rfs, paths=p, log=self.log,
                 resources=self.resources, local_addr=cluster.addr(node, flow) or "",
@@ -191,7 +191,7 @@ class ModuleProcess:
         if addr is None:
             with ModuleStore(self.paths.module_db(module)) as store:
                 return store.state()
-        from hakit.node.rpc import acall_node
+        from hakit.runtime.rpc_client import acall_node
 
         try:
             got = await acall_node(self.paths, addr, "module_state", {"module": module}, port=port)

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import os
 import shutil
-import signal
 import sys
 import time
 from dataclasses import dataclass
@@ -20,12 +19,12 @@ from pathlib import Path
 
 from hakit.config.module_model import ModuleConfig
 from hakit.files import open_private_append
-from hakit.module.log import ModuleLog
 from hakit.paths import Paths
+from hakit.runtime.log import ModuleLog
+from hakit.runtime.procgroup import kill_group
 from hakit.store.module_store import Level
 
 STOP_SCRIPTS = ("stop_prim", "stop_second", "stop_both", "poststop")
-KILL_GRACE_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -139,14 +138,3 @@ class ScriptRunner:
             if total > budget and i > 0:
                 with contextlib.suppress(FileNotFoundError):
                     p.unlink()
-
-
-async def kill_group(proc: asyncio.subprocess.Process) -> int:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            return await asyncio.wait_for(proc.wait(), KILL_GRACE_S)
-        except TimeoutError:
-            continue
-    return await proc.wait()

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
-import hashlib
 import ipaddress
 import re
 import secrets
@@ -41,15 +40,20 @@ from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from hakit.config.cluster_model import Cluster
 from hakit.errors import HakitError
 from hakit.files import write_atomic
-from hakit.node.identity import local_node
 from hakit.paths import Paths
-
-CA_CERT = "ca.crt"
-CA_KEY = "ca.key"
-NODE_CERT = "node.crt"
-NODE_KEY = "node.key"
-ISSUED = "issued"
-RETIRED = "retired"
+from hakit.runtime.credentials import (
+    PkiError,
+    ca_cert_path,
+    ca_key_path,
+    cert_id,
+    credential_files,
+    holds_ca,
+    issued_path,
+    node_cert_path,
+    node_key_path,
+    retired,
+)
+from hakit.runtime.identity import local_node
 
 CA_DAYS = 30 * 365
 NODE_DAYS = 10 * 365
@@ -61,10 +65,6 @@ BUNDLE_HEADER = "# hakit cluster bundle"
 SECRET_LABEL = "HAKIT CLUSTER SECRET"
 _SPKI = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
 _PEM = re.compile(r"-----BEGIN ([A-Z0-9 ]+)-----\r?\n(.*?)-----END \1-----", re.S)
-
-
-class PkiError(HakitError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -82,35 +82,6 @@ class Bundle:
 
 
 # ---------------------------------------------------------------- files
-
-
-def ca_cert_path(p: Paths) -> Path:
-    return p.pki / CA_CERT
-
-
-def ca_key_path(p: Paths) -> Path:
-    return p.pki / CA_KEY
-
-
-def node_cert_path(p: Paths) -> Path:
-    return p.pki / NODE_CERT
-
-
-def node_key_path(p: Paths) -> Path:
-    return p.pki / NODE_KEY
-
-
-def issued_path(p: Paths) -> Path:
-    return p.pki / ISSUED
-
-
-def retired_path(p: Paths) -> Path:
-    return p.pki / RETIRED
-
-
-def holds_ca(p: Paths) -> bool:
-    """Whether this node can sign certificates (it created the cluster CA)."""
-    return ca_key_path(p).exists()
 
 
 def _write(path: Path, data: bytes, mode: int) -> None:
@@ -135,19 +106,6 @@ def write_node_credentials(p: Paths, creds: NodeCredentials) -> None:
     # Key first: a certificate without its key would make the TLS context fail to load.
     write_private(node_key_path(p), creds.key_pem)
     write_public(node_cert_path(p), creds.cert_pem)
-
-
-def credential_files(p: Paths) -> tuple[Path, Path, Path]:
-    """(ca.crt, node.crt, node.key), or PkiError saying how to get them."""
-    files = (ca_cert_path(p), node_cert_path(p), node_key_path(p))
-    missing = [f.name for f in files if not f.exists()]
-    if missing:
-        raise PkiError(
-            f"this node has no cluster credentials ({', '.join(missing)} missing in {p.pki}): run "
-            "'hakit cluster config' on the first node; on the others import a bundle made there "
-            "('hakit cluster bundle NODE -o FILE', then 'hakit cluster import FILE')"
-        )
-    return files
 
 
 # ---------------------------------------------------------------- certificates
@@ -184,11 +142,6 @@ def read_cas(p: Paths) -> list[x509.Certificate]:
         return load_cas(path.read_bytes(), str(path))
     except FileNotFoundError:
         raise PkiError(f"{path} is missing") from None
-
-
-def cert_id(der: bytes) -> str:
-    """What the issued and retired lists name a certificate by: the SHA-256 of its DER form."""
-    return hashlib.sha256(der).hexdigest()
 
 
 def _read_ca_key(p: Paths) -> ec.EllipticCurvePrivateKey:
@@ -534,17 +487,6 @@ def check_credentials(creds: NodeCredentials, node: str, cas: Sequence[x509.Cert
         raise PkiError(f"the shipped certificate is {named}'s, not this node's ({node}): nothing installed")
     if why := _mismatch(creds.key_pem, cert):
         raise PkiError(f"the shipped credentials are unusable: {why}")
-
-
-def retired(p: Paths) -> frozenset[str]:
-    """The certificates retired (cert_id), which no node accepts whatever signed them."""
-    try:
-        text = retired_path(p).read_text(encoding="ascii", errors="replace")
-    except FileNotFoundError:
-        return frozenset()
-    except OSError as exc:
-        raise PkiError(f"cannot read {retired_path(p)}: {exc.strerror}") from None
-    return frozenset(line.split()[0] for line in text.splitlines() if line.strip())
 
 
 def _is_ca(cert: x509.Certificate) -> bool:

@@ -26,8 +26,9 @@ from hakit.files import private_dir
 from hakit.module.catalog import MAX_ID, Catalog, check_name
 from hakit.node import pki, trust
 from hakit.node.cluster_conf import ClusterConfigError, install_cluster_xml, modules_against
-from hakit.node.identity import local_node
 from hakit.paths import Paths
+from hakit.runtime import credentials
+from hakit.runtime.identity import local_node
 from hakit.store.module_store import ModuleStore
 
 CLI_TIMEOUT = 900.0  # a remote `start` may wait for its module's start scripts (up to 600 s)
@@ -42,22 +43,25 @@ def apply_cluster(p: Paths, args: dict[str, Any], user: str) -> dict[str, Any]:
     files = args.get("files")
     if not isinstance(files, dict) or not isinstance(files.get(CLUSTER_FILE), bytes):
         raise ApplyError(f"apply_cluster needs the bytes of {CLUSTER_FILE}")
-    extra = set(files) - {CLUSTER_FILE, pki.NODE_CERT, pki.NODE_KEY, pki.CA_CERT, pki.RETIRED}
+    extra = set(files) - {CLUSTER_FILE, credentials.NODE_CERT, credentials.NODE_KEY, credentials.CA_CERT,
+                          credentials.RETIRED}
     if extra:
         raise ApplyError(f"apply_cluster: unexpected files {', '.join(sorted(map(str, extra)))}")
     creds = None
-    if pki.NODE_CERT in files or pki.NODE_KEY in files:
-        creds = pki.NodeCredentials(bytes(files.get(pki.NODE_KEY, b"")), bytes(files.get(pki.NODE_CERT, b"")))
+    if credentials.NODE_CERT in files or credentials.NODE_KEY in files:
+        creds = pki.NodeCredentials(bytes(files.get(credentials.NODE_KEY, b"")),
+                                    bytes(files.get(credentials.NODE_CERT, b"")))
     ship = None
-    if pki.CA_CERT in files:
-        ship = trust.Shipped(bytes(files[pki.CA_CERT]), bytes(files.get(pki.RETIRED, b"")))
+    if credentials.CA_CERT in files:
+        ship = trust.Shipped(bytes(files[credentials.CA_CERT]), bytes(files.get(credentials.RETIRED, b"")))
 
     def for_this_node(cluster: Cluster) -> None:
         # Checked before anything is replaced: a bad certificate or trust would cut this
         # node off, another node's certificate would let it pose as that node.
         cas = None
         if ship is not None:
-            cas = trust.check_shipped(ship, creds.cert_pem if creds else pki.node_cert_path(p).read_bytes())
+            mine = creds.cert_pem if creds else credentials.node_cert_path(p).read_bytes()
+            cas = trust.check_shipped(ship, mine)
         if creds is not None:
             pki.check_credentials(creds, local_node(cluster), cas if cas is not None else pki.read_cas(p))
 

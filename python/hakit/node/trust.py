@@ -2,7 +2,7 @@
 trust that `hakit -H "*" -G` ships from the CA node (docs/security.md, "Retiring a node,
 rotating the CA").
 
-Retiring: the CA node lists every certificate it issues (pki.issued_path); `retire NODE`
+Retiring: the CA node lists every certificate it issues (credentials.issued_path); `retire NODE`
 copies those of NODE to the retired list, which -G ships to every node.  A retired
 certificate is refused by servers and clients alike, whatever signed it; the node comes
 back only with credentials made for it again (a bundle, imported by hand).
@@ -24,6 +24,7 @@ from cryptography import x509
 from hakit.config.cluster_model import Cluster
 from hakit.node import pki
 from hakit.paths import Paths
+from hakit.runtime import credentials
 
 MAX_RETIRED_BYTES = 1 << 20
 _RETIRED_LINE = re.compile(r"[0-9a-f]{64} \S+( \S+)?")
@@ -38,8 +39,8 @@ class Shipped:
 
 
 def _on_ca_node(p: Paths, doing: str) -> None:
-    if not pki.holds_ca(p):
-        raise pki.PkiError(f"only the CA node can {doing}: run this where 'hakit cluster config' "
+    if not credentials.holds_ca(p):
+        raise credentials.PkiError(f"only the CA node can {doing}: run this where 'hakit cluster config' "
                            "created the CA")
 
 
@@ -47,18 +48,19 @@ def retire(p: Paths, node: str) -> list[str]:
     """Retire every certificate issued to `node` by this CA node; returns their ids."""
     _on_ca_node(p, "retire certificates")
     try:
-        issued = pki.issued_path(p).read_text(encoding="ascii").splitlines()
+        issued = credentials.issued_path(p).read_text(encoding="ascii").splitlines()
     except FileNotFoundError:
         issued = []
     gone = pki.retired(p)
     ids = [line.split()[0] for line in issued if line.split()[1:2] == [node]]
     new = [i for i in dict.fromkeys(ids) if i not in gone]
     if not ids:
-        raise pki.PkiError(f"this CA node issued no certificate to {node} ({pki.issued_path(p)})")
+        raise credentials.PkiError(
+            f"this CA node issued no certificate to {node} ({credentials.issued_path(p)})")
     if new:
-        with open(pki.retired_path(p), "a", encoding="ascii") as out:
+        with open(credentials.retired_path(p), "a", encoding="ascii") as out:
             out.writelines(f"{i} {node}\n" for i in new)
-        pki.retired_path(p).chmod(0o644)
+        credentials.retired_path(p).chmod(0o644)
     return new
 
 
@@ -68,10 +70,10 @@ def rotate_ca(p: Paths) -> tuple[x509.Certificate, x509.Certificate]:
     _on_ca_node(p, "rotate the CA")
     old = pki.read_cas(p)
     if len(old) > 1:
-        raise pki.PkiError("a rotation of the CA is under way: finish it first "
+        raise credentials.PkiError("a rotation of the CA is under way: finish it first "
                            "(hakit -H \"*\" -G, then hakit cluster rotate-ca --finish)")
-    pki.write_private(p.pki / f"{pki.CA_KEY}.{pki.cert_id(pki.der(old[0]))[:16]}.previous",
-                      pki.ca_key_path(p).read_bytes())
+    pki.write_private(p.pki / f"{credentials.CA_KEY}.{pki.cert_id(pki.der(old[0]))[:16]}.previous",
+                      credentials.ca_key_path(p).read_bytes())
     new = pki.create_ca(p)
     pki.write_ca_certs(p, [new, *old])
     return new, old[0]
@@ -82,7 +84,7 @@ def finish_rotation(p: Paths, cluster: Cluster, node: str) -> x509.Certificate:
     checked that every other node holds one of its certificates)."""
     cas = pki.read_cas(p)
     if len(cas) == 1:
-        raise pki.PkiError("no rotation of the CA is under way (hakit cluster rotate-ca starts one)")
+        raise credentials.PkiError("no rotation of the CA is under way (hakit cluster rotate-ca starts one)")
     pki.write_node_credentials(p, pki.issue(p, node, pki.node_addresses(cluster, node)))
     pki.write_ca_certs(p, cas[:1])
     return cas[0]
@@ -90,10 +92,10 @@ def finish_rotation(p: Paths, cluster: Cluster, node: str) -> x509.Certificate:
 
 def shipped(p: Paths) -> Shipped | None:
     """What -G ships from this node: its trust, when it holds the CA (None elsewhere)."""
-    if not pki.holds_ca(p):
+    if not credentials.holds_ca(p):
         return None
-    path = pki.retired_path(p)
-    return Shipped(pki.ca_cert_path(p).read_bytes(), path.read_bytes() if path.exists() else b"")
+    path = credentials.retired_path(p)
+    return Shipped(credentials.ca_cert_path(p).read_bytes(), path.read_bytes() if path.exists() else b"")
 
 
 def check_shipped(ship: Shipped, cert_pem: bytes) -> list[x509.Certificate]:
@@ -101,20 +103,20 @@ def check_shipped(ship: Shipped, cert_pem: bytes) -> list[x509.Certificate]:
     to use) must be signed by one of them, or the node would cut itself off."""
     cas = pki.load_cas(ship.ca_pem, "the shipped ca.crt")
     if len(ship.retired) > MAX_RETIRED_BYTES:
-        raise pki.PkiError(f"the shipped retired list is over {MAX_RETIRED_BYTES} bytes")
+        raise credentials.PkiError(f"the shipped retired list is over {MAX_RETIRED_BYTES} bytes")
     try:
         lines = ship.retired.decode("ascii").splitlines()
     except UnicodeDecodeError:
-        raise pki.PkiError("the shipped retired list is not text") from None
+        raise credentials.PkiError("the shipped retired list is not text") from None
     if bad := [n for n, line in enumerate(lines, 1) if not _RETIRED_LINE.fullmatch(line)]:
-        raise pki.PkiError(f"the shipped retired list is malformed (line {bad[0]})")
+        raise credentials.PkiError(f"the shipped retired list is malformed (line {bad[0]})")
     cert = x509.load_pem_x509_certificate(cert_pem)
     pki.verify(cert, cas)
     if pki.cert_id(pki.der(cert)) in {line.split()[0] for line in lines}:
-        raise pki.PkiError("the shipped retired list retires this node's own certificate")
+        raise credentials.PkiError("the shipped retired list retires this node's own certificate")
     return cas
 
 
 def install_shipped(p: Paths, ship: Shipped) -> None:
     pki.write_ca_certs(p, pki.load_cas(ship.ca_pem, "the shipped ca.crt"))
-    pki.write_public(pki.retired_path(p), ship.retired)
+    pki.write_public(credentials.retired_path(p), ship.retired)

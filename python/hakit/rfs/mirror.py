@@ -39,11 +39,11 @@ from pathlib import Path
 from hakit.config.module_model import Rfs
 from hakit.errors import HakitError
 from hakit.files import private_dir, write_atomic
-from hakit.module.log import ModuleLog
-from hakit.module.resources import Resources
 from hakit.paths import Paths
 from hakit.rfs.daemon import STOP_TIMEOUT_S, RfsCommandError, RfsDaemon, rfs_port
 from hakit.rfs.progress import human_bytes
+from hakit.runtime.log import ModuleLog
+from hakit.runtime.resources import Resources
 from hakit.store.module_store import Level
 
 POLL_S = 1.0  # stats are read this often while the replication runs (bandwidth resources)

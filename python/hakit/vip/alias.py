@@ -28,7 +28,7 @@ from pyroute2.netlink.exceptions import NetlinkError
 
 from hakit.config.module_model import Interface, RealInterface, Vip, VirtualAddr, VirtualInterface
 from hakit.errors import HakitError
-from hakit.module.log import ModuleLog
+from hakit.runtime.log import ModuleLog
 from hakit.store.module_store import Level
 from hakit.vip import garp
 

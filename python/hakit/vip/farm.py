@@ -29,8 +29,8 @@ from typing import Any
 
 from hakit.config.module_model import Vip
 from hakit.errors import HakitError
-from hakit.module.log import ModuleLog
-from hakit.module.resources import Resources
+from hakit.runtime.log import ModuleLog
+from hakit.runtime.resources import Resources
 from hakit.store.module_store import Level
 from hakit.vip import alias, buckets, garp
 
