@@ -226,7 +226,7 @@ class FarmVip:
         if self.mode == "vmac_invisible":
             self._announce(self.vmac)
         self._tasks = [asyncio.create_task(self._settle(settle_after)), asyncio.create_task(self._poll())]
-        self.resources.set(FILTER_RESOURCE, "attached")
+        self._show_filter()
         if self.watch is None:
             self.watch = FilterWatch(self)
             self.watch.start()
@@ -291,8 +291,10 @@ class FarmVip:
             raise _os_error("cannot place the filter and the virtual IPs again", exc) from None
         except NetlinkError as exc:
             raise HakitError(f"cannot place the virtual IPs: {os.strerror(exc.code)}") from None
+        if [p.mac for p in placements] != [p.mac for p in self.placements]:
+            self.announced = ()  # a new MAC: the elected node announces it (apply)
         self.placements, self.hooks = placements, hooks
-        self.apply()  # this node's MAC may be new
+        self.apply()  # peers learn this node's MAC from the heartbeats
 
     def filter_missing(self, ifname: str, why: str) -> None:
         """The watch cannot restore the filter on ifname: this node is no member until it can."""
