@@ -13,11 +13,13 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
-from tests.test_engine import MODULE, hk, install, wait_for, wait_state
+from hakit.testing.sim import lan_name
+from tests.test_engine import MODULE, hk, install, state, wait_for, wait_state
 
 pytestmark = pytest.mark.root
 
@@ -46,13 +48,14 @@ if [ "$1" = UP ] && [ "$2" = UP ]; then hakit vip open; fi
 
 
 def conf(vip: str, kind: str = "vmac_directed", powers: dict[str, int] | None = None,
-         vip_attrs: str = "", hook: str = "tc") -> str:
+         vip_attrs: str = "", hook: str = "tc", lans: int = 1) -> str:
+    heartbeats = "".join(f'<lan name="{lan_name(k)}"/>' for k in range(lans))
     hosts = "".join(f'<host name="{n}" power="{p}"/>' for n, p in (powers or {}).items())
     cluster = f"<cluster>{hosts}</cluster>" if hosts else ""
     return f"""<!DOCTYPE safe>
 <safe>
   <service mode="farm">
-    <farm><lan name="default"/></farm>
+    <farm>{heartbeats}</farm>
     <vip {vip_attrs}>
       <interface_list><interface>
         <virtual_interface type="{kind}" hook="{hook}">
@@ -131,12 +134,12 @@ class Farm:
 
 def make_farm(make_sim, tmp_path: Path, kind: str = "vmac_directed", powers: dict[str, int] | None = None,
               vip_attrs: str = "", open_cmd: str = "", close_cmd: str = "",
-              start: tuple[str, ...] = tuple(FARM), hook: str = "tc") -> Farm:
-    sim = make_sim(nodes=4, daemon=True)
+              start: tuple[str, ...] = tuple(FARM), hook: str = "tc", lans: int = 1) -> Farm:
+    sim = make_sim(nodes=4, lans=lans, daemon=True)
     vip = sim.spare_addr(0, 1)
     scripts = {"start_both": START.format(open=open_cmd), "stop_both": STOP.format(close=close_cmd),
                "update": UPDATE}
-    install(sim, tmp_path, FARM, conf(vip, kind, powers, vip_attrs, hook), scripts)
+    install(sim, tmp_path, FARM, conf(vip, kind, powers, vip_attrs, hook, lans), scripts)
     hk(sim, "node1", "-H", ",".join(FARM), "-E", MODULE)
     farm = Farm(sim, vip, tmp_path)
     if start:
@@ -333,3 +336,110 @@ def test_update_applies_new_powers_and_runs_the_update_script(make_sim, tmp_path
     wait_for("new powers", lambda: farm.share("node1") == 50.0 and farm.settled(FARM), timeout=10)
     trace = farm.sim.host_path("node1", "/var/lib/hakit/trace").read_text()
     assert "update UP UP" in trace
+
+
+# -- the filter is supervised (docs/farm.md)
+
+REMOVALS = {  # what the module log gives as the reason: what an operator or a tool ran
+    "tc filter deleted": ["tc", "filter", "del", "dev", "eth0", "ingress"],
+    "clsact qdisc deleted": ["tc", "qdisc", "del", "dev", "eth0", "clsact"],
+    "XDP program removed": ["ip", "link", "set", "dev", "eth0", "xdpgeneric", "off"],
+}
+REPAIRED = "load-balancing filter on eth0 was removed ({}); attached again"
+
+
+def filter_on(sim, node: str, hook: str) -> bool:
+    """The farm's program is attached to the node's eth0 (on veth, XDP is generic)."""
+    if hook == "tc":
+        return "farm_lb_tc" in tc_filters(sim, node)
+    link = json.loads(sim.exec(node, ["ip", "-j", "-d", "link", "show", "eth0"], capture=True,
+                               check=False).stdout or "[{}]")[0]
+    return (link.get("xdp") or {}).get("prog", {}).get("name") == "farm_lb_xdp"
+
+
+def vip_on(farm: Farm, node: str) -> bool:
+    addrs = farm.sim.exec(node, ["ip", "-4", "addr", "show", "dev", "eth0"], capture=True, check=False).stdout
+    return f" {farm.vip}/" in addrs
+
+
+def logged_at(sim, node: str, message: str) -> float | None:
+    """When the module log got `message` (its own clock: a loaded machine's slow commands
+    do not count), None if it has not."""
+    for line in hk(sim, node, "logview", "-m", MODULE).splitlines():
+        if message in line:
+            return datetime.strptime(line.split(" | ")[0], "%Y-%m-%d %H:%M:%S.%f").timestamp()
+    return None
+
+
+def repaired_within(sim, node: str, message: str, since: float) -> float:
+    wait_for(message, lambda: logged_at(sim, node, message) is not None, timeout=5)
+    return (logged_at(sim, node, message) or 0.0) - since
+
+
+def all_served(farm: Farm, nodes: list[str]) -> None:
+    got = farm.client("connect", str(TCP_PORT), "300")
+    assert got["failed"] == 0, got
+    assert set(counts(got["nodes"]["-"])) == set(nodes), got
+
+
+@pytest.mark.parametrize(("hook", "kind", "why"), [
+    ("tc", "vmac_invisible", "tc filter deleted"),
+    ("tc", "vmac_directed", "clsact qdisc deleted"),
+    ("xdp", "vmac_invisible", "XDP program removed"),
+])
+def test_a_removed_filter_is_attached_again(make_sim, tmp_path, hook, kind, why):
+    farm = make_farm(make_sim, tmp_path, kind=kind, hook=hook)
+    sim = farm.sim
+    assert filter_on(sim, "node2", hook)
+    removed = time.time()
+    sim.exec("node2", REMOVALS[why])
+    assert repaired_within(sim, "node2", REPAIRED.format(why), removed) < 1.0
+    assert filter_on(sim, "node2", hook)
+    assert state(sim, "node2") == "UP (Ready)"
+    time.sleep(max(0.0, removed + 1.5 - time.time()))
+    assert farm.settled(FARM)
+    all_served(farm, FARM)
+
+
+def test_a_filter_that_cannot_be_restored_takes_the_node_out_until_it_is_back(make_sim, tmp_path):
+    # Heartbeats on a second LAN as well: node2 stays heard while its eth0 is gone, so its
+    # share moves on its own word (its payload says closed), not on its silence.
+    farm = make_farm(make_sim, tmp_path, hook="xdp", lans=2)
+    sim = farm.sim
+    # Deleted and created again at once (a script, a driver reload): repaired in place,
+    # as soon as the new eth0 has the address that places the VIP.
+    sim.unplug("node2")
+    sim.plug("node2")
+    created = time.time()
+    recreated = REPAIRED.format("interface deleted and created again")
+    assert repaired_within(sim, "node2", recreated, created) < 1.0
+    assert filter_on(sim, "node2", "xdp") and vip_on(farm, "node2")
+    assert state(sim, "node2") == "UP (Ready)"
+    time.sleep(max(0.0, created + 1.5 - time.time()))
+    all_served(farm, FARM)
+
+    # Gone for good: node2 leaves the membership, the others serve its share.
+    sim.unplug("node2")
+    wait_for("node2 out", lambda: farm.share("node2") == 0 and farm.settled(["node1", "node3"]), timeout=10)
+    assert state(sim, "node2") == "UP (NotReady)"
+    assert "missing on eth0: interface deleted" in hk(sim, "node2", "state", "-m", MODULE, "-v")
+    assert logged_at(sim, "node2", "load-balancing filter missing on eth0 (interface deleted)")
+    all_served(farm, ["node1", "node3"])
+
+    # Back: the share reopens by itself.
+    sim.plug("node2")
+    wait_state(sim, "node2", "UP (Ready)", timeout=10)
+    wait_for("node2 shares again", lambda: farm.settled(FARM), timeout=10)
+    assert filter_on(sim, "node2", "xdp") and vip_on(farm, "node2")
+    assert logged_at(sim, "node2", "filter on eth0 attached again: this node takes its share again")
+    all_served(farm, FARM)
+
+    # A tool that keeps removing the filter: a few repairs, then the node leaves rather than
+    # fight, and tries again after a hold.
+    fight = "for i in 1 2 3 4 5 6; do ip link set dev eth0 xdpgeneric off; sleep 0.1; done"
+    sim.exec("node2", ["sh", "-c", fight])
+    wait_for("node2 out", lambda: farm.share("node2") == 0 and farm.settled(["node1", "node3"]), timeout=5)
+    assert "missing on eth0: XDP program removed 4 times within 1 s; tried again in 5 s" in hk(
+        sim, "node2", "state", "-m", MODULE, "-v")
+    wait_state(sim, "node2", "UP (Ready)", timeout=10)
+    wait_for("node2 shares again", lambda: farm.settled(FARM), timeout=10)

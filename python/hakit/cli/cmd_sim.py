@@ -68,6 +68,11 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
          1).set_defaults(func=_reboot)
     verb("freeze", "hang a node: stop all its processes", 1).set_defaults(func=_freeze)
     verb("thaw", "resume a frozen node", 1).set_defaults(func=_thaw)
+    for name, summary, func in (("unplug", "delete a node's interface on a LAN (ethK)", _unplug),
+                                ("plug", "create a node's interface on a LAN again", _plug)):
+        p = verb(name, summary, 1)
+        p.add_argument("--lan", type=int, default=0, help="which LAN (default: 0, eth0)")
+        p.set_defaults(func=func)
     verb("cut", "drop all traffic between two nodes, on every LAN", 2).set_defaults(func=_cut)
     verb("heal", "remove every cut").set_defaults(func=_heal)
 
@@ -157,6 +162,16 @@ def _freeze(args: argparse.Namespace) -> int:
 
 def _thaw(args: argparse.Namespace) -> int:
     Sim.load(args.name).thaw(args.nodes[0])
+    return 0
+
+
+def _unplug(args: argparse.Namespace) -> int:
+    Sim.load(args.name).unplug(args.nodes[0], args.lan)
+    return 0
+
+
+def _plug(args: argparse.Namespace) -> int:
+    Sim.load(args.name).plug(args.nodes[0], args.lan)
     return 0
 
 

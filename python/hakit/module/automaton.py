@@ -263,6 +263,8 @@ class Automaton:
         if self.p.mode == "farm":
             if self.state == State.WAIT:
                 await self.start_farm()
+            elif self.state == State.UP and self.status != Status.TRANSIENT:
+                self.set_state(State.UP, self._up_status())
             return
         if self.p.mode == "light":
             if self.state == State.WAIT:
@@ -657,7 +659,13 @@ class Automaton:
         self._open_share()
         await self._script("start_both")
         await self._enable("both")
-        self.set_state(State.UP, Status.READY)
+        self.set_state(State.UP, self._up_status())
+
+    def _up_status(self) -> Status:
+        """A farm node whose filter is missing is no member (docs/farm.md, "The filter is
+        supervised"): it stays UP, NotReady, until the filter is back."""
+        farm = self.p.farm
+        return Status.NOT_READY if farm is not None and farm.missing else Status.READY
 
     def _open_share(self) -> None:
         """Without scriptcontrol the module opens the share before start_both (the seeds' order)."""
@@ -794,7 +802,8 @@ class Automaton:
         await self._enable(klass)
         # A secondary whose copy is not a good one is not Ready until synchronised.
         bad_copy = state == State.SECOND and self.p.rfs is not None and self.data.role in NOT_A_GOOD_COPY
-        self.set_state(state, Status.NOT_READY if bad_copy else Status.READY)
+        ready = self._up_status() if state == State.UP else Status.READY
+        self.set_state(state, Status.NOT_READY if bad_copy else ready)
 
     async def stopstart(self) -> None:
         self.set_state(self.state, Status.TRANSIENT)

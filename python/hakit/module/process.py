@@ -137,6 +137,7 @@ class ModuleProcess:
             self.farm = FarmVip(
                 svc.vip, name, catalog.module_id(name), node, [node, *peers], p.run / "bpf", self.log,
                 self.resources, on_change=lambda: self.automaton.advertise(),
+                on_filter=lambda: self.automaton.wake(),
             )
         rfs, peer_addr = None, None
         if self.mode == "mirror" and svc.rfs is not None and heart is not None:

@@ -37,8 +37,9 @@ RESPAWN_MAX = 3
 RESPAWN_WINDOW_S = 600.0
 SELF = "hakitd"  # the user of the requests hakitd makes itself
 STARTING_COMMANDS = ("prim", "primforce", "second")
+# (UP NotReady: a farm node whose filter is missing, out of the membership until it is back.)
 STABLE = {("STOP", "NotReady"), ("ALONE", "Ready"), ("PRIM", "Ready"), ("SECOND", "Ready"),
-          ("UP", "Ready"), ("WAIT", "NotReady")}
+          ("UP", "Ready"), ("UP", "NotReady"), ("WAIT", "NotReady")}
 
 
 @dataclass

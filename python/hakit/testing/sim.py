@@ -547,19 +547,10 @@ class Sim:
         node = f"node{i}"
         ns = self.netns(node)
         host.run(f"{node}: create its network namespace", ["ip", "netns", "add", ns])
-        cmds = []
-        for k in range(st.lans):
-            veth = self.veth(i, k)
-            mac = _mac(st.octet, k, NODE_OFFSET + i)
-            cmds += [
-                f"link add {veth} type veth peer name eth{k} address {mac} netns {ns}",
-                f"link set {veth} master {self.bridge(k)} up",
-            ]
-        host.ip_batch(f"{node}: create its links", cmds)
-        cmds = ["link set lo up"]
-        for k in range(st.lans):
-            cmds += [f"addr add 10.{st.octet}.{k}.{NODE_OFFSET + i}/24 dev eth{k}", f"link set eth{k} up"]
-        host.ip_batch(f"{node}: configure its links", cmds, netns=ns)
+        links = [self._link_cmds(st, i, k) for k in range(st.lans)]
+        host.ip_batch(f"{node}: create its links", [c for on_host, _ in links for c in on_host])
+        inside = [c for _, cmds in links for c in cmds]
+        host.ip_batch(f"{node}: configure its links", ["link set lo up", *inside], netns=ns)
         mnt, uts = self._pin(node, "mnt"), self._pin(node, "uts")
         with host.os_errors(f"{node}: create its namespace pins"):
             mnt.touch()
@@ -600,6 +591,15 @@ class Sim:
             f"{node}: pin the host's network namespace for process events",
             ["nsenter", f"--mount={mnt}", "--", "mount", "--bind", "/proc/self/ns/net",
              str(self._host_netns_pin)],
+        )
+
+    def _link_cmds(self, st: State, i: int, k: int) -> tuple[list[str], list[str]]:
+        """`ip` commands making node I's ethK: on the host, then inside the node."""
+        veth, ns, mac = self.veth(i, k), self.netns(f"node{i}"), _mac(st.octet, k, NODE_OFFSET + i)
+        return (
+            [f"link add {veth} type veth peer name eth{k} address {mac} netns {ns}",
+             f"link set {veth} master {self.bridge(k)} up"],
+            [f"addr add 10.{st.octet}.{k}.{NODE_OFFSET + i}/24 dev eth{k}", f"link set eth{k} up"],
         )
 
     def _teardown_node(self, st: State, i: int) -> None:
@@ -817,6 +817,27 @@ class Sim:
             st.node[node].killed = False
             self._save(st)
             self._start_daemons(st, [node])
+
+    def unplug(self, node: str, lan: int = 0) -> None:
+        """Delete the node's ethLAN (and the host's end of it): a NIC or a container's
+        interface removed.  plug() creates it again."""
+        _require_root()
+        with _LOCK:
+            st = self._load()
+            self._index(st, node)
+            self._check_lan(st, lan)
+            host.ip_batch(f"{node}: delete eth{lan}", [f"link del eth{lan}"], netns=self.netns(node))
+
+    def plug(self, node: str, lan: int = 0) -> None:
+        """Create the node's ethLAN again, as up() made it: name, MAC, address, bridge."""
+        _require_root()
+        with _LOCK:
+            st = self._load()
+            i = self._index(st, node)
+            self._check_lan(st, lan)
+            on_host, inside = self._link_cmds(st, i, lan)
+            host.ip_batch(f"{node}: create eth{lan}", on_host)
+            host.ip_batch(f"{node}: configure eth{lan}", inside, netns=self.netns(node))
 
     def set_clock(self, node: str, offset: int) -> None:
         """Put the node's wall clock `offset` seconds off, for the processes started in it

@@ -13,6 +13,9 @@ buckets the table takes from it at once, and takes a bucket the table gives it o
 when no live peer still claims it under that peer's advertised view.  So a bucket is
 never owned by two nodes; it may be owned by nobody for one heartbeat round trip while
 a node joins, or for the failure detection time when its owner dies.
+
+The filter's attachments are watched (hakit.vip.watch): one removed is attached again,
+and while one cannot be, this node is no member (`missing`), whatever `opened` says.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import os
 import socket
 import time
 from collections.abc import Callable, Mapping
@@ -33,6 +37,7 @@ from hakit.runtime.log import ModuleLog
 from hakit.runtime.resources import Resources
 from hakit.store.module_store import Level
 from hakit.vip import alias, buckets, garp
+from hakit.vip.watch import FilterWatch
 
 SOURCE = "vip"
 STATS_INTERVAL = 10.0  # counters and connections.<addr> (the seeds' product's period)
@@ -48,6 +53,7 @@ TCP_ESTABLISHED = 1
 ADMIT_HOLD_TIMEOUTS = 2
 # The view (every member's name) rides in each heartbeat, which must fit one frame.
 VIEW_BYTES = 900
+FILTER_RESOURCE = "vip.filter"  # attached, or missing on IFNAME: why (docs/farm.md)
 
 
 def _binding() -> Any:
@@ -131,7 +137,8 @@ class FarmVip:
 
     def __init__(self, config: Vip, module: str, module_id: int, node: str, nodes: list[str],
                  pin_root: Path, log: ModuleLog, resources: Resources,
-                 on_change: Callable[[], None] = lambda: None) -> None:
+                 on_change: Callable[[], None] = lambda: None,
+                 on_filter: Callable[[], None] = lambda: None) -> None:
         self.config = config
         self.module = module
         self.node = node
@@ -141,6 +148,7 @@ class FarmVip:
         self.log = log
         self.resources = resources
         self.on_change = on_change  # this node's advertisement changed: send it
+        self.on_filter = on_filter  # the filter went missing or came back (`missing`)
         self.mode = delivery(config)
         self.hook = _uniform(config, "hook")
         self.handle = TC_HANDLE_BASE + module_id
@@ -151,6 +159,9 @@ class FarmVip:
         self.settled = False  # peers have had time to be heard: claims are safe
         self.maps: Any = None
         self.placements: list[alias.Placement] = []
+        self.hooks: dict[int, str] = {}  # interface index -> hook the filter is attached to
+        self.missing: dict[str, str] = {}  # interface -> why its filter cannot be restored
+        self.watch: FilterWatch | None = None
         self.peers: dict[str, dict[str, Any] | None] = {}
         self.view: tuple[str, ...] = ()
         self.hold = 0.0  # how long a peer that opens waits for admission into the view
@@ -172,9 +183,10 @@ class FarmVip:
 
     @property
     def member(self) -> bool:
-        """Open, and settled: a node that has not yet heard the running members claims
-        nothing and is not counted, or it would take every bucket for itself."""
-        return self.opened and self.settled
+        """Open, settled and filtering: a node that has not yet heard the running members
+        claims nothing and is not counted, or it would take every bucket for itself; one
+        whose filter is missing would own buckets nobody serves."""
+        return self.opened and self.settled and not self.missing
 
     @property
     def index(self) -> int:
@@ -212,6 +224,7 @@ class FarmVip:
                 self.maps.attach(ifindex, hook, self.handle, self.priority)
         except OSError as exc:
             raise _os_error("cannot set up the farm's eBPF filter", exc) from None
+        self.hooks = hooks
         await asyncio.to_thread(_prepare_links, placements, self._flood_mac())
         await asyncio.to_thread(alias.add_all, self.config, True)
         how = (f"answered with virtual MAC {_mac(self.vmac)}, flooded to every node"
@@ -223,6 +236,12 @@ class FarmVip:
         if self.mode == "vmac_invisible":
             self._announce(self.vmac)
         self._tasks = [asyncio.create_task(self._settle(settle_after)), asyncio.create_task(self._poll())]
+        self._show_filter()
+        if self.watch is None:
+            self.watch = FilterWatch(self)
+            self.watch.start()
+        else:
+            self.watch.wake()  # set up again (stopstart): the watch never stopped
 
     async def reload(self, config: Vip) -> None:
         """`hakit update`: addresses, rules and powers of the new configuration."""
@@ -243,6 +262,7 @@ class FarmVip:
             self.maps.set_rules(rules)
         except OSError as exc:
             raise _os_error("cannot update the farm's eBPF filter", exc) from None
+        self.hooks = hooks
         await asyncio.to_thread(_prepare_links, placements, self._flood_mac())
         await asyncio.to_thread(alias.add_all, config, True)
         stale = {p.addr for p in self.placements} - set(vips)
@@ -267,6 +287,49 @@ class FarmVip:
             raise HakitError(f"the farm's node names take {names} bytes in every heartbeat (its view), "
                              f"more than {VIEW_BYTES}: fewer nodes or shorter names")
         return placements, hooks, rules_of(config, [p.addr for p in placements], f.MAX_RULES)
+
+    async def relocate(self) -> None:
+        """The filter, then the VIPs, where the VIPs go now: after an interface was created
+        again (a new index, perhaps a new MAC), or to put back what a missing filter
+        withdrew.  HakitError when they cannot be placed or the filter attached."""
+        from pyroute2.netlink.exceptions import NetlinkError
+
+        # (The interface may vanish again meanwhile: whatever fails says so.)
+        try:
+            placements, hooks, _ = await self._resolve(self.config, self.groups)
+            for ifindex, hook in hooks.items():
+                self.maps.attach(ifindex, hook, self.handle, self.priority)
+            await asyncio.to_thread(_prepare_links, placements, self._flood_mac())
+            await asyncio.to_thread(alias.add_all, self.config, True)
+        except OSError as exc:
+            raise _os_error("cannot place the filter and the virtual IPs again", exc) from None
+        except NetlinkError as exc:
+            raise HakitError(f"cannot place the virtual IPs: {os.strerror(exc.code)}") from None
+        if [p.mac for p in placements] != [p.mac for p in self.placements]:
+            self.announced = ()  # a new MAC: the elected node announces it (apply)
+        self.placements, self.hooks = placements, hooks
+        self.apply()  # peers learn this node's MAC from the heartbeats
+
+    def filter_missing(self, ifname: str, why: str) -> None:
+        """The watch cannot restore the filter on ifname: this node is no member until it can."""
+        fresh = ifname not in self.missing
+        self.missing[ifname] = why
+        self._show_filter()
+        if fresh:
+            self.apply()
+            self.on_filter()
+
+    def filter_back(self, ifname: str) -> None:
+        self.missing.pop(ifname, None)
+        self._show_filter()
+        if not self.missing:
+            self.since = time.time()  # back as the newest member, not the elected node at once
+            self.apply()
+            self.on_filter()
+
+    def _show_filter(self) -> None:
+        name, why = next(iter(self.missing.items()), ("", ""))
+        self.resources.set(FILTER_RESOURCE, f"missing on {name}: {why}" if name else "attached")
 
     def _flood_mac(self) -> bytes | None:
         return self.vmac if self.mode == "vmac_invisible" else None
@@ -295,6 +358,11 @@ class FarmVip:
 
     async def release(self) -> None:
         """The module stops: addresses removed, filter detached and unpinned."""
+        if self.watch is not None:
+            # First: what follows detaches the filter, which the watch would repair.
+            await self.watch.stop()
+            self.watch = None
+        self.missing = {}
         for task in self._tasks:
             task.cancel()
         self._tasks = []
@@ -316,6 +384,7 @@ class FarmVip:
         self.placements = []
         for g in self.groups:
             self.resources.set(f"vip.share.{g.name}", "0")
+        self.resources.set(FILTER_RESOURCE, "detached")
         if maps is None:
             return  # never set up, or already released
         # Every interface: the placement may have changed since the filter was attached.
