@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -362,19 +361,6 @@ def median(values: list[float]) -> float:
     return result
 
 
-def wait_listening(addr: str, port: int, timeout: float = 20.0) -> None:
-    """The host reaches every node: connect from here until addr:port accepts."""
-
-    def accepts() -> bool:
-        try:
-            socket.create_connection((addr, port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
-
-    harness.wait_until(accepts, timeout, lambda: f"{addr}:{port} to accept connections")
-
-
 def probe_flows(
     sim: Sim, vip: str, first: int = FLOW_FIRST_PORT, count: int = FLOWS
 ) -> dict[str, str | None]:
@@ -429,7 +415,7 @@ class Farm:
             lambda: "the farm UP on " + ", ".join(f"{n} (is {self.state(n)})" for n in nodes),
         )
         for node in nodes:
-            wait_listening(self.sim.addr(node), HTTP_PORT)
+            harness.wait_listening(self.sim.addr(node), HTTP_PORT)
 
     def stop(self, *nodes: str) -> None:
         self.run(FARM_NODES[0], "-H", ",".join(nodes), "stop", "-m", MODULE)
@@ -532,7 +518,7 @@ class Haproxy:
             f"{servers}"
         )
         self.procs.start(PROXY, ["haproxy", "-db", "-f", str(conf)], log=self.workdir / "haproxy.log")
-        wait_listening(self.addr, HTTP_PORT)
+        harness.wait_listening(self.addr, HTTP_PORT)
 
     def stop(self) -> None:
         self.procs.stop()

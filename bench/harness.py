@@ -331,6 +331,19 @@ def wait_until(check: Callable[[], bool], timeout: float, what: Callable[[], str
         time.sleep(0.05)
 
 
+def wait_listening(addr: str, port: int, timeout: float = 20.0) -> None:
+    """The host reaches every node: connect from here until addr:port accepts."""
+
+    def accepts() -> bool:
+        try:
+            socket.create_connection((addr, port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    wait_until(accepts, timeout, lambda: f"{addr}:{port} to accept connections")
+
+
 def median(values: list[float | None]) -> float | None:
     done = [v for v in values if v is not None]
     return statistics.median(done) if done else None
