@@ -498,8 +498,13 @@ def _measure(farm: Farm, args: argparse.Namespace) -> dict[str, Any]:
     time.sleep(QUIET)
     r["up_all_at_once_s"] = round(max(up.values()) - t0, 3)
     r["settled_all_at_once_s"] = round(settled - t0, 3)
+    # Which nodes came last tells a slow start (the machine's two cores shared by N
+    # module processes starting) from a slow join.
+    by_time = sorted(up.items(), key=lambda item: item[1])
+    r["up_all_at_once_nodes_s"] = {node: round(t - t0, 3) for node, t in by_time}
     figure("up, all at once", secs(r["up_all_at_once_s"]),
-           f"shares settled at {secs(r['settled_all_at_once_s'])}",
+           f"the first node UP at {secs(min(up.values()) - t0)}; shares settled at "
+           f"{secs(r['settled_all_at_once_s'])}",
            GOALS["up_all_at_once_s"].show(r["up_all_at_once_s"], " s"))
 
     cpu = measure_cpu({node: farm.module_pid(node) for node in nodes}, args.cpu_seconds)
@@ -606,6 +611,7 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
                 + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in result["goals"].items()))
             say(json.dumps(result))
             results.append(result)
+    say(f"done in {time.monotonic() - began:.0f} s, building and removing the cluster included")
     return results
 
 
