@@ -589,8 +589,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--cpu-seconds", type=float, default=CPU_SECONDS,
                    help=f"window of the CPU measurement (default {CPU_SECONDS:g})")
     args = p.parse_args(argv)
-    if not 1 <= args.connections <= 30000 or args.cpu_seconds <= 0:
-        p.error("--connections must be 1 to 30000 and --cpu-seconds positive")
+    # The spread's ports stay below the usual ephemeral range (32768..).
+    if not 1 <= args.connections <= 12000 or args.cpu_seconds <= 0:
+        p.error("--connections must be 1 to 12000 and --cpu-seconds positive")
     return args
 
 
