@@ -79,8 +79,8 @@ CONNECTIONS = 3000
 SPREAD_FIRST_PORT = 20000
 SPREAD_CONCURRENCY = 32
 SPREAD_TIMEOUT = 2.0
-# A spread drawn at random with the farm's exact shares deviates this much anyway: the
-# median of this many draws is printed beside the measured one.
+# A spread drawn at random with the farm's exact shares deviates anyway: the median and
+# 95th percentile of this many such draws are printed beside the measured one.
 FAIR_DRAWS = 200
 # Recovery: the probes run this long before the kill (every attempt must be answered),
 # and after the last failed attempt this long (plus one attempt's limit) before the
@@ -397,8 +397,8 @@ def measure_recovery(farm: Farm, victim: str, flows: list[int], survivors: list[
 
 
 def flows_of(farm: Farm, node: str, spread: Mapping[int, str | None]) -> list[int]:
-    """Source ports whose connections `node` answers now (it answered them in the spread;
-    its share may have grown since, never shrunk)."""
+    """Source ports whose connections `node` answers now: of those it answered in the
+    spread, as a change of members since (the first kill) may have moved some."""
     again = probe_ports(farm.vip, [p for p, n in spread.items() if n == node])
     flows = [p for p, n in again.items() if n == node]
     if not flows:
