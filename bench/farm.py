@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -30,7 +29,6 @@ from typing import Any
 
 try:
     import harness
-    from hakit.config.safe_archive import pack
     from hakit.errors import HakitError
     from hakit.module.scripts import hakit_bin_dir
     from hakit.testing.sim import Sim
@@ -363,19 +361,6 @@ def median(values: list[float]) -> float:
     return result
 
 
-def wait_listening(addr: str, port: int, timeout: float = 20.0) -> None:
-    """The host reaches every node: connect from here until addr:port accepts."""
-
-    def accepts() -> bool:
-        try:
-            socket.create_connection((addr, port), timeout=0.5).close()
-        except OSError:
-            return False
-        return True
-
-    harness.wait_until(accepts, timeout, lambda: f"{addr}:{port} to accept connections")
-
-
 def probe_flows(
     sim: Sim, vip: str, first: int = FLOW_FIRST_PORT, count: int = FLOWS
 ) -> dict[str, str | None]:
@@ -402,33 +387,9 @@ class Farm:
         return self.sim.spare_addr(0, 1)
 
     def _archive(self) -> Path:
-        src = self.workdir / "module"
-        (src / "conf").mkdir(parents=True)
-        (src / "bin").mkdir()
-        (src / "conf" / "userconfig.xml").write_text(
-            '<safe>\n  <service mode="farm">\n'
-            '    <farm><lan name="default"/></farm>\n'
-            "    <vip>\n"
-            "      <interface_list><interface>\n"
-            f'        <virtual_interface type="{MODES[self.mode]}">\n'
-            f'          <virtual_addr addr="{self.vip}" where="alias"/>\n'
-            "        </virtual_interface>\n"
-            "      </interface></interface_list>\n"
-            "      <loadbalancing_list>\n"
-            f'        <group name="web"><rule port="{HTTP_PORT}" proto="tcp" filter="on_port"/></group>\n'
-            f'        <group name="dgram"><rule port="{UDP_PORT}" proto="udp" filter="on_addr"/></group>\n'
-            "      </loadbalancing_list>\n"
-            "    </vip>\n"
-            "    <user/>\n"
-            "  </service>\n</safe>\n"
-        )
-        for name, body in (("start_both", START_BOTH), ("stop_both", STOP_BOTH)):
-            script = src / "bin" / name
-            script.write_text(body)
-            script.chmod(0o755)
-        out = self.workdir / f"{MODULE}.safe"
-        pack(src, out)
-        return out
+        groups = {"web": [(HTTP_PORT, "tcp", "on_port")], "dgram": [(UDP_PORT, "udp", "on_addr")]}
+        files = {"start_both": START_BOTH, "stop_both": STOP_BOTH}
+        return harness.farm_archive(self.workdir, MODULE, self.vip, MODES[self.mode], groups, files)
 
     def run(self, node: str, *args: str) -> str:
         return self.sim.exec(node, [self.hakit, *args], timeout=120).stdout
@@ -454,7 +415,7 @@ class Farm:
             lambda: "the farm UP on " + ", ".join(f"{n} (is {self.state(n)})" for n in nodes),
         )
         for node in nodes:
-            wait_listening(self.sim.addr(node), HTTP_PORT)
+            harness.wait_listening(self.sim.addr(node), HTTP_PORT)
 
     def stop(self, *nodes: str) -> None:
         self.run(FARM_NODES[0], "-H", ",".join(nodes), "stop", "-m", MODULE)
@@ -557,7 +518,7 @@ class Haproxy:
             f"{servers}"
         )
         self.procs.start(PROXY, ["haproxy", "-db", "-f", str(conf)], log=self.workdir / "haproxy.log")
-        wait_listening(self.addr, HTTP_PORT)
+        harness.wait_listening(self.addr, HTTP_PORT)
 
     def stop(self) -> None:
         self.procs.stop()

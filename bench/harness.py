@@ -12,16 +12,19 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import statistics
+import struct
 import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
+from hakit.config.safe_archive import pack
 from hakit.errors import HakitError
 from hakit.testing.sim import Sim
 
@@ -69,11 +72,11 @@ def require(root: bool = True, commands: tuple[str, ...] = ()) -> None:
 
 
 @contextlib.contextmanager
-def simulated_cluster(nodes: int) -> Iterator[Sim]:
+def simulated_cluster(nodes: int, name: str = SIM_NAME) -> Iterator[Sim]:
     """A started cluster, removed at the end whatever happens (exception, Ctrl-C, SIGTERM)."""
     # A bench killed with SIGKILL leaves its cluster behind; the next run removes it.
     Sim.sweep_stale()
-    sim = Sim(SIM_NAME)
+    sim = Sim(name)
 
     def interrupt(signum: int, _frame: FrameType | None) -> None:
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -137,6 +140,48 @@ class NodeProcesses:
                 proc.wait()
 
 
+def farm_archive(workdir: Path, name: str, vip: str, delivery: str,
+                 groups: Mapping[str, Sequence[tuple[int, str, str]]], files: Mapping[str, str],
+                 hook: str | None = None) -> Path:
+    """A farm module's .safe: one VIP on the default LAN, delivered as `delivery`
+    (vmac_directed, vmac_invisible), each group's rules as (port, proto, filter), and
+    `files` in its bin/ (start_both, stop_both, what they run), all executable."""
+    src = workdir / name
+    (src / "conf").mkdir(parents=True)
+    (src / "bin").mkdir()
+    rules = "".join(
+        f'        <group name="{group}">'
+        + "".join(f'<rule port="{port}" proto="{proto}" filter="{how}"/>' for port, proto, how in rules_of)
+        + "</group>\n"
+        for group, rules_of in groups.items()
+    )
+    hooked = f' hook="{hook}"' if hook else ""
+    (src / "conf" / "userconfig.xml").write_text(
+        '<safe>\n  <service mode="farm">\n'
+        '    <farm><lan name="default"/></farm>\n'
+        "    <vip>\n"
+        "      <interface_list><interface>\n"
+        f'        <virtual_interface type="{delivery}"{hooked}>\n'
+        f'          <virtual_addr addr="{vip}" where="alias"/>\n'
+        "        </virtual_interface>\n"
+        "      </interface></interface_list>\n"
+        "      <loadbalancing_list>\n"
+        f"{rules}"
+        "      </loadbalancing_list>\n"
+        "    </vip>\n"
+        # Without <user>, no script runs.
+        "    <user/>\n"
+        "  </service>\n</safe>\n"
+    )
+    for fname, body in files.items():
+        path = src / "bin" / fname
+        path.write_text(body)
+        path.chmod(0o755)
+    out = workdir / f"{name}.safe"
+    pack(src, out)
+    return out
+
+
 # The tiny TCP service: on every node, and again on a revived one.
 SERVICE_ARGV = [sys.executable, "-c", SERVICE, str(SERVICE_PORT)]
 
@@ -147,14 +192,72 @@ class Answer:
     node: str
 
 
+@dataclass(frozen=True)
+class Attempt:
+    at: float  # time.monotonic() when the attempt began
+    node: str | None  # who answered; None: nobody within the attempt's limit
+    port: int | None  # the source port asked for; None: the kernel's choice
+
+
+class PortBusy(Exception):
+    """The source port asked for is taken on this host: no attempt was made."""
+
+
+async def ask_name(addr: str, port: int = SERVICE_PORT, source_port: int | None = None,
+                   timeout: float = PROBE_TIMEOUT) -> str | None:
+    """One new connection to the service: the name of the node that answered, None if none
+    did within timeout.
+
+    From source_port when given (a known flow, for a farm's hash), ended with a reset: the
+    next connection of the same four-tuple must not meet a TIME_WAIT on either side.
+    """
+    sock: socket.socket | None = None
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(timeout):
+            if source_port is None:
+                reader, writer = await asyncio.open_connection(addr, port)
+            else:
+                sock = socket.socket()
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                try:
+                    sock.bind(("0.0.0.0", source_port))
+                except OSError:
+                    raise PortBusy(source_port) from None
+                sock.setblocking(False)
+                await asyncio.get_running_loop().sock_connect(sock, (addr, port))
+                reader, writer = await asyncio.open_connection(sock=sock)
+            writer.write(b"probe\n")
+            line = await reader.readline()
+        return line.decode(errors="replace").strip() if line.endswith(b"\n") else None
+    except (OSError, TimeoutError):
+        return None
+    finally:
+        if writer is not None:
+            writer.close()
+        elif sock is not None:
+            sock.close()
+
+
 class Prober:
     """A client connecting to addr every PROBE_INTERVAL, each attempt on its own, so that
-    a stuck attempt delays none of the next ones; it keeps every answer."""
+    a stuck attempt delays none of the next ones; it keeps every answer, and every
+    attempt with its outcome.
 
-    def __init__(self, addr: str, port: int = SERVICE_PORT) -> None:
+    source_port, when given, is asked before each attempt for the port to connect from
+    (None: the kernel's choice); an attempt whose port is still in use by an earlier one
+    is not made.
+    """
+
+    def __init__(self, addr: str, port: int = SERVICE_PORT,
+                 source_port: Callable[[], int | None] | None = None) -> None:
         self.addr = addr
         self.port = port
+        self.source_port = source_port
         self.answers: list[Answer] = []  # appended by the probing thread only
+        self.attempts: list[Attempt] = []  # in the order they ended; the same thread
+        self._ports_in_use: set[int] = set()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name=f"probe {addr}", daemon=True)
 
@@ -173,29 +276,31 @@ class Prober:
         tasks: set[asyncio.Task[None]] = set()
         due = time.monotonic()
         while not self._stop.is_set():
-            task = asyncio.create_task(self._attempt())
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
+            source = self.source_port() if self.source_port is not None else None
+            if source is None or source not in self._ports_in_use:
+                task = asyncio.create_task(self._attempt(source))
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
             due += PROBE_INTERVAL
             await asyncio.sleep(max(0.0, due - time.monotonic()))
         for task in list(tasks):
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
 
-    async def _attempt(self) -> None:
-        writer = None
+    async def _attempt(self, source: int | None) -> None:
+        began = time.monotonic()
+        if source is not None:
+            self._ports_in_use.add(source)
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT):
-                reader, writer = await asyncio.open_connection(self.addr, self.port)
-                writer.write(b"probe\n")
-                line = await reader.readline()
-            if line.endswith(b"\n"):
-                self.answers.append(Answer(time.monotonic(), line.decode(errors="replace").strip()))
-        except (OSError, TimeoutError):
-            pass
+            node = await ask_name(self.addr, self.port, source)
+        except PortBusy:
+            return
         finally:
-            if writer is not None:
-                writer.close()
+            if source is not None:
+                self._ports_in_use.discard(source)
+        if node is not None:
+            self.answers.append(Answer(time.monotonic(), node))
+        self.attempts.append(Attempt(began, node, source))
 
     def served_by(self, node: str, span: float = 0.1) -> bool:
         """Every answer of the last `span` seconds came from node, and there were some."""
@@ -224,6 +329,19 @@ def wait_until(check: Callable[[], bool], timeout: float, what: Callable[[], str
         if time.monotonic() > deadline:
             raise HakitError(f"timed out after {timeout:g}s waiting for {what()}")
         time.sleep(0.05)
+
+
+def wait_listening(addr: str, port: int, timeout: float = 20.0) -> None:
+    """The host reaches every node: connect from here until addr:port accepts."""
+
+    def accepts() -> bool:
+        try:
+            socket.create_connection((addr, port), timeout=0.5).close()
+        except OSError:
+            return False
+        return True
+
+    wait_until(accepts, timeout, lambda: f"{addr}:{port} to accept connections")
 
 
 def median(values: list[float | None]) -> float | None:
