@@ -67,7 +67,10 @@ RFS_ASAN := build/rfs-asan
 RFS_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -I$(RFS_DIR)
 RFS_HEADERS := $(wildcard $(RFS_DIR)/*.h $(RFS_DIR)/tests/*.h)
-RFS_CORE := $(patsubst %,$(RFS_ASAN)/obj/%.o,ops repl apply exclude chan dirty) $(RFS_ASAN)/obj/rfs_test.o
+# The core: everything but the FUSE layer, the full sync and main (native/rfs/meson.build
+# lists the same files).
+RFS_CORE_NAMES := io log ops repl apply exclude chan dirty
+RFS_CORE := $(patsubst %,$(RFS_ASAN)/obj/%.o,$(RFS_CORE_NAMES)) $(RFS_ASAN)/obj/rfs_test.o
 RFS_TESTS := $(patsubst $(RFS_DIR)/tests/%.c,$(RFS_ASAN)/%,$(wildcard $(RFS_DIR)/tests/test_*.c))
 
 $(RFS_ASAN)/obj/%.o: $(RFS_DIR)/%.c $(RFS_HEADERS)
@@ -86,7 +89,7 @@ rfs-asan: $(STAMPS)/deb $(RFS_TESTS)
 # (HAKIT_RFS_FAULT=ERRNO:TEXT, repl.c): errors such as EIO that the test machine cannot
 # cause for real.  Used by tests/test_rfs_resync.py; never installed.
 RFS_FAULTS := build/rfs-faults/hakit-rfs
-RFS_SOURCES := $(patsubst %,$(RFS_DIR)/%.c,ops repl apply chan dirty fs sync exclude main)
+RFS_SOURCES := $(patsubst %,$(RFS_DIR)/%.c,$(RFS_CORE_NAMES) fs sync main)
 $(RFS_FAULTS): $(RFS_SOURCES) $(RFS_HEADERS) $(STAMPS)/deb
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -DFUSE_USE_VERSION=314 -DRFS_FAULT_INJECTION -g -O2 \
@@ -104,7 +107,7 @@ FUZZ := build/fuzz
 FUZZ_SECONDS ?= 600
 FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -I$(RFS_DIR) -I$(RFS_DIR)/tests
-FUZZ_OBJS := $(patsubst %,$(FUZZ)/obj/%.o,ops repl apply exclude chan dirty rfs_test)
+FUZZ_OBJS := $(patsubst %,$(FUZZ)/obj/%.o,$(RFS_CORE_NAMES) rfs_test)
 
 $(FUZZ)/obj/%.o: $(RFS_DIR)/%.c $(RFS_HEADERS) $(STAMPS)/deb
 	@mkdir -p $(@D)

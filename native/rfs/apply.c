@@ -346,26 +346,6 @@ static int sync_path(struct rfs_applier *a, const char *path, int data_only)
 
 typedef int apply_fn(struct rfs_applier *a, const struct rfs_op *op, int durable);
 
-static int write_all(int fd, const struct rfs_op *op)
-{
-	const char *p = op->data;
-	size_t left = op->data_len;
-	off_t off = op->off;
-
-	while (left) {
-		ssize_t n = pwrite(fd, p, left, off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		off += n;
-		left -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Data ops (write, truncate, fallocate): on the cached write fd, fdatasynced when
  * durable. */
 static int on_regular(struct rfs_applier *a, const struct rfs_op *op, int durable)
@@ -377,7 +357,7 @@ static int on_regular(struct rfs_applier *a, const struct rfs_op *op, int durabl
 		return fd;
 	switch (op->code) {
 	case RFS_OP_WRITE:
-		rc = write_all(fd, op);
+		rc = rfs_pwrite_all(fd, op->data, op->data_len, op->off);
 		break;
 	case RFS_OP_TRUNCATE:
 		rc = ftruncate(fd, op->off) ? -errno : 0;
@@ -817,22 +797,14 @@ static int q_stat(struct rfs_applier *a, const struct rfs_op *op, struct reply *
 static int block_sum(int fd, off_t off, size_t len, char *buf, unsigned char *out)
 {
 	off_t data = lseek(fd, off, SEEK_DATA);
-	size_t got = 0;
+	ssize_t got = 0;
 
 	if (data < 0 && errno != ENXIO)
 		return -errno;
-	while (data >= 0 && data < off + (off_t)len && got < len) {
-		ssize_t n = pread(fd, buf + got, len - got, off + (off_t)got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break; /* shrunk meanwhile: the rest reads as nothing, zeroes here */
-		got += (size_t)n;
-	}
-	memset(buf + got, 0, len - got);
+	/* A file shrunk meanwhile reads short: the rest hashes as zeroes. */
+	if (data >= 0 && data < off + (off_t)len && (got = rfs_pread_full(fd, buf, len, off)) < 0)
+		return (int)got;
+	memset(buf + got, 0, len - (size_t)got);
 	XXH128_canonicalFromHash((XXH128_canonical_t *)(void *)out, XXH3_128bits(buf, len));
 	return 0;
 }

@@ -6,6 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "io.h"
 #include "rfs_op.h"
 
 /* What each opcode carries and how the stream orders it (ops.c has the table). */
@@ -24,8 +25,6 @@ enum {
 
 /* The RFS_SHAPE_* bits of code; 0 for an unknown opcode. */
 unsigned rfs_op_shape(uint16_t code);
-
-int64_t rfs_now_ns(void); /* CLOCK_MONOTONIC */
 
 /* The receiver's side of apply.c: rfs_apply() plus a cache of open fds for writes, so
  * that a stream of small writes to one file does not open and close it per op.

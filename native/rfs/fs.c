@@ -67,6 +67,7 @@
 #include <linux/fuse.h>
 
 #include "fs.h"
+#include "log.h"
 
 #define MAX_WRITE (1u << 20)          /* one write(2) of up to 1 MiB is one request */
 #define PRIMARY_CACHE_S 60.0          /* attributes, entries, negative entries */
@@ -129,23 +130,6 @@ struct rfs_dir {
 	struct dirent *entry; /* read but not yet given to the kernel */
 	off_t offset;
 };
-
-void hk_log(const char *fmt, ...)
-{
-	char line[1024];
-	va_list ap;
-	int n = snprintf(line, sizeof line, "hakit-rfs: ");
-
-	va_start(ap, fmt);
-	n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
-	va_end(ap);
-	if (n > (int)sizeof line - 2)
-		n = (int)sizeof line - 2;
-	line[n++] = '\n';
-	/* One write per line: lines of concurrent threads never interleave. */
-	if (write(STDERR_FILENO, line, (size_t)n) < 0)
-		return;
-}
 
 static struct rfs_fs *ctx_fs(void)
 {
@@ -252,7 +236,7 @@ static void replicate_failed(struct rfs_fs *fs, const struct rfs_op *op, int err
 	uint_fast64_t n = atomic_fetch_add(&fs->n.diverged, 1);
 
 	if (n < DIVERGED_LOG_MAX)
-		hk_log("the secondary failed to %s %s: %s%s", rfs_opcode_name(op->code), op->path,
+		rfs_log("the secondary failed to %s %s: %s%s", rfs_opcode_name(op->code), op->path,
 		       strerror(-err), n + 1 == DIVERGED_LOG_MAX ? " (further failures are only counted)" : "");
 	rfs_repl_diverged(fs->repl, op, err);
 }
@@ -704,7 +688,7 @@ static int fs_link(const char *from, const char *to)
 
 	atomic_fetch_add(&fs->n.links_refused, 1);
 	if (!atomic_exchange(&fs->link_logged, true))
-		hk_log("hard links are not supported in a replicated directory: refused %s -> %s "
+		rfs_log("hard links are not supported in a replicated directory: refused %s -> %s "
 		       "(logged once, counted in stats)", to, from);
 	return -EPERM;
 }
@@ -1323,7 +1307,7 @@ static void log_libfuse(enum fuse_log_level level, const char *fmt, va_list ap)
 	n = strlen(msg);
 	while (n > 0 && msg[n - 1] == '\n')
 		msg[--n] = '\0';
-	hk_log("libfuse: %s", msg);
+	rfs_log("libfuse: %s", msg);
 }
 
 /* The process that unmounts when hakit-rfs dies without doing it (crash, SIGKILL): a
@@ -1382,7 +1366,7 @@ static void unmount_exact(struct rfs_fs *fs)
 	snprintf(path, sizeof path, "/proc/self/fd/%d", fs->mntfd);
 	/* Lazy: files still open keep the detached mount until /dev/fuse closes (fuse_destroy). */
 	if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL)
-		hk_log("unmount: %s", strerror(errno));
+		rfs_log("unmount: %s", strerror(errno));
 }
 
 static int mount_options(const struct rfs_fs_config *cfg, struct fuse_args *args)
@@ -1445,12 +1429,12 @@ int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out)
 	}
 	fuse_opt_free_args(&args);
 	if (r) {
-		hk_log("cannot set up FUSE: %s", strerror(-r));
+		rfs_log("cannot set up FUSE: %s", strerror(-r));
 		free(fs);
 		return r;
 	}
 	if (fuse_mount(fs->fuse, cfg->mountpoint ? cfg->mountpoint : cfg->dir) != 0) {
-		hk_log("cannot mount over %s (libfuse said why above)", cfg->dir);
+		rfs_log("cannot mount over %s (libfuse said why above)", cfg->dir);
 		fuse_destroy(fs->fuse);
 		free(fs);
 		return -EIO;
@@ -1462,7 +1446,7 @@ int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out)
 	if (r == 0 && !cfg->keep_dead_mount)
 		r = start_watchdog(fs, cfg->dir);
 	if (r) {
-		hk_log("cannot set up the mount of %s: %s", cfg->dir, strerror(-r));
+		rfs_log("cannot set up the mount of %s: %s", cfg->dir, strerror(-r));
 		if (fs->mntfd >= 0)
 			rfs_fs_free(fs);
 		else {

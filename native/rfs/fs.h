@@ -69,7 +69,4 @@ void rfs_fs_hold_renames(struct rfs_fs *fs, bool hold);
 void rfs_fs_track_moves(struct rfs_fs *fs, bool on);
 char **rfs_fs_take_moves(struct rfs_fs *fs, size_t *n, bool *overflow);
 
-/* One line on stderr, "hakit-rfs: " first. */
-void hk_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
 #endif

@@ -75,6 +75,7 @@
 
 #include "exclude.h"
 #include "fs.h"
+#include "log.h"
 #include "rfs_repl.h"
 #include "sync.h"
 
@@ -147,7 +148,7 @@ static _Noreturn void usage_error(const char *fmt, const char *what)
 	char msg[512];
 
 	snprintf(msg, sizeof msg, fmt, what);
-	hk_log("%s (hakit-rfs --help)", msg);
+	rfs_log("%s (hakit-rfs --help)", msg);
 	exit(2);
 }
 
@@ -296,7 +297,7 @@ static void parse_args(int argc, char **argv, struct args *a)
 		char err[512];
 
 		if (!(a->creds = rfs_creds_load(&a->sec, !a->primary, err, sizeof err))) {
-			hk_log("%s", err);
+			rfs_log("%s", err);
 			exit(2);
 		}
 	}
@@ -381,20 +382,20 @@ static int adopt_root_fd(struct server *s)
 	int fd = s->a.root_fd;
 
 	if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode) || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-		hk_log("--root-fd %d: not an open directory", fd);
+		rfs_log("--root-fd %d: not an open directory", fd);
 		return -1;
 	}
 	/* statfs, not stat: FUSE answers stat from its attribute cache, dead or alive, but
 	 * always asks its server for statfs. */
 	if (statfs(s->dir, &sfs) == 0) {
 		if (stat(s->dir, &top) == 0 && (top.st_dev != st.st_dev || top.st_ino != st.st_ino)) {
-			hk_log("%s is covered by a live file system (another hakit-rfs?)", s->dir);
+			rfs_log("%s is covered by a live file system (another hakit-rfs?)", s->dir);
 			return -1;
 		}
 	} else if (errno == ENOTCONN) {
-		hk_log("mounting over the dead mount left on %s", s->dir);
+		rfs_log("mounting over the dead mount left on %s", s->dir);
 	} else {
-		hk_log("%s: %s", s->dir, strerror(errno));
+		rfs_log("%s: %s", s->dir, strerror(errno));
 		return -1;
 	}
 	snprintf(s->mountpoint, sizeof s->mountpoint, "/proc/self/fd/%d", fd);
@@ -411,23 +412,23 @@ static int open_dir(struct server *s)
 	int fd;
 
 	if (r) {
-		hk_log("%s: %s", s->a.dir, r == -EINVAL ? "not a usable directory path" : strerror(-r));
+		rfs_log("%s: %s", s->a.dir, r == -EINVAL ? "not a usable directory path" : strerror(-r));
 		return -1;
 	}
 	if (s->a.root_fd >= 0)
 		return adopt_root_fd(s);
 	fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 && errno == ENOTCONN && hakit_mount_on(s->dir) && umount2(s->dir, MNT_DETACH) == 0) {
-		hk_log("removed the dead mount a previous run left on %s", s->dir);
+		rfs_log("removed the dead mount a previous run left on %s", s->dir);
 		fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	}
 	if (fd < 0) {
-		hk_log("%s: %s", s->dir, errno == ENOENT ? "no such directory" : errno == ENOTDIR ? "not a directory" : strerror(errno));
+		rfs_log("%s: %s", s->dir, errno == ENOENT ? "no such directory" : errno == ENOTDIR ? "not a directory" : strerror(errno));
 		return -1;
 	}
 	if (fstatfs(fd, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC && fstat(fd, &st) == 0 &&
 	    fstatat(fd, "..", &up, 0) == 0 && st.st_dev != up.st_dev) {
-		hk_log("%s is already served by a FUSE file system (another hakit-rfs?)", s->dir);
+		rfs_log("%s is already served by a FUSE file system (another hakit-rfs?)", s->dir);
 		close(fd);
 		return -1;
 	}
@@ -442,25 +443,25 @@ static int ctl_listen(const char *path)
 	int fd, r;
 
 	if (strlen(path) >= sizeof sa.sun_path) {
-		hk_log("control socket path too long: %s", path);
+		rfs_log("control socket path too long: %s", path);
 		return -1;
 	}
 	strcpy(sa.sun_path, path);
 	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-		hk_log("%s exists and is not a socket", path);
+		rfs_log("%s exists and is not a socket", path);
 		return -1;
 	}
 	unlink(path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		hk_log("control socket: %s", strerror(errno));
+		rfs_log("control socket: %s", strerror(errno));
 		return -1;
 	}
 	old = umask(0177); /* born 0600: root's only */
 	r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
 	umask(old);
 	if (r < 0 || listen(fd, MAX_CLIENTS) < 0) {
-		hk_log("control socket %s: %s", path, strerror(errno));
+		rfs_log("control socket %s: %s", path, strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -479,7 +480,7 @@ static int tcp_listen(const char *spec)
 	int fd = -1, r, one = 1;
 
 	if (colon == NULL || colon == spec || !colon[1] || (size_t)(colon - spec) >= sizeof host) {
-		hk_log("--listen %s: expected ADDR:PORT", spec);
+		rfs_log("--listen %s: expected ADDR:PORT", spec);
 		return -1;
 	}
 	len = (size_t)(colon - spec);
@@ -492,13 +493,13 @@ static int tcp_listen(const char *spec)
 	}
 	r = getaddrinfo(host, colon + 1, &hints, &res);
 	if (r) {
-		hk_log("--listen %s: %s", spec, gai_strerror(r));
+		rfs_log("--listen %s: %s", spec, gai_strerror(r));
 		return -1;
 	}
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
 	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 16) < 0) {
-		hk_log("cannot listen on %s: %s", spec, strerror(errno));
+		rfs_log("cannot listen on %s: %s", spec, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		fd = -1;
@@ -524,7 +525,7 @@ static void send_event(struct server *s, const char *what)
 /* From the stream's threads: logged as well. */
 static void on_event(void *arg, const char *what)
 {
-	hk_log("%s", what);
+	rfs_log("%s", what);
 	send_event(arg, what);
 }
 
@@ -548,7 +549,7 @@ static void on_sync_done(void *arg)
 	struct server *s = arg;
 
 	if (eventfd_write(s->sync_done_fd, 1) < 0)
-		hk_log("eventfd: %s", strerror(errno));
+		rfs_log("eventfd: %s", strerror(errno));
 }
 
 struct client {
@@ -792,7 +793,7 @@ static void *control_main(void *arg)
 	struct server *s = arg;
 
 	if (c == NULL) {
-		hk_log("control: out of memory");
+		rfs_log("control: out of memory");
 		atomic_store(&s->exit_code, 1);
 		rfs_fs_stop(s->fs);
 		return NULL;
@@ -812,7 +813,7 @@ static void *control_main(void *arg)
 		if (poll(p, (nfds_t)np, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			hk_log("control: poll: %s", strerror(errno));
+			rfs_log("control: poll: %s", strerror(errno));
 			break;
 		}
 		if (p[3].revents)
@@ -821,7 +822,7 @@ static void *control_main(void *arg)
 			struct signalfd_siginfo si;
 
 			if (read(s->sig_fd, &si, sizeof si) == (ssize_t)sizeof si)
-				hk_log("signal %u: stopping", si.ssi_signo);
+				rfs_log("signal %u: stopping", si.ssi_signo);
 			stop_all(c);
 			break;
 		}
@@ -844,7 +845,7 @@ static void *control_main(void *arg)
 
 			if (fd >= 0 && c->nclients == MAX_CLIENTS) {
 				if (send(fd, "error too many control clients\n", 31, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-					hk_log("control: refused a client: %s", strerror(errno));
+					rfs_log("control: refused a client: %s", strerror(errno));
 				close(fd);
 			} else if (fd >= 0) {
 				c->clients[c->nclients++] = (struct client){ .fd = fd, .id = ++c->next_id };
@@ -865,7 +866,7 @@ static void *receiver_main(void *arg)
 				       &s->recv_stats);
 
 	if (!s->recv_stop) {
-		hk_log("the receiver stopped: %s", r < 0 ? strerror(-r) : "no reason given");
+		rfs_log("the receiver stopped: %s", r < 0 ? strerror(-r) : "no reason given");
 		atomic_store(&s->exit_code, 1);
 		rfs_fs_stop(s->fs);
 	}
@@ -892,7 +893,7 @@ static int start_stream(struct server *s)
 	int ev[2];
 
 	if (pipe2(ev, O_CLOEXEC | O_NONBLOCK) < 0) {
-		hk_log("pipe: %s", strerror(errno));
+		rfs_log("pipe: %s", strerror(errno));
 		return -1;
 	}
 	s->event_rd = ev[0];
@@ -906,14 +907,14 @@ static int start_stream(struct server *s)
 		int r = rfs_dirty_open(s->a.state, &s->dirty);
 
 		if (r < 0) {
-			hk_log("cannot open the journal in %s: %s", s->a.state, strerror(-r));
+			rfs_log("cannot open the journal in %s: %s", s->a.state, strerror(-r));
 			return -1;
 		}
 		r = s->a.adopting ? rfs_dirty_adopt(s->dirty, s->a.adopt) : 0;
 		if (r == -EALREADY)
-			hk_log("--adopt %" PRIu64 ": the journal left by the last run is kept", s->a.adopt);
+			rfs_log("--adopt %" PRIu64 ": the journal left by the last run is kept", s->a.adopt);
 		else if (r < 0)
-			hk_log("--adopt %" PRIu64 ": %s (the next sync is a full one)", s->a.adopt, strerror(-r));
+			rfs_log("--adopt %" PRIu64 ": %s (the next sync is a full one)", s->a.adopt, strerror(-r));
 	}
 	struct rfs_repl_config cfg = {
 		.dirty = s->dirty,
@@ -929,7 +930,7 @@ static int start_stream(struct server *s)
 	};
 	s->repl = rfs_repl_new(&cfg);
 	if (s->repl == NULL) {
-		hk_log("cannot start the replication stream");
+		rfs_log("cannot start the replication stream");
 		return -1;
 	}
 	return 0;
@@ -951,7 +952,7 @@ int main(int argc, char **argv)
 		return 1;
 	/* The receiver's own descriptor of D, also from before the mount. */
 	if (!s->a.primary && (s->recv_rootfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-		hk_log("%s: %s", s->dir, strerror(errno));
+		rfs_log("%s: %s", s->dir, strerror(errno));
 		return 1;
 	}
 	s->ctl_fd = ctl_listen(s->a.ctl);
@@ -963,7 +964,7 @@ int main(int argc, char **argv)
 	s->loop_done_fd = eventfd(0, EFD_CLOEXEC);
 	s->sync_done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->sig_fd < 0 || s->loop_done_fd < 0 || s->sync_done_fd < 0) {
-		hk_log("signalfd/eventfd: %s", strerror(errno));
+		rfs_log("signalfd/eventfd: %s", strerror(errno));
 		goto out_ctl;
 	}
 	/* Modes reach the real directory exactly as the kernel passed them (fs.c applies the
@@ -984,30 +985,30 @@ int main(int argc, char **argv)
 
 		s->sync = rfs_sync_new(&sc);
 		if (s->sync == NULL) {
-			hk_log("cannot set up the full sync: out of memory");
+			rfs_log("cannot set up the full sync: out of memory");
 			atomic_store(&s->exit_code, 1);
 			goto out_fs;
 		}
 	}
 	if (!s->a.primary && (r = pthread_create(&s->recv_thread, NULL, receiver_main, s)) != 0) {
-		hk_log("receiver thread: %s", strerror(r));
+		rfs_log("receiver thread: %s", strerror(r));
 		atomic_store(&s->exit_code, 1);
 		goto out_fs;
 	}
 	if ((r = pthread_create(&ctl_thread, NULL, control_main, s)) != 0) {
-		hk_log("control thread: %s", strerror(r));
+		rfs_log("control thread: %s", strerror(r));
 		atomic_store(&s->exit_code, 1);
 		goto out_recv;
 	}
-	hk_log("%s %s mounted", s->a.primary ? "primary" : "secondary (read-only)", s->dir);
+	rfs_log("%s %s mounted", s->a.primary ? "primary" : "secondary (read-only)", s->dir);
 
 	r = rfs_fs_run(s->fs);
 	if (r < 0) {
-		hk_log("%s was unmounted from outside: stopping", s->dir);
+		rfs_log("%s was unmounted from outside: stopping", s->dir);
 		atomic_store(&s->exit_code, 1);
 	}
 	if (eventfd_write(s->loop_done_fd, 1) < 0)
-		hk_log("eventfd: %s", strerror(errno));
+		rfs_log("eventfd: %s", strerror(errno));
 	pthread_join(ctl_thread, NULL);
 out_recv:
 	if (!s->a.primary) {
@@ -1020,7 +1021,7 @@ out_fs:
 	/* A full sync still running is cancelled: it uses the mount's locks and the stream. */
 	rfs_sync_free(s->sync);
 	rfs_fs_free(s->fs);
-	hk_log("%s unmounted", s->dir);
+	rfs_log("%s unmounted", s->dir);
 	if (s->repl)
 		rfs_repl_free(s->repl);
 	/* After the stream: its end records what the secondary had not acked. */

@@ -38,7 +38,6 @@
 #include <netinet/tcp.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,6 +50,7 @@
 
 #include "chan.h"
 #include "core.h"
+#include "log.h"
 #include "proto.h"
 #include "rfs_query.h"
 #include "rfs_repl.h"
@@ -61,25 +61,10 @@
 #define ZEROCOPY_MIN (64u << 10)        /* waited-for write data from here on is not copied */
 #define LZ4_MIN 512                     /* shorter write data is not worth compressing */
 #define LZ4_SKIP 16                     /* writes sent raw after one that did not compress */
-#define SOCK_BUF (4 << 20)
 #define ACK_POLL_MS 100
 #define ACK_BUF (64 * HDR + HDR + RFS_REPLY_MAX) /* room for a batch of acks, or one with an answer */
 #define DEFAULT_QUEUED (64u << 20)
 #define DEFAULT_TIMEOUT_MS 30000
-#define NS_PER_MS 1000000LL
-
-static void say(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-
-static void say(const char *fmt, ...)
-{
-	char line[512];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	fprintf(stderr, "hakit-rfs: %s\n", line);
-}
 
 static void cond_init_mono(pthread_cond_t *c)
 {
@@ -96,41 +81,6 @@ static void wait_until(pthread_cond_t *c, pthread_mutex_t *m, int64_t when_ns)
 	struct timespec ts = {.tv_sec = when_ns / 1000000000, .tv_nsec = when_ns % 1000000000};
 
 	pthread_cond_timedwait(c, m, &ts);
-}
-
-static int grow(void *pp, size_t *cap, size_t need, size_t elem)
-{
-	void **p = pp, *q;
-	size_t n = *cap ? *cap : 64;
-
-	if (need <= *cap)
-		return 0;
-	while (n < need)
-		n *= 2;
-	q = realloc(*p, n * elem);
-	if (!q)
-		return -ENOMEM;
-	*p = q;
-	*cap = n;
-	return 0;
-}
-
-static void set_sock_bufs(int fd)
-{
-	int v = SOCK_BUF;
-
-	/* FORCE variants go past net.core.[rw]mem_max for root; plain ones otherwise. */
-	if (setsockopt(fd, SOL_SOCKET, SO_SNDBUFFORCE, &v, sizeof v))
-		setsockopt(fd, SOL_SOCKET, SO_SNDBUF, &v, sizeof v);
-	if (setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &v, sizeof v))
-		setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &v, sizeof v);
-}
-
-static void set_nodelay(int fd)
-{
-	int one = 1;
-
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 }
 
 /* ======================= primary ======================= */
@@ -241,9 +191,9 @@ struct rfs_repl {
 /* All allocation for one frame happens here, before it gets a seq. */
 static int outq_room(struct outq *q, size_t n)
 {
-	int rc = grow(&q->buf, &q->cap, q->len + n, 1);
+	int rc = rfs_grow(&q->buf, &q->cap, q->len + n, 1);
 
-	return rc ? rc : grow(&q->segs, &q->segcap, q->nsegs + 2, sizeof *q->segs);
+	return rc ? rc : rfs_grow(&q->segs, &q->segcap, q->nsegs + 2, sizeof *q->segs);
 }
 
 static void outq_copy(struct outq *q, const void *p, size_t n)
@@ -427,7 +377,7 @@ static void session_free(struct session *s)
 	pthread_mutex_lock(&r->mu);
 	/* A submitter that decremented refs before dead was set does not broadcast: poll. */
 	while (atomic_load(&s->refs) > 0)
-		wait_until(&r->cond, &r->mu, rfs_now_ns() + 10 * NS_PER_MS);
+		wait_until(&r->cond, &r->mu, rfs_now_ns() + 10 * RFS_NS_PER_MS);
 	pthread_mutex_unlock(&r->mu);
 	for (int i = 0; i < s->nconn; i++) {
 		struct conn *c = &s->conns[i];
@@ -600,7 +550,7 @@ static void *sender_main(void *arg)
 {
 	struct conn *c = arg;
 	struct rfs_repl *r = c->s->r;
-	int64_t delay = (int64_t)(r->cfg.flush_delay_ms > 0 ? r->cfg.flush_delay_ms : 0) * NS_PER_MS;
+	int64_t delay = (int64_t)(r->cfg.flush_delay_ms > 0 ? r->cfg.flush_delay_ms : 0) * RFS_NS_PER_MS;
 	char reason[128] = "";
 
 	pthread_mutex_lock(&c->mu);
@@ -723,7 +673,7 @@ static void *acker_main(void *arg)
 {
 	struct conn *c = arg;
 	struct session *s = c->s;
-	int64_t timeout = (int64_t)s->r->cfg.send_timeout_ms * NS_PER_MS;
+	int64_t timeout = (int64_t)s->r->cfg.send_timeout_ms * RFS_NS_PER_MS;
 	char *buf = c->ackbuf, why[160] = "";
 	size_t have = 0;
 
@@ -787,7 +737,7 @@ static int connect_one(const char *host, int port, int timeout_ms)
 			continue;
 		}
 		/* Before connect: the window scale is agreed in the handshake. */
-		set_sock_bufs(fd);
+		rfs_sock_bufs(fd);
 		if (connect(fd, a->ai_addr, a->ai_addrlen) && errno != EINPROGRESS) {
 			err = -errno;
 		} else {
@@ -813,7 +763,7 @@ static int connect_one(const char *host, int port, int timeout_ms)
 	fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &ack_tv, sizeof ack_tv);
-	set_nodelay(fd);
+	rfs_sock_nodelay(fd);
 	return fd;
 }
 
@@ -825,7 +775,7 @@ static int hello(struct conn *c, const char *peer, uint64_t session, int index, 
 				 .body_len = sizeof(struct rfs_wire_hello)};
 	struct rfs_wire_hello hl = {.session = session, .conn_index = (uint16_t)index,
 				    .nconn = (uint16_t)nconn};
-	int64_t deadline = rfs_now_ns() + c->s->r->cfg.send_timeout_ms * NS_PER_MS;
+	int64_t deadline = rfs_now_ns() + c->s->r->cfg.send_timeout_ms * RFS_NS_PER_MS;
 	int rc;
 
 	rfs_hdr_put(frame, &h);
@@ -1409,7 +1359,7 @@ int rfs_repl_query(struct rfs_repl *r, const struct rfs_op *op, void *reply, siz
 #define RX_BUF (RX_BATCH + RFS_FRAME_MAX)
 #define RX_ACKS 2048                    /* acks buffered before a send */
 #define RX_CACHE 64                     /* write fds kept open */
-#define RX_IDLE_NS (5000 * NS_PER_MS)   /* a cached fd unused this long is closed */
+#define RX_IDLE_NS (5000 * RFS_NS_PER_MS)   /* a cached fd unused this long is closed */
 #define RX_POLL_MS 500
 #define RX_PENDING_MAX 16               /* connections still proving themselves, at most */
 
@@ -1564,7 +1514,7 @@ static int hello_in(struct rconn *k, const char *body)
 	int ok;
 
 	if (k->bound && memcmp(body, k->bound_hello, sizeof k->bound_hello)) {
-		say("receiver: closing the connection from %s: its hello is not the one it proved", k->peer);
+		rfs_log("receiver: closing the connection from %s: its hello is not the one it proved", k->peer);
 		return -1;
 	}
 	rfs_hello_get(&hl, body);
@@ -1617,7 +1567,7 @@ static void rx_failed(struct receiver *rx, const struct rfs_op *op, int err)
 		return;
 	snprintf(what, sizeof what, "failed to %s %s: %s (%llu so far)", rfs_opcode_name(op->code),
 		 op->path && *op->path ? op->path : "/", strerror(-err), (unsigned long long)n);
-	say("receiver: %s", what);
+	rfs_log("receiver: %s", what);
 	if (real && rx->stats->failed)
 		rx->stats->failed(rx->stats->arg, what);
 }
@@ -1754,7 +1704,7 @@ static void *rconn_main(void *arg)
 	/* The frame buffers (1.3 MiB) only for a peer that passed: nobody can make the
 	 * receiver allocate them by merely connecting. */
 	if (auth >= 0 && (!(k->buf = malloc(RX_BUF)) || !(k->raw = malloc(RFS_DATA_MAX)))) {
-		say("receiver: closing the connection from %s: out of memory", k->peer);
+		rfs_log("receiver: closing the connection from %s: out of memory", k->peer);
 		auth = -1;
 	}
 	k->bound = auth > 0;
@@ -1776,7 +1726,7 @@ static void *rconn_main(void *arg)
 			break;
 	}
 	if (*why)
-		say("receiver: closing the connection from %s: %s", k->peer, why);
+		rfs_log("receiver: closing the connection from %s: %s", k->peer, why);
 	shutdown(k->fd, SHUT_RDWR); /* the peer learns now, not when the fd is reaped */
 	pthread_mutex_lock(&rx->mu);
 	k->in_session = 0;
@@ -1829,14 +1779,14 @@ static void rx_accept(struct receiver *rx, int fd, const struct sockaddr_storage
 	getnameinfo((const struct sockaddr *)sa, len, host, sizeof host, serv, sizeof serv,
 		    NI_NUMERICHOST | NI_NUMERICSERV);
 	if (!k) {
-		say("receiver: refusing the connection from %s: out of memory", host);
+		rfs_log("receiver: refusing the connection from %s: out of memory", host);
 		close(fd);
 		return;
 	}
 	k->rx = rx;
 	k->fd = fd;
 	snprintf(k->peer, sizeof k->peer, "%s:%s", host, serv);
-	set_nodelay(fd);
+	rfs_sock_nodelay(fd);
 	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
 	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
 	pthread_mutex_lock(&rx->mu);
@@ -1848,14 +1798,14 @@ static void rx_accept(struct receiver *rx, int fd, const struct sockaddr_storage
 
 		pthread_mutex_unlock(&rx->mu);
 		if (!(n & (n - 1)))
-			say("receiver: refusing the connection from %s: %d connections are proving themselves "
+			rfs_log("receiver: refusing the connection from %s: %d connections are proving themselves "
 			    "already (%llu refused so far)", k->peer, RX_PENDING_MAX, (unsigned long long)n);
 		rconn_free(k);
 		return;
 	}
 	if (pthread_create(&k->th, NULL, rconn_main, k)) {
 		pthread_mutex_unlock(&rx->mu);
-		say("receiver: refusing the connection from %s: no thread", k->peer);
+		rfs_log("receiver: refusing the connection from %s: no thread", k->peer);
 		rconn_free(k);
 		return;
 	}
@@ -1880,7 +1830,7 @@ int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop, const stru
 	/* A connection that resets between poll and accept must not block the loop. */
 	fcntl(listen_fd, F_SETFL, fcntl(listen_fd, F_GETFL) | O_NONBLOCK);
 	/* Accepted sockets inherit the listener's buffers (and window scale). */
-	set_sock_bufs(listen_fd);
+	rfs_sock_bufs(listen_fd);
 	pthread_mutex_init(&rx.mu, NULL);
 	pthread_cond_init(&rx.cond, NULL);
 	while (!rx_stop_asked(&rx)) {
@@ -1900,7 +1850,7 @@ int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop, const stru
 		if (fd >= 0)
 			rx_accept(&rx, fd, &sa, len);
 		else if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
-			say("receiver: accept: %s", strerror(errno));
+			rfs_log("receiver: accept: %s", strerror(errno));
 		else if (errno != EAGAIN && errno != EINTR && errno != ECONNABORTED && errno != EPROTO)
 			rc = -errno;
 		if (rc)

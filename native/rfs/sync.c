@@ -46,6 +46,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "log.h"
 #include "rfs_query.h"
 #include "sync.h"
 
@@ -167,7 +168,7 @@ static void entry_error(struct rfs_sync *s, const char *path, const char *what, 
 	if (!s->errors++)
 		snprintf(s->first_error, sizeof s->first_error, "%s %.120s: %.40s", what, *path ? path : ".",
 			 strerror(-rc));
-	hk_log("full sync: cannot %s %s: %s", what, *path ? path : ".", strerror(-rc));
+	rfs_log("full sync: cannot %s %s: %s", what, *path ? path : ".", strerror(-rc));
 }
 
 static void keys(struct rfs_sync *s, enum state state, int64_t started_ns, int64_t ended_ns,
@@ -1075,7 +1076,7 @@ static void *sync_main(void *arg)
 	memcpy(s->result, result, sizeof result);
 	s->state = strncmp(result, "ok", 2) ? FAILED : DONE;
 	pthread_mutex_unlock(&s->mu);
-	hk_log("%s sync: %s (%" PRIu64 " paths visited again, in %d passes)", mode_names[s->mode], result,
+	rfs_log("%s sync: %s (%" PRIu64 " paths visited again, in %d passes)", mode_names[s->mode], result,
 	       s->again, s->passes > 2 ? s->passes - 2 : 0);
 	if (s->cfg.done)
 		s->cfg.done(s->cfg.arg);
