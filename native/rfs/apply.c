@@ -26,10 +26,9 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "core.h"
-#include "proto.h"
-#include "rfs_query.h"
-#include "rfs_repl.h"
+#include "apply.h"
+#include "io.h"
+#include "query.h"
 
 /* Header-only: the checksums need no library at run time. */
 #define XXH_INLINE_ALL
@@ -599,7 +598,7 @@ static apply_fn *const workers[RFS_OP_MAX] = {
 	[RFS_OP_PURGE] = do_purge,
 };
 
-/* ---- queries: the tree as the full sync compares it (rfs_query.h) ---- */
+/* ---- queries: the tree as the full sync compares it (query.h) ---- */
 
 struct reply {
 	char *buf;

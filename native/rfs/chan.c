@@ -24,7 +24,7 @@
 #include <openssl/x509.h>
 
 #include "chan.h"
-#include "core.h"
+#include "io.h"
 #include "log.h"
 
 #define KEY_LEN 32
@@ -541,7 +541,8 @@ ssize_t chan_tls_recv(struct chan *ch, void *buf, size_t len)
 	}
 }
 
-int chan_write_all(struct chan *ch, int fd, const void *buf, size_t len, int64_t deadline_ns)
+int chan_write_until(struct chan *ch, int fd, const void *buf, size_t len, int64_t deadline_ns,
+		     int (*stop)(void *arg), void *arg)
 {
 	size_t off = 0;
 
@@ -554,8 +555,15 @@ int chan_write_all(struct chan *ch, int fd, const void *buf, size_t len, int64_t
 			return -errno;
 		else if (rfs_now_ns() > deadline_ns)
 			return -ETIMEDOUT;
+		else if (stop && stop(arg))
+			return -ECANCELED;
 	}
 	return 0;
+}
+
+int chan_write_all(struct chan *ch, int fd, const void *buf, size_t len, int64_t deadline_ns)
+{
+	return chan_write_until(ch, fd, buf, len, deadline_ns, NULL, NULL);
 }
 
 int chan_read_all(struct chan *ch, int fd, void *buf, size_t len, int64_t deadline_ns)

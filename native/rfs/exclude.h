@@ -1,7 +1,7 @@
 /* Entries of a replicated directory left out of replication (exclude.c): the module's
  * <notreplicated> elements, given to hakit-rfs as --exclude, --only and --exclude-path.
  *
- * Paths are as the stream has them (rfs_op.h): relative to the replicated directory,
+ * Paths are as the stream has them (op.h): relative to the replicated directory,
  * no leading slash, "" for the directory itself, which is always replicated.
  *  - an exclude regex (POSIX extended, case sensitive, matched with regexec: unanchored
  *    unless it says ^ or $) leaves out every entry whose path, or the path of one of

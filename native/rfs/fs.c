@@ -147,7 +147,7 @@ static struct rfs_dir *dir_of(const struct fuse_file_info *fi)
 }
 
 /* libfuse's paths start with "/".  The real directory's *at() calls want "a/b" and "."
- * for the root; the stream wants "a/b" and "" for the root (rfs_op.h: no "." part). */
+ * for the root; the stream wants "a/b" and "" for the root (op.h: no "." part). */
 static const char *sys_path(const char *path)
 {
 	return path[1] ? path + 1 : ".";
@@ -230,7 +230,7 @@ static int real_path(const struct rfs_fs *fs, const char *path, char *out, size_
 }
 
 /* The primary has already done the operation, so a failure on the secondary does not
- * fail the application: it is logged and counted (rfs_repl.h). */
+ * fail the application: it is logged and counted (repl_send.h). */
 static void replicate_failed(struct rfs_fs *fs, const struct rfs_op *op, int err)
 {
 	uint_fast64_t n = atomic_fetch_add(&fs->n.diverged, 1);
@@ -451,7 +451,7 @@ static int undo_create(struct rfs_fs *fs, const char *sp, bool dir, int err)
 
 /* Replicates a creation (op: code, path, path2, rdev) so that the secondary's entry
  * ends with the primary's mode and owner.  The receiver creates as root
- * (rfs_op.h: a creation carries its mode only): another owner follows as a CHOWN,
+ * (op.h: a creation carries its mode only): another owner follows as a CHOWN,
  * then a CHMOD for set-ID bits, which chown drops.  They act on the same path, so the
  * stream keeps them in order, and the application waits for the last one only.
  * early: the creation already sent (rfs_repl_send) with op->mode, before the primary
@@ -752,7 +752,7 @@ static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 }
 
 /* UTIME_NOW / UTIME_OMIT are resolved by reading the times back: the secondary gets
- * the primary's absolute values (rfs_op.h). */
+ * the primary's absolute values (op.h). */
 static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();

@@ -1,7 +1,7 @@
 /* The FUSE layer of hakit-rfs (fs.c): one replicated directory served through a FUSE
  * mount laid over the directory itself, from a descriptor of the real directory opened
  * before the mount.  On the primary every modifying operation is done on the real
- * directory and submitted to the replication stream (rfs_repl.h); on the secondary the
+ * directory and submitted to the replication stream (repl_send.h); on the secondary the
  * mount is read-only and the receiver writes underneath it.
  */
 #ifndef HAKIT_RFS_FS_H
@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "exclude.h"
-#include "rfs_repl.h"
+#include "repl_send.h"
 
 struct rfs_fs;
 

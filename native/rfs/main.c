@@ -19,7 +19,7 @@
  * descriptor of its own.
  *
  * Supervised by the module, the primary takes --fence (a secondary lost by itself holds
- * every operation that would be acknowledged without it until "fenced", rfs_repl.h),
+ * every operation that would be acknowledged without it until "fenced", repl_send.h),
  * --keep-dead-mount (a crash leaves D dead, ENOTCONN, rather than bare) and, to be
  * started again in its place, --root-fd N: D's real directory, inherited from the
  * module, which holds it from before the first mount; the new mount then lands on top
@@ -73,10 +73,13 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "chan.h"
+#include "dirty.h"
 #include "exclude.h"
 #include "fs.h"
 #include "log.h"
-#include "rfs_repl.h"
+#include "repl_recv.h"
+#include "repl_send.h"
 #include "sync.h"
 
 #define FUSE_SUPER_MAGIC 0x65735546

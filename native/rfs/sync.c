@@ -13,7 +13,7 @@
  * - a regular file on both sides: block by block, below.
  * Everything is queued (the stream's backpressure bounds it), except MKDIR, a barrier.
  *
- * Data.  Blocks of 64 KiB, compared by XXH3-128 (rfs_query.h) in windows of 64 blocks:
+ * Data.  Blocks of 64 KiB, compared by XXH3-128 (query.h) in windows of 64 blocks:
  * the secondary's sums (SUMS, answered after every operation submitted before it on
  * that file), then the primary's, read without a lock but after that request.  Equal
  * sums need nothing: whatever the application wrote in between reaches the secondary
@@ -46,8 +46,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "apply.h"
+#include "io.h"
 #include "log.h"
-#include "rfs_query.h"
+#include "query.h"
 #include "sync.h"
 
 #define BLOCK_SHIFT 16                       /* 64 KiB: a 4 KiB change costs 64 KiB on the wire */

@@ -1,9 +1,9 @@
-/* The opcode table shared by the stream (repl.c) and the receiver (apply.c). */
+/* The opcode table shared by the stream (repl_send.c, repl_recv.c) and the receiver's
+ * workers (apply.c): see op.h. */
 #include <errno.h>
 #include <stddef.h>
 
-#include "core.h"
-#include "rfs_op.h"
+#include "op.h"
 
 #define P RFS_SHAPE_PATH
 #define P2 RFS_SHAPE_PATH2
