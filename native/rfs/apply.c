@@ -92,7 +92,7 @@ static int check_path(const char *p, int root_ok)
 
 /* With O_PATH, a final symlink is opened itself (O_NOFOLLOW); otherwise meeting one
  * anywhere fails with ELOOP. */
-static int beneath(struct rfs_applier *a, const char *path, int flags)
+static int open_beneath(struct rfs_applier *a, const char *path, int flags)
 {
 	struct open_how how = {
 		.flags = (uint64_t)(flags | O_CLOEXEC | (flags & O_PATH ? O_NOFOLLOW : 0)),
@@ -121,7 +121,7 @@ static int parent_open(struct rfs_applier *a, const char *path, struct parent *p
 	n = (size_t)(slash - path);
 	memcpy(pt->dir, path, n);
 	pt->dir[n] = '\0';
-	fd = beneath(a, pt->dir, O_RDONLY | O_DIRECTORY);
+	fd = open_beneath(a, pt->dir, O_RDONLY | O_DIRECTORY);
 	if (fd < 0)
 		return fd;
 	pt->fd = fd;
@@ -159,7 +159,7 @@ static int reopen(int pfd, int flags)
 static int open_regular(struct rfs_applier *a, const char *path, int flags)
 {
 	struct stat st;
-	int pfd = beneath(a, path, O_PATH), rc;
+	int pfd = open_beneath(a, path, O_PATH), rc;
 
 	if (pfd < 0)
 		return pfd;
@@ -309,7 +309,7 @@ static int sync_path(struct rfs_applier *a, const char *path, int data_only)
 	struct stat st;
 	struct wfd *w;
 	struct parent pt;
-	int pfd = beneath(a, path, O_PATH), fd, rc;
+	int pfd = open_beneath(a, path, O_PATH), fd, rc;
 
 	if (pfd < 0)
 		return pfd;
@@ -326,7 +326,7 @@ static int sync_path(struct rfs_applier *a, const char *path, int data_only)
 		return rc;
 	}
 	if (S_ISDIR(st.st_mode)) {
-		fd = beneath(a, path, O_RDONLY | O_DIRECTORY);
+		fd = open_beneath(a, path, O_RDONLY | O_DIRECTORY);
 		if (fd < 0)
 			return fd;
 		rc = sync_fd(fd, data_only);
@@ -506,7 +506,7 @@ static int do_chmod(struct rfs_applier *a, const struct rfs_op *op, int durable)
 {
 	struct stat st;
 	char p[64];
-	int pfd = beneath(a, op->path, O_PATH), rc;
+	int pfd = open_beneath(a, op->path, O_PATH), rc;
 
 	if (pfd < 0)
 		return pfd;
@@ -605,7 +605,7 @@ struct reply {
 	size_t cap, len;
 };
 
-static int by_name(const void *x, const void *y)
+static int cmp_strings(const void *x, const void *y)
 {
 	return strcmp(*(char *const *)x, *(char *const *)y);
 }
@@ -648,7 +648,7 @@ static int xattrs_of(int dfd, const char *base, char *out, size_t cap, size_t *l
 	count = 0;
 	for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1)
 		sorted[count++] = names + i;
-	qsort(sorted, count, sizeof *sorted, by_name);
+	qsort(sorted, count, sizeof *sorted, cmp_strings);
 	n = 0; /* now: attributes written */
 	for (size_t i = 0; i < count; i++) {
 		struct rfs_wire_xattr x = {.name_len = htole16((uint16_t)strlen(sorted[i]))};
@@ -716,7 +716,7 @@ static int q_list(struct rfs_applier *a, const struct rfs_op *op, struct reply *
 	struct dirent *de;
 	uint32_t count = 0, more = 0;
 	long next = 0, pos;
-	int rc = 0, dfd = beneath(a, op->path, O_RDONLY | O_DIRECTORY);
+	int rc = 0, dfd = open_beneath(a, op->path, O_RDONLY | O_DIRECTORY);
 	DIR *d;
 
 	if (dfd < 0)

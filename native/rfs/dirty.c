@@ -756,7 +756,7 @@ static int rewrite(struct rfs_dirty *d)
 
 /* ---- the worker: V when the older epoch ended, and mark()'s records durable */
 
-static void *worker(void *arg)
+static void *journal_thread(void *arg)
 {
 	struct rfs_dirty *d = arg;
 
@@ -824,7 +824,7 @@ int rfs_dirty_open(const char *state_dir, struct rfs_dirty **out)
 	pthread_cond_init(&d->wake, NULL);
 	unlinkat(d->dirfd, JOURNAL_TMP, 0);   /* a rewrite that never finished */
 	load(d);
-	r = -pthread_create(&d->worker, NULL, worker, d);
+	r = -pthread_create(&d->worker, NULL, journal_thread, d);
 	if (r) {
 		rfs_log("dirty-block journal: no thread: %s", strerror(-r));
 		d->stop = true;

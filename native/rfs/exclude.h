@@ -47,10 +47,10 @@ enum rfs_verdict rfs_exclude_verdict(const struct rfs_exclude *x, const char *pa
 
 /* Is the entry at path left out?  is_dir: it is a directory.  NULL x: false, at once.
  * Costs one regexec per exclude regex per path component. */
-bool rfs_excluded(const struct rfs_exclude *x, const char *path, bool is_dir);
+bool rfs_is_excluded(const struct rfs_exclude *x, const char *path, bool is_dir);
 
 /* The same for an entry whose parent directories are known to be replicated (a walk
  * from the root that does not enter excluded directories): the entry alone is tested. */
-bool rfs_excluded_entry(const struct rfs_exclude *x, const char *path, bool is_dir);
+bool rfs_is_excluded_entry(const struct rfs_exclude *x, const char *path, bool is_dir);
 
 #endif

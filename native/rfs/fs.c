@@ -30,8 +30,8 @@
  *
  * Handlers follow the high-level API's own convention, which is the passthrough_hp
  * style already: each does its work on the real directory and returns 0 / a count or
- * -errno; modifying ones then hand a struct rfs_op to replicate().  They are wired in
- * one table, rfs_ops, at the end.
+ * -errno; modifying ones then hand a struct rfs_op to submit_unless_excluded().  They
+ * are wired in one table, rfs_ops, at the end.
  *
  * Locks: libfuse's path locks described above order the application's operations;
  * fs.c's own (struct rfs_fs: ns, stripes) order them against a full sync (sync.c),
@@ -148,7 +148,7 @@ static struct rfs_dir *dir_of(const struct fuse_file_info *fi)
 
 /* libfuse's paths start with "/".  The real directory's *at() calls want "a/b" and "."
  * for the root; the stream wants "a/b" and "" for the root (op.h: no "." part). */
-static const char *sys_path(const char *path)
+static const char *fuse_at_path(const char *path)
 {
 	return path[1] ? path + 1 : ".";
 }
@@ -224,14 +224,14 @@ static void intent_end(struct intent *i)
  * magic link of rootfd, which leads to the real directory beneath the mount. */
 static int real_path(const struct rfs_fs *fs, const char *path, char *out, size_t size)
 {
-	int n = snprintf(out, size, "/proc/self/fd/%d/%s", fs->rootfd, sys_path(path));
+	int n = snprintf(out, size, "/proc/self/fd/%d/%s", fs->rootfd, fuse_at_path(path));
 
 	return n < (int)size ? 0 : -ENAMETOOLONG;
 }
 
 /* The primary has already done the operation, so a failure on the secondary does not
  * fail the application: it is logged and counted (repl_send.h). */
-static void replicate_failed(struct rfs_fs *fs, const struct rfs_op *op, int err)
+static void note_divergence(struct rfs_fs *fs, const struct rfs_op *op, int err)
 {
 	uint_fast64_t n = atomic_fetch_add(&fs->n.diverged, 1);
 
@@ -246,7 +246,7 @@ static void replicate_failed(struct rfs_fs *fs, const struct rfs_op *op, int err
  * the include-only rule alone, and is asked of the real directory only for the
  * operations that may act on either kind (attributes, fsync).  fs_rename judges its
  * own, as it knows both sides. */
-static bool replicated(const struct rfs_fs *fs, const struct rfs_op *op)
+static bool op_is_replicated(const struct rfs_fs *fs, const struct rfs_op *op)
 {
 	enum rfs_verdict v;
 	struct stat st;
@@ -279,12 +279,12 @@ static void submit(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wai
 	int err = rfs_repl_submit(fs->repl, op, wait);
 
 	if (err)
-		replicate_failed(fs, op, err);
+		note_divergence(fs, op, err);
 }
 
-static void replicate(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wait)
+static void submit_unless_excluded(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wait)
 {
-	if (replicated(fs, op))
+	if (op_is_replicated(fs, op))
 		submit(fs, op, wait);
 }
 
@@ -292,7 +292,7 @@ static void replicate(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait 
 static int replicate_applied(struct rfs_fs *fs, const struct rfs_op *op)
 {
 	atomic_fetch_add_explicit(&fs->n.namespace_ops, 1, memory_order_relaxed);
-	replicate(fs, op, RFS_WAIT_APPLIED);
+	submit_unless_excluded(fs, op, RFS_WAIT_APPLIED);
 	return 0;
 }
 
@@ -313,7 +313,7 @@ static void replicate_times(struct rfs_fs *fs, const char *spath, const struct s
 		.mtime_sec = st->st_mtim.tv_sec, .mtime_nsec = st->st_mtim.tv_nsec,
 	};
 
-	replicate(fs, &op, wait);
+	submit_unless_excluded(fs, &op, wait);
 }
 
 /* Makes the secondary's copy of an open file (fd: its times travel along) or of a
@@ -326,7 +326,7 @@ static struct rfs_repl_pending *sync_to_secondary(struct rfs_fs *fs, const char 
 	struct rfs_repl_pending *p;
 	struct stat st;
 
-	if (!replicated(fs, &op))
+	if (!op_is_replicated(fs, &op))
 		return NULL;
 	/* Queued: the FSYNC that follows on the same path is waited for. */
 	if (fd >= 0 && fstat(fd, &st) == 0)
@@ -345,7 +345,7 @@ static void sync_wait(struct rfs_fs *fs, const char *path, struct rfs_repl_pendi
 	if (err) {
 		struct rfs_op op = { .code = RFS_OP_FSYNC, .path = stream_path(path) };
 
-		replicate_failed(fs, &op, err);
+		note_divergence(fs, &op, err);
 	}
 }
 
@@ -470,34 +470,34 @@ static int replicate_created(struct rfs_fs *fs, struct rfs_op *op, const struct 
 	atomic_fetch_add_explicit(&fs->n.namespace_ops, 1, memory_order_relaxed);
 	if (!early) {
 		op->mode = special ? st->st_mode : st->st_mode & 07777;
-		replicate(fs, op, chown || chmod ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
+		submit_unless_excluded(fs, op, chown || chmod ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
 	}
 	if (chown) {
 		struct rfs_op own = { .code = RFS_OP_CHOWN, .path = op->path, .uid = (uint32_t)st->st_uid,
 				      .gid = (uint32_t)st->st_gid };
-		replicate(fs, &own, chmod ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
+		submit_unless_excluded(fs, &own, chmod ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
 	}
 	if (chmod) {
 		struct rfs_op mode = { .code = RFS_OP_CHMOD, .path = op->path, .mode = st->st_mode & 07777 };
-		replicate(fs, &mode, RFS_WAIT_APPLIED);
+		submit_unless_excluded(fs, &mode, RFS_WAIT_APPLIED);
 	}
 	/* Acked by now if anything followed it: the stream keeps one path's ops in order. */
 	if ((err = rfs_repl_wait(early)))
-		replicate_failed(fs, op, err);
+		note_divergence(fs, op, err);
 	return 0;
 }
 
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
-	int r = fi ? fstat(file_of(fi)->fd, st) : fstatat(fs->rootfd, sys_path(path), st, AT_SYMLINK_NOFOLLOW);
+	int r = fi ? fstat(file_of(fi)->fd, st) : fstatat(fs->rootfd, fuse_at_path(path), st, AT_SYMLINK_NOFOLLOW);
 
 	return r < 0 ? -errno : 0;
 }
 
 static int fs_readlink(const char *path, char *buf, size_t size)
 {
-	ssize_t n = readlinkat(ctx_fs()->rootfd, sys_path(path), buf, size - 1);
+	ssize_t n = readlinkat(ctx_fs()->rootfd, fuse_at_path(path), buf, size - 1);
 
 	if (n < 0)
 		return -errno;
@@ -510,7 +510,7 @@ static int fs_mknod(const char *path, mode_t mode, dev_t rdev)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_MKNOD, path, NULL, 0, 0, 0);
-	const char *sp = sys_path(path);
+	const char *sp = fuse_at_path(path);
 	struct rfs_op op = { .path = stream_path(path), .rdev = rdev };
 	struct creator c = creator_begin();
 	struct stat st;
@@ -541,7 +541,7 @@ static int fs_mkdir(const char *path, mode_t mode)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_MKDIR, path, NULL, 0, 0, 0);
-	const char *sp = sys_path(path);
+	const char *sp = fuse_at_path(path);
 	struct rfs_op op = { .code = RFS_OP_MKDIR, .path = stream_path(path) };
 	struct creator c = creator_begin();
 	struct stat st;
@@ -563,7 +563,7 @@ static int fs_unlink(const char *path)
 	INTENT(fs, RFS_OP_UNLINK, path, NULL, 0, 0, 0);
 	struct rfs_op op = { .code = RFS_OP_UNLINK, .path = stream_path(path) };
 
-	if (unlinkat(fs->rootfd, sys_path(path), 0) < 0)
+	if (unlinkat(fs->rootfd, fuse_at_path(path), 0) < 0)
 		return -errno;
 	return replicate_applied(fs, &op);
 }
@@ -575,7 +575,7 @@ static int fs_rmdir(const char *path)
 	INTENT(fs, RFS_OP_RMDIR, path, NULL, 0, 0, 0);
 	struct rfs_op op = { .code = RFS_OP_RMDIR, .path = stream_path(path) };
 
-	if (unlinkat(fs->rootfd, sys_path(path), AT_REMOVEDIR) < 0)
+	if (unlinkat(fs->rootfd, fuse_at_path(path), AT_REMOVEDIR) < 0)
 		return -errno;
 	return replicate_applied(fs, &op);
 }
@@ -585,7 +585,7 @@ static int fs_symlink(const char *target, const char *path)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_SYMLINK, path, NULL, 0, 0, 0);
-	const char *sp = sys_path(path);
+	const char *sp = fuse_at_path(path);
 	struct rfs_op op = { .code = RFS_OP_SYMLINK, .path = stream_path(path), .path2 = target };
 	struct creator c = creator_begin();
 	struct stat st;
@@ -640,17 +640,17 @@ static int rename_across(struct rfs_fs *fs, const char *from, const char *to, un
 	*send = true;
 	if (!fs->exclude)
 		return 0;
-	if (fstatat(fs->rootfd, sys_path(from), &a, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(fs->rootfd, fuse_at_path(from), &a, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	in = !rfs_excluded(fs->exclude, stream_path(from), S_ISDIR(a.st_mode));
-	if (rfs_excluded(fs->exclude, stream_path(to), S_ISDIR(a.st_mode)) == in)
+	in = !rfs_is_excluded(fs->exclude, stream_path(from), S_ISDIR(a.st_mode));
+	if (rfs_is_excluded(fs->exclude, stream_path(to), S_ISDIR(a.st_mode)) == in)
 		return -EXDEV;
 	/* An exchange moves the target the other way: it must stay on the same side too. */
 	if (flags & RENAME_EXCHANGE) {
-		if (fstatat(fs->rootfd, sys_path(to), &b, AT_SYMLINK_NOFOLLOW) < 0)
+		if (fstatat(fs->rootfd, fuse_at_path(to), &b, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
-		if (rfs_excluded(fs->exclude, stream_path(from), S_ISDIR(b.st_mode)) == in ||
-		    rfs_excluded(fs->exclude, stream_path(to), S_ISDIR(b.st_mode)) == in)
+		if (rfs_is_excluded(fs->exclude, stream_path(from), S_ISDIR(b.st_mode)) == in ||
+		    rfs_is_excluded(fs->exclude, stream_path(to), S_ISDIR(b.st_mode)) == in)
 			return -EXDEV;
 	}
 	*send = in;
@@ -671,7 +671,7 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 	pthread_rwlock_wrlock(&fs->ns);
 	if ((r = rename_across(fs, from, to, flags, &send)))
 		return r;
-	if (renameat2(fs->rootfd, sys_path(from), fs->rootfd, sys_path(to), flags) < 0)
+	if (renameat2(fs->rootfd, fuse_at_path(from), fs->rootfd, fuse_at_path(to), flags) < 0)
 		return -errno;
 	if (!send)
 		return 0;
@@ -699,7 +699,7 @@ static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_CHMOD, path, NULL, 0, 0, 0);
 	struct rfs_op op = { .code = RFS_OP_CHMOD, .path = path ? stream_path(path) : NULL, .mode = mode & 07777 };
-	int r = fi ? fchmod(file_of(fi)->fd, mode) : fchmodat(fs->rootfd, sys_path(path), mode, 0);
+	int r = fi ? fchmod(file_of(fi)->fd, mode) : fchmodat(fs->rootfd, fuse_at_path(path), mode, 0);
 
 	if (r < 0)
 		return -errno;
@@ -714,7 +714,7 @@ static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
 	struct rfs_op op = { .code = RFS_OP_CHOWN, .path = path ? stream_path(path) : NULL,
 			     .uid = (uint32_t)uid, .gid = (uint32_t)gid };
 	int r = fi ? fchown(file_of(fi)->fd, uid, gid)
-		   : fchownat(fs->rootfd, sys_path(path), uid, gid, AT_SYMLINK_NOFOLLOW);
+		   : fchownat(fs->rootfd, fuse_at_path(path), uid, gid, AT_SYMLINK_NOFOLLOW);
 
 	if (r < 0)
 		return -errno;
@@ -726,7 +726,7 @@ static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_TRUNCATE, path, NULL, size, 0, 0);
-	int fd = fi ? file_of(fi)->fd : openat(fs->rootfd, sys_path(path), O_WRONLY | O_CLOEXEC);
+	int fd = fi ? file_of(fi)->fd : openat(fs->rootfd, fuse_at_path(path), O_WRONLY | O_CLOEXEC);
 	struct stat st;
 	int r;
 
@@ -746,7 +746,7 @@ static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	/* truncate(2) by path has no close to carry the new times: they follow at once. */
 	struct rfs_op op = { .code = RFS_OP_TRUNCATE, .path = stream_path(path), .off = size };
 	atomic_fetch_add_explicit(&fs->n.namespace_ops, 1, memory_order_relaxed);
-	replicate(fs, &op, RFS_WAIT_QUEUED);
+	submit_unless_excluded(fs, &op, RFS_WAIT_QUEUED);
 	replicate_times(fs, op.path, &st, RFS_WAIT_APPLIED);
 	return 0;
 }
@@ -764,8 +764,8 @@ static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse
 	if (fi)
 		r = futimens(file_of(fi)->fd, tv) < 0 || fstat(file_of(fi)->fd, &st) < 0;
 	else
-		r = utimensat(fs->rootfd, sys_path(path), tv, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    fstatat(fs->rootfd, sys_path(path), &st, AT_SYMLINK_NOFOLLOW) < 0;
+		r = utimensat(fs->rootfd, fuse_at_path(path), tv, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    fstatat(fs->rootfd, fuse_at_path(path), &st, AT_SYMLINK_NOFOLLOW) < 0;
 	if (r)
 		return -errno;
 	if (path) {
@@ -802,7 +802,7 @@ static int undo_early(struct rfs_fs *fs, struct rfs_repl_pending *early, const c
 	struct rfs_op op = { .code = RFS_OP_UNLINK, .path = path };
 
 	if (early && rfs_repl_wait(early) == 0)
-		replicate(fs, &op, RFS_WAIT_APPLIED);
+		submit_unless_excluded(fs, &op, RFS_WAIT_APPLIED);
 	return err;
 }
 
@@ -811,7 +811,7 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_CREATE, path, NULL, 0, 0, 0);
-	const char *sp = sys_path(path);
+	const char *sp = fuse_at_path(path);
 	struct creator c = creator_begin();
 	/* The secondary creates the file beside the primary (a creation costs more than a
 	 * round trip), with the mode the primary's should get; if the set-group-ID rule
@@ -820,7 +820,7 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	 * locked, so nothing else creates this name meanwhile. */
 	struct rfs_op op = { .code = RFS_OP_CREATE, .path = stream_path(path),
 			     .mode = mode & 07777 & ~fuse_get_context()->umask };
-	struct rfs_repl_pending *early = fs->xattr || !replicated(fs, &op) ? NULL : rfs_repl_send(fs->repl, &op, RFS_WAIT_APPLIED);
+	struct rfs_repl_pending *early = fs->xattr || !op_is_replicated(fs, &op) ? NULL : rfs_repl_send(fs->repl, &op, RFS_WAIT_APPLIED);
 	int fd = openat(fs->rootfd, sp, (fi->flags & ~REAL_OPEN_DROP) | O_CREAT | O_CLOEXEC, mode);
 	struct stat st;
 	int r = fd < 0 ? -errno : 0;
@@ -845,7 +845,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, fi->flags & O_TRUNC ? path : NULL);
 	INTENT(fs, fi->flags & O_TRUNC ? RFS_OP_TRUNCATE : 0, path, NULL, 0, 0, 0);
-	int fd = openat(fs->rootfd, sys_path(path), (fi->flags & ~REAL_OPEN_DROP) | O_CLOEXEC);
+	int fd = openat(fs->rootfd, fuse_at_path(path), (fi->flags & ~REAL_OPEN_DROP) | O_CLOEXEC);
 	struct stat st = { 0 };
 	int r = 0;
 
@@ -927,7 +927,7 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off, s
 		atomic_fetch_add_explicit(&fs->n.write_bytes, (uint64_t)n, memory_order_relaxed);
 		if (wait == RFS_WAIT_DURABLE)
 			atomic_fetch_add_explicit(&fs->n.syncs, 1, memory_order_relaxed);
-		replicate(fs, &op, wait);
+		submit_unless_excluded(fs, &op, wait);
 	}
 	return (int)n;
 }
@@ -1009,7 +1009,7 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
 
 	if (d == NULL)
 		return -ENOMEM;
-	fd = openat(ctx_fs()->rootfd, sys_path(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = openat(ctx_fs()->rootfd, fuse_at_path(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || (d->dp = fdopendir(fd)) == NULL) {
 		r = -errno;
 		if (fd >= 0)
@@ -1157,7 +1157,7 @@ static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct
 		struct rfs_op op = { .code = RFS_OP_FALLOCATE, .path = stream_path(path), .flags = (uint32_t)mode,
 				     .off = off, .len = (uint64_t)len };
 		atomic_store(&f->written, true);
-		replicate(fs, &op, data_wait(fs, f));
+		submit_unless_excluded(fs, &op, data_wait(fs, f));
 	}
 	return 0;
 }

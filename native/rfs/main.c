@@ -407,7 +407,7 @@ static int adopt_root_fd(struct server *s)
 
 /* D, opened before the mount.  A hakit-rfs mount left dead on D by a crashed run (its
  * watchdog killed with it) is removed; a live FUSE mount at D means D is served already. */
-static int open_dir(struct server *s)
+static int open_served_dir(struct server *s)
 {
 	struct statfs sfs;
 	struct stat st, up;
@@ -950,7 +950,7 @@ int main(int argc, char **argv)
 
 	hold_std_fds();
 	parse_args(argc, argv, &s->a);
-	rootfd = open_dir(s);
+	rootfd = open_served_dir(s);
 	if (rootfd < 0)
 		return 1;
 	/* The receiver's own descriptor of D, also from before the mount. */

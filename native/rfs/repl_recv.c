@@ -103,14 +103,14 @@ static int rconn_stopping(void *k)
 
 /* No deadline: a primary slow to read its acks is the primary's business; a stop is
  * looked at whenever SO_SNDTIMEO ends a wait. */
-static int send_all(struct rconn *k, const char *buf, size_t len)
+static int rconn_send(struct rconn *k, const char *buf, size_t len)
 {
 	return chan_write_until(k->ch, k->fd, buf, len, INT64_MAX, rconn_stopping, k) ? -1 : 0;
 }
 
 static int acks_flush(struct rconn *k)
 {
-	if (send_all(k, k->acks, k->nacks * RFS_HDR_LEN))
+	if (rconn_send(k, k->acks, k->nacks * RFS_HDR_LEN))
 		return -1;
 	k->nacks = 0;
 	return 0;
@@ -124,7 +124,7 @@ static int ack_answer(struct rconn *k, uint64_t seq, int result, size_t len)
 	char head[RFS_HDR_LEN];
 
 	rfs_hdr_put(head, &h);
-	return acks_flush(k) || send_all(k, head, RFS_HDR_LEN) || send_all(k, k->reply, len) ? -1 : 0;
+	return acks_flush(k) || rconn_send(k, head, RFS_HDR_LEN) || rconn_send(k, k->reply, len) ? -1 : 0;
 }
 
 static int ack(struct rconn *k, uint64_t seq, int result)

@@ -239,7 +239,7 @@ static char *arena_copy(struct listing *l, const char *p, size_t n)
 	return l->arena + l->used - n - 1;
 }
 
-static int by_name(const void *a, const void *b)
+static int cmp_entry_names(const void *a, const void *b)
 {
 	return strcmp(((const struct rfs_entry *)a)->name, ((const struct rfs_entry *)b)->name);
 }
@@ -249,7 +249,7 @@ static int by_name(const void *a, const void *b)
  * walk never enters an excluded directory, so the entry alone is tested. */
 static bool left_out(struct rfs_sync *s, const char *path, uint32_t mode)
 {
-	return rfs_excluded_entry(s->cfg.exclude, path, S_ISDIR(mode));
+	return rfs_is_excluded_entry(s->cfg.exclude, path, S_ISDIR(mode));
 }
 
 static bool listed_out(struct rfs_sync *s, const char *dir, const struct rfs_entry *e)
@@ -318,7 +318,7 @@ static int list_dir(struct rfs_sync *s, const char *dir, bool theirs, bool diges
 	if (rc)
 		listing_free(l);
 	else if (l->n)
-		qsort(l->e, l->n, sizeof *l->e, by_name);
+		qsort(l->e, l->n, sizeof *l->e, cmp_entry_names);
 	return rc;
 }
 
@@ -341,7 +341,8 @@ static void path_join(char *out, const char *dir, const char *name)
 	snprintf(out, RFS_PATH_MAX, "%s%s%s", dir, *dir ? "/" : "", name);
 }
 
-static const char *sys_path(const char *path)
+/* A stream path as the *at() calls on rootfd want it: "." for the root. */
+static const char *stream_at_path(const char *path)
 {
 	return *path ? path : ".";
 }
@@ -351,7 +352,7 @@ static bool still(struct rfs_sync *s, const char *path, int fd)
 {
 	struct stat a, b;
 
-	return fstatat(s->cfg.rootfd, sys_path(path), &a, AT_SYMLINK_NOFOLLOW) == 0 && fstat(fd, &b) == 0 &&
+	return fstatat(s->cfg.rootfd, stream_at_path(path), &a, AT_SYMLINK_NOFOLLOW) == 0 && fstat(fd, &b) == 0 &&
 	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
@@ -445,7 +446,7 @@ static int sync_attrs(struct rfs_sync *s, const char *path, const struct rfs_ent
 	    (theirs ? theirs->xattr_digest != ours->xattr_digest
 		    : ours->xattr_digest != s->empty_xattrs || parent_xattrs))
 		rc = sync_xattrs(s, path);
-	if (!rc && times && fstatat(s->cfg.rootfd, sys_path(path), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+	if (!rc && times && fstatat(s->cfg.rootfd, stream_at_path(path), &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		struct rfs_op op = { .code = RFS_OP_UTIMENS, .path = path,
 				     .atime_sec = st.st_atim.tv_sec, .atime_nsec = st.st_atim.tv_nsec,
 				     .mtime_sec = st.st_mtim.tv_sec, .mtime_nsec = st.st_mtim.tv_nsec };
@@ -777,7 +778,7 @@ static int sync_again(struct rfs_sync *s, const char *path)
 	int rc;
 
 	/* Not from the walk: its parents are tested here, its own type in sync_entry. */
-	if (rfs_excluded(s->cfg.exclude, path, true))
+	if (rfs_is_excluded(s->cfg.exclude, path, true))
 		return 0;
 	rc = theirs_kept(s, path, &theirs, &keep);
 
@@ -792,7 +793,7 @@ static int sync_again(struct rfs_sync *s, const char *path)
 /* ---- the run ---- */
 
 /* Is p dir itself or beneath it ("" holds everything)? */
-static bool beneath(const char *p, const char *dir)
+static bool is_within(const char *p, const char *dir)
 {
 	size_t k = strlen(dir);
 
@@ -827,7 +828,7 @@ static int sync_moves(struct rfs_sync *s, bool *none)
 	for (size_t i = 0; i < n; i++) {
 		const char *p = moves[i];
 
-		if (!rc && p && !(kept && beneath(p, kept))) {
+		if (!rc && p && !(kept && is_within(p, kept))) {
 			s->again++;
 			rc = tick(s) ?: sync_again(s, p);
 			if (rc < 0 && !fatal(rc))
@@ -923,8 +924,8 @@ static int resync_entry(struct rfs_sync *s, const struct rfs_dirty_entry *e)
 	int fd, rc;
 
 	/* Operations on entries left out of replication are journaled too: skipped here. */
-	if (s->cfg.exclude && rfs_excluded(s->cfg.exclude, e->path,
-					   !fstatat(s->cfg.rootfd, sys_path(e->path), &st, AT_SYMLINK_NOFOLLOW) &&
+	if (s->cfg.exclude && rfs_is_excluded(s->cfg.exclude, e->path,
+					   !fstatat(s->cfg.rootfd, stream_at_path(e->path), &st, AT_SYMLINK_NOFOLLOW) &&
 					   S_ISDIR(st.st_mode)))
 		return 0;
 	if (e->marks & RFS_MARK_ENTRY)
@@ -958,7 +959,7 @@ static int resync(struct rfs_sync *s)
 	for (size_t i = 0; !rc && i < s->snap.n; i++) {
 		const struct rfs_dirty_entry *e = &s->snap.e[i];
 
-		if (whole && beneath(e->path, whole))
+		if (whole && is_within(e->path, whole))
 			continue;
 		if (e->marks & RFS_MARK_ENTRY)
 			whole = e->path;
