@@ -26,7 +26,8 @@
  * of the dead one, and D is never uncovered.
  *
  * Control socket (Unix, mode 0600): one command per line, one reply line per command,
- * "ok[ ...]" or "error <message>":
+ * "ok[ ...]" or "error <message>" (the table commands[] dispatches them; lines, not
+ * hakit's msgpack frames: docs/architecture.md says why):
  *   attach HOST PORT | detach | fenced | stats (ok key=value ...) | stop (unmounts, then exits 0)
  *   fullsync [tag=N]: the primary makes the secondary's tree identical to its own
  *     (sync.c); the reply comes when it is over: "ok files=N bytes_scanned=M bytes_sent=K
@@ -652,66 +653,138 @@ static void stop_all(struct control *c)
 	c->done = true;
 }
 
-static void command(struct control *c, int i, char *line)
+/* The control commands, one handler each.  A handler writes its reply line into out,
+ * or returns 1 when the reply comes later (a sync, answered by sync_done). */
+typedef int command_fn(struct control *c, int client, const char *verb, char **args, int nargs,
+		       char *out, size_t size);
+
+static int cmd_stats(struct control *c, int client, const char *verb, char **args, int nargs,
+		     char *out, size_t size)
 {
-	struct server *s = c->s;
-	char reply[1024], host[256];
-	char *verb = strtok(line, " \t"), *a1 = strtok(NULL, " \t"), *a2 = strtok(NULL, " \t");
-	bool extra = strtok(NULL, " \t") != NULL;
+	(void)client, (void)verb, (void)args, (void)nargs;
+	stats_line(c->s, out, size);
+	return 0;
+}
 
-	if (verb == NULL)
-		snprintf(reply, sizeof reply, "error empty command\n");
-	else if (!strcmp(verb, "stats") && !a1)
-		stats_line(s, reply, sizeof reply);
-	else if (!strcmp(verb, "stop") && !a1) {
-		stop_all(c);
-		snprintf(reply, sizeof reply, "ok\n");
-	} else if ((!strcmp(verb, "attach") || !strcmp(verb, "detach") || !strcmp(verb, "fenced") ||
-		    !strcmp(verb, "fullsync") ||
-		    !strcmp(verb, "resync") || !strcmp(verb, "rfsdiff")) && s->repl == NULL)
-		snprintf(reply, sizeof reply, "error %s: this is the secondary\n", verb);
-	else if (!strcmp(verb, "rfsdiff") && !a1 && !journal_diff(s, reply, sizeof reply))
-		;
-	else if ((!strcmp(verb, "fullsync") || !strcmp(verb, "rfsdiff") || !strcmp(verb, "resync")) && !a2) {
-		enum rfs_sync_mode mode = !strcmp(verb, "fullsync") ? RFS_SYNC_FULL :
-					  !strcmp(verb, "resync") ? RFS_SYNC_INCREMENTAL : RFS_SYNC_ESTIMATE;
-		uint64_t tag;
-		bool tagged = a1 && !strncmp(a1, "tag=", 4) && !parse_tag(a1 + 4, &tag);
-		int r = (a1 && !tagged) || (mode == RFS_SYNC_ESTIMATE && a1) ? -EINVAL :
-			rfs_sync_start(s->sync, mode, tagged ? &tag : NULL);
+static int cmd_stop(struct control *c, int client, const char *verb, char **args, int nargs,
+		    char *out, size_t size)
+{
+	(void)client, (void)verb, (void)args, (void)nargs;
+	stop_all(c);
+	snprintf(out, size, "ok\n");
+	return 0;
+}
 
-		if (r == 0) {
-			c->sync_waiter = c->clients[i].id; /* replied to when it ends */
-			return;
-		}
-		snprintf(reply, sizeof reply, "error %s: %s\n", verb,
-			 r == -EBUSY ? "a synchronisation is running already" :
-			 r == -ENOTCONN ? "no secondary attached" :
-			 r == -ENODATA ? "no journal: a full sync is needed" :
-			 r == -EINVAL ? "the argument is tag=N" : strerror(-r));
+static int cmd_attach(struct control *c, int client, const char *verb, char **args, int nargs,
+		      char *out, size_t size)
+{
+	char host[256], *end;
+	long port = strtol(args[1], &end, 10);
+	int r;
+
+	(void)client, (void)verb, (void)nargs;
+	snprintf(host, sizeof host, "%s", args[0]);
+	if (*end || port < 1 || port > 65535)
+		snprintf(out, size, "error attach: bad port %s\n", args[1]);
+	else if ((r = rfs_repl_attach(c->s->repl, host, (int)port)) < 0)
+		snprintf(out, size, "error attach %s %ld: %s\n", host, port, strerror(-r));
+	else
+		snprintf(out, size, "ok\n");
+	return 0;
+}
+
+static int cmd_detach(struct control *c, int client, const char *verb, char **args, int nargs,
+		      char *out, size_t size)
+{
+	(void)client, (void)verb, (void)args, (void)nargs;
+	rfs_repl_detach(c->s->repl);
+	snprintf(out, size, "ok\n");
+	return 0;
+}
+
+static int cmd_fenced(struct control *c, int client, const char *verb, char **args, int nargs,
+		      char *out, size_t size)
+{
+	(void)client, (void)verb, (void)args, (void)nargs;
+	rfs_repl_fenced(c->s->repl);
+	snprintf(out, size, "ok\n");
+	return 0;
+}
+
+/* fullsync [tag=N], resync [tag=N], rfsdiff: the journal answers rfsdiff while no
+ * secondary is attached, a run of the sync everything else. */
+static int cmd_sync(struct control *c, int client, const char *verb, char **args, int nargs,
+		    char *out, size_t size)
+{
+	enum rfs_sync_mode mode = !strcmp(verb, "fullsync") ? RFS_SYNC_FULL :
+				  !strcmp(verb, "resync") ? RFS_SYNC_INCREMENTAL : RFS_SYNC_ESTIMATE;
+	const char *a1 = nargs ? args[0] : NULL;
+	uint64_t tag;
+	bool tagged = a1 && !strncmp(a1, "tag=", 4) && !parse_tag(a1 + 4, &tag);
+	int r;
+
+	if (mode == RFS_SYNC_ESTIMATE && !a1 && !journal_diff(c->s, out, size))
+		return 0;
+	r = (a1 && !tagged) || (mode == RFS_SYNC_ESTIMATE && a1) ? -EINVAL :
+		rfs_sync_start(c->s->sync, mode, tagged ? &tag : NULL);
+	if (r == 0) {
+		c->sync_waiter = c->clients[client].id;
+		return 1;
 	}
-	else if (!strcmp(verb, "detach") && !a1) {
-		rfs_repl_detach(s->repl);
-		snprintf(reply, sizeof reply, "ok\n");
-	} else if (!strcmp(verb, "fenced") && !a1) {
-		rfs_repl_fenced(s->repl);
-		snprintf(reply, sizeof reply, "ok\n");
-	} else if (!strcmp(verb, "attach") && a2 && !extra) {
-		char *end;
-		long port = strtol(a2, &end, 10);
-		int r;
+	snprintf(out, size, "error %s: %s\n", verb,
+		 r == -EBUSY ? "a synchronisation is running already" :
+		 r == -ENOTCONN ? "no secondary attached" :
+		 r == -ENODATA ? "no journal: a full sync is needed" :
+		 r == -EINVAL ? "the argument is tag=N" : strerror(-r));
+	return 0;
+}
 
-		snprintf(host, sizeof host, "%s", a1);
-		if (*end || port < 1 || port > 65535)
-			snprintf(reply, sizeof reply, "error attach: bad port %s\n", a2);
-		else if ((r = rfs_repl_attach(s->repl, host, (int)port)) < 0)
-			snprintf(reply, sizeof reply, "error attach %s %ld: %s\n", host, port, strerror(-r));
-		else
-			snprintf(reply, sizeof reply, "ok\n");
-	} else
-		snprintf(reply, sizeof reply,
-			 "error unknown command '%s' (attach HOST PORT, detach, fenced, fullsync [tag=N], "
-			 "resync tag=N, rfsdiff, stats, stop)\n", verb);
+/* Read as the protocol: a verb, how many words follow it, whether only the primary
+ * serves it.  The usages, in this order, make the reply to an unknown command. */
+static const struct command {
+	const char *verb, *usage;
+	int min_args, max_args;
+	bool primary_only;
+	command_fn *run;
+} commands[] = {
+	{ "attach", "attach HOST PORT", 2, 2, true, cmd_attach },
+	{ "detach", "detach", 0, 0, true, cmd_detach },
+	{ "fenced", "fenced", 0, 0, true, cmd_fenced },
+	{ "fullsync", "fullsync [tag=N]", 0, 1, true, cmd_sync },
+	{ "resync", "resync tag=N", 0, 1, true, cmd_sync },
+	{ "rfsdiff", "rfsdiff", 0, 1, true, cmd_sync },
+	{ "stats", "stats", 0, 0, false, cmd_stats },
+	{ "stop", "stop", 0, 0, false, cmd_stop },
+};
+
+#define COMMAND_WORDS 4 /* beyond the longest command: enough to tell it has too many */
+
+static void run_command(struct control *c, int i, char *line)
+{
+	char reply[1024], *words[COMMAND_WORDS], *save;
+	const struct command *cmd = NULL;
+	int n = 0;
+
+	for (char *w = strtok_r(line, " \t", &save); w && n < COMMAND_WORDS; w = strtok_r(NULL, " \t", &save))
+		words[n++] = w;
+	for (size_t k = 0; n && k < sizeof commands / sizeof *commands && !cmd; k++)
+		if (!strcmp(words[0], commands[k].verb))
+			cmd = &commands[k];
+	if (n == 0) {
+		snprintf(reply, sizeof reply, "error empty command\n");
+	} else if (cmd && cmd->primary_only && c->s->repl == NULL) {
+		snprintf(reply, sizeof reply, "error %s: this is the secondary\n", cmd->verb);
+	} else if (cmd && n - 1 >= cmd->min_args && n - 1 <= cmd->max_args) {
+		if (cmd->run(c, i, cmd->verb, words + 1, n - 1, reply, sizeof reply))
+			return;
+	} else {
+		int k = snprintf(reply, sizeof reply, "error unknown command '%s' (", words[0]);
+
+		for (size_t u = 0; u < sizeof commands / sizeof *commands && k < (int)sizeof reply; u++)
+			k += snprintf(reply + k, sizeof reply - (size_t)k, "%s%s", u ? ", " : "", commands[u].usage);
+		if (k < (int)sizeof reply)
+			snprintf(reply + k, sizeof reply - (size_t)k, ")\n");
+	}
 	client_send(c, i, reply);
 }
 
@@ -733,7 +806,7 @@ static void client_input(struct control *c, int i)
 		*nl = '\0';
 		if (nl > cl->buf && nl[-1] == '\r')
 			nl[-1] = '\0';
-		command(c, i, cl->buf);
+		run_command(c, i, cl->buf);
 		memmove(cl->buf, cl->buf + used, cl->len - used);
 		cl->len -= used;
 	}
