@@ -67,6 +67,7 @@
 #include <linux/fuse.h>
 
 #include "fs.h"
+#include "io.h"
 #include "log.h"
 
 #define MAX_WRITE (1u << 20)          /* one write(2) of up to 1 MiB is one request */
@@ -607,16 +608,8 @@ static void note_move(struct rfs_fs *fs, const char *from, const char *to)
 	if (fs->tracking && !fs->moves_overflow) {
 		if (fs->nmoves + 2 > MOVES_MAX) {
 			fs->moves_overflow = true;
-		} else if (fs->nmoves + 2 > fs->moves_cap) {
-			size_t cap = fs->moves_cap ? fs->moves_cap * 2 : 64;
-			char **n = realloc(fs->moves, cap * sizeof *n);
-
-			if (n) {
-				fs->moves = n;
-				fs->moves_cap = cap;
-			} else {
-				fs->moves_overflow = true;
-			}
+		} else if (rfs_grow(&fs->moves, &fs->moves_cap, fs->nmoves + 2, sizeof *fs->moves)) {
+			fs->moves_overflow = true;
 		}
 		if (!fs->moves_overflow) {
 			fs->moves[fs->nmoves] = strdup(from);

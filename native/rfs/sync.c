@@ -288,17 +288,8 @@ static int list_dir(struct rfs_sync *s, const char *dir, bool theirs, bool diges
 			pos += used;
 			if (s->cfg.exclude && listed_out(s, dir, &e))
 				continue;
-			if (l->n == l->cap) {
-				size_t cap = l->cap ? l->cap * 2 : 64;
-				struct rfs_entry *n = realloc(l->e, cap * sizeof *n);
-
-				if (!n) {
-					rc = -ENOMEM;
-					break;
-				}
-				l->e = n;
-				l->cap = cap;
-			}
+			if ((rc = rfs_grow(&l->e, &l->cap, l->n + 1, sizeof *l->e)))
+				break;
 			/* Name and target side by side in the arena: one copy, two strings. */
 			char *name = arena_copy(l, e.name, e.name_len + 1 + e.target_len);
 
