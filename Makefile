@@ -61,14 +61,17 @@ test: build rfs-asan rfs-faults packages
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # ---- rfs core tests: native/rfs/tests/test_*.c linked with the core's own sources
-# (ops, repl, apply, chan) under ASan + UBSan, into build/rfs-asan/; run by
+# (RFS_CORE_NAMES: all but fs, sync, main) under ASan + UBSan, into build/rfs-asan/; run by
 # tests/test_rfs_stream.py.  A few seconds to build, and only what changed.
 RFS_DIR := native/rfs
 RFS_ASAN := build/rfs-asan
 RFS_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -I$(RFS_DIR)
 RFS_HEADERS := $(wildcard $(RFS_DIR)/*.h $(RFS_DIR)/tests/*.h)
-RFS_CORE := $(patsubst %,$(RFS_ASAN)/obj/%.o,ops repl apply exclude chan dirty) $(RFS_ASAN)/obj/rfs_test.o
+# The core: everything but the FUSE layer, the full sync and main (native/rfs/meson.build
+# lists the same files).
+RFS_CORE_NAMES := io log op apply exclude dirty chan repl_send repl_recv
+RFS_CORE := $(patsubst %,$(RFS_ASAN)/obj/%.o,$(RFS_CORE_NAMES)) $(RFS_ASAN)/obj/rfs_test.o
 RFS_TESTS := $(patsubst $(RFS_DIR)/tests/%.c,$(RFS_ASAN)/%,$(wildcard $(RFS_DIR)/tests/test_*.c))
 
 $(RFS_ASAN)/obj/%.o: $(RFS_DIR)/%.c $(RFS_HEADERS)
@@ -84,10 +87,10 @@ $(RFS_ASAN)/test_%: $(RFS_ASAN)/obj/test_%.o $(RFS_CORE)
 rfs-asan: $(STAMPS)/deb $(RFS_TESTS)
 
 # A test build of the whole hakit-rfs whose receiver can be told to fail operations
-# (HAKIT_RFS_FAULT=ERRNO:TEXT, repl.c): errors such as EIO that the test machine cannot
+# (HAKIT_RFS_FAULT=ERRNO:TEXT, repl_recv.c): errors such as EIO that the test machine cannot
 # cause for real.  Used by tests/test_rfs_resync.py; never installed.
 RFS_FAULTS := build/rfs-faults/hakit-rfs
-RFS_SOURCES := $(patsubst %,$(RFS_DIR)/%.c,ops repl apply chan dirty fs sync exclude main)
+RFS_SOURCES := $(patsubst %,$(RFS_DIR)/%.c,$(RFS_CORE_NAMES) fs sync main)
 $(RFS_FAULTS): $(RFS_SOURCES) $(RFS_HEADERS) $(STAMPS)/deb
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -DFUSE_USE_VERSION=314 -DRFS_FAULT_INJECTION -g -O2 \
@@ -105,7 +108,7 @@ FUZZ := build/fuzz
 FUZZ_SECONDS ?= 600
 FUZZ_CFLAGS := -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -g -O1 -fno-omit-frame-pointer \
 	-fsanitize=address,undefined -fno-sanitize-recover=all -I$(RFS_DIR) -I$(RFS_DIR)/tests
-FUZZ_OBJS := $(patsubst %,$(FUZZ)/obj/%.o,ops repl apply exclude chan dirty rfs_test)
+FUZZ_OBJS := $(patsubst %,$(FUZZ)/obj/%.o,$(RFS_CORE_NAMES) rfs_test)
 
 $(FUZZ)/obj/%.o: $(RFS_DIR)/%.c $(RFS_HEADERS) $(STAMPS)/deb
 	@mkdir -p $(@D)

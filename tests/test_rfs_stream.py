@@ -1,4 +1,5 @@
-"""The replication stream and receiver (native/rfs: repl.c, apply.c) through their C tests.
+"""The replication stream and receiver (native/rfs: repl_send.c, repl_recv.c, apply.c)
+through their C tests.
 
 The programs in native/rfs/tests link the core's own sources under ASan and UBSan
 (`make rfs-asan`, also run by `make test`): an in-process primary and receiver over

@@ -26,10 +26,9 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "core.h"
-#include "proto.h"
-#include "rfs_query.h"
-#include "rfs_repl.h"
+#include "apply.h"
+#include "io.h"
+#include "query.h"
 
 /* Header-only: the checksums need no library at run time. */
 #define XXH_INLINE_ALL
@@ -93,7 +92,7 @@ static int check_path(const char *p, int root_ok)
 
 /* With O_PATH, a final symlink is opened itself (O_NOFOLLOW); otherwise meeting one
  * anywhere fails with ELOOP. */
-static int beneath(struct rfs_applier *a, const char *path, int flags)
+static int open_beneath(struct rfs_applier *a, const char *path, int flags)
 {
 	struct open_how how = {
 		.flags = (uint64_t)(flags | O_CLOEXEC | (flags & O_PATH ? O_NOFOLLOW : 0)),
@@ -122,7 +121,7 @@ static int parent_open(struct rfs_applier *a, const char *path, struct parent *p
 	n = (size_t)(slash - path);
 	memcpy(pt->dir, path, n);
 	pt->dir[n] = '\0';
-	fd = beneath(a, pt->dir, O_RDONLY | O_DIRECTORY);
+	fd = open_beneath(a, pt->dir, O_RDONLY | O_DIRECTORY);
 	if (fd < 0)
 		return fd;
 	pt->fd = fd;
@@ -160,7 +159,7 @@ static int reopen(int pfd, int flags)
 static int open_regular(struct rfs_applier *a, const char *path, int flags)
 {
 	struct stat st;
-	int pfd = beneath(a, path, O_PATH), rc;
+	int pfd = open_beneath(a, path, O_PATH), rc;
 
 	if (pfd < 0)
 		return pfd;
@@ -310,7 +309,7 @@ static int sync_path(struct rfs_applier *a, const char *path, int data_only)
 	struct stat st;
 	struct wfd *w;
 	struct parent pt;
-	int pfd = beneath(a, path, O_PATH), fd, rc;
+	int pfd = open_beneath(a, path, O_PATH), fd, rc;
 
 	if (pfd < 0)
 		return pfd;
@@ -327,7 +326,7 @@ static int sync_path(struct rfs_applier *a, const char *path, int data_only)
 		return rc;
 	}
 	if (S_ISDIR(st.st_mode)) {
-		fd = beneath(a, path, O_RDONLY | O_DIRECTORY);
+		fd = open_beneath(a, path, O_RDONLY | O_DIRECTORY);
 		if (fd < 0)
 			return fd;
 		rc = sync_fd(fd, data_only);
@@ -346,26 +345,6 @@ static int sync_path(struct rfs_applier *a, const char *path, int data_only)
 
 typedef int apply_fn(struct rfs_applier *a, const struct rfs_op *op, int durable);
 
-static int write_all(int fd, const struct rfs_op *op)
-{
-	const char *p = op->data;
-	size_t left = op->data_len;
-	off_t off = op->off;
-
-	while (left) {
-		ssize_t n = pwrite(fd, p, left, off);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n <= 0)
-			return n < 0 ? -errno : -EIO;
-		p += n;
-		off += n;
-		left -= (size_t)n;
-	}
-	return 0;
-}
-
 /* Data ops (write, truncate, fallocate): on the cached write fd, fdatasynced when
  * durable. */
 static int on_regular(struct rfs_applier *a, const struct rfs_op *op, int durable)
@@ -377,7 +356,7 @@ static int on_regular(struct rfs_applier *a, const struct rfs_op *op, int durabl
 		return fd;
 	switch (op->code) {
 	case RFS_OP_WRITE:
-		rc = write_all(fd, op);
+		rc = rfs_pwrite_all(fd, op->data, op->data_len, op->off);
 		break;
 	case RFS_OP_TRUNCATE:
 		rc = ftruncate(fd, op->off) ? -errno : 0;
@@ -527,7 +506,7 @@ static int do_chmod(struct rfs_applier *a, const struct rfs_op *op, int durable)
 {
 	struct stat st;
 	char p[64];
-	int pfd = beneath(a, op->path, O_PATH), rc;
+	int pfd = open_beneath(a, op->path, O_PATH), rc;
 
 	if (pfd < 0)
 		return pfd;
@@ -619,14 +598,14 @@ static apply_fn *const workers[RFS_OP_MAX] = {
 	[RFS_OP_PURGE] = do_purge,
 };
 
-/* ---- queries: the tree as the full sync compares it (rfs_query.h) ---- */
+/* ---- queries: the tree as the full sync compares it (query.h) ---- */
 
 struct reply {
 	char *buf;
 	size_t cap, len;
 };
 
-static int by_name(const void *x, const void *y)
+static int cmp_strings(const void *x, const void *y)
 {
 	return strcmp(*(char *const *)x, *(char *const *)y);
 }
@@ -669,7 +648,7 @@ static int xattrs_of(int dfd, const char *base, char *out, size_t cap, size_t *l
 	count = 0;
 	for (ssize_t i = 0; i < n; i += (ssize_t)strlen(names + i) + 1)
 		sorted[count++] = names + i;
-	qsort(sorted, count, sizeof *sorted, by_name);
+	qsort(sorted, count, sizeof *sorted, cmp_strings);
 	n = 0; /* now: attributes written */
 	for (size_t i = 0; i < count; i++) {
 		struct rfs_wire_xattr x = {.name_len = htole16((uint16_t)strlen(sorted[i]))};
@@ -737,7 +716,7 @@ static int q_list(struct rfs_applier *a, const struct rfs_op *op, struct reply *
 	struct dirent *de;
 	uint32_t count = 0, more = 0;
 	long next = 0, pos;
-	int rc = 0, dfd = beneath(a, op->path, O_RDONLY | O_DIRECTORY);
+	int rc = 0, dfd = open_beneath(a, op->path, O_RDONLY | O_DIRECTORY);
 	DIR *d;
 
 	if (dfd < 0)
@@ -817,22 +796,14 @@ static int q_stat(struct rfs_applier *a, const struct rfs_op *op, struct reply *
 static int block_sum(int fd, off_t off, size_t len, char *buf, unsigned char *out)
 {
 	off_t data = lseek(fd, off, SEEK_DATA);
-	size_t got = 0;
+	ssize_t got = 0;
 
 	if (data < 0 && errno != ENXIO)
 		return -errno;
-	while (data >= 0 && data < off + (off_t)len && got < len) {
-		ssize_t n = pread(fd, buf + got, len - got, off + (off_t)got);
-
-		if (n < 0 && errno == EINTR)
-			continue;
-		if (n < 0)
-			return -errno;
-		if (n == 0)
-			break; /* shrunk meanwhile: the rest reads as nothing, zeroes here */
-		got += (size_t)n;
-	}
-	memset(buf + got, 0, len - got);
+	/* A file shrunk meanwhile reads short: the rest hashes as zeroes. */
+	if (data >= 0 && data < off + (off_t)len && (got = rfs_pread_full(fd, buf, len, off)) < 0)
+		return (int)got;
+	memset(buf + got, 0, len - (size_t)got);
 	XXH128_canonicalFromHash((XXH128_canonical_t *)(void *)out, XXH3_128bits(buf, len));
 	return 0;
 }

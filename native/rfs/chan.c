@@ -11,7 +11,6 @@
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +24,8 @@
 #include <openssl/x509.h>
 
 #include "chan.h"
-#include "core.h"
+#include "io.h"
+#include "log.h"
 
 #define KEY_LEN 32
 #define NONCE_LEN 32
@@ -43,8 +43,6 @@
 #define STAGE_DIRECT 4096          /* plaintext this long is a record of its own, not copied */
 #define SEAL_MAX (256u << 10)      /* plaintext encrypted per send: then it goes out */
 #define IN_CAP (256u << 10)        /* ciphertext read per recv (and more than a record) */
-#define LOG_EVERY_NS (5000 * 1000000LL)
-#define NS_PER_MS 1000000LL
 
 _Static_assert(sizeof ALPN - 1 == 013, "alpn_wire's length prefix is ALPN's length");
 _Static_assert(IN_CAP > 2 * (REC_MAX + 256), "in holds a partial record and room for another");
@@ -82,45 +80,10 @@ struct chan {
 	unsigned char stage[REC_MAX];
 };
 
-/* ---- logging: a peer that keeps failing must not flood the log ---- */
-
-struct limiter {
-	pthread_mutex_t mu;
-	int64_t last_ns;
-	unsigned skipped;
-};
-
-static struct limiter refusals = {.mu = PTHREAD_MUTEX_INITIALIZER};
-static struct limiter attach_failures = {.mu = PTHREAD_MUTEX_INITIALIZER};
-static struct limiter tls_failures = {.mu = PTHREAD_MUTEX_INITIALIZER};
-
-static void say_limited(struct limiter *l, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void say_limited(struct limiter *l, const char *fmt, ...)
-{
-	int64_t now = rfs_now_ns();
-	unsigned skipped;
-	char line[400];
-	va_list ap;
-
-	pthread_mutex_lock(&l->mu);
-	if (l->last_ns && now - l->last_ns < LOG_EVERY_NS) {
-		l->skipped++;
-		pthread_mutex_unlock(&l->mu);
-		return;
-	}
-	l->last_ns = now;
-	skipped = l->skipped;
-	l->skipped = 0;
-	pthread_mutex_unlock(&l->mu);
-	va_start(ap, fmt);
-	vsnprintf(line, sizeof line, fmt, ap);
-	va_end(ap);
-	if (skipped)
-		fprintf(stderr, "hakit-rfs: %s (and %u more like it not logged)\n", line, skipped);
-	else
-		fprintf(stderr, "hakit-rfs: %s\n", line);
-}
+/* A peer that keeps failing must not flood the log. */
+static struct rfs_log_limit refusals = RFS_LOG_LIMIT_INIT;
+static struct rfs_log_limit attach_failures = RFS_LOG_LIMIT_INIT;
+static struct rfs_log_limit tls_failures = RFS_LOG_LIMIT_INIT;
 
 /* ---- credentials ---- */
 
@@ -424,7 +387,7 @@ static int tls_broke(struct chan *ch, char *out, size_t n)
 static void tls_broke_log(struct chan *ch, const char *why)
 {
 	if (ch->ready)
-		say_limited(&tls_failures, "connection with %s: %s", ch->peer, why);
+		rfs_log_limited(&tls_failures, "connection with %s: %s", ch->peer, why);
 }
 
 /* Moves what TLS made to wire (ch->mu held; wire is empty). */
@@ -578,7 +541,8 @@ ssize_t chan_tls_recv(struct chan *ch, void *buf, size_t len)
 	}
 }
 
-int chan_write_all(struct chan *ch, int fd, const void *buf, size_t len, int64_t deadline_ns)
+int chan_write_until(struct chan *ch, int fd, const void *buf, size_t len, int64_t deadline_ns,
+		     int (*stop)(void *arg), void *arg)
 {
 	size_t off = 0;
 
@@ -591,8 +555,15 @@ int chan_write_all(struct chan *ch, int fd, const void *buf, size_t len, int64_t
 			return -errno;
 		else if (rfs_now_ns() > deadline_ns)
 			return -ETIMEDOUT;
+		else if (stop && stop(arg))
+			return -ECANCELED;
 	}
 	return 0;
+}
+
+int chan_write_all(struct chan *ch, int fd, const void *buf, size_t len, int64_t deadline_ns)
+{
+	return chan_write_until(ch, fd, buf, len, deadline_ns, NULL, NULL);
 }
 
 int chan_read_all(struct chan *ch, int fd, void *buf, size_t len, int64_t deadline_ns)
@@ -641,7 +612,7 @@ static int handshake(struct chan *ch, int64_t deadline_ns)
 		}
 		if (r == 1)
 			break;
-		left = (deadline_ns - rfs_now_ns()) / NS_PER_MS;
+		left = (deadline_ns - rfs_now_ns()) / RFS_NS_PER_MS;
 		if (left <= 0 || (r = poll(&p, 1, (int)left)) == 0) {
 			snprintf(ch->why, sizeof ch->why, "TLS handshake: no answer in time");
 			return -ETIMEDOUT;
@@ -819,7 +790,7 @@ int chan_connect(const struct rfs_creds *creds, int fd, const char *peer, const 
 	if (!rc && creds->has_key)
 		rc = prove_primary(creds, ch, fd, hello, deadline_ns, why, sizeof why);
 	if (rc) {
-		say_limited(&attach_failures, "attach %s: %s", peer, why);
+		rfs_log_limited(&attach_failures, "attach %s: %s", peer, why);
 		chan_free(ch);
 		return rc;
 	}
@@ -832,7 +803,7 @@ int chan_connect(const struct rfs_creds *creds, int fd, const char *peer, const 
 int chan_accept(const struct rfs_creds *creds, int fd, const char *peer, struct chan **out,
 		unsigned char hello[CHAN_HELLO_LEN])
 {
-	int64_t deadline_ns = rfs_now_ns() + CHAN_ACCEPT_MS * NS_PER_MS;
+	int64_t deadline_ns = rfs_now_ns() + CHAN_ACCEPT_MS * RFS_NS_PER_MS;
 	struct chan *ch = NULL;
 	char why[200] = "out of memory";
 	int rc;
@@ -844,7 +815,7 @@ int chan_accept(const struct rfs_creds *creds, int fd, const char *peer, struct 
 	if (!rc && creds->has_key)
 		rc = check_primary(creds, ch, fd, hello, deadline_ns, why, sizeof why);
 	if (rc) {
-		say_limited(&refusals, "receiver: refused the connection from %s: %s", peer, why);
+		rfs_log_limited(&refusals, "receiver: refused the connection from %s: %s", peer, why);
 		chan_free(ch);
 		return -1;
 	}

@@ -1,5 +1,6 @@
-/* The stream's connections made safe (chan.c): private to the rfs core; main.c sees
- * only struct rfs_creds (rfs_repl.h).  docs/replication.md, "Security of the stream",
+/* The stream's connections made safe (chan.c).  main.c loads the credentials (struct
+ * rfs_creds, below) and hands them to the stream; the chan_* calls are the stream's own
+ * (repl_send.c, repl_recv.c).  docs/replication.md, "Security of the stream",
  * says what it protects against.
  *
  * Before the first frame of proto.h, a connection goes through:
@@ -35,7 +36,21 @@
 #include <sys/uio.h>
 
 #include "proto.h"
-#include "rfs_repl.h"
+
+/* What a node proves and checks on every stream connection: the module key
+ * (a challenge-response, both ways) and TLS 1.3 with the cluster's certificates.
+ * Loaded once, shared by all connections of one role, read-only once loaded. */
+struct rfs_creds;
+
+struct rfs_creds_files {
+	const char *key_file;                  /* the module key: 32 bytes as hex, one line */
+	const char *tls_cert, *tls_key, *tls_ca; /* all three or none: PEM files */
+};
+
+/* NULL with one line in err (a file missing, unreadable or unusable).  server: the
+ * receiver's side. */
+struct rfs_creds *rfs_creds_load(const struct rfs_creds_files *f, int server, char *err, size_t errlen);
+void rfs_creds_free(struct rfs_creds *c);
 
 #define CHAN_HELLO_LEN sizeof(struct rfs_wire_hello)
 #define CHAN_ACCEPT_MS 10000 /* a connecting peer proves itself within this */
@@ -84,6 +99,10 @@ static inline ssize_t chan_recv(struct chan *ch, int fd, void *buf, size_t len)
 /* All of buf, before the deadline (CLOCK_MONOTONIC ns): 0 or -errno (-ECONNRESET for
  * a connection closed first). */
 int chan_write_all(struct chan *ch, int fd, const void *buf, size_t len, int64_t deadline_ns);
+/* The same, giving up too (-ECANCELED) when stop(arg) says so: asked whenever a wait of
+ * SO_SNDTIMEO passed without the whole of buf going out. */
+int chan_write_until(struct chan *ch, int fd, const void *buf, size_t len, int64_t deadline_ns,
+		     int (*stop)(void *arg), void *arg);
 int chan_read_all(struct chan *ch, int fd, void *buf, size_t len, int64_t deadline_ns);
 
 #endif

@@ -41,7 +41,8 @@
 #include <unistd.h>
 
 #include "dirty.h"
-#include "fs.h"
+#include "io.h"
+#include "log.h"
 
 /* Header-only: the checksums need no library at run time. */
 #define XXH_INLINE_ALL
@@ -134,23 +135,6 @@ struct rfs_dirty {
 	size_t blen, bcap;
 };
 
-static int grow(void *pp, size_t *cap, size_t need, size_t size)
-{
-	void **p = pp, *n;
-	size_t c = *cap ? *cap : 8;
-
-	if (need <= *cap)
-		return 0;
-	while (c < need)
-		c *= 2;
-	n = realloc(*p, c * size);
-	if (!n)
-		return -ENOMEM;
-	*p = n;
-	*cap = c;
-	return 0;
-}
-
 /* ---- ranges */
 
 /* Appends [off, end) to ranges pushed in ascending off, merging touching ones. */
@@ -161,7 +145,7 @@ static int push(struct spans *s, uint64_t off, uint64_t end)
 			s->v[s->n - 1].end = end;
 		return 0;
 	}
-	if (grow(&s->v, &s->cap, s->n + 1, sizeof *s->v))
+	if (rfs_grow(&s->v, &s->cap, s->n + 1, sizeof *s->v))
 		return -ENOMEM;
 	s->v[s->n++] = (struct span){off, end};
 	return 0;
@@ -185,7 +169,7 @@ static int insert(struct spans *s, uint64_t off, uint64_t end)
 		end = s->v[k].end > end ? s->v[k].end : end;
 	}
 	if (k == lo) {
-		if (grow(&s->v, &s->cap, s->n + 1, sizeof *s->v))
+		if (rfs_grow(&s->v, &s->cap, s->n + 1, sizeof *s->v))
 			return -ENOMEM;
 		memmove(s->v + lo + 1, s->v + lo, (s->n - lo) * sizeof *s->v);
 		s->n++;
@@ -309,7 +293,7 @@ static struct chunk *chunk_get(struct entry *e, uint64_t idx)
 	}
 	if (lo < e->nchunks && e->chunks[lo].idx == idx)
 		return &e->chunks[lo];
-	if (grow(&e->chunks, &e->cchunks, e->nchunks + 1, sizeof *e->chunks))
+	if (rfs_grow(&e->chunks, &e->cchunks, e->nchunks + 1, sizeof *e->chunks))
 		return NULL;
 	memmove(e->chunks + lo + 1, e->chunks + lo, (e->nchunks - lo) * sizeof *e->chunks);
 	e->nchunks++;
@@ -324,7 +308,7 @@ static int emit(struct rfs_dirty *d, uint8_t type, const char *path, size_t len,
 {
 	struct rec r = {.size = (uint32_t)(sizeof r + len), .type = type, .a = a, .b = b};
 
-	if (grow(&d->buf, &d->bcap, d->blen + r.size, 1))
+	if (rfs_grow(&d->buf, &d->bcap, d->blen + r.size, 1))
 		return -ENOMEM;
 	memcpy(d->buf + d->blen, &r, sizeof r);
 	if (len)
@@ -335,29 +319,13 @@ static int emit(struct rfs_dirty *d, uint8_t type, const char *path, size_t len,
 	return 0;
 }
 
-static int write_all(int fd, const char *p, size_t n, uint64_t off)
-{
-	while (n) {
-		ssize_t w = pwrite(fd, p, n, (off_t)off);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w <= 0)
-			return w < 0 ? -errno : -EIO;
-		p += w;
-		n -= (size_t)w;
-		off += (uint64_t)w;
-	}
-	return 0;
-}
-
 /* Appends d->buf to the journal (not yet durable). */
 static int append(struct rfs_dirty *d)
 {
 	int r = 0;
 
 	if (d->blen) {
-		r = write_all(d->j->fd, d->buf, d->blen, atomic_load(&d->j->end));
+		r = rfs_pwrite_all(d->j->fd, d->buf, d->blen, (off_t)atomic_load(&d->j->end));
 		if (!r)
 			atomic_fetch_add(&d->j->end, d->blen);
 	}
@@ -415,10 +383,10 @@ static int jsync(int dirfd, struct journal *j, uint64_t need)
  * crash cannot bring back an incomplete one. */
 static void invalidate(struct rfs_dirty *d, const char *what, int err)
 {
-	hk_log("dirty-block journal: %s: %s; the next synchronisation will be a full one", what, strerror(-err));
+	rfs_log("dirty-block journal: %s: %s; the next synchronisation will be a full one", what, strerror(-err));
 	if (d->j) {
 		if (unlinkat(d->dirfd, JOURNAL, 0) && errno != ENOENT)
-			hk_log("dirty-block journal: cannot remove it: %s", strerror(errno));
+			rfs_log("dirty-block journal: cannot remove it: %s", strerror(errno));
 		fsync(d->dirfd);
 		journal_put(d->j);
 		d->j = NULL;
@@ -686,12 +654,12 @@ static void load(struct rfs_dirty *d)
 
 	if (fd < 0) {
 		if (errno != ENOENT)
-			hk_log("dirty-block journal: cannot open it: %s", strerror(errno));
+			rfs_log("dirty-block journal: cannot open it: %s", strerror(errno));
 		return;
 	}
 	if (fstat(fd, &st) || !(data = malloc((size_t)st.st_size + 1)) ||
-	    pread(fd, data, (size_t)st.st_size, 0) != st.st_size) {
-		hk_log("dirty-block journal: cannot read it: %s", data ? strerror(errno) : "out of memory");
+	    rfs_pread_full(fd, data, (size_t)st.st_size, 0) != st.st_size) {
+		rfs_log("dirty-block journal: cannot read it: %s", data ? strerror(errno) : "out of memory");
 		goto invalid;
 	}
 	while ((uint64_t)st.st_size - pos >= sizeof r) {
@@ -705,7 +673,7 @@ static void load(struct rfs_dirty *d)
 		tag = r.type == 'H' ? r.b : tag;
 		valid |= r.type == 'V';
 		if (r.type != 'H' && load_rec(d, &r, data + pos + sizeof r, r.size - sizeof r) == -ENOMEM) {
-			hk_log("dirty-block journal: out of memory loading it");
+			rfs_log("dirty-block journal: out of memory loading it");
 			goto invalid;
 		}
 		pos += r.size;
@@ -713,7 +681,7 @@ static void load(struct rfs_dirty *d)
 	if (!valid)
 		goto invalid;
 	if (pos < (uint64_t)st.st_size && ftruncate(fd, (off_t)pos)) {
-		hk_log("dirty-block journal: cannot cut its torn end: %s", strerror(errno));
+		rfs_log("dirty-block journal: cannot cut its torn end: %s", strerror(errno));
 		goto invalid;
 	}
 	if (!(d->j = journal_new(fd, pos, true)))
@@ -736,7 +704,7 @@ static int flush_to(struct rfs_dirty *d, int fd, uint64_t *off, size_t above)
 	int r = 0;
 
 	if (d->blen > above) {
-		r = write_all(fd, d->buf, d->blen, *off);
+		r = rfs_pwrite_all(fd, d->buf, d->blen, (off_t)*off);
 		*off += d->blen;
 		d->blen = 0;
 	}
@@ -788,7 +756,7 @@ static int rewrite(struct rfs_dirty *d)
 
 /* ---- the worker: V when the older epoch ended, and mark()'s records durable */
 
-static void *worker(void *arg)
+static void *journal_thread(void *arg)
 {
 	struct rfs_dirty *d = arg;
 
@@ -848,7 +816,7 @@ int rfs_dirty_open(const char *state_dir, struct rfs_dirty **out)
 	if (!r && (d->dirfd = open(state_dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0)
 		r = -errno;
 	if (r) {
-		hk_log("dirty-block journal: %s: %s", state_dir, strerror(-r));
+		rfs_log("dirty-block journal: %s: %s", state_dir, strerror(-r));
 		free(d);
 		return r;
 	}
@@ -856,9 +824,9 @@ int rfs_dirty_open(const char *state_dir, struct rfs_dirty **out)
 	pthread_cond_init(&d->wake, NULL);
 	unlinkat(d->dirfd, JOURNAL_TMP, 0);   /* a rewrite that never finished */
 	load(d);
-	r = -pthread_create(&d->worker, NULL, worker, d);
+	r = -pthread_create(&d->worker, NULL, journal_thread, d);
 	if (r) {
-		hk_log("dirty-block journal: no thread: %s", strerror(-r));
+		rfs_log("dirty-block journal: no thread: %s", strerror(-r));
 		d->stop = true;
 		rfs_dirty_free(d);
 		return r;

@@ -31,7 +31,7 @@
 #include <stdint.h>
 #include <sys/types.h>
 
-#include "rfs_op.h"
+#include "op.h"
 
 #define RFS_DIRTY_BLOCK 4096
 #define RFS_DIRTY_EXTENT (16u << 20)

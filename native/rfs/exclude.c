@@ -189,12 +189,12 @@ static bool excluded(enum rfs_verdict v, bool is_dir)
 	return v == RFS_EXCLUDED || (v == RFS_REPLICATED_IF_DIR && !is_dir);
 }
 
-bool rfs_excluded(const struct rfs_exclude *x, const char *path, bool is_dir)
+bool rfs_is_excluded(const struct rfs_exclude *x, const char *path, bool is_dir)
 {
 	return excluded(verdict(x, path, true), is_dir);
 }
 
-bool rfs_excluded_entry(const struct rfs_exclude *x, const char *path, bool is_dir)
+bool rfs_is_excluded_entry(const struct rfs_exclude *x, const char *path, bool is_dir)
 {
 	return excluded(verdict(x, path, false), is_dir);
 }

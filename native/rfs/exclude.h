@@ -1,7 +1,7 @@
 /* Entries of a replicated directory left out of replication (exclude.c): the module's
  * <notreplicated> elements, given to hakit-rfs as --exclude, --only and --exclude-path.
  *
- * Paths are as the stream has them (rfs_op.h): relative to the replicated directory,
+ * Paths are as the stream has them (op.h): relative to the replicated directory,
  * no leading slash, "" for the directory itself, which is always replicated.
  *  - an exclude regex (POSIX extended, case sensitive, matched with regexec: unanchored
  *    unless it says ^ or $) leaves out every entry whose path, or the path of one of
@@ -47,10 +47,10 @@ enum rfs_verdict rfs_exclude_verdict(const struct rfs_exclude *x, const char *pa
 
 /* Is the entry at path left out?  is_dir: it is a directory.  NULL x: false, at once.
  * Costs one regexec per exclude regex per path component. */
-bool rfs_excluded(const struct rfs_exclude *x, const char *path, bool is_dir);
+bool rfs_is_excluded(const struct rfs_exclude *x, const char *path, bool is_dir);
 
 /* The same for an entry whose parent directories are known to be replicated (a walk
  * from the root that does not enter excluded directories): the entry alone is tested. */
-bool rfs_excluded_entry(const struct rfs_exclude *x, const char *path, bool is_dir);
+bool rfs_is_excluded_entry(const struct rfs_exclude *x, const char *path, bool is_dir);
 
 #endif

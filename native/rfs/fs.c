@@ -30,8 +30,8 @@
  *
  * Handlers follow the high-level API's own convention, which is the passthrough_hp
  * style already: each does its work on the real directory and returns 0 / a count or
- * -errno; modifying ones then hand a struct rfs_op to replicate().  They are wired in
- * one table, rfs_ops, at the end.
+ * -errno; modifying ones then hand a struct rfs_op to submit_unless_excluded().  They
+ * are wired in one table, rfs_ops, at the end.
  *
  * Locks: libfuse's path locks described above order the application's operations;
  * fs.c's own (struct rfs_fs: ns, stripes) order them against a full sync (sync.c),
@@ -67,6 +67,8 @@
 #include <linux/fuse.h>
 
 #include "fs.h"
+#include "io.h"
+#include "log.h"
 
 #define MAX_WRITE (1u << 20)          /* one write(2) of up to 1 MiB is one request */
 #define PRIMARY_CACHE_S 60.0          /* attributes, entries, negative entries */
@@ -130,23 +132,6 @@ struct rfs_dir {
 	off_t offset;
 };
 
-void hk_log(const char *fmt, ...)
-{
-	char line[1024];
-	va_list ap;
-	int n = snprintf(line, sizeof line, "hakit-rfs: ");
-
-	va_start(ap, fmt);
-	n += vsnprintf(line + n, sizeof line - (size_t)n - 1, fmt, ap);
-	va_end(ap);
-	if (n > (int)sizeof line - 2)
-		n = (int)sizeof line - 2;
-	line[n++] = '\n';
-	/* One write per line: lines of concurrent threads never interleave. */
-	if (write(STDERR_FILENO, line, (size_t)n) < 0)
-		return;
-}
-
 static struct rfs_fs *ctx_fs(void)
 {
 	return fuse_get_context()->private_data;
@@ -163,8 +148,8 @@ static struct rfs_dir *dir_of(const struct fuse_file_info *fi)
 }
 
 /* libfuse's paths start with "/".  The real directory's *at() calls want "a/b" and "."
- * for the root; the stream wants "a/b" and "" for the root (rfs_op.h: no "." part). */
-static const char *sys_path(const char *path)
+ * for the root; the stream wants "a/b" and "" for the root (op.h: no "." part). */
+static const char *fuse_at_path(const char *path)
 {
 	return path[1] ? path + 1 : ".";
 }
@@ -240,19 +225,19 @@ static void intent_end(struct intent *i)
  * magic link of rootfd, which leads to the real directory beneath the mount. */
 static int real_path(const struct rfs_fs *fs, const char *path, char *out, size_t size)
 {
-	int n = snprintf(out, size, "/proc/self/fd/%d/%s", fs->rootfd, sys_path(path));
+	int n = snprintf(out, size, "/proc/self/fd/%d/%s", fs->rootfd, fuse_at_path(path));
 
 	return n < (int)size ? 0 : -ENAMETOOLONG;
 }
 
 /* The primary has already done the operation, so a failure on the secondary does not
- * fail the application: it is logged and counted (rfs_repl.h). */
-static void replicate_failed(struct rfs_fs *fs, const struct rfs_op *op, int err)
+ * fail the application: it is logged and counted (repl_send.h). */
+static void note_divergence(struct rfs_fs *fs, const struct rfs_op *op, int err)
 {
 	uint_fast64_t n = atomic_fetch_add(&fs->n.diverged, 1);
 
 	if (n < DIVERGED_LOG_MAX)
-		hk_log("the secondary failed to %s %s: %s%s", rfs_opcode_name(op->code), op->path,
+		rfs_log("the secondary failed to %s %s: %s%s", rfs_opcode_name(op->code), op->path,
 		       strerror(-err), n + 1 == DIVERGED_LOG_MAX ? " (further failures are only counted)" : "");
 	rfs_repl_diverged(fs->repl, op, err);
 }
@@ -262,7 +247,7 @@ static void replicate_failed(struct rfs_fs *fs, const struct rfs_op *op, int err
  * the include-only rule alone, and is asked of the real directory only for the
  * operations that may act on either kind (attributes, fsync).  fs_rename judges its
  * own, as it knows both sides. */
-static bool replicated(const struct rfs_fs *fs, const struct rfs_op *op)
+static bool op_is_replicated(const struct rfs_fs *fs, const struct rfs_op *op)
 {
 	enum rfs_verdict v;
 	struct stat st;
@@ -295,12 +280,12 @@ static void submit(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wai
 	int err = rfs_repl_submit(fs->repl, op, wait);
 
 	if (err)
-		replicate_failed(fs, op, err);
+		note_divergence(fs, op, err);
 }
 
-static void replicate(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wait)
+static void submit_unless_excluded(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait wait)
 {
-	if (replicated(fs, op))
+	if (op_is_replicated(fs, op))
 		submit(fs, op, wait);
 }
 
@@ -308,7 +293,7 @@ static void replicate(struct rfs_fs *fs, const struct rfs_op *op, enum rfs_wait 
 static int replicate_applied(struct rfs_fs *fs, const struct rfs_op *op)
 {
 	atomic_fetch_add_explicit(&fs->n.namespace_ops, 1, memory_order_relaxed);
-	replicate(fs, op, RFS_WAIT_APPLIED);
+	submit_unless_excluded(fs, op, RFS_WAIT_APPLIED);
 	return 0;
 }
 
@@ -329,7 +314,7 @@ static void replicate_times(struct rfs_fs *fs, const char *spath, const struct s
 		.mtime_sec = st->st_mtim.tv_sec, .mtime_nsec = st->st_mtim.tv_nsec,
 	};
 
-	replicate(fs, &op, wait);
+	submit_unless_excluded(fs, &op, wait);
 }
 
 /* Makes the secondary's copy of an open file (fd: its times travel along) or of a
@@ -342,7 +327,7 @@ static struct rfs_repl_pending *sync_to_secondary(struct rfs_fs *fs, const char 
 	struct rfs_repl_pending *p;
 	struct stat st;
 
-	if (!replicated(fs, &op))
+	if (!op_is_replicated(fs, &op))
 		return NULL;
 	/* Queued: the FSYNC that follows on the same path is waited for. */
 	if (fd >= 0 && fstat(fd, &st) == 0)
@@ -361,7 +346,7 @@ static void sync_wait(struct rfs_fs *fs, const char *path, struct rfs_repl_pendi
 	if (err) {
 		struct rfs_op op = { .code = RFS_OP_FSYNC, .path = stream_path(path) };
 
-		replicate_failed(fs, &op, err);
+		note_divergence(fs, &op, err);
 	}
 }
 
@@ -467,7 +452,7 @@ static int undo_create(struct rfs_fs *fs, const char *sp, bool dir, int err)
 
 /* Replicates a creation (op: code, path, path2, rdev) so that the secondary's entry
  * ends with the primary's mode and owner.  The receiver creates as root
- * (rfs_op.h: a creation carries its mode only): another owner follows as a CHOWN,
+ * (op.h: a creation carries its mode only): another owner follows as a CHOWN,
  * then a CHMOD for set-ID bits, which chown drops.  They act on the same path, so the
  * stream keeps them in order, and the application waits for the last one only.
  * early: the creation already sent (rfs_repl_send) with op->mode, before the primary
@@ -486,34 +471,34 @@ static int replicate_created(struct rfs_fs *fs, struct rfs_op *op, const struct 
 	atomic_fetch_add_explicit(&fs->n.namespace_ops, 1, memory_order_relaxed);
 	if (!early) {
 		op->mode = special ? st->st_mode : st->st_mode & 07777;
-		replicate(fs, op, chown || chmod ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
+		submit_unless_excluded(fs, op, chown || chmod ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
 	}
 	if (chown) {
 		struct rfs_op own = { .code = RFS_OP_CHOWN, .path = op->path, .uid = (uint32_t)st->st_uid,
 				      .gid = (uint32_t)st->st_gid };
-		replicate(fs, &own, chmod ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
+		submit_unless_excluded(fs, &own, chmod ? RFS_WAIT_QUEUED : RFS_WAIT_APPLIED);
 	}
 	if (chmod) {
 		struct rfs_op mode = { .code = RFS_OP_CHMOD, .path = op->path, .mode = st->st_mode & 07777 };
-		replicate(fs, &mode, RFS_WAIT_APPLIED);
+		submit_unless_excluded(fs, &mode, RFS_WAIT_APPLIED);
 	}
 	/* Acked by now if anything followed it: the stream keeps one path's ops in order. */
 	if ((err = rfs_repl_wait(early)))
-		replicate_failed(fs, op, err);
+		note_divergence(fs, op, err);
 	return 0;
 }
 
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
-	int r = fi ? fstat(file_of(fi)->fd, st) : fstatat(fs->rootfd, sys_path(path), st, AT_SYMLINK_NOFOLLOW);
+	int r = fi ? fstat(file_of(fi)->fd, st) : fstatat(fs->rootfd, fuse_at_path(path), st, AT_SYMLINK_NOFOLLOW);
 
 	return r < 0 ? -errno : 0;
 }
 
 static int fs_readlink(const char *path, char *buf, size_t size)
 {
-	ssize_t n = readlinkat(ctx_fs()->rootfd, sys_path(path), buf, size - 1);
+	ssize_t n = readlinkat(ctx_fs()->rootfd, fuse_at_path(path), buf, size - 1);
 
 	if (n < 0)
 		return -errno;
@@ -526,7 +511,7 @@ static int fs_mknod(const char *path, mode_t mode, dev_t rdev)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_MKNOD, path, NULL, 0, 0, 0);
-	const char *sp = sys_path(path);
+	const char *sp = fuse_at_path(path);
 	struct rfs_op op = { .path = stream_path(path), .rdev = rdev };
 	struct creator c = creator_begin();
 	struct stat st;
@@ -557,7 +542,7 @@ static int fs_mkdir(const char *path, mode_t mode)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_MKDIR, path, NULL, 0, 0, 0);
-	const char *sp = sys_path(path);
+	const char *sp = fuse_at_path(path);
 	struct rfs_op op = { .code = RFS_OP_MKDIR, .path = stream_path(path) };
 	struct creator c = creator_begin();
 	struct stat st;
@@ -579,7 +564,7 @@ static int fs_unlink(const char *path)
 	INTENT(fs, RFS_OP_UNLINK, path, NULL, 0, 0, 0);
 	struct rfs_op op = { .code = RFS_OP_UNLINK, .path = stream_path(path) };
 
-	if (unlinkat(fs->rootfd, sys_path(path), 0) < 0)
+	if (unlinkat(fs->rootfd, fuse_at_path(path), 0) < 0)
 		return -errno;
 	return replicate_applied(fs, &op);
 }
@@ -591,7 +576,7 @@ static int fs_rmdir(const char *path)
 	INTENT(fs, RFS_OP_RMDIR, path, NULL, 0, 0, 0);
 	struct rfs_op op = { .code = RFS_OP_RMDIR, .path = stream_path(path) };
 
-	if (unlinkat(fs->rootfd, sys_path(path), AT_REMOVEDIR) < 0)
+	if (unlinkat(fs->rootfd, fuse_at_path(path), AT_REMOVEDIR) < 0)
 		return -errno;
 	return replicate_applied(fs, &op);
 }
@@ -601,7 +586,7 @@ static int fs_symlink(const char *target, const char *path)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_SYMLINK, path, NULL, 0, 0, 0);
-	const char *sp = sys_path(path);
+	const char *sp = fuse_at_path(path);
 	struct rfs_op op = { .code = RFS_OP_SYMLINK, .path = stream_path(path), .path2 = target };
 	struct creator c = creator_begin();
 	struct stat st;
@@ -623,16 +608,8 @@ static void note_move(struct rfs_fs *fs, const char *from, const char *to)
 	if (fs->tracking && !fs->moves_overflow) {
 		if (fs->nmoves + 2 > MOVES_MAX) {
 			fs->moves_overflow = true;
-		} else if (fs->nmoves + 2 > fs->moves_cap) {
-			size_t cap = fs->moves_cap ? fs->moves_cap * 2 : 64;
-			char **n = realloc(fs->moves, cap * sizeof *n);
-
-			if (n) {
-				fs->moves = n;
-				fs->moves_cap = cap;
-			} else {
-				fs->moves_overflow = true;
-			}
+		} else if (rfs_grow(&fs->moves, &fs->moves_cap, fs->nmoves + 2, sizeof *fs->moves)) {
+			fs->moves_overflow = true;
 		}
 		if (!fs->moves_overflow) {
 			fs->moves[fs->nmoves] = strdup(from);
@@ -656,17 +633,17 @@ static int rename_across(struct rfs_fs *fs, const char *from, const char *to, un
 	*send = true;
 	if (!fs->exclude)
 		return 0;
-	if (fstatat(fs->rootfd, sys_path(from), &a, AT_SYMLINK_NOFOLLOW) < 0)
+	if (fstatat(fs->rootfd, fuse_at_path(from), &a, AT_SYMLINK_NOFOLLOW) < 0)
 		return -errno;
-	in = !rfs_excluded(fs->exclude, stream_path(from), S_ISDIR(a.st_mode));
-	if (rfs_excluded(fs->exclude, stream_path(to), S_ISDIR(a.st_mode)) == in)
+	in = !rfs_is_excluded(fs->exclude, stream_path(from), S_ISDIR(a.st_mode));
+	if (rfs_is_excluded(fs->exclude, stream_path(to), S_ISDIR(a.st_mode)) == in)
 		return -EXDEV;
 	/* An exchange moves the target the other way: it must stay on the same side too. */
 	if (flags & RENAME_EXCHANGE) {
-		if (fstatat(fs->rootfd, sys_path(to), &b, AT_SYMLINK_NOFOLLOW) < 0)
+		if (fstatat(fs->rootfd, fuse_at_path(to), &b, AT_SYMLINK_NOFOLLOW) < 0)
 			return -errno;
-		if (rfs_excluded(fs->exclude, stream_path(from), S_ISDIR(b.st_mode)) == in ||
-		    rfs_excluded(fs->exclude, stream_path(to), S_ISDIR(b.st_mode)) == in)
+		if (rfs_is_excluded(fs->exclude, stream_path(from), S_ISDIR(b.st_mode)) == in ||
+		    rfs_is_excluded(fs->exclude, stream_path(to), S_ISDIR(b.st_mode)) == in)
 			return -EXDEV;
 	}
 	*send = in;
@@ -687,7 +664,7 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 	pthread_rwlock_wrlock(&fs->ns);
 	if ((r = rename_across(fs, from, to, flags, &send)))
 		return r;
-	if (renameat2(fs->rootfd, sys_path(from), fs->rootfd, sys_path(to), flags) < 0)
+	if (renameat2(fs->rootfd, fuse_at_path(from), fs->rootfd, fuse_at_path(to), flags) < 0)
 		return -errno;
 	if (!send)
 		return 0;
@@ -704,7 +681,7 @@ static int fs_link(const char *from, const char *to)
 
 	atomic_fetch_add(&fs->n.links_refused, 1);
 	if (!atomic_exchange(&fs->link_logged, true))
-		hk_log("hard links are not supported in a replicated directory: refused %s -> %s "
+		rfs_log("hard links are not supported in a replicated directory: refused %s -> %s "
 		       "(logged once, counted in stats)", to, from);
 	return -EPERM;
 }
@@ -715,7 +692,7 @@ static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_CHMOD, path, NULL, 0, 0, 0);
 	struct rfs_op op = { .code = RFS_OP_CHMOD, .path = path ? stream_path(path) : NULL, .mode = mode & 07777 };
-	int r = fi ? fchmod(file_of(fi)->fd, mode) : fchmodat(fs->rootfd, sys_path(path), mode, 0);
+	int r = fi ? fchmod(file_of(fi)->fd, mode) : fchmodat(fs->rootfd, fuse_at_path(path), mode, 0);
 
 	if (r < 0)
 		return -errno;
@@ -730,7 +707,7 @@ static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
 	struct rfs_op op = { .code = RFS_OP_CHOWN, .path = path ? stream_path(path) : NULL,
 			     .uid = (uint32_t)uid, .gid = (uint32_t)gid };
 	int r = fi ? fchown(file_of(fi)->fd, uid, gid)
-		   : fchownat(fs->rootfd, sys_path(path), uid, gid, AT_SYMLINK_NOFOLLOW);
+		   : fchownat(fs->rootfd, fuse_at_path(path), uid, gid, AT_SYMLINK_NOFOLLOW);
 
 	if (r < 0)
 		return -errno;
@@ -742,7 +719,7 @@ static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_TRUNCATE, path, NULL, size, 0, 0);
-	int fd = fi ? file_of(fi)->fd : openat(fs->rootfd, sys_path(path), O_WRONLY | O_CLOEXEC);
+	int fd = fi ? file_of(fi)->fd : openat(fs->rootfd, fuse_at_path(path), O_WRONLY | O_CLOEXEC);
 	struct stat st;
 	int r;
 
@@ -762,13 +739,13 @@ static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 	/* truncate(2) by path has no close to carry the new times: they follow at once. */
 	struct rfs_op op = { .code = RFS_OP_TRUNCATE, .path = stream_path(path), .off = size };
 	atomic_fetch_add_explicit(&fs->n.namespace_ops, 1, memory_order_relaxed);
-	replicate(fs, &op, RFS_WAIT_QUEUED);
+	submit_unless_excluded(fs, &op, RFS_WAIT_QUEUED);
 	replicate_times(fs, op.path, &st, RFS_WAIT_APPLIED);
 	return 0;
 }
 
 /* UTIME_NOW / UTIME_OMIT are resolved by reading the times back: the secondary gets
- * the primary's absolute values (rfs_op.h). */
+ * the primary's absolute values (op.h). */
 static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
@@ -780,8 +757,8 @@ static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse
 	if (fi)
 		r = futimens(file_of(fi)->fd, tv) < 0 || fstat(file_of(fi)->fd, &st) < 0;
 	else
-		r = utimensat(fs->rootfd, sys_path(path), tv, AT_SYMLINK_NOFOLLOW) < 0 ||
-		    fstatat(fs->rootfd, sys_path(path), &st, AT_SYMLINK_NOFOLLOW) < 0;
+		r = utimensat(fs->rootfd, fuse_at_path(path), tv, AT_SYMLINK_NOFOLLOW) < 0 ||
+		    fstatat(fs->rootfd, fuse_at_path(path), &st, AT_SYMLINK_NOFOLLOW) < 0;
 	if (r)
 		return -errno;
 	if (path) {
@@ -818,7 +795,7 @@ static int undo_early(struct rfs_fs *fs, struct rfs_repl_pending *early, const c
 	struct rfs_op op = { .code = RFS_OP_UNLINK, .path = path };
 
 	if (early && rfs_repl_wait(early) == 0)
-		replicate(fs, &op, RFS_WAIT_APPLIED);
+		submit_unless_excluded(fs, &op, RFS_WAIT_APPLIED);
 	return err;
 }
 
@@ -827,7 +804,7 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, path);
 	INTENT(fs, RFS_OP_CREATE, path, NULL, 0, 0, 0);
-	const char *sp = sys_path(path);
+	const char *sp = fuse_at_path(path);
 	struct creator c = creator_begin();
 	/* The secondary creates the file beside the primary (a creation costs more than a
 	 * round trip), with the mode the primary's should get; if the set-group-ID rule
@@ -836,7 +813,7 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	 * locked, so nothing else creates this name meanwhile. */
 	struct rfs_op op = { .code = RFS_OP_CREATE, .path = stream_path(path),
 			     .mode = mode & 07777 & ~fuse_get_context()->umask };
-	struct rfs_repl_pending *early = fs->xattr || !replicated(fs, &op) ? NULL : rfs_repl_send(fs->repl, &op, RFS_WAIT_APPLIED);
+	struct rfs_repl_pending *early = fs->xattr || !op_is_replicated(fs, &op) ? NULL : rfs_repl_send(fs->repl, &op, RFS_WAIT_APPLIED);
 	int fd = openat(fs->rootfd, sp, (fi->flags & ~REAL_OPEN_DROP) | O_CREAT | O_CLOEXEC, mode);
 	struct stat st;
 	int r = fd < 0 ? -errno : 0;
@@ -861,7 +838,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	struct rfs_fs *fs = ctx_fs();
 	LIVE(fs, fi->flags & O_TRUNC ? path : NULL);
 	INTENT(fs, fi->flags & O_TRUNC ? RFS_OP_TRUNCATE : 0, path, NULL, 0, 0, 0);
-	int fd = openat(fs->rootfd, sys_path(path), (fi->flags & ~REAL_OPEN_DROP) | O_CLOEXEC);
+	int fd = openat(fs->rootfd, fuse_at_path(path), (fi->flags & ~REAL_OPEN_DROP) | O_CLOEXEC);
 	struct stat st = { 0 };
 	int r = 0;
 
@@ -943,7 +920,7 @@ static int fs_write(const char *path, const char *buf, size_t size, off_t off, s
 		atomic_fetch_add_explicit(&fs->n.write_bytes, (uint64_t)n, memory_order_relaxed);
 		if (wait == RFS_WAIT_DURABLE)
 			atomic_fetch_add_explicit(&fs->n.syncs, 1, memory_order_relaxed);
-		replicate(fs, &op, wait);
+		submit_unless_excluded(fs, &op, wait);
 	}
 	return (int)n;
 }
@@ -1025,7 +1002,7 @@ static int fs_opendir(const char *path, struct fuse_file_info *fi)
 
 	if (d == NULL)
 		return -ENOMEM;
-	fd = openat(ctx_fs()->rootfd, sys_path(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	fd = openat(ctx_fs()->rootfd, fuse_at_path(path), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 || (d->dp = fdopendir(fd)) == NULL) {
 		r = -errno;
 		if (fd >= 0)
@@ -1173,7 +1150,7 @@ static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct
 		struct rfs_op op = { .code = RFS_OP_FALLOCATE, .path = stream_path(path), .flags = (uint32_t)mode,
 				     .off = off, .len = (uint64_t)len };
 		atomic_store(&f->written, true);
-		replicate(fs, &op, data_wait(fs, f));
+		submit_unless_excluded(fs, &op, data_wait(fs, f));
 	}
 	return 0;
 }
@@ -1323,7 +1300,7 @@ static void log_libfuse(enum fuse_log_level level, const char *fmt, va_list ap)
 	n = strlen(msg);
 	while (n > 0 && msg[n - 1] == '\n')
 		msg[--n] = '\0';
-	hk_log("libfuse: %s", msg);
+	rfs_log("libfuse: %s", msg);
 }
 
 /* The process that unmounts when hakit-rfs dies without doing it (crash, SIGKILL): a
@@ -1382,7 +1359,7 @@ static void unmount_exact(struct rfs_fs *fs)
 	snprintf(path, sizeof path, "/proc/self/fd/%d", fs->mntfd);
 	/* Lazy: files still open keep the detached mount until /dev/fuse closes (fuse_destroy). */
 	if (umount2(path, MNT_DETACH) < 0 && errno != EINVAL)
-		hk_log("unmount: %s", strerror(errno));
+		rfs_log("unmount: %s", strerror(errno));
 }
 
 static int mount_options(const struct rfs_fs_config *cfg, struct fuse_args *args)
@@ -1445,12 +1422,12 @@ int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out)
 	}
 	fuse_opt_free_args(&args);
 	if (r) {
-		hk_log("cannot set up FUSE: %s", strerror(-r));
+		rfs_log("cannot set up FUSE: %s", strerror(-r));
 		free(fs);
 		return r;
 	}
 	if (fuse_mount(fs->fuse, cfg->mountpoint ? cfg->mountpoint : cfg->dir) != 0) {
-		hk_log("cannot mount over %s (libfuse said why above)", cfg->dir);
+		rfs_log("cannot mount over %s (libfuse said why above)", cfg->dir);
 		fuse_destroy(fs->fuse);
 		free(fs);
 		return -EIO;
@@ -1462,7 +1439,7 @@ int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out)
 	if (r == 0 && !cfg->keep_dead_mount)
 		r = start_watchdog(fs, cfg->dir);
 	if (r) {
-		hk_log("cannot set up the mount of %s: %s", cfg->dir, strerror(-r));
+		rfs_log("cannot set up the mount of %s: %s", cfg->dir, strerror(-r));
 		if (fs->mntfd >= 0)
 			rfs_fs_free(fs);
 		else {

@@ -1,7 +1,7 @@
 /* The FUSE layer of hakit-rfs (fs.c): one replicated directory served through a FUSE
  * mount laid over the directory itself, from a descriptor of the real directory opened
  * before the mount.  On the primary every modifying operation is done on the real
- * directory and submitted to the replication stream (rfs_repl.h); on the secondary the
+ * directory and submitted to the replication stream (repl_send.h); on the secondary the
  * mount is read-only and the receiver writes underneath it.
  */
 #ifndef HAKIT_RFS_FS_H
@@ -11,7 +11,7 @@
 #include <stdint.h>
 
 #include "exclude.h"
-#include "rfs_repl.h"
+#include "repl_send.h"
 
 struct rfs_fs;
 
@@ -68,8 +68,5 @@ void rfs_fs_hold_renames(struct rfs_fs *fs, bool hold);
  * entries skipped; the caller frees each and the array) and whether some were lost. */
 void rfs_fs_track_moves(struct rfs_fs *fs, bool on);
 char **rfs_fs_take_moves(struct rfs_fs *fs, size_t *n, bool *overflow);
-
-/* One line on stderr, "hakit-rfs: " first. */
-void hk_log(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 #endif

@@ -19,14 +19,15 @@
  * descriptor of its own.
  *
  * Supervised by the module, the primary takes --fence (a secondary lost by itself holds
- * every operation that would be acknowledged without it until "fenced", rfs_repl.h),
+ * every operation that would be acknowledged without it until "fenced", repl_send.h),
  * --keep-dead-mount (a crash leaves D dead, ENOTCONN, rather than bare) and, to be
  * started again in its place, --root-fd N: D's real directory, inherited from the
  * module, which holds it from before the first mount; the new mount then lands on top
  * of the dead one, and D is never uncovered.
  *
  * Control socket (Unix, mode 0600): one command per line, one reply line per command,
- * "ok[ ...]" or "error <message>":
+ * "ok[ ...]" or "error <message>" (the table commands[] dispatches them; lines, not
+ * hakit's msgpack frames: docs/architecture.md says why):
  *   attach HOST PORT | detach | fenced | stats (ok key=value ...) | stop (unmounts, then exits 0)
  *   fullsync [tag=N]: the primary makes the secondary's tree identical to its own
  *     (sync.c); the reply comes when it is over: "ok files=N bytes_scanned=M bytes_sent=K
@@ -73,9 +74,13 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "chan.h"
+#include "dirty.h"
 #include "exclude.h"
 #include "fs.h"
-#include "rfs_repl.h"
+#include "log.h"
+#include "repl_recv.h"
+#include "repl_send.h"
 #include "sync.h"
 
 #define FUSE_SUPER_MAGIC 0x65735546
@@ -147,7 +152,7 @@ static _Noreturn void usage_error(const char *fmt, const char *what)
 	char msg[512];
 
 	snprintf(msg, sizeof msg, fmt, what);
-	hk_log("%s (hakit-rfs --help)", msg);
+	rfs_log("%s (hakit-rfs --help)", msg);
 	exit(2);
 }
 
@@ -296,7 +301,7 @@ static void parse_args(int argc, char **argv, struct args *a)
 		char err[512];
 
 		if (!(a->creds = rfs_creds_load(&a->sec, !a->primary, err, sizeof err))) {
-			hk_log("%s", err);
+			rfs_log("%s", err);
 			exit(2);
 		}
 	}
@@ -381,20 +386,20 @@ static int adopt_root_fd(struct server *s)
 	int fd = s->a.root_fd;
 
 	if (fstat(fd, &st) < 0 || !S_ISDIR(st.st_mode) || fcntl(fd, F_SETFD, FD_CLOEXEC) < 0) {
-		hk_log("--root-fd %d: not an open directory", fd);
+		rfs_log("--root-fd %d: not an open directory", fd);
 		return -1;
 	}
 	/* statfs, not stat: FUSE answers stat from its attribute cache, dead or alive, but
 	 * always asks its server for statfs. */
 	if (statfs(s->dir, &sfs) == 0) {
 		if (stat(s->dir, &top) == 0 && (top.st_dev != st.st_dev || top.st_ino != st.st_ino)) {
-			hk_log("%s is covered by a live file system (another hakit-rfs?)", s->dir);
+			rfs_log("%s is covered by a live file system (another hakit-rfs?)", s->dir);
 			return -1;
 		}
 	} else if (errno == ENOTCONN) {
-		hk_log("mounting over the dead mount left on %s", s->dir);
+		rfs_log("mounting over the dead mount left on %s", s->dir);
 	} else {
-		hk_log("%s: %s", s->dir, strerror(errno));
+		rfs_log("%s: %s", s->dir, strerror(errno));
 		return -1;
 	}
 	snprintf(s->mountpoint, sizeof s->mountpoint, "/proc/self/fd/%d", fd);
@@ -403,7 +408,7 @@ static int adopt_root_fd(struct server *s)
 
 /* D, opened before the mount.  A hakit-rfs mount left dead on D by a crashed run (its
  * watchdog killed with it) is removed; a live FUSE mount at D means D is served already. */
-static int open_dir(struct server *s)
+static int open_served_dir(struct server *s)
 {
 	struct statfs sfs;
 	struct stat st, up;
@@ -411,23 +416,23 @@ static int open_dir(struct server *s)
 	int fd;
 
 	if (r) {
-		hk_log("%s: %s", s->a.dir, r == -EINVAL ? "not a usable directory path" : strerror(-r));
+		rfs_log("%s: %s", s->a.dir, r == -EINVAL ? "not a usable directory path" : strerror(-r));
 		return -1;
 	}
 	if (s->a.root_fd >= 0)
 		return adopt_root_fd(s);
 	fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	if (fd < 0 && errno == ENOTCONN && hakit_mount_on(s->dir) && umount2(s->dir, MNT_DETACH) == 0) {
-		hk_log("removed the dead mount a previous run left on %s", s->dir);
+		rfs_log("removed the dead mount a previous run left on %s", s->dir);
 		fd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 	}
 	if (fd < 0) {
-		hk_log("%s: %s", s->dir, errno == ENOENT ? "no such directory" : errno == ENOTDIR ? "not a directory" : strerror(errno));
+		rfs_log("%s: %s", s->dir, errno == ENOENT ? "no such directory" : errno == ENOTDIR ? "not a directory" : strerror(errno));
 		return -1;
 	}
 	if (fstatfs(fd, &sfs) == 0 && sfs.f_type == FUSE_SUPER_MAGIC && fstat(fd, &st) == 0 &&
 	    fstatat(fd, "..", &up, 0) == 0 && st.st_dev != up.st_dev) {
-		hk_log("%s is already served by a FUSE file system (another hakit-rfs?)", s->dir);
+		rfs_log("%s is already served by a FUSE file system (another hakit-rfs?)", s->dir);
 		close(fd);
 		return -1;
 	}
@@ -442,25 +447,25 @@ static int ctl_listen(const char *path)
 	int fd, r;
 
 	if (strlen(path) >= sizeof sa.sun_path) {
-		hk_log("control socket path too long: %s", path);
+		rfs_log("control socket path too long: %s", path);
 		return -1;
 	}
 	strcpy(sa.sun_path, path);
 	if (lstat(path, &st) == 0 && !S_ISSOCK(st.st_mode)) {
-		hk_log("%s exists and is not a socket", path);
+		rfs_log("%s exists and is not a socket", path);
 		return -1;
 	}
 	unlink(path);
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0) {
-		hk_log("control socket: %s", strerror(errno));
+		rfs_log("control socket: %s", strerror(errno));
 		return -1;
 	}
 	old = umask(0177); /* born 0600: root's only */
 	r = bind(fd, (struct sockaddr *)&sa, sizeof sa);
 	umask(old);
 	if (r < 0 || listen(fd, MAX_CLIENTS) < 0) {
-		hk_log("control socket %s: %s", path, strerror(errno));
+		rfs_log("control socket %s: %s", path, strerror(errno));
 		close(fd);
 		return -1;
 	}
@@ -479,7 +484,7 @@ static int tcp_listen(const char *spec)
 	int fd = -1, r, one = 1;
 
 	if (colon == NULL || colon == spec || !colon[1] || (size_t)(colon - spec) >= sizeof host) {
-		hk_log("--listen %s: expected ADDR:PORT", spec);
+		rfs_log("--listen %s: expected ADDR:PORT", spec);
 		return -1;
 	}
 	len = (size_t)(colon - spec);
@@ -492,13 +497,13 @@ static int tcp_listen(const char *spec)
 	}
 	r = getaddrinfo(host, colon + 1, &hints, &res);
 	if (r) {
-		hk_log("--listen %s: %s", spec, gai_strerror(r));
+		rfs_log("--listen %s: %s", spec, gai_strerror(r));
 		return -1;
 	}
 	fd = socket(res->ai_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one) < 0 ||
 	    bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 16) < 0) {
-		hk_log("cannot listen on %s: %s", spec, strerror(errno));
+		rfs_log("cannot listen on %s: %s", spec, strerror(errno));
 		if (fd >= 0)
 			close(fd);
 		fd = -1;
@@ -524,7 +529,7 @@ static void send_event(struct server *s, const char *what)
 /* From the stream's threads: logged as well. */
 static void on_event(void *arg, const char *what)
 {
-	hk_log("%s", what);
+	rfs_log("%s", what);
 	send_event(arg, what);
 }
 
@@ -548,7 +553,7 @@ static void on_sync_done(void *arg)
 	struct server *s = arg;
 
 	if (eventfd_write(s->sync_done_fd, 1) < 0)
-		hk_log("eventfd: %s", strerror(errno));
+		rfs_log("eventfd: %s", strerror(errno));
 }
 
 struct client {
@@ -648,66 +653,138 @@ static void stop_all(struct control *c)
 	c->done = true;
 }
 
-static void command(struct control *c, int i, char *line)
+/* The control commands, one handler each.  A handler writes its reply line into out,
+ * or returns 1 when the reply comes later (a sync, answered by sync_done). */
+typedef int command_fn(struct control *c, int client, const char *verb, char **args, int nargs,
+		       char *out, size_t size);
+
+static int cmd_stats(struct control *c, int client, const char *verb, char **args, int nargs,
+		     char *out, size_t size)
 {
-	struct server *s = c->s;
-	char reply[1024], host[256];
-	char *verb = strtok(line, " \t"), *a1 = strtok(NULL, " \t"), *a2 = strtok(NULL, " \t");
-	bool extra = strtok(NULL, " \t") != NULL;
+	(void)client, (void)verb, (void)args, (void)nargs;
+	stats_line(c->s, out, size);
+	return 0;
+}
 
-	if (verb == NULL)
-		snprintf(reply, sizeof reply, "error empty command\n");
-	else if (!strcmp(verb, "stats") && !a1)
-		stats_line(s, reply, sizeof reply);
-	else if (!strcmp(verb, "stop") && !a1) {
-		stop_all(c);
-		snprintf(reply, sizeof reply, "ok\n");
-	} else if ((!strcmp(verb, "attach") || !strcmp(verb, "detach") || !strcmp(verb, "fenced") ||
-		    !strcmp(verb, "fullsync") ||
-		    !strcmp(verb, "resync") || !strcmp(verb, "rfsdiff")) && s->repl == NULL)
-		snprintf(reply, sizeof reply, "error %s: this is the secondary\n", verb);
-	else if (!strcmp(verb, "rfsdiff") && !a1 && !journal_diff(s, reply, sizeof reply))
-		;
-	else if ((!strcmp(verb, "fullsync") || !strcmp(verb, "rfsdiff") || !strcmp(verb, "resync")) && !a2) {
-		enum rfs_sync_mode mode = !strcmp(verb, "fullsync") ? RFS_SYNC_FULL :
-					  !strcmp(verb, "resync") ? RFS_SYNC_INCREMENTAL : RFS_SYNC_ESTIMATE;
-		uint64_t tag;
-		bool tagged = a1 && !strncmp(a1, "tag=", 4) && !parse_tag(a1 + 4, &tag);
-		int r = (a1 && !tagged) || (mode == RFS_SYNC_ESTIMATE && a1) ? -EINVAL :
-			rfs_sync_start(s->sync, mode, tagged ? &tag : NULL);
+static int cmd_stop(struct control *c, int client, const char *verb, char **args, int nargs,
+		    char *out, size_t size)
+{
+	(void)client, (void)verb, (void)args, (void)nargs;
+	stop_all(c);
+	snprintf(out, size, "ok\n");
+	return 0;
+}
 
-		if (r == 0) {
-			c->sync_waiter = c->clients[i].id; /* replied to when it ends */
-			return;
-		}
-		snprintf(reply, sizeof reply, "error %s: %s\n", verb,
-			 r == -EBUSY ? "a synchronisation is running already" :
-			 r == -ENOTCONN ? "no secondary attached" :
-			 r == -ENODATA ? "no journal: a full sync is needed" :
-			 r == -EINVAL ? "the argument is tag=N" : strerror(-r));
+static int cmd_attach(struct control *c, int client, const char *verb, char **args, int nargs,
+		      char *out, size_t size)
+{
+	char host[256], *end;
+	long port = strtol(args[1], &end, 10);
+	int r;
+
+	(void)client, (void)verb, (void)nargs;
+	snprintf(host, sizeof host, "%s", args[0]);
+	if (*end || port < 1 || port > 65535)
+		snprintf(out, size, "error attach: bad port %s\n", args[1]);
+	else if ((r = rfs_repl_attach(c->s->repl, host, (int)port)) < 0)
+		snprintf(out, size, "error attach %s %ld: %s\n", host, port, strerror(-r));
+	else
+		snprintf(out, size, "ok\n");
+	return 0;
+}
+
+static int cmd_detach(struct control *c, int client, const char *verb, char **args, int nargs,
+		      char *out, size_t size)
+{
+	(void)client, (void)verb, (void)args, (void)nargs;
+	rfs_repl_detach(c->s->repl);
+	snprintf(out, size, "ok\n");
+	return 0;
+}
+
+static int cmd_fenced(struct control *c, int client, const char *verb, char **args, int nargs,
+		      char *out, size_t size)
+{
+	(void)client, (void)verb, (void)args, (void)nargs;
+	rfs_repl_fenced(c->s->repl);
+	snprintf(out, size, "ok\n");
+	return 0;
+}
+
+/* fullsync [tag=N], resync [tag=N], rfsdiff: the journal answers rfsdiff while no
+ * secondary is attached, a run of the sync everything else. */
+static int cmd_sync(struct control *c, int client, const char *verb, char **args, int nargs,
+		    char *out, size_t size)
+{
+	enum rfs_sync_mode mode = !strcmp(verb, "fullsync") ? RFS_SYNC_FULL :
+				  !strcmp(verb, "resync") ? RFS_SYNC_INCREMENTAL : RFS_SYNC_ESTIMATE;
+	const char *a1 = nargs ? args[0] : NULL;
+	uint64_t tag;
+	bool tagged = a1 && !strncmp(a1, "tag=", 4) && !parse_tag(a1 + 4, &tag);
+	int r;
+
+	if (mode == RFS_SYNC_ESTIMATE && !a1 && !journal_diff(c->s, out, size))
+		return 0;
+	r = (a1 && !tagged) || (mode == RFS_SYNC_ESTIMATE && a1) ? -EINVAL :
+		rfs_sync_start(c->s->sync, mode, tagged ? &tag : NULL);
+	if (r == 0) {
+		c->sync_waiter = c->clients[client].id;
+		return 1;
 	}
-	else if (!strcmp(verb, "detach") && !a1) {
-		rfs_repl_detach(s->repl);
-		snprintf(reply, sizeof reply, "ok\n");
-	} else if (!strcmp(verb, "fenced") && !a1) {
-		rfs_repl_fenced(s->repl);
-		snprintf(reply, sizeof reply, "ok\n");
-	} else if (!strcmp(verb, "attach") && a2 && !extra) {
-		char *end;
-		long port = strtol(a2, &end, 10);
-		int r;
+	snprintf(out, size, "error %s: %s\n", verb,
+		 r == -EBUSY ? "a synchronisation is running already" :
+		 r == -ENOTCONN ? "no secondary attached" :
+		 r == -ENODATA ? "no journal: a full sync is needed" :
+		 r == -EINVAL ? "the argument is tag=N" : strerror(-r));
+	return 0;
+}
 
-		snprintf(host, sizeof host, "%s", a1);
-		if (*end || port < 1 || port > 65535)
-			snprintf(reply, sizeof reply, "error attach: bad port %s\n", a2);
-		else if ((r = rfs_repl_attach(s->repl, host, (int)port)) < 0)
-			snprintf(reply, sizeof reply, "error attach %s %ld: %s\n", host, port, strerror(-r));
-		else
-			snprintf(reply, sizeof reply, "ok\n");
-	} else
-		snprintf(reply, sizeof reply,
-			 "error unknown command '%s' (attach HOST PORT, detach, fenced, fullsync [tag=N], "
-			 "resync tag=N, rfsdiff, stats, stop)\n", verb);
+/* Read as the protocol: a verb, how many words follow it, whether only the primary
+ * serves it.  The usages, in this order, make the reply to an unknown command. */
+static const struct command {
+	const char *verb, *usage;
+	int min_args, max_args;
+	bool primary_only;
+	command_fn *run;
+} commands[] = {
+	{ "attach", "attach HOST PORT", 2, 2, true, cmd_attach },
+	{ "detach", "detach", 0, 0, true, cmd_detach },
+	{ "fenced", "fenced", 0, 0, true, cmd_fenced },
+	{ "fullsync", "fullsync [tag=N]", 0, 1, true, cmd_sync },
+	{ "resync", "resync tag=N", 0, 1, true, cmd_sync },
+	{ "rfsdiff", "rfsdiff", 0, 1, true, cmd_sync },
+	{ "stats", "stats", 0, 0, false, cmd_stats },
+	{ "stop", "stop", 0, 0, false, cmd_stop },
+};
+
+#define COMMAND_WORDS 4 /* beyond the longest command: enough to tell it has too many */
+
+static void run_command(struct control *c, int i, char *line)
+{
+	char reply[1024], *words[COMMAND_WORDS], *save;
+	const struct command *cmd = NULL;
+	int n = 0;
+
+	for (char *w = strtok_r(line, " \t", &save); w && n < COMMAND_WORDS; w = strtok_r(NULL, " \t", &save))
+		words[n++] = w;
+	for (size_t k = 0; n && k < sizeof commands / sizeof *commands && !cmd; k++)
+		if (!strcmp(words[0], commands[k].verb))
+			cmd = &commands[k];
+	if (n == 0) {
+		snprintf(reply, sizeof reply, "error empty command\n");
+	} else if (cmd && cmd->primary_only && c->s->repl == NULL) {
+		snprintf(reply, sizeof reply, "error %s: this is the secondary\n", cmd->verb);
+	} else if (cmd && n - 1 >= cmd->min_args && n - 1 <= cmd->max_args) {
+		if (cmd->run(c, i, cmd->verb, words + 1, n - 1, reply, sizeof reply))
+			return;
+	} else {
+		int k = snprintf(reply, sizeof reply, "error unknown command '%s' (", words[0]);
+
+		for (size_t u = 0; u < sizeof commands / sizeof *commands && k < (int)sizeof reply; u++)
+			k += snprintf(reply + k, sizeof reply - (size_t)k, "%s%s", u ? ", " : "", commands[u].usage);
+		if (k < (int)sizeof reply)
+			snprintf(reply + k, sizeof reply - (size_t)k, ")\n");
+	}
 	client_send(c, i, reply);
 }
 
@@ -729,7 +806,7 @@ static void client_input(struct control *c, int i)
 		*nl = '\0';
 		if (nl > cl->buf && nl[-1] == '\r')
 			nl[-1] = '\0';
-		command(c, i, cl->buf);
+		run_command(c, i, cl->buf);
 		memmove(cl->buf, cl->buf + used, cl->len - used);
 		cl->len -= used;
 	}
@@ -792,7 +869,7 @@ static void *control_main(void *arg)
 	struct server *s = arg;
 
 	if (c == NULL) {
-		hk_log("control: out of memory");
+		rfs_log("control: out of memory");
 		atomic_store(&s->exit_code, 1);
 		rfs_fs_stop(s->fs);
 		return NULL;
@@ -812,7 +889,7 @@ static void *control_main(void *arg)
 		if (poll(p, (nfds_t)np, -1) < 0) {
 			if (errno == EINTR)
 				continue;
-			hk_log("control: poll: %s", strerror(errno));
+			rfs_log("control: poll: %s", strerror(errno));
 			break;
 		}
 		if (p[3].revents)
@@ -821,7 +898,7 @@ static void *control_main(void *arg)
 			struct signalfd_siginfo si;
 
 			if (read(s->sig_fd, &si, sizeof si) == (ssize_t)sizeof si)
-				hk_log("signal %u: stopping", si.ssi_signo);
+				rfs_log("signal %u: stopping", si.ssi_signo);
 			stop_all(c);
 			break;
 		}
@@ -844,7 +921,7 @@ static void *control_main(void *arg)
 
 			if (fd >= 0 && c->nclients == MAX_CLIENTS) {
 				if (send(fd, "error too many control clients\n", 31, MSG_NOSIGNAL | MSG_DONTWAIT) < 0)
-					hk_log("control: refused a client: %s", strerror(errno));
+					rfs_log("control: refused a client: %s", strerror(errno));
 				close(fd);
 			} else if (fd >= 0) {
 				c->clients[c->nclients++] = (struct client){ .fd = fd, .id = ++c->next_id };
@@ -865,7 +942,7 @@ static void *receiver_main(void *arg)
 				       &s->recv_stats);
 
 	if (!s->recv_stop) {
-		hk_log("the receiver stopped: %s", r < 0 ? strerror(-r) : "no reason given");
+		rfs_log("the receiver stopped: %s", r < 0 ? strerror(-r) : "no reason given");
 		atomic_store(&s->exit_code, 1);
 		rfs_fs_stop(s->fs);
 	}
@@ -892,7 +969,7 @@ static int start_stream(struct server *s)
 	int ev[2];
 
 	if (pipe2(ev, O_CLOEXEC | O_NONBLOCK) < 0) {
-		hk_log("pipe: %s", strerror(errno));
+		rfs_log("pipe: %s", strerror(errno));
 		return -1;
 	}
 	s->event_rd = ev[0];
@@ -906,14 +983,14 @@ static int start_stream(struct server *s)
 		int r = rfs_dirty_open(s->a.state, &s->dirty);
 
 		if (r < 0) {
-			hk_log("cannot open the journal in %s: %s", s->a.state, strerror(-r));
+			rfs_log("cannot open the journal in %s: %s", s->a.state, strerror(-r));
 			return -1;
 		}
 		r = s->a.adopting ? rfs_dirty_adopt(s->dirty, s->a.adopt) : 0;
 		if (r == -EALREADY)
-			hk_log("--adopt %" PRIu64 ": the journal left by the last run is kept", s->a.adopt);
+			rfs_log("--adopt %" PRIu64 ": the journal left by the last run is kept", s->a.adopt);
 		else if (r < 0)
-			hk_log("--adopt %" PRIu64 ": %s (the next sync is a full one)", s->a.adopt, strerror(-r));
+			rfs_log("--adopt %" PRIu64 ": %s (the next sync is a full one)", s->a.adopt, strerror(-r));
 	}
 	struct rfs_repl_config cfg = {
 		.dirty = s->dirty,
@@ -929,7 +1006,7 @@ static int start_stream(struct server *s)
 	};
 	s->repl = rfs_repl_new(&cfg);
 	if (s->repl == NULL) {
-		hk_log("cannot start the replication stream");
+		rfs_log("cannot start the replication stream");
 		return -1;
 	}
 	return 0;
@@ -946,12 +1023,12 @@ int main(int argc, char **argv)
 
 	hold_std_fds();
 	parse_args(argc, argv, &s->a);
-	rootfd = open_dir(s);
+	rootfd = open_served_dir(s);
 	if (rootfd < 0)
 		return 1;
 	/* The receiver's own descriptor of D, also from before the mount. */
 	if (!s->a.primary && (s->recv_rootfd = open(s->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC)) < 0) {
-		hk_log("%s: %s", s->dir, strerror(errno));
+		rfs_log("%s: %s", s->dir, strerror(errno));
 		return 1;
 	}
 	s->ctl_fd = ctl_listen(s->a.ctl);
@@ -963,7 +1040,7 @@ int main(int argc, char **argv)
 	s->loop_done_fd = eventfd(0, EFD_CLOEXEC);
 	s->sync_done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
 	if (s->sig_fd < 0 || s->loop_done_fd < 0 || s->sync_done_fd < 0) {
-		hk_log("signalfd/eventfd: %s", strerror(errno));
+		rfs_log("signalfd/eventfd: %s", strerror(errno));
 		goto out_ctl;
 	}
 	/* Modes reach the real directory exactly as the kernel passed them (fs.c applies the
@@ -984,30 +1061,30 @@ int main(int argc, char **argv)
 
 		s->sync = rfs_sync_new(&sc);
 		if (s->sync == NULL) {
-			hk_log("cannot set up the full sync: out of memory");
+			rfs_log("cannot set up the full sync: out of memory");
 			atomic_store(&s->exit_code, 1);
 			goto out_fs;
 		}
 	}
 	if (!s->a.primary && (r = pthread_create(&s->recv_thread, NULL, receiver_main, s)) != 0) {
-		hk_log("receiver thread: %s", strerror(r));
+		rfs_log("receiver thread: %s", strerror(r));
 		atomic_store(&s->exit_code, 1);
 		goto out_fs;
 	}
 	if ((r = pthread_create(&ctl_thread, NULL, control_main, s)) != 0) {
-		hk_log("control thread: %s", strerror(r));
+		rfs_log("control thread: %s", strerror(r));
 		atomic_store(&s->exit_code, 1);
 		goto out_recv;
 	}
-	hk_log("%s %s mounted", s->a.primary ? "primary" : "secondary (read-only)", s->dir);
+	rfs_log("%s %s mounted", s->a.primary ? "primary" : "secondary (read-only)", s->dir);
 
 	r = rfs_fs_run(s->fs);
 	if (r < 0) {
-		hk_log("%s was unmounted from outside: stopping", s->dir);
+		rfs_log("%s was unmounted from outside: stopping", s->dir);
 		atomic_store(&s->exit_code, 1);
 	}
 	if (eventfd_write(s->loop_done_fd, 1) < 0)
-		hk_log("eventfd: %s", strerror(errno));
+		rfs_log("eventfd: %s", strerror(errno));
 	pthread_join(ctl_thread, NULL);
 out_recv:
 	if (!s->a.primary) {
@@ -1020,7 +1097,7 @@ out_fs:
 	/* A full sync still running is cancelled: it uses the mount's locks and the stream. */
 	rfs_sync_free(s->sync);
 	rfs_fs_free(s->fs);
-	hk_log("%s unmounted", s->dir);
+	rfs_log("%s unmounted", s->dir);
 	if (s->repl)
 		rfs_repl_free(s->repl);
 	/* After the stream: its end records what the secondary had not acked. */

@@ -1,4 +1,5 @@
-/* The replication wire: what repl.c sends on the primary and reads on the secondary.
+/* The replication wire: what repl_send.c sends on the primary and repl_recv.c reads
+ * on the secondary.
  * Private to the rfs core; docs/replication.md describes it for people.
  *
  * A connection carries frames.  Every frame starts with one fixed 32-byte header,
@@ -6,7 +7,7 @@
  *
  *   primary -> secondary   HELLO (once, first), then op frames, seq 1, 2, 3, ...
  *   secondary -> primary   one ACK per frame received, same seq, in the same order; the
- *                          ACK of a query opcode carries its answer (rfs_query.h) as its
+ *                          ACK of a query opcode carries its answer (query.h) as its
  *                          body, at most RFS_REPLY_MAX bytes; every other ACK has none
  *
  * An op frame's body is the op's fixed fields (struct rfs_wire_op), then path, path2
@@ -22,7 +23,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "rfs_op.h"
+#include "op.h"
 
 #define RFS_MAGIC 0x46524b48u /* the bytes "HKRF" */
 #define RFS_VERSION 1
@@ -38,7 +39,7 @@ enum {
 #define RFS_F_DURABLE 0x0002u /* make the result durable before acking */
 #define RFS_F_KNOWN (RFS_F_LZ4 | RFS_F_DURABLE)
 
-/* The limits of rfs_op.h are what a receiver enforces before reading a body: a frame
+/* The limits of op.h are what a receiver enforces before reading a body: a frame
  * beyond them is garbage. */
 
 struct rfs_wire_hdr {
@@ -83,6 +84,8 @@ _Static_assert(sizeof(struct rfs_wire_hello) == 16, "hello is 16 bytes");
 _Static_assert((int)RFS_OP_MAX <= (int)RFS_T_HELLO, "opcodes and frame types share the type byte");
 _Static_assert(RFS_PATH_MAX <= UINT16_MAX && RFS_NAME_MAX <= UINT16_MAX, "string lengths fit u16");
 
+#define RFS_HDR_LEN sizeof(struct rfs_wire_hdr)
+#define RFS_WOP_LEN sizeof(struct rfs_wire_op)
 #define RFS_BODY_MAX (sizeof(struct rfs_wire_op) + 2 * RFS_PATH_MAX + RFS_NAME_MAX + RFS_DATA_MAX)
 #define RFS_FRAME_MAX (sizeof(struct rfs_wire_hdr) + RFS_BODY_MAX)
 

@@ -13,7 +13,7 @@
  * - a regular file on both sides: block by block, below.
  * Everything is queued (the stream's backpressure bounds it), except MKDIR, a barrier.
  *
- * Data.  Blocks of 64 KiB, compared by XXH3-128 (rfs_query.h) in windows of 64 blocks:
+ * Data.  Blocks of 64 KiB, compared by XXH3-128 (query.h) in windows of 64 blocks:
  * the secondary's sums (SUMS, answered after every operation submitted before it on
  * that file), then the primary's, read without a lock but after that request.  Equal
  * sums need nothing: whatever the application wrote in between reaches the secondary
@@ -46,7 +46,10 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "rfs_query.h"
+#include "apply.h"
+#include "io.h"
+#include "log.h"
+#include "query.h"
 #include "sync.h"
 
 #define BLOCK_SHIFT 16                       /* 64 KiB: a 4 KiB change costs 64 KiB on the wire */
@@ -167,7 +170,7 @@ static void entry_error(struct rfs_sync *s, const char *path, const char *what, 
 	if (!s->errors++)
 		snprintf(s->first_error, sizeof s->first_error, "%s %.120s: %.40s", what, *path ? path : ".",
 			 strerror(-rc));
-	hk_log("full sync: cannot %s %s: %s", what, *path ? path : ".", strerror(-rc));
+	rfs_log("full sync: cannot %s %s: %s", what, *path ? path : ".", strerror(-rc));
 }
 
 static void keys(struct rfs_sync *s, enum state state, int64_t started_ns, int64_t ended_ns,
@@ -236,7 +239,7 @@ static char *arena_copy(struct listing *l, const char *p, size_t n)
 	return l->arena + l->used - n - 1;
 }
 
-static int by_name(const void *a, const void *b)
+static int cmp_entry_names(const void *a, const void *b)
 {
 	return strcmp(((const struct rfs_entry *)a)->name, ((const struct rfs_entry *)b)->name);
 }
@@ -246,7 +249,7 @@ static int by_name(const void *a, const void *b)
  * walk never enters an excluded directory, so the entry alone is tested. */
 static bool left_out(struct rfs_sync *s, const char *path, uint32_t mode)
 {
-	return rfs_excluded_entry(s->cfg.exclude, path, S_ISDIR(mode));
+	return rfs_is_excluded_entry(s->cfg.exclude, path, S_ISDIR(mode));
 }
 
 static bool listed_out(struct rfs_sync *s, const char *dir, const struct rfs_entry *e)
@@ -285,17 +288,8 @@ static int list_dir(struct rfs_sync *s, const char *dir, bool theirs, bool diges
 			pos += used;
 			if (s->cfg.exclude && listed_out(s, dir, &e))
 				continue;
-			if (l->n == l->cap) {
-				size_t cap = l->cap ? l->cap * 2 : 64;
-				struct rfs_entry *n = realloc(l->e, cap * sizeof *n);
-
-				if (!n) {
-					rc = -ENOMEM;
-					break;
-				}
-				l->e = n;
-				l->cap = cap;
-			}
+			if ((rc = rfs_grow(&l->e, &l->cap, l->n + 1, sizeof *l->e)))
+				break;
 			/* Name and target side by side in the arena: one copy, two strings. */
 			char *name = arena_copy(l, e.name, e.name_len + 1 + e.target_len);
 
@@ -315,7 +309,7 @@ static int list_dir(struct rfs_sync *s, const char *dir, bool theirs, bool diges
 	if (rc)
 		listing_free(l);
 	else if (l->n)
-		qsort(l->e, l->n, sizeof *l->e, by_name);
+		qsort(l->e, l->n, sizeof *l->e, cmp_entry_names);
 	return rc;
 }
 
@@ -338,7 +332,8 @@ static void path_join(char *out, const char *dir, const char *name)
 	snprintf(out, RFS_PATH_MAX, "%s%s%s", dir, *dir ? "/" : "", name);
 }
 
-static const char *sys_path(const char *path)
+/* A stream path as the *at() calls on rootfd want it: "." for the root. */
+static const char *stream_at_path(const char *path)
 {
 	return *path ? path : ".";
 }
@@ -348,7 +343,7 @@ static bool still(struct rfs_sync *s, const char *path, int fd)
 {
 	struct stat a, b;
 
-	return fstatat(s->cfg.rootfd, sys_path(path), &a, AT_SYMLINK_NOFOLLOW) == 0 && fstat(fd, &b) == 0 &&
+	return fstatat(s->cfg.rootfd, stream_at_path(path), &a, AT_SYMLINK_NOFOLLOW) == 0 && fstat(fd, &b) == 0 &&
 	       a.st_dev == b.st_dev && a.st_ino == b.st_ino;
 }
 
@@ -442,7 +437,7 @@ static int sync_attrs(struct rfs_sync *s, const char *path, const struct rfs_ent
 	    (theirs ? theirs->xattr_digest != ours->xattr_digest
 		    : ours->xattr_digest != s->empty_xattrs || parent_xattrs))
 		rc = sync_xattrs(s, path);
-	if (!rc && times && fstatat(s->cfg.rootfd, sys_path(path), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+	if (!rc && times && fstatat(s->cfg.rootfd, stream_at_path(path), &st, AT_SYMLINK_NOFOLLOW) == 0) {
 		struct rfs_op op = { .code = RFS_OP_UTIMENS, .path = path,
 				     .atime_sec = st.st_atim.tv_sec, .atime_nsec = st.st_atim.tv_nsec,
 				     .mtime_sec = st.st_mtim.tv_sec, .mtime_nsec = st.st_mtim.tv_nsec };
@@ -774,7 +769,7 @@ static int sync_again(struct rfs_sync *s, const char *path)
 	int rc;
 
 	/* Not from the walk: its parents are tested here, its own type in sync_entry. */
-	if (rfs_excluded(s->cfg.exclude, path, true))
+	if (rfs_is_excluded(s->cfg.exclude, path, true))
 		return 0;
 	rc = theirs_kept(s, path, &theirs, &keep);
 
@@ -789,7 +784,7 @@ static int sync_again(struct rfs_sync *s, const char *path)
 /* ---- the run ---- */
 
 /* Is p dir itself or beneath it ("" holds everything)? */
-static bool beneath(const char *p, const char *dir)
+static bool is_within(const char *p, const char *dir)
 {
 	size_t k = strlen(dir);
 
@@ -824,7 +819,7 @@ static int sync_moves(struct rfs_sync *s, bool *none)
 	for (size_t i = 0; i < n; i++) {
 		const char *p = moves[i];
 
-		if (!rc && p && !(kept && beneath(p, kept))) {
+		if (!rc && p && !(kept && is_within(p, kept))) {
 			s->again++;
 			rc = tick(s) ?: sync_again(s, p);
 			if (rc < 0 && !fatal(rc))
@@ -920,8 +915,8 @@ static int resync_entry(struct rfs_sync *s, const struct rfs_dirty_entry *e)
 	int fd, rc;
 
 	/* Operations on entries left out of replication are journaled too: skipped here. */
-	if (s->cfg.exclude && rfs_excluded(s->cfg.exclude, e->path,
-					   !fstatat(s->cfg.rootfd, sys_path(e->path), &st, AT_SYMLINK_NOFOLLOW) &&
+	if (s->cfg.exclude && rfs_is_excluded(s->cfg.exclude, e->path,
+					   !fstatat(s->cfg.rootfd, stream_at_path(e->path), &st, AT_SYMLINK_NOFOLLOW) &&
 					   S_ISDIR(st.st_mode)))
 		return 0;
 	if (e->marks & RFS_MARK_ENTRY)
@@ -955,7 +950,7 @@ static int resync(struct rfs_sync *s)
 	for (size_t i = 0; !rc && i < s->snap.n; i++) {
 		const struct rfs_dirty_entry *e = &s->snap.e[i];
 
-		if (whole && beneath(e->path, whole))
+		if (whole && is_within(e->path, whole))
 			continue;
 		if (e->marks & RFS_MARK_ENTRY)
 			whole = e->path;
@@ -1075,7 +1070,7 @@ static void *sync_main(void *arg)
 	memcpy(s->result, result, sizeof result);
 	s->state = strncmp(result, "ok", 2) ? FAILED : DONE;
 	pthread_mutex_unlock(&s->mu);
-	hk_log("%s sync: %s (%" PRIu64 " paths visited again, in %d passes)", mode_names[s->mode], result,
+	rfs_log("%s sync: %s (%" PRIu64 " paths visited again, in %d passes)", mode_names[s->mode], result,
 	       s->again, s->passes > 2 ? s->passes - 2 : 0);
 	if (s->cfg.done)
 		s->cfg.done(s->cfg.arg);

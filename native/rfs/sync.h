@@ -11,7 +11,7 @@
 #include "exclude.h"
 #include "dirty.h"
 #include "fs.h"
-#include "rfs_repl.h"
+#include "repl_send.h"
 
 struct rfs_sync;
 

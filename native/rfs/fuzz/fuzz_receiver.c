@@ -1,4 +1,4 @@
-/* libFuzzer target: the rfs receiver (repl.c, apply.c) fed one connection's stream per
+/* libFuzzer target: the rfs receiver (repl_recv.c, apply.c) fed one connection's stream per
  * input, as a primary sends it once the connection has passed chan.c's checks
  * (rfs_receiver_serve without creds asks for none).  The real receiver runs in a thread
  * for the whole process; each input is one connection: header checks, hello, decoding,

@@ -16,7 +16,7 @@
 #include <unistd.h>
 
 #include "proto.h"
-#include "rfs_query.h"
+#include "query.h"
 
 #define OP(...) (&(struct rfs_op){__VA_ARGS__})
 
@@ -52,7 +52,7 @@ static void put(struct stream *s, const void *p, size_t n)
 	s->len += n;
 }
 
-/* One op frame, as repl.c's enqueue lays it out. */
+/* One op frame, as repl_send.c's enqueue lays it out. */
 static void frame(struct stream *s, const struct rfs_op *op, uint16_t flags)
 {
 	size_t plen = op->path ? strlen(op->path) + 1 : 0, p2len = op->path2 ? strlen(op->path2) + 1 : 0;

@@ -7,7 +7,6 @@
 #include <ftw.h>
 #include <limits.h>
 #include <netinet/in.h>
-#include <stdarg.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -15,7 +14,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "fs.h"
 
 static char made[8][PATH_MAX];
 static int nmade;
@@ -283,14 +281,3 @@ int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* fs.c's, for the core files that log (dirty.c): the tests do not link fs.c. */
-void hk_log(const char *fmt, ...)
-{
-	va_list ap;
-
-	va_start(ap, fmt);
-	fprintf(stderr, "hakit-rfs: ");
-	vfprintf(stderr, fmt, ap);
-	fputc('\n', stderr);
-	va_end(ap);
-}

@@ -7,8 +7,11 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "rfs_op.h"
-#include "rfs_repl.h"
+#include "apply.h"
+#include "chan.h"
+#include "op.h"
+#include "repl_recv.h"
+#include "repl_send.h"
 
 /* A failed check ends the program: the Python runner reports its message.  On stdout,
  * because a test may point stderr elsewhere to read what the receiver logs. */

@@ -1,6 +1,6 @@
 /* The rules of exclude.h as a table: path, whether it is a directory, and what the
- * rules say, with parents tested (rfs_excluded) and for an entry of a walk
- * (rfs_excluded_entry); then the rules refused at parse time. */
+ * rules say, with parents tested (rfs_is_excluded) and for an entry of a walk
+ * (rfs_is_excluded_entry); then the rules refused at parse time. */
 #include <errno.h>
 #include <string.h>
 
@@ -10,8 +10,8 @@
 struct row {
 	const char *path;
 	bool dir;
-	bool excluded;  /* rfs_excluded */
-	bool entry;     /* rfs_excluded_entry: its parents taken as replicated */
+	bool excluded;  /* rfs_is_excluded */
+	bool entry;     /* rfs_is_excluded_entry: its parents taken as replicated */
 };
 
 static struct rfs_exclude *rules(const char *const *excl, const char *const *only, const char *const *paths)
@@ -33,8 +33,8 @@ static void table(const struct rfs_exclude *x, const struct row *rows, size_t n)
 	for (size_t i = 0; i < n; i++) {
 		const struct row *r = &rows[i];
 
-		CHECK(rfs_excluded(x, r->path, r->dir) == r->excluded, "rfs_excluded(\"%s\", dir=%d)", r->path, r->dir);
-		CHECK(rfs_excluded_entry(x, r->path, r->dir) == r->entry, "rfs_excluded_entry(\"%s\", dir=%d)",
+		CHECK(rfs_is_excluded(x, r->path, r->dir) == r->excluded, "rfs_is_excluded(\"%s\", dir=%d)", r->path, r->dir);
+		CHECK(rfs_is_excluded_entry(x, r->path, r->dir) == r->entry, "rfs_is_excluded_entry(\"%s\", dir=%d)",
 		      r->path, r->dir);
 	}
 }
@@ -89,7 +89,7 @@ int main(void)
 	};
 	struct rfs_exclude *x = rules(excl, NULL, paths);
 
-	CHECK(!rfs_excluded(NULL, "a.tmp", false) && !rfs_excluded_entry(NULL, "a.tmp", false), "NULL excludes");
+	CHECK(!rfs_is_excluded(NULL, "a.tmp", false) && !rfs_is_excluded_entry(NULL, "a.tmp", false), "NULL excludes");
 	CHECK(rfs_exclude_verdict(NULL, "a") == RFS_REPLICATED, "NULL verdict");
 	table(x, excludes, sizeof excludes / sizeof excludes[0]);
 	rfs_exclude_free(x);

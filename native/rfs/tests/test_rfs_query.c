@@ -9,7 +9,7 @@
 #include <sys/xattr.h>
 #include <unistd.h>
 
-#include "rfs_query.h"
+#include "query.h"
 #include "rfs_test.h"
 
 #define OP(...) (&(struct rfs_op){__VA_ARGS__})

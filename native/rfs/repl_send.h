@@ -1,4 +1,4 @@
-/* The replication stream, primary side (repl.c): the FUSE layer submits every
+/* The replication stream, primary side (repl_send.c): the FUSE layer submits every
  * modifying operation; the stream carries it to the secondary over `nbremconn` TCP
  * connections, in order for any one file and in order across namespace operations.
  *
@@ -8,30 +8,18 @@
  * for `send_timeout_ms` is detached; submits waiting on it return 0 and the detach is
  * reported through the event callback.
  */
-#ifndef HAKIT_RFS_REPL_H
-#define HAKIT_RFS_REPL_H
+#ifndef HAKIT_RFS_REPL_SEND_H
+#define HAKIT_RFS_REPL_SEND_H
 
 #include <stdint.h>
 
 #include "dirty.h"
-#include "rfs_op.h"
+#include "op.h"
 
 struct rfs_repl;
 
-/* What a node proves and checks on every stream connection (chan.c): the module key
- * (a challenge-response, both ways) and TLS 1.3 with the cluster's certificates.
- * Loaded once, shared by all connections of one role, read-only once loaded. */
+/* The stream's credentials (chan.h); NULL: plain TCP. */
 struct rfs_creds;
-
-struct rfs_creds_files {
-	const char *key_file;                  /* the module key: 32 bytes as hex, one line */
-	const char *tls_cert, *tls_key, *tls_ca; /* all three or none: PEM files */
-};
-
-/* NULL with one line in err (a file missing, unreadable or unusable).  server: the
- * receiver's side. */
-struct rfs_creds *rfs_creds_load(const struct rfs_creds_files *f, int server, char *err, size_t errlen);
-void rfs_creds_free(struct rfs_creds *c);
 
 struct rfs_repl_config {
 	int nbremconn;                 /* 1..16 */
@@ -99,35 +87,12 @@ struct rfs_repl_pending;
 struct rfs_repl_pending *rfs_repl_send(struct rfs_repl *r, const struct rfs_op *op, enum rfs_wait wait);
 int rfs_repl_wait(struct rfs_repl_pending *p);
 
-/* Ask the secondary a query opcode (rfs_query.h); its answer lands in reply (cap bytes,
+/* Ask the secondary a query opcode (query.h); its answer lands in reply (cap bytes,
  * *len set).  Applied in order after everything submitted before on the same path.
  * 0, the secondary's -errno, -EOVERFLOW (answer longer than cap), or -ENOTCONN when no
  * secondary is attached or it went away before answering. */
 int rfs_repl_query(struct rfs_repl *r, const struct rfs_op *op, void *reply, size_t cap, size_t *len);
 
 void rfs_repl_stats(struct rfs_repl *r, struct rfs_repl_stats *out);
-
-/* What a receiver took in: bytes of the stream read from its connections (after TLS),
- * operations applied and queries answered, and operations it failed to apply.  Updated
- * with relaxed atomics: read them with __atomic_load_n.  failed (or NULL) hears each
- * failure ("failed to <op> <path>: <error>"), the first ones and then fewer and fewer
- * (when the count is a power of two), as the receiver's log does. */
-struct rfs_rx_stats {
-	uint64_t bytes, ops, failures;
-	void (*failed)(void *arg, const char *what);
-	void *arg;
-};
-
-/* Secondary side (repl.c + apply.c): accept connections on listen_fd and apply what
- * they carry under rootfd until *stop becomes non-zero.  A connection that does not
- * pass creds (NULL: none asked) is closed before its first frame.  stats (or NULL)
- * counts what came in.  0 or -errno. */
-int rfs_receiver_serve(int rootfd, int listen_fd, volatile int *stop, const struct rfs_creds *creds,
-		       struct rfs_rx_stats *stats);
-
-/* Perform one operation under rootfd (apply.c); 0 or -errno.  Refuses absolute paths,
- * "." / ".." components and symlinks met on the way (openat2 RESOLVE_BENEATH |
- * RESOLVE_NO_SYMLINKS): a peer speaking garbage can only fail, never escape. */
-int rfs_apply(int rootfd, const struct rfs_op *op);
 
 #endif

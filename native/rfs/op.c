@@ -1,10 +1,9 @@
-/* The opcode table shared by the stream (repl.c) and the receiver (apply.c). */
+/* The opcode table shared by the stream (repl_send.c, repl_recv.c) and the receiver's
+ * workers (apply.c): see op.h. */
 #include <errno.h>
 #include <stddef.h>
-#include <time.h>
 
-#include "core.h"
-#include "rfs_op.h"
+#include "op.h"
 
 #define P RFS_SHAPE_PATH
 #define P2 RFS_SHAPE_PATH2
@@ -54,14 +53,6 @@ const char *rfs_opcode_name(uint16_t code)
 unsigned rfs_op_shape(uint16_t code)
 {
 	return code < RFS_OP_MAX ? ops[code].shape : 0;
-}
-
-int64_t rfs_now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
 }
 
 int rfs_err_of_incomplete_tree(int err)

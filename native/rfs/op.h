@@ -1,6 +1,7 @@
 /* One modifying operation on a replicated directory, as the FUSE layer (fs.c) sees it
- * and as the replication stream (repl.c) carries it to the secondary, where apply.c
- * performs it on the real directory.  Declared once here for all three.
+ * and as the replication stream (repl_send.c) carries it to the secondary, where
+ * apply.c performs it on the real directory.  Declared once here for all three; op.c
+ * holds the table of opcodes.
  *
  * Paths are relative to the replicated directory's root, without a leading slash,
  * never containing "." or ".." components (the FUSE layer builds them; the receiver
@@ -32,7 +33,7 @@ enum rfs_opcode {
 	RFS_OP_FSYNC,       /* path, flags = 1 for fdatasync: make the file durable on the secondary */
 	RFS_OP_SYNCFS,      /* make everything durable on the secondary (barrier) */
 	/* Full synchronisation (sync.c).  PURGE changes the tree; the others are queries:
-	 * they change nothing and the secondary answers with a reply (rfs_query.h). */
+	 * they change nothing and the secondary answers with a reply (query.h). */
 	RFS_OP_PURGE,       /* path: remove whatever is there, a directory with all it holds */
 	RFS_OP_LIST,        /* path = a directory, off = where to resume (0: the start), flags 1: xattr digests */
 	RFS_OP_STAT,        /* path, flags 1: xattr digest: one entry as LIST gives it */
@@ -70,6 +71,23 @@ enum rfs_wait {
 };
 
 const char *rfs_opcode_name(uint16_t code);
+
+/* What each opcode carries and how the stream orders it (op.c has the table). */
+enum {
+	RFS_SHAPE_PATH = 1 << 0,    /* path is required */
+	RFS_SHAPE_PATH2 = 1 << 1,   /* path2 is required */
+	RFS_SHAPE_NAME = 1 << 2,    /* name is required */
+	RFS_SHAPE_DATA = 1 << 3,    /* data may be present (absent for every other opcode) */
+	RFS_SHAPE_ROOT = 1 << 4,    /* path may be "", the replicated directory itself */
+	/* Can change what other paths refer to (a new parent, a moved or removed subtree,
+	 * everything for syncfs): the stream sends it as a barrier, see repl_send.c. */
+	RFS_SHAPE_BARRIER = 1 << 5,
+	/* Changes nothing; the ack carries the answer (query.h) and the submitter waits. */
+	RFS_SHAPE_QUERY = 1 << 6,
+};
+
+/* The RFS_SHAPE_* bits of code; 0 for an unknown opcode. */
+unsigned rfs_op_shape(uint16_t code);
 
 /* An error a secondary's copy gives while a sync is still making it identical (an entry
  * missing, already there, or of another type), as opposed to one of the copy's file

@@ -1,6 +1,6 @@
-/* The answers to the query opcodes (rfs_op.h: LIST, STAT, SUMS, XATTRS), as the
- * secondary sends them in an ack's body and as rfs_query() computes them on either
- * side: the full sync (sync.c) compares the primary's answer with the secondary's, so
+/* The answers to the query opcodes (op.h: LIST, STAT, SUMS, XATTRS), as the
+ * secondary sends them in an ack's body and as rfs_query() (apply.h) computes them on
+ * either side: the full sync (sync.c) compares the primary's answer with the secondary's, so
  * both come from the same code (apply.c).  Integers little-endian; strings without NUL.
  *
  *   LIST    struct rfs_reply_head (more: 1 when the directory goes on at `next`), then
@@ -26,7 +26,7 @@
 #include <stdint.h>
 #include <string.h>
 
-#include "rfs_op.h"
+#include "op.h"
 
 #define RFS_REPLY_MAX (1u << 20)   /* an answer's body, at most */
 #define RFS_SUM_LEN 16
@@ -133,12 +133,5 @@ static inline size_t rfs_entry_get(struct rfs_entry *e, const void *src, size_t 
 		return 0;
 	return rfs_entry_size(e);
 }
-
-/* The xattr digest of an XATTRS answer (apply.c). */
-uint64_t rfs_xattr_digest(const void *answer, size_t len);
-
-/* Answer a query opcode under rootfd (apply.c): 0 and *len bytes in reply, or -errno.
- * cap: at least RFS_REPLY_MAX for any answer to fit. */
-int rfs_query(int rootfd, const struct rfs_op *op, void *reply, size_t cap, size_t *len);
 
 #endif
