@@ -1031,11 +1031,13 @@ int main(int argc, char **argv)
 		rfs_log("%s: %s", s->dir, strerror(errno));
 		return 1;
 	}
+	/* The stream's listener before the control socket: whoever waits for the control
+	 * socket to appear may attach a primary at once. */
+	if (!s->a.primary && (s->recv_listen_fd = tcp_listen(s->a.listen)) < 0)
+		return 1;
 	s->ctl_fd = ctl_listen(s->a.ctl);
 	if (s->ctl_fd < 0)
 		return 1;
-	if (!s->a.primary && (s->recv_listen_fd = tcp_listen(s->a.listen)) < 0)
-		goto out_ctl;
 	s->sig_fd = signals_to_fd();
 	s->loop_done_fd = eventfd(0, EFD_CLOEXEC);
 	s->sync_done_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
