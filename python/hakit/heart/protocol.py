@@ -14,7 +14,9 @@ recorded earlier is refused, even by a receiver that restarted since.
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -51,24 +53,34 @@ def pack_payload(payload: dict[str, Any]) -> bytes:
     return msgpack.packb(payload, use_bin_type=True)
 
 
-def encode_packed(key: bytes, beat: Beat, payload: bytes) -> bytes:
-    """encode(), with the payload packed already (pack_payload(beat.payload)): a node
-    sends the same payload to every peer, each datagram with its own echo."""
-    packer = msgpack.Packer(use_bin_type=True)
-    head = packer.pack_array_header(7) + b"".join(
-        packer.pack(f) for f in (beat.module, beat.sender, beat.incarnation, beat.seq, beat.nonce, beat.echo))
-    body = MAGIC + bytes([VERSION]) + head + payload
-    data = body + _tag(key, body)
-    if len(data) > MAX_DATAGRAM:
-        raise ValueError(f"heartbeat of {len(data)} bytes exceeds {MAX_DATAGRAM}")
-    return data
+def encode_for(key: bytes, beat: Beat, echoes: Iterable[bytes], payload: bytes) -> list[bytes]:
+    """One datagram per echo, each `beat` answering that challenge (beat.echo and
+    beat.payload are not read: `payload` is pack_payload(beat.payload)).  What the
+    datagrams share is packed and hashed once: a node of a large farm sends one per peer
+    every pulse."""
+    pack = msgpack.Packer(use_bin_type=True).pack
+    head = MAGIC + bytes([VERSION, 0x97]) + b"".join(
+        map(pack, (beat.module, beat.sender, beat.incarnation, beat.seq, beat.nonce)))
+    mac = hmac.new(key, head, "sha256")
+    out = []
+    for echo in echoes:
+        rest = pack(echo) + payload
+        tag = mac.copy()
+        tag.update(rest)
+        data = head + rest + tag.digest()[:TAG_LEN]
+        if len(data) > MAX_DATAGRAM:
+            raise ValueError(f"heartbeat of {len(data)} bytes exceeds {MAX_DATAGRAM}")
+        out.append(data)
+    return out
 
 
 def encode(key: bytes, beat: Beat) -> bytes:
-    return encode_packed(key, beat, pack_payload(beat.payload))
+    return encode_for(key, beat, [beat.echo], pack_payload(beat.payload))[0]
 
 
-def decode(key: bytes, data: bytes) -> Beat:
+def decode_head(key: bytes, data: bytes) -> tuple[Beat, bytes]:
+    """The datagram's fields, its payload still packed (Beat.payload empty): a receiver
+    unpacks it only when it differs from the sender's last (unpack_payload)."""
     if len(data) < len(MAGIC) + 1 + TAG_LEN or not data.startswith(MAGIC):
         raise Rejected("not a hakit heartbeat")
     if data[len(MAGIC)] != VERSION:
@@ -76,17 +88,31 @@ def decode(key: bytes, data: bytes) -> Beat:
     body, tag = data[:-TAG_LEN], data[-TAG_LEN:]
     if not hmac.compare_digest(tag, _tag(key, body)):
         raise Rejected("bad authentication tag (another key, or forged)")
+    unpacker = msgpack.Unpacker(raw=False, strict_map_key=True)
+    unpacker.feed(body[len(MAGIC) + 1 :])
     try:
-        fields = msgpack.unpackb(body[len(MAGIC) + 1 :], raw=False, strict_map_key=True)
-    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
-        raise Rejected(f"undecodable body: {exc}") from None
-    if (
-        not isinstance(fields, list)
-        or len(fields) != 7
-        or not all(isinstance(f, str) for f in fields[:2])
-        or not all(isinstance(f, int) for f in fields[2:4])
-        or not all(isinstance(f, bytes) for f in fields[4:6])
-        or not isinstance(fields[6], dict)
-    ):
+        if unpacker.read_array_header() != 7:
+            raise Rejected("malformed body")
+        module, sender, incarnation, seq, nonce, echo = (unpacker.unpack() for _ in range(6))
+        payload = body[len(MAGIC) + 1 + unpacker.tell():]
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, msgpack.OutOfData) as exc:
+        raise Rejected(f"undecodable body: {exc or type(exc).__name__}") from None
+    if not (type(module) is str and type(sender) is str and type(incarnation) is int and type(seq) is int
+            and type(nonce) is bytes and type(echo) is bytes):
         raise Rejected("malformed body")
-    return Beat(*fields)
+    return Beat(module, sender, incarnation, seq, nonce, echo, {}), payload
+
+
+def unpack_payload(payload: bytes) -> dict[str, Any]:
+    try:
+        out = msgpack.unpackb(payload, raw=False, strict_map_key=True)
+    except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError) as exc:
+        raise Rejected(f"undecodable payload: {exc}") from None
+    if not isinstance(out, dict):
+        raise Rejected("malformed payload")
+    return out
+
+
+def decode(key: bytes, data: bytes) -> Beat:
+    beat, payload = decode_head(key, data)
+    return dataclasses.replace(beat, payload=unpack_payload(payload))
