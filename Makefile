@@ -18,7 +18,7 @@ DEB_PKGS := gcc clang libclang-rt-dev llvm libbpf-dev libelf-dev zlib1g-dev libl
 	rpm rpmlint lintian cpio
 # Only for `make bench` (kept out of `make test`): the peers hakit is measured against.
 BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy bpftool
-PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 pytest pytest-benchmark ruff mypy atheris
+PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 pytest pytest-benchmark ruff mypy import-linter atheris
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
 	meson.build pyproject.toml
@@ -58,6 +58,7 @@ lint: build
 test: build rfs-asan rfs-faults packages
 	$(VENV)/bin/ruff check $(wildcard python tests bench)
 	$(VENV)/bin/mypy
+	cd python && ../$(VENV)/bin/lint-imports ../pyproject.toml
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # ---- rfs core tests: native/rfs/tests/test_*.c linked with the core's own sources
