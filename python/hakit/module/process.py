@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hakit import ipc
@@ -221,62 +222,88 @@ class ModuleProcess:
             farm.close()
         return {"open": farm.opened}
 
-    # -- requests from hakitd and the CLI
+    # -- requests from hakitd and the CLI: one handler per op (HANDLERS)
     async def handle(self, op: str, args: dict[str, Any], user: str) -> Any:
+        handler = HANDLERS.get(op)
+        if handler is None:
+            raise HakitError(f"unknown module request '{op}'")
+        return await handler(self, args, user)
+
+    async def _state(self, args: dict[str, Any], user: str) -> Any:
+        return self.automaton.summary()
+
+    async def _stop(self, args: dict[str, Any], user: str) -> Any:
         a = self.automaton
-        if op == "state":
-            return a.summary()
-        if op == "stop":
-            self.log(Level.USER, "module", f"Action stop requested by {user}")
-            await a.submit(lambda: a.finish(force=bool(args.get("force"))))
-            return a.summary()
-        if op == "command":
-            verb = str(args.get("verb"))
-            if verb not in COMMANDS:
-                raise HakitError(f"unknown command '{verb}'")
-            fullsync = bool(args.get("fullsync"))
-            action = f"{verb} fullsync" if fullsync else verb
-            self.log(Level.USER, "module", f"Action {action} requested by {user}")
-            return await a.submit(lambda: a.command(verb, fullsync))
-        if op == "rfsdiff":
-            if a.p.rfs is None:
-                raise HakitError(f"module {self.name} replicates no directory")
-            if a.state not in PRIMARY:
-                raise HakitError(f"rfsdiff: module {self.name} is {a.state} on this node; "
-                                 "run it on the primary")
-            return {"dirs": await a.p.rfs.rfsdiff(), "rate": a.p.rfs.rate}
-        if op == "vip":
-            return self._vip(str(args.get("action")), user)
-        if op == "update":
-            self.log(Level.USER, "module", f"Action update requested by {user}")
-            config = Catalog(self.paths).config(self.name)
-            if config.service.mode != self.mode or config.service.vip is None:
-                raise HakitError(f"update: the installed configuration of {self.name} is not a farm with a "
-                                 "<vip>; stop and start the module to change that")
-            self.scripts.config = config
-            return await a.submit(lambda: a.update(config.service.vip))
-        if op == "incloop":
-            who = str(args.get("who") or user)
-            ok = a.budget.spend()
-            self.log(Level.EVENT, "module",
-                     f"Loop counter incremented by {who}: {len(a.budget.stamps)}/{a.budget.maxloop}")
-            return {"ok": ok}
-        if op == "set":
-            self.checks.set(str(args.get("resource", "")), str(args.get("value", "")))
-            return None
-        if op == "errd":
-            klass = str(args.get("klass", ""))
-            if args.get("verb") == "enable":
-                await self.checks.errd.enable_class(klass)
-            else:
-                await self.checks.errd.disable_class(klass)
-            return None
-        if op == "admin":
-            task = self.checks.apply_admin(AdminFlags.load(self.paths, self.name))
-            if task is not None:
-                await task
-            return None
-        raise HakitError(f"unknown module request '{op}'")
+        self.log(Level.USER, "module", f"Action stop requested by {user}")
+        await a.submit(lambda: a.finish(force=bool(args.get("force"))))
+        return a.summary()
+
+    async def _command(self, args: dict[str, Any], user: str) -> Any:
+        a = self.automaton
+        verb = str(args.get("verb"))
+        if verb not in COMMANDS:
+            raise HakitError(f"unknown command '{verb}'")
+        fullsync = bool(args.get("fullsync"))
+        action = f"{verb} fullsync" if fullsync else verb
+        self.log(Level.USER, "module", f"Action {action} requested by {user}")
+        return await a.submit(lambda: a.command(verb, fullsync))
+
+    async def _rfsdiff(self, args: dict[str, Any], user: str) -> Any:
+        a = self.automaton
+        if a.p.rfs is None:
+            raise HakitError(f"module {self.name} replicates no directory")
+        if a.state not in PRIMARY:
+            raise HakitError(f"rfsdiff: module {self.name} is {a.state} on this node; run it on the primary")
+        return {"dirs": await a.p.rfs.rfsdiff(), "rate": a.p.rfs.rate}
+
+    async def _vip_request(self, args: dict[str, Any], user: str) -> Any:
+        return self._vip(str(args.get("action")), user)
+
+    async def _update(self, args: dict[str, Any], user: str) -> Any:
+        a = self.automaton
+        self.log(Level.USER, "module", f"Action update requested by {user}")
+        config = Catalog(self.paths).config(self.name)
+        if config.service.mode != self.mode or config.service.vip is None:
+            raise HakitError(f"update: the installed configuration of {self.name} is not a farm with a "
+                             "<vip>; stop and start the module to change that")
+        self.scripts.config = config
+        vip = config.service.vip
+        return await a.submit(lambda: a.update(vip))
+
+    async def _incloop(self, args: dict[str, Any], user: str) -> Any:
+        a = self.automaton
+        who = str(args.get("who") or user)
+        ok = a.budget.spend()
+        self.log(Level.EVENT, "module",
+                 f"Loop counter incremented by {who}: {len(a.budget.stamps)}/{a.budget.maxloop}")
+        return {"ok": ok}
+
+    async def _set(self, args: dict[str, Any], user: str) -> Any:
+        self.checks.set(str(args.get("resource", "")), str(args.get("value", "")))
+        return None
+
+    async def _errd(self, args: dict[str, Any], user: str) -> Any:
+        klass = str(args.get("klass", ""))
+        if args.get("verb") == "enable":
+            await self.checks.errd.enable_class(klass)
+        else:
+            await self.checks.errd.disable_class(klass)
+        return None
+
+    async def _admin(self, args: dict[str, Any], user: str) -> Any:
+        task = self.checks.apply_admin(AdminFlags.load(self.paths, self.name))
+        if task is not None:
+            await task
+        return None
+
+
+Handler = Callable[[ModuleProcess, dict[str, Any], str], Awaitable[Any]]
+HANDLERS: dict[str, Handler] = {
+    "state": ModuleProcess._state, "stop": ModuleProcess._stop, "command": ModuleProcess._command,
+    "rfsdiff": ModuleProcess._rfsdiff, "vip": ModuleProcess._vip_request, "update": ModuleProcess._update,
+    "incloop": ModuleProcess._incloop, "set": ModuleProcess._set, "errd": ModuleProcess._errd,
+    "admin": ModuleProcess._admin,
+}
 
 
 async def _main(name: str, intent: str | None, fullsync: bool) -> int:
