@@ -516,7 +516,8 @@ def _measure(farm: Farm, args: argparse.Namespace) -> dict[str, Any]:
            GOALS["cpu_pct_max"].show(r["cpu_pct_max"], " %"))
 
     for node in nodes:
-        harness.wait_listening(farm.sim.addr(node), harness.SERVICE_PORT)
+        # (a node that just came UP under the load of 31 others may take a while to run it)
+        harness.wait_listening(farm.sim.addr(node), harness.SERVICE_PORT, timeout=60.0)
     spread = probe_ports(farm.vip, range(SPREAD_FIRST_PORT, SPREAD_FIRST_PORT + args.connections))
     answered = [node for node in spread.values() if node is not None]
     counts = {node: answered.count(node) for node in nodes}

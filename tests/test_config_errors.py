@@ -421,3 +421,39 @@ def test_obsolete_attributes_safekit_accepts_are_accepted_with_a_warning(tmp_pat
     assert run.err_lines == [f"{path}:3: warning: <lan connect> is obsolete: accepted and ignored",
                              f"{path}:3: warning: <lan console> is obsolete: accepted and ignored"]
     assert run.out == f"{path}: ok\n"
+
+
+FARM_VIP = """<!DOCTYPE safe>
+<safe>
+<service mode="farm">
+  <farm><lan name="default"/></farm>
+  <vip>
+    <interface_list>
+      <interface><virtual_interface type="vmac_directed">
+        <virtual_addr addr="10.0.0.10" where="alias"/>
+      </virtual_interface></interface>
+      <interface name="eth1"><virtual_interface type="vmac_invisible">
+        <virtual_addr addr="10.0.1.10" where="alias"/>
+      </virtual_interface></interface>
+    </interface_list>
+    <loadbalancing_list>
+      <group name="web">
+        <rule port="80" proto="tcp" filter="on_port" virtual_addr="10.0.0.99"/>
+        <rule port="1-40000" proto="udp" filter="on_addr"/>
+      </group>
+    </loadbalancing_list>
+  </vip>
+</service>
+</safe>
+"""
+
+
+def test_farm_mistakes_are_found_by_the_check_not_at_start(tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    path = write(tmp_path, FARM_VIP)
+    assert problems(capsys, path) == [
+        f"{path}:5: the load-balancing rules cover more than 16384 ports: use port=\"*\" or fewer ranges",
+        f"{path}:10: the farm's <virtual_interface> elements must all have the same type "
+        "(vmac_directed here, vmac_invisible there)",
+        f'{path}:16: <rule virtual_addr="10.0.0.99"> of group web is not a VIP of the module',
+    ]

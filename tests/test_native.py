@@ -20,9 +20,10 @@ from typing import Any
 
 import msgpack
 import pytest
-from hakit._wire import MAX_FRAME, FrameDecoder, FrameError, pack_frame
 
 from hakit import _farm_lb as lb
+from hakit._wire import MAX_FRAME, FrameDecoder, FrameError, pack_frame
+from hakit.config import module_model
 
 CLONE_NEWNET = 0x40000000
 
@@ -451,3 +452,8 @@ def test_xdp_attach_detach(maps: lb.Maps, veth: Callable[..., Any]) -> None:
     veth(maps.detach, *args)
     assert not veth(maps.attached, *args)
     assert "prog/xdp" not in _shown(veth, "ip", "link", "show", "hkt0")
+
+
+def test_the_configuration_knows_the_filters_limits():
+    assert (module_model.FARM_MAX_GROUPS, module_model.FARM_MAX_VIPS, module_model.FARM_MAX_RULE_PORTS) == (
+        lb.MAX_GROUPS, lb.MAX_VIPS, lb.MAX_RULES)

@@ -130,6 +130,12 @@ class RealInterface:
     addrs: tuple[VirtualAddr, ...] = child(VirtualAddr, many=True, required=True)
 
 
+# The farm filter's limits (ebpf/farm_lb_consts.h; tests/test_native.py checks they agree).
+FARM_MAX_GROUPS = 64
+FARM_MAX_VIPS = 64
+FARM_MAX_RULE_PORTS = 16384
+
+
 @dataclass(frozen=True)
 class VirtualInterface:
     TAG: ClassVar[str] = "virtual_interface"
@@ -261,6 +267,44 @@ class Vip:
                 if holder is not None:
                     out.extend(holder.addrs)
         return out
+
+    def validate(self) -> Iterator[str | tuple[Any, str]]:
+        shared = [itf.virtual for itf in self.interfaces.interfaces if itf.virtual is not None]
+        for what in ("type", "hook"):
+            for vi in shared[1:]:
+                if getattr(vi, what) != getattr(shared[0], what):
+                    yield vi, (f"the farm's <virtual_interface> elements must all have the same {what} "
+                               f"({getattr(shared[0], what)} here, {getattr(vi, what)} there)")
+        vips = [a.addr for vi in shared for a in vi.addrs]
+        groups = self.loadbalancing.groups if self.loadbalancing else ()
+        if len(groups) > FARM_MAX_GROUPS or len(vips) > FARM_MAX_VIPS:
+            yield f"a farm has at most {FARM_MAX_GROUPS} groups and {FARM_MAX_VIPS} virtual IPs"
+        # (vip, proto) -> port intervals, as the filter's rule map will hold them
+        spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
+        for g in groups:
+            for r in g.rules:
+                if r.virtual_addr not in ("*", "") and r.virtual_addr not in vips:
+                    yield r, (f"<rule virtual_addr=\"{r.virtual_addr}\"> of group {g.name} "
+                              "is not a VIP of the module")
+                lo, _, hi = r.port.partition("-")
+                span = (0, 0) if r.port == "*" else (int(lo), int(hi or lo))
+                for vip in vips if r.virtual_addr in ("*", "") else [r.virtual_addr]:
+                    spans.setdefault((vip, r.proto), []).append(span)
+        if _covered(spans) > FARM_MAX_RULE_PORTS:
+            yield (f"the load-balancing rules cover more than {FARM_MAX_RULE_PORTS} ports: "
+                   "use port=\"*\" or fewer ranges")
+
+
+def _covered(spans: dict[tuple[str, str], list[tuple[int, int]]]) -> int:
+    """Entries of the filter's rule map: every (vip, port, proto) the rules name once."""
+    total = 0
+    for intervals in spans.values():
+        end = -1
+        for lo, hi in sorted(intervals):
+            if hi > end:
+                total += hi - max(lo, end + 1) + 1
+                end = hi
+    return total
 
 
 # ---------------------------------------------------------------- replication

@@ -84,10 +84,9 @@ def virtual_mac(config: Vip, first_vip: str) -> bytes:
 
 
 def _uniform(config: Vip, what: str) -> str:
-    values = {getattr(itf.virtual, what) for itf in config.interfaces.interfaces if itf.virtual is not None}
-    if len(values) != 1:
-        raise HakitError(f"the farm's <virtual_interface> elements must all have the same {what}")
-    return str(values.pop())
+    """The type or hook of every <virtual_interface> (the configuration model checks they agree)."""
+    shared = [itf.virtual for itf in config.interfaces.interfaces if itf.virtual is not None]
+    return str(getattr(shared[0], what))
 
 
 def delivery(config: Vip) -> str:
@@ -106,8 +105,9 @@ def groups_of(config: Vip, nodes: list[str]) -> list[Group]:
     return out
 
 
-def rules_of(config: Vip, vips: list[str], limit: int) -> list[RuleEntry]:
-    """(vip, port (0 = every port), proto, group, filter) entries of the rule map."""
+def rules_of(config: Vip, vips: list[str]) -> list[RuleEntry]:
+    """(vip, port (0 = every port), proto, group, filter) entries of the rule map (within
+    its size: the configuration model checks the rules)."""
     f = _binding()
     filters = {"on_addr": f.FILTER_ON_ADDR, "on_port": f.FILTER_ON_PORT, "on_ipid": f.FILTER_ON_IPID}
     out: dict[tuple[str, int, str], tuple[int, int]] = {}
@@ -117,8 +117,9 @@ def rules_of(config: Vip, vips: list[str], limit: int) -> list[RuleEntry]:
             targets = vips if r.virtual_addr in ("*", "") else [r.virtual_addr]
             for vip in targets:
                 if vip not in vips:
+                    # (the configuration check compares the text; here the VIPs are resolved)
                     raise HakitError(f"<rule virtual_addr=\"{vip}\"> of group {g.name} "
-                                     "is not a VIP of the module")
+                                     "is not a VIP of the module as resolved")
                 if r.port == "*":
                     ports = [0]
                 else:
@@ -126,9 +127,6 @@ def rules_of(config: Vip, vips: list[str], limit: int) -> list[RuleEntry]:
                     ports = list(range(int(lo), int(hi or lo) + 1))
                 for port in ports:
                     out.setdefault((vip, port, r.proto), (gi, filters[r.filter]))
-                    if len(out) > limit:
-                        raise HakitError(f"the load-balancing rules cover more than {limit} ports: "
-                                         "use port=\"*\" or fewer ranges")
     return [(vip, port, proto, gi, flt) for (vip, port, proto), (gi, flt) in out.items()]
 
 
@@ -279,14 +277,13 @@ class FarmVip:
         f = _binding()
         placements = await asyncio.to_thread(_place, config)
         hooks = await asyncio.to_thread(_hooks_for, self.hook, {p.index for p in placements})
-        if len(groups) > f.MAX_GROUPS or len(self.nodes) > f.MAX_NODES or len(placements) > f.MAX_VIPS:
-            raise HakitError(f"a farm has at most {f.MAX_GROUPS} groups, {f.MAX_NODES} nodes "
-                             f"and {f.MAX_VIPS} virtual IPs")
+        if len(self.nodes) > f.MAX_NODES:
+            raise HakitError(f"a farm has at most {f.MAX_NODES} nodes")
         names = sum(len(n.encode()) + 1 for n in self.nodes)
         if names > VIEW_BYTES:
             raise HakitError(f"the farm's node names take {names} bytes in every heartbeat (its view), "
                              f"more than {VIEW_BYTES}: fewer nodes or shorter names")
-        return placements, hooks, rules_of(config, [p.addr for p in placements], f.MAX_RULES)
+        return placements, hooks, rules_of(config, [p.addr for p in placements])
 
     async def relocate(self) -> None:
         """The filter, then the VIPs, where the VIPs go now: after an interface was created
