@@ -8,7 +8,6 @@ shown, tail first, in the error of the call that failed.
 
 import os
 import socket
-import struct
 
 from libc.errno cimport EEXIST, EINVAL, ENODEV, ENOENT, EOPNOTSUPP, errno
 from libc.stdlib cimport free, malloc
@@ -92,18 +91,6 @@ cdef extern from "linux/pkt_sched.h":
         TC_H_CLSACT
         TC_H_MIN_INGRESS
         TC_H_MIN_EGRESS
-
-cdef extern from "linux/rtnetlink.h":
-    enum:
-        RTM_GETTFILTER
-        RTM_NEWTFILTER
-
-cdef extern from "linux/netlink.h":
-    enum:
-        NLM_F_REQUEST
-        NLM_F_DUMP
-        NLMSG_ERROR
-        NLMSG_DONE
 
 cdef extern from "linux/magic.h":
     enum:
@@ -425,31 +412,18 @@ cdef int _sync_hash(int fd, dict entries, size_t key_size, str what) except -1:
 
 
 cdef int _tc_filters(int ifindex) except -1:
-    """Filters of anyone on the clsact qdisc of ifindex, both directions.  libbpf
-    cannot list them: a netlink dump answers one message per filter block."""
+    """Filters of anyone on the clsact qdisc of ifindex, both directions (libbpf cannot
+    list them; pyroute2 dumps them)."""
+    from pyroute2 import IPRoute
+    from pyroute2.netlink.exceptions import NetlinkError
+
     count = 0
-    with socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE) as s:
-        for seq, minor in enumerate((TC_H_MIN_INGRESS, TC_H_MIN_EGRESS), 1):
-            parent = (TC_H_CLSACT & 0xFFFF0000) | minor
-            tcm = struct.pack("=BxxxiIII", socket.AF_UNSPEC, ifindex, 0, parent, 0)
-            s.send(struct.pack("=IHHII", 16 + len(tcm), RTM_GETTFILTER, NLM_F_REQUEST | NLM_F_DUMP, seq, 0)
-                   + tcm)
-            done = False
-            while not done:
-                buf = s.recv(65536)
-                off = 0
-                while off + 16 <= len(buf):
-                    length, kind = struct.unpack_from("=IH", buf, off)
-                    if kind == NLMSG_DONE:
-                        done = True
-                    elif kind == NLMSG_ERROR:
-                        err = -struct.unpack_from("=i", buf, off + 16)[0]
-                        if err:
-                            _raise(err, f"listing the tc filters of interface {ifindex}")
-                        done = True
-                    elif kind == RTM_NEWTFILTER:
-                        count += 1
-                    off += (length + 3) & ~3
+    try:
+        with IPRoute() as ipr:
+            for minor in (TC_H_MIN_INGRESS, TC_H_MIN_EGRESS):
+                count += len(list(ipr.get_filters(index=ifindex, parent=(TC_H_CLSACT & 0xFFFF0000) | minor)))
+    except NetlinkError as exc:
+        _raise(exc.code, f"listing the tc filters of interface {ifindex}")
     return count
 
 

@@ -384,12 +384,9 @@ class FarmVip:
         self.resources.set(FILTER_RESOURCE, "detached")
         if maps is None:
             return  # never set up, or already released
-        # Every interface: the placement may have changed since the filter was attached.
-        for ifindex in await asyncio.to_thread(_link_indexes):
-            with contextlib.suppress(OSError):
-                for hook in HOOKS:  # (the configured hook may have changed since)
-                    if maps.attached(ifindex, hook, self.handle, self.priority):
-                        maps.detach(ifindex, hook, self.handle, self.priority)
+        # In a thread: detaching lists the interface's tc filters with pyroute2, whose
+        # synchronous calls cannot run inside an event loop.
+        await asyncio.to_thread(self._detach_everywhere, maps)
         maps.close()
         self.maps = None
         self.written = ()
@@ -399,6 +396,14 @@ class FarmVip:
             self.log(Level.CRITICAL, SOURCE, f"cannot remove the farm's eBPF pins: {exc.strerror}")
         else:
             self.log(Level.EVENT, SOURCE, "load-balancing filter detached")
+
+    def _detach_everywhere(self, maps: Any) -> None:
+        # Every interface: the placement may have changed since the filter was attached.
+        for ifindex in _link_indexes():
+            with contextlib.suppress(OSError):
+                for hook in HOOKS:  # (the configured hook may have changed since)
+                    if maps.attached(ifindex, hook, self.handle, self.priority):
+                        maps.detach(ifindex, hook, self.handle, self.priority)
 
     def disown(self) -> None:
         """After a crash of the module process: give up this node's buckets, keep the rest
