@@ -10,7 +10,6 @@ before its teardown (killed run, CI timeout), the next session's start removes i
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,24 +18,10 @@ import pytest
 
 from hakit.errors import HakitError
 from hakit.testing.sim import Sim
+from tests.sim_support import IS_ROOT, unique_sim_name
 
-IS_ROOT = os.geteuid() == 0
-_serial = itertools.count()
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, d = divmod(n, 36)
-        out = digits[d] + out
-        if not n:
-            return out
-
-
-def unique_sim_name() -> str:
-    """A cluster name no other test of any concurrent session uses (pid + serial, 7 chars)."""
-    return f"t{_base36(os.getpid())[-4:]:0>4}{_base36(next(_serial) % 36**2):0>2}"
+# Fixtures of more than one test module.
+pytest_plugins = ("tests.rfs_local", "tests.rfs_pair")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

@@ -40,8 +40,8 @@ from hakit.runtime.log import ModuleLog
 from hakit.runtime.resources import Resources
 from hakit.store.module_store import ModuleStore
 from hakit.testing.sim import Sim
-from tests.conftest import IS_ROOT, unique_sim_name
 from tests.helpers import hakit, make_module
+from tests.sim_support import IS_ROOT, unique_sim_name
 
 AM = "am"
 

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from hakit.testing.sim import lan_name
-from tests.test_engine import MODULE, hk, install, state, wait_for, wait_state
+from tests.cluster import MODULE, hk, install, state, wait_state
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.root
 

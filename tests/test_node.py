@@ -13,28 +13,7 @@ import pytest
 from hakit.paths import Paths
 from hakit.store.module_store import Level, ModuleStore
 from tests.helpers import hakit, make_module, running_daemon
-
-LIGHT = """<!DOCTYPE safe>
-<macro name="GREETING" value="hello from %WHO%"/>
-<macro name="WHO" value="start_prim"/>
-<safe>
-  <service mode="light">
-    <user nicestoptimeout="%STOPLIMIT%">
-      <var name="GREETING" value="%GREETING%"/>
-    </user>
-  </service>
-  <macro name="STOPLIMIT" value="2s"/>
-</safe>
-"""
-
-SCRIPTS = {
-    "prestart": "#!/bin/sh\necho prestart ran\n",
-    "start_prim": '#!/bin/sh\necho "output of start_prim: $GREETING"\n'
-                  'hakit printi "printi from start_prim in $SAFEMODULE"\n',
-    # Ignores its stop: the 2 s limit of <user nicestoptimeout> must end it.
-    "stop_prim": "#!/bin/sh\necho stopping $1\nsleep 30\n",
-    "poststop": "#!/bin/sh\necho poststop $1\n",
-}
+from tests.light_module import LIGHT, SCRIPTS
 
 
 @pytest.fixture

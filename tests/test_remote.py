@@ -30,8 +30,8 @@ from hakit.node import pki, rpc
 from hakit.paths import Paths
 from hakit.runtime import credentials, rpc_client
 from hakit.testing.sim import Sim
-from tests.conftest import IS_ROOT, unique_sim_name
 from tests.helpers import hakit
+from tests.sim_support import IS_ROOT, unique_sim_name
 
 CLUSTER = """<cluster><lans>
   <lan name="default"><node name="node1" addr="10.9.0.1"/><node name="node2" addr="10.9.0.2"/></lan>

@@ -19,9 +19,8 @@ import pytest
 from hakit.rfs.daemon import rfs_binary
 from hakit.testing.rfsctl import RfsControl
 from hakit.testing.sim import Sim
-from tests.rfs_pair import PORT, REP, tree
-from tests.test_reintegration import APP
-from tests.test_rfs_mirror import WRITER, lay_tree
+from tests.mirror_app import APP
+from tests.rfs_pair import PORT, REP, WRITER, lay_tree, tree
 
 pytestmark = pytest.mark.root
 
