@@ -68,6 +68,8 @@ def nodes_fixture(make_sim) -> Iterator[tuple[Sim, Start]]:
         for proc in procs:
             assert proc.wait(timeout=20) == 0
     finally:
+        for ctl in ctls:
+            ctl.close()
         for proc in procs:
             if proc.poll() is None:
                 proc.kill()
