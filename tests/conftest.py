@@ -10,7 +10,6 @@ before its teardown (killed run, CI timeout), the next session's start removes i
 
 from __future__ import annotations
 
-import itertools
 import os
 import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -19,24 +18,11 @@ import pytest
 
 from hakit.errors import HakitError
 from hakit.testing.sim import Sim
+from tests.leaks import fds_opened_since, open_fds, open_process_wide_fds
+from tests.sim_support import IS_ROOT, session_leftovers, unique_sim_name
 
-IS_ROOT = os.geteuid() == 0
-_serial = itertools.count()
-
-
-def _base36(n: int) -> str:
-    digits = "0123456789abcdefghijklmnopqrstuvwxyz"
-    out = ""
-    while True:
-        n, d = divmod(n, 36)
-        out = digits[d] + out
-        if not n:
-            return out
-
-
-def unique_sim_name() -> str:
-    """A cluster name no other test of any concurrent session uses (pid + serial, 7 chars)."""
-    return f"t{_base36(os.getpid())[-4:]:0>4}{_base36(next(_serial) % 36**2):0>2}"
+# Fixtures of more than one test module.
+pytest_plugins = ("tests.rfs_local", "tests.rfs_pair")
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
@@ -59,6 +45,34 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             Sim.down_all(owner_pid=os.getpid())
         except HakitError as exc:
             print(f"\nwarning: could not remove this session's simulated clusters: {exc}", file=sys.stderr)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def process_wide_fds() -> None:
+    open_process_wide_fds()
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_fds(process_wide_fds: None) -> Iterator[None]:
+    """Every descriptor a test opens is closed by its end (its fixtures' included: this
+    one is set up before them and checks after them; wider-scoped fixtures are set up
+    before it, so what they keep open across tests does not count)."""
+    before = open_fds()
+    yield
+    leaked = fds_opened_since(before)
+    if leaked:
+        pytest.fail("file descriptors left open: " + ", ".join(leaked), pytrace=False)
+
+
+@pytest.fixture(autouse=True, scope="session")
+def no_leaked_clusters() -> Iterator[None]:
+    """No namespace, link, mount (a node's bpffs lives in its mount namespace) or
+    directory of a cluster this session named is left once its tests are done."""
+    yield
+    if IS_ROOT:
+        leaked = session_leftovers()
+        if leaked:
+            pytest.fail("simulated clusters left on the host: " + ", ".join(leaked), pytrace=False)
 
 
 @pytest.fixture

@@ -1,4 +1,5 @@
-"""Shared by the tests: run the hakit CLI, build module archives, run a node daemon."""
+"""Shared by the tests: run the hakit CLI, build module archives, run a node daemon, list a
+simulated node's processes, wait for a condition."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 from hakit.config.safe_archive import pack
@@ -76,3 +77,13 @@ def node_pids(sim, node: str, comm: str | None = None) -> list[str]:
         if comm is None or name == comm:
             found.append(pid)
     return found
+
+
+def wait_for(what: str, cond: Callable[[], bool], timeout: float = 15.0) -> float:
+    """Seconds until cond() held; fails naming `what` after timeout seconds."""
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+    return time.monotonic() - start

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import node_pids
-from tests.test_engine import MODULE, hk, install, mirror_conf, state, trace, wait_for, wait_state
+from tests.cluster import MODULE, hk, install, mirror_conf, state, trace, wait_state
+from tests.helpers import node_pids, wait_for
 
 pytestmark = pytest.mark.root
 

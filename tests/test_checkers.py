@@ -40,8 +40,9 @@ from hakit.runtime.log import ModuleLog
 from hakit.runtime.resources import Resources
 from hakit.store.module_store import ModuleStore
 from hakit.testing.sim import Sim
-from tests.conftest import IS_ROOT, unique_sim_name
 from tests.helpers import hakit, make_module
+from tests.leaks import assert_no_tasks
+from tests.sim_support import IS_ROOT, unique_sim_name
 
 AM = "am"
 
@@ -615,7 +616,10 @@ def test_commands_reach_a_running_module(installed):
         if stop:
             loop.call_soon_threadsafe(stop[0].set)
         thread.join(10)
-        loop.close()
+        try:
+            assert_no_tasks(loop)
+        finally:
+            loop.close()
     assert got == [
         ("admin", {}),
         ("errd", {"verb": "enable", "klass": "mine"}),

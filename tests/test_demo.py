@@ -10,8 +10,8 @@ import pytest
 
 from hakit.testing import demo
 from hakit.testing.sim import Sim
-from tests.conftest import unique_sim_name
-from tests.test_engine import wait_for
+from tests.helpers import wait_for
+from tests.sim_support import unique_sim_name
 
 pytestmark = pytest.mark.root
 

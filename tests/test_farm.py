@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from hakit.testing.sim import lan_name
-from tests.test_engine import MODULE, hk, install, state, wait_for, wait_state
+from tests.cluster import MODULE, history, hk, install, state, wait_state
+from tests.helpers import wait_for
 
 pytestmark = pytest.mark.root
 
@@ -214,25 +215,19 @@ def test_a_killed_nodes_share_is_served_by_the_others(make_sim, tmp_path):
     assert farm.share("node2") == 100.0
 
 
-def shares_logged(sim, node: str, after: int = 0) -> list[str]:
-    """The share of group web in each 'share of group web' line of node's log, from line `after`."""
-    lines = hk(sim, node, "logview", "-m", MODULE, "-I").splitlines()[after:]
-    return [line.rsplit(": ", 1)[1].split()[0] for line in lines if "share of group web:" in line]
-
-
-def log_length(sim, node: str) -> int:
-    return len(hk(sim, node, "logview", "-m", MODULE, "-I").splitlines())
+def values(sim, node: str, resource: str) -> list[str]:
+    """The values the resource took, oldest first: a mark is the length of this list."""
+    return [v for _, v in history(sim, node, resource)]
 
 
 def test_joins_close_together_are_one_change(make_sim, tmp_path):
     farm = make_farm(make_sim, tmp_path, start=("node1",))
-    mark = log_length(farm.sim, "node1")
+    mark = len(values(farm.sim, "node1", "vip.share.web"))
     hk(farm.sim, "node1", "-H", "node2,node3", "start", "-m", MODULE)
     wait_for("three shares", lambda: farm.settled(FARM), timeout=15)
-    # node1 went from all the buckets to a third in one step, never through a half.
-    assert shares_logged(farm.sim, "node1", mark) == ["33.3"]
-    log = hk(farm.sim, "node1", "logview", "-m", MODULE, "-I").splitlines()[mark:]
-    assert sum("node2, node3 counted as members" in line for line in log) == 1, log
+    # node1 went from all the buckets to a third in one step, never through a half: both
+    # joiners were admitted together.
+    assert values(farm.sim, "node1", "vip.share.web")[mark:] == ["33.3"]
 
 
 def test_a_node_lost_and_back_briefly_reshuffles_once(make_sim, tmp_path):
@@ -241,18 +236,21 @@ def test_a_node_lost_and_back_briefly_reshuffles_once(make_sim, tmp_path):
     every return; node2, whose peers never went silent, loses none of them and never takes
     their buckets."""
     farm = make_farm(make_sim, tmp_path)
-    marks = {n: log_length(farm.sim, n) for n in FARM}
+    marks = {n: len(values(farm.sim, n, "vip.share.web")) for n in FARM}
+    peers = {p: len(values(farm.sim, "node2", f"peer.{p}")) for p in ("node1", "node3")}
     for pause in (0.3, 0.0):
         farm.sim.freeze("node2")
         time.sleep(1.0)
         farm.sim.thaw("node2")
         time.sleep(pause)
     wait_for("three shares again", lambda: farm.settled(FARM), timeout=15)
-    changes = shares_logged(farm.sim, "node1", marks["node1"])
+    changes = values(farm.sim, "node1", "vip.share.web")[marks["node1"]:]
     assert len(changes) == 2 and changes[-1] == "33.3", changes
-    node2 = hk(farm.sim, "node2", "logview", "-m", MODULE, "-I").splitlines()[marks["node2"]:]
-    assert not [line for line in node2 if "Peer node" in line and "lost" in line], node2
-    assert all(float(s) <= 33.4 for s in shares_logged(farm.sim, "node2", marks["node2"])), node2
+    for peer, mark in peers.items():
+        seen = values(farm.sim, "node2", f"peer.{peer}")[mark:]
+        assert "lost" not in seen, (peer, seen)
+    node2 = values(farm.sim, "node2", "vip.share.web")[marks["node2"]:]
+    assert all(float(s) <= 33.4 for s in node2), node2
     spread = counts(farm.client("connect", str(TCP_PORT), "300")["nodes"]["-"])
     assert set(spread) == set(FARM), spread
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from hakit.config.safe_archive import pack
 from hakit.paths import Paths
 from tests.helpers import hakit, running_daemon
-from tests.test_node import LIGHT, SCRIPTS
+from tests.light_module import LIGHT, SCRIPTS
 
 
 def mode(path: Path) -> int:

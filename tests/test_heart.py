@@ -15,6 +15,7 @@ from hakit.heart.protocol import Beat, decode, decode_head, encode, encode_for, 
 from hakit.runtime.log import ModuleLog
 from hakit.runtime.resources import Resources
 from hakit.store.module_store import ModuleStore
+from tests.leaks import run_loop
 
 KEY = b"k" * 32
 PORT = 9391
@@ -54,7 +55,7 @@ def test_a_busy_module_loop_does_not_make_its_peer_lost(tmp_path: Path):
             await h1.stop({"state": "STOP"})
             await h2.stop({"state": "STOP"})
 
-    uvloop.run(scenario())
+    run_loop(scenario(), loop_factory=uvloop.new_event_loop)
     for store in stores:
         log = [line.message for line in store.logs()]
         assert any("heard on LAN default" in m for m in log), log

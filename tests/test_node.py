@@ -13,28 +13,8 @@ import pytest
 from hakit.paths import Paths
 from hakit.store.module_store import Level, ModuleStore
 from tests.helpers import hakit, make_module, running_daemon
-
-LIGHT = """<!DOCTYPE safe>
-<macro name="GREETING" value="hello from %WHO%"/>
-<macro name="WHO" value="start_prim"/>
-<safe>
-  <service mode="light">
-    <user nicestoptimeout="%STOPLIMIT%">
-      <var name="GREETING" value="%GREETING%"/>
-    </user>
-  </service>
-  <macro name="STOPLIMIT" value="2s"/>
-</safe>
-"""
-
-SCRIPTS = {
-    "prestart": "#!/bin/sh\necho prestart ran\n",
-    "start_prim": '#!/bin/sh\necho "output of start_prim: $GREETING"\n'
-                  'hakit printi "printi from start_prim in $SAFEMODULE"\n',
-    # Ignores its stop: the 2 s limit of <user nicestoptimeout> must end it.
-    "stop_prim": "#!/bin/sh\necho stopping $1\nsleep 30\n",
-    "poststop": "#!/bin/sh\necho poststop $1\n",
-}
+from tests.leaks import run_loop
+from tests.light_module import LIGHT, SCRIPTS
 
 
 @pytest.fixture
@@ -164,7 +144,6 @@ def test_nothing_planted_where_hakitd_started_is_imported(node, tmp_path):
 
 def test_the_remote_command_runner_imports_nothing_from_its_directory(tmp_path, monkeypatch):
     """`hakit -H` runs the command through run_cli, as root: its directory is no import path."""
-    import asyncio
 
     from hakit.node.remote_ops import run_cli
 
@@ -172,6 +151,6 @@ def test_the_remote_command_runner_imports_nothing_from_its_directory(tmp_path, 
     for name in ("shlex", "json", "argparse"):
         (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r} + '\\n')\n")
     monkeypatch.chdir(tmp_path)
-    result = asyncio.run(run_cli({"argv": ["level"]}))
+    result = run_loop(run_cli({"argv": ["level"]}))
     assert result["code"] == 0, result
     assert not marker.exists(), marker.read_text()

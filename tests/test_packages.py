@@ -15,8 +15,8 @@ from xml.etree import ElementTree as ET
 
 import pytest
 
-from tests.helpers import make_module, node_pids
-from tests.test_engine import state_of, wait_for
+from tests.cluster import state_of
+from tests.helpers import make_module, node_pids, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "build" / "pkg"

@@ -6,7 +6,6 @@ real hakitd on each node) whose credentials the harness bootstraps as an operato
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import datetime as dt
 import os
@@ -30,8 +29,9 @@ from hakit.node import pki, rpc
 from hakit.paths import Paths
 from hakit.runtime import credentials, rpc_client
 from hakit.testing.sim import Sim
-from tests.conftest import IS_ROOT, unique_sim_name
 from tests.helpers import hakit
+from tests.leaks import run_loop
+from tests.sim_support import IS_ROOT, unique_sim_name
 
 CLUSTER = """<cluster><lans>
   <lan name="default"><node name="node1" addr="10.9.0.1"/><node name="node2" addr="10.9.0.2"/></lan>
@@ -373,7 +373,7 @@ def test_untrusted_peers_and_garbage_are_dropped(sim, tmp_path):
     ctx.load_cert_chain(*self_signed(tmp_path))
     # TLS 1.3: the server's refusal comes after the client's handshake, on the first read.
     with pytest.raises(rpc_client.RpcError, match=r"dropped the connection|closed the connection at once"):
-        asyncio.run(call_with(node1, addr, ctx))
+        run_loop(call_with(node1, addr, ctx))
     # A node of another cluster: each side refuses the other.
     other = node_paths(tmp_path / "other")
     pki.setup_node(other, load_cluster(sim.host_path("node1", "/etc/hakit/cluster.xml")), "node1")
@@ -386,7 +386,7 @@ def test_untrusted_peers_and_garbage_are_dropped(sim, tmp_path):
     http = rpc_client.client_context(node1)
     http.set_alpn_protocols(["http/1.1"])
     with pytest.raises(HakitError):
-        asyncio.run(call_with(node1, addr, http))
+        run_loop(call_with(node1, addr, http))
 
     assert rpc_client.call_node(node1, addr, "ping", {})["node"] == "node2"  # still serving
     with pytest.raises(RemoteError, match="'start' is not served to other nodes"):
@@ -439,7 +439,7 @@ def test_only_nodes_of_cluster_xml_are_served_and_each_server_is_the_node_meant(
     assert rpc_client.call_node(node3, addr2, "ping", {})["node"] == "node2"
     # A client whose idea of node2's address leads to node3 is told, not served by node3.
     with pytest.raises(rpc_client.RpcError, match=r"refused: it is node3, not node2"):
-        asyncio.run(rpc_client.connect(sim.paths("node1"), [sim.addr("node3")], node="node2"))
+        run_loop(rpc_client.connect(sim.paths("node1"), [sim.addr("node3")], node="node2"))
 
 
 @pytest.mark.root

@@ -19,7 +19,7 @@ from hakit.node import pki
 from hakit.paths import Paths
 from hakit.rfs.daemon import rfs_binary
 from hakit.runtime import credentials
-from tests.test_rfs_fs import base, free_port, rfs  # noqa: F401 - fixtures
+from tests.rfs_local import free_port
 
 pytestmark = pytest.mark.root
 
@@ -66,7 +66,7 @@ def logged(log: Path, *parts: str) -> bool:
     return True
 
 
-def test_tls_pair_replicates_and_refuses_another_ca(rfs, base: Path, creds):  # noqa: F811 - imported fixtures
+def test_tls_pair_replicates_and_refuses_another_ca(rfs, base: Path, creds):
     port = free_port()
     secondary = rfs("secondary", "sec", "--listen", f"127.0.0.1:{port}", *creds["node2"])
     intruder = rfs("primary", "bad", *creds["intruder"])
@@ -117,7 +117,7 @@ def _status(pid: int, key: str) -> int:
     return int(line.split()[1])
 
 
-def test_connections_that_prove_nothing_cannot_exhaust_the_receiver(rfs, base: Path, creds):  # noqa: F811
+def test_connections_that_prove_nothing_cannot_exhaust_the_receiver(rfs, base: Path, creds):
     """200 connections that send nothing: the receiver holds a thread for at most 16 of
     them while they have to prove the module key (and allocates frame buffers only for
     those that did), and serves a primary once they are gone."""

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from hakit.rfs.daemon import rfs_binary
-from tests.rfs_pair import PORT, REP, full_sync, nodes_fixture, tree  # noqa: F401 - a fixture
+from tests.rfs_pair import PORT, REP, full_sync, tree
 
 # A regex on files and directories, a directory by regex, a directory by path.
 EXCLUDES = ("--exclude", r".*\.tmp$", "--exclude", "^scratch$", "--exclude-path", "data/cache/")

@@ -19,9 +19,8 @@ import pytest
 from hakit.rfs.daemon import rfs_binary
 from hakit.testing.rfsctl import RfsControl
 from hakit.testing.sim import Sim
-from tests.rfs_pair import PORT, REP, tree
-from tests.test_reintegration import APP
-from tests.test_rfs_mirror import WRITER, lay_tree
+from tests.mirror_app import APP
+from tests.rfs_pair import PORT, REP, WRITER, lay_tree, tree
 
 pytestmark = pytest.mark.root
 
@@ -36,6 +35,7 @@ class Pair:
     sim: Sim
     procs: dict[str, subprocess.Popen] = field(default_factory=dict)
     ctls: dict[str, RfsControl] = field(default_factory=dict)
+    others: list[RfsControl] = field(default_factory=list)  # more connections, closed with the pair
 
     def start(self, node: str, *extra: str, binary: Path | None = None, env: dict[str, str] | None = None
               ) -> RfsControl:
@@ -48,18 +48,23 @@ class Pair:
         return self.ctls[node]
 
     def stop(self, node: str) -> None:
-        assert self.ctls.pop(node)("stop") == "ok"
+        with self.ctls.pop(node) as ctl:
+            assert ctl("stop") == "ok"
         assert self.procs.pop(node).wait(timeout=20) == 0
 
     def kill(self, node: str) -> None:
         """As a crash: SIGKILL (hakit-rfs's watchdog unmounts what it leaves)."""
-        self.ctls.pop(node)
+        self.ctls.pop(node).close()
         proc = self.procs.pop(node)
         proc.kill()
         proc.wait()
         deadline = time.monotonic() + 10
         while os.path.ismount(self.sim.host_path(node, REP)) and time.monotonic() < deadline:
             time.sleep(0.05)
+
+    def control(self, node: str) -> RfsControl:
+        self.others.append(RfsControl(self.sim.host_path(node, CTL)))
+        return self.others[-1]
 
     def attach(self) -> RfsControl:
         prim = self.ctls["node1"]
@@ -88,6 +93,8 @@ def running_pair(sim: Sim) -> Iterator[Pair]:
         for node in list(p.ctls):
             p.stop(node)
     finally:
+        for ctl in [*p.ctls.values(), *p.others]:
+            ctl.close()
         for proc in p.procs.values():
             if proc.poll() is None:
                 proc.kill()
@@ -288,7 +295,7 @@ def test_a_full_secondary_is_detached_and_nothing_is_acknowledged_before_fenced(
     sync(prim, "fullsync tag=7")
     filler = secondary / "filler"  # the secondary's disk, behind the stream: 4 MiB left
     filler.write_bytes(b"\0" * (12 << 20))
-    sec = RfsControl(pair.sim.host_path("node2", CTL))
+    sec = pair.control("node2")
 
     def while_held(stats: dict[str, str], writer: subprocess.Popen) -> None:
         assert int(stats["apply_failures"]) >= 1, stats

@@ -8,8 +8,8 @@ from __future__ import annotations
 import pytest
 
 from hakit.cli.safekit import translate
-from tests.helpers import node_pids
-from tests.test_engine import MODULE, hk, install, state, wait_for, wait_state
+from tests.cluster import MODULE, hk, install, state, wait_state
+from tests.helpers import node_pids, wait_for
 
 CONF = """<!DOCTYPE safe>
 <safe>

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import node_pids
-from tests.test_engine import MODULE, hk, install, mirror_conf, state, wait_for, wait_state
-from tests.test_reintegration import CONF, REP, assert_identical, resources
+from tests.cluster import MODULE, hk, install, mirror_conf, resources, state, wait_state
+from tests.helpers import node_pids, wait_for
+from tests.mirror_app import CONF, REP, App, assert_identical
 
 pytestmark = pytest.mark.root
 
@@ -32,7 +32,7 @@ print("done", flush=True)
 
 def start_mirror(make_sim, tmp_path, size: str = "16M", big_mib: int = 0):
     """A mirror in sync, each node's copy on a file system of `size`; node1 primary with
-    a file `big` of big_mib MiB (the application of test_reintegration needs 4)."""
+    a file `big` of big_mib MiB (the application of mirror_app needs 4)."""
     sim = make_sim(nodes=2, daemon=True, paths=(REP,), sizes={REP: size})
     install(sim, tmp_path, ["node1", "node2"], mirror_conf(sim.spare_addr(0, 1), CONF))
     if big_mib:
@@ -130,8 +130,6 @@ print(dict(seen), flush=True)
 
 
 def test_a_killed_secondary_rfs_is_restarted_and_resynchronised(make_sim, tmp_path):
-    from tests.test_reintegration import App
-
     sim = start_mirror(make_sim, tmp_path, size="64M", big_mib=4)
     app = App(sim, "node1", seed=11)
     try:
@@ -153,8 +151,6 @@ def test_a_killed_secondary_rfs_is_restarted_and_resynchronised(make_sim, tmp_pa
 
 
 def test_a_killed_primary_rfs_never_uncovers_the_directory(make_sim, tmp_path):
-    from tests.test_reintegration import App
-
     sim = start_mirror(make_sim, tmp_path, size="64M", big_mib=4)
     bare = os.stat(sim.host_path("node1", REP)).st_dev
     app = App(sim, "node1", seed=12)

@@ -19,6 +19,8 @@ import pytest
 from hakit.errors import HakitError
 from hakit.testing import sim_host
 from hakit.testing.sim import Sim, State
+from tests.helpers import wait_for
+from tests.sim_support import leftovers
 
 pytestmark = [
     pytest.mark.root,
@@ -49,34 +51,6 @@ def host_reaches(addr: str) -> bool:
     return subprocess.run([*PING, addr], capture_output=True, check=False).returncode == 0
 
 
-def leftovers(name: str) -> list[str]:
-    """Everything of cluster `name` still on the host, spelled out from the naming contract."""
-    found = []
-    netns = os.listdir("/run/netns") if os.path.isdir("/run/netns") else []
-    found += [f"netns {n}" for n in netns if n.startswith(f"hksim-{name}-")]
-    links = json.loads(subprocess.run(["ip", "-j", "link"], capture_output=True, text=True).stdout)
-    found += [
-        f"link {ln['ifname']}" for ln in links if ln["ifname"].startswith((f"hkb{name}-", f"hkv{name}-"))
-    ]
-    tables = subprocess.run(["nft", "list", "tables"], capture_output=True, text=True).stdout
-    found += [f"nft {t}" for t in tables.splitlines() if t.strip() == f"table bridge hakit_sim_{name}"]
-    cgroup = sim_host.cgroup2_root() / f"hakit-sim-{name}"
-    found += [f"cgroup {cgroup}"] if cgroup.exists() else []
-    dirs = (f"/run/hakit-sim/{name}", f"/var/lib/hakit-sim/{name}")
-    with open("/proc/mounts") as f:
-        targets = [line.split()[1] for line in f]
-    found += [f"mount {t}" for t in targets if any(t == d or t.startswith(d + "/") for d in dirs)]
-    found += [f"dir {d}" for d in dirs if os.path.exists(d)]
-    return found
-
-
-def wait_for(predicate: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(0.02)
-
-
 def started(proc: subprocess.Popen[bytes], comm: str) -> int:
     """Pid of a process started with Sim.popen, once the launcher has become `comm`."""
 
@@ -86,7 +60,7 @@ def started(proc: subprocess.Popen[bytes], comm: str) -> int:
         except FileNotFoundError:
             return False
 
-    wait_for(ready)
+    wait_for(f"{comm} started", ready, timeout=5)
     return proc.pid
 
 
@@ -198,7 +172,7 @@ def test_freeze_stops_a_node_until_thawed(make_sim: MakeSim) -> None:
     ticker = sim.popen(
         "node1", ["sh", "-c", "while :; do date +%s%N > /var/lib/hakit/tick; sleep 0.02; done"]
     )
-    wait_for(tick.exists)
+    wait_for("the first tick", tick.exists, timeout=5)
 
     sim.freeze("node1")
     before = tick.read_text()
@@ -208,7 +182,7 @@ def test_freeze_stops_a_node_until_thawed(make_sim: MakeSim) -> None:
         sim.exec("node1", ["true"])
 
     sim.thaw("node1")
-    wait_for(lambda: tick.read_text() != before)
+    wait_for("a tick after the thaw", lambda: tick.read_text() != before, timeout=5)
     sim.kill("node1")
     assert ticker.wait(timeout=5) == -signal.SIGKILL
 
@@ -224,18 +198,18 @@ def test_daemon_runs_in_its_node_and_restarts_on_revive(make_sim: MakeSim) -> No
     assert node1.daemon_pid is not None
     assert f"0::/hakit-sim-{sim.name}/node1\n" in Path(f"/proc/{node1.daemon_pid}/cgroup").read_text()
     log = Path(node1.daemon_log)
-    wait_for(lambda: log.exists() and "started" in log.read_text())
+    wait_for("the daemon started", lambda: log.exists() and "started" in log.read_text(), timeout=5)
     assert log.read_text() == "started node1 /\n"
 
     sim.kill("node1")
-    wait_for(lambda: not Path(f"/proc/{node1.daemon_pid}").exists())
+    wait_for("the daemon gone", lambda: not Path(f"/proc/{node1.daemon_pid}").exists(), timeout=5)
     assert sim.status().nodes[0].daemon == "stopped"
 
     sim.revive("node1")
     again = sim.status().nodes[0]
     assert again.daemon == "running"
     assert again.daemon_pid != node1.daemon_pid
-    wait_for(lambda: log.read_text().count("started node1") == 2)
+    wait_for("the daemon started again", lambda: log.read_text().count("started node1") == 2, timeout=5)
 
 
 def test_a_daemon_that_cannot_start_is_reported_by_up(make_sim: MakeSim) -> None:

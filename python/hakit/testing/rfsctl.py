@@ -6,6 +6,7 @@ from __future__ import annotations
 import socket
 import time
 from pathlib import Path
+from types import TracebackType
 
 
 class RfsControl:
@@ -35,6 +36,17 @@ class RfsControl:
             if not reply.startswith("event "):
                 return reply
             self.events.append(reply)
+
+    def close(self) -> None:
+        self.file.close()
+        self.sock.close()
+
+    def __enter__(self) -> RfsControl:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
 
     def stats(self) -> dict[str, str]:
         reply = self("stats")
