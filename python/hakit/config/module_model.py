@@ -269,20 +269,22 @@ class Vip:
         return out
 
     def validate(self) -> Iterator[str | tuple[Any, str]]:
-        shared = [itf.virtual for itf in self.interfaces.interfaces if itf.virtual is not None]
+        # (an element missing a required child is reported as such; its validate still runs)
+        itfs = self.interfaces.interfaces if self.interfaces is not None else ()
+        shared = [itf.virtual for itf in itfs if itf.virtual is not None]
         for what in ("type", "hook"):
             for vi in shared[1:]:
                 if getattr(vi, what) != getattr(shared[0], what):
                     yield vi, (f"the farm's <virtual_interface> elements must all have the same {what} "
                                f"({getattr(shared[0], what)} here, {getattr(vi, what)} there)")
-        vips = [a.addr for vi in shared for a in vi.addrs]
-        groups = self.loadbalancing.groups if self.loadbalancing else ()
+        vips = [a.addr for vi in shared for a in vi.addrs or ()]
+        groups = (self.loadbalancing.groups or ()) if self.loadbalancing else ()
         if len(groups) > FARM_MAX_GROUPS or len(vips) > FARM_MAX_VIPS:
             yield f"a farm has at most {FARM_MAX_GROUPS} groups and {FARM_MAX_VIPS} virtual IPs"
         # (vip, proto) -> port intervals, as the filter's rule map will hold them
         spans: dict[tuple[str, str], list[tuple[int, int]]] = {}
         for g in groups:
-            for r in g.rules:
+            for r in g.rules or ():
                 if r.virtual_addr not in ("*", "") and r.virtual_addr not in vips:
                     yield r, (f"<rule virtual_addr=\"{r.virtual_addr}\"> of group {g.name} "
                               "is not a VIP of the module")
