@@ -156,7 +156,8 @@ class Driver:
         self.proc = sim.popen(node, [sys.executable, str(tmp / "driver.py"), json.dumps(spec)],
                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True)
-        threading.Thread(target=self._read, daemon=True).start()
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
         # Two cursors: resource changes and actions are awaited in their order, and the
         # answers to calls in theirs; the changes a call causes may come before its answer.
         self.rules = self.events[self._find(0, lambda e: "rules" in e)]["rules"]
@@ -216,6 +217,11 @@ class Driver:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        # The reader ends at the driver's EOF; then its pipes can go.
+        self._reader.join(5)
+        for pipe in (self.proc.stdout, self.proc.stderr):
+            if pipe is not None:
+                pipe.close()
 
 
 def config(mode: str = "mirror", body: str = "") -> str:
