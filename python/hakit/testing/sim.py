@@ -65,6 +65,7 @@ SIM_NS = Path(__file__).with_name("sim_ns.py")
 OCTETS = range(100, 250)
 NODE_OFFSET = 10
 HOST_LAST = 254
+NEIGH_MARGIN = 1024  # ARP entries left to the host's other namespaces (sim_host.neighbour_room)
 
 # (node subdirectory, path inside the node)
 STANDARD_DIRS = (
@@ -526,6 +527,9 @@ class Sim:
                 f"addr add 10.{st.octet}.{k}.{HOST_LAST}/24 dev {br}",
             ]
         host.ip_batch("create the LAN bridges", cmds)
+        # Every node resolves every other and the host, on every LAN (and a margin for
+        # the other namespaces of the host).
+        host.neighbour_room(NEIGH_MARGIN + st.lans * (st.nodes + 1) ** 2)
         for i in range(1, st.nodes + 1):
             self._build_node(st, i)
 

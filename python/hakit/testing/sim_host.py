@@ -94,6 +94,22 @@ def host_networks() -> list[str]:
     return nets
 
 
+NEIGH_SYSCTL = Path("/proc/sys/net/ipv4/neigh/default")
+
+
+def neighbour_room(entries: int) -> None:
+    """Make the kernel's ARP table hold `entries`: it is one table for every network
+    namespace of the host (gc_thresh3 entries in all, 1,024 by default), and a simulated
+    cluster of N nodes fills N x N of it with its heartbeats; past the limit a node cannot
+    resolve a new neighbour ("neighbor table overflow!") and its replies are lost.  Only
+    raised, never lowered: other namespaces of the host share the table."""
+    for name, want in (("gc_thresh2", entries), ("gc_thresh3", 2 * entries)):
+        path = NEIGH_SYSCTL / name
+        with os_errors(f"raise net.ipv4.neigh.default.{name}"):
+            if int(path.read_text()) < want:
+                path.write_text(f"{want}\n")
+
+
 def netns_names() -> list[str]:
     try:
         return sorted(os.listdir(NETNS_DIR))
