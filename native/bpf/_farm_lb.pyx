@@ -158,7 +158,7 @@ cdef extern from "bpf/libbpf.h":
         __u32 hw_prog_id
         __u32 skb_prog_id
     bpf_object *bpf_object__open_file(const char *path, const void *opts)
-    int bpf_object__load(bpf_object *obj)
+    int bpf_object__load(bpf_object *obj) nogil
     void bpf_object__close(bpf_object *obj)
     bpf_map *bpf_object__next_map(const bpf_object *obj, const bpf_map *map)
     bpf_program *bpf_object__find_program_by_name(const bpf_object *obj, const char *name)
@@ -333,8 +333,13 @@ def load(obj_path: str, pin_dir: str) -> None:
     obj = bpf_object__open_file(os.fsencode(obj_path), NULL)
     if obj == NULL:
         _raise(errno, f"opening {obj_path}", True)
+    cdef int ret
     try:
-        _check(bpf_object__load(obj), f"loading {obj_path}")
+        # The verifier may take a while, longer on a busy machine: the module process's
+        # other threads (its heartbeats) run meanwhile.  (The log callback is plain C.)
+        with nogil:
+            ret = bpf_object__load(obj)
+        _check(ret, f"loading {obj_path}")
         os.makedirs(pin_dir, mode=0o700, exist_ok=True)
         while True:
             m = bpf_object__next_map(obj, m)
