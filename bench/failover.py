@@ -355,14 +355,7 @@ def _round(v: float | None) -> float | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        result = bench(args)
-    except HakitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the simulated cluster was removed", file=sys.stderr)
-        return 130
+    result = harness.guarded(lambda: bench(args))
     shown = {
         n: f"{result[f'{n}_outage_s']:.3f} s" if result[f"{n}_outage_s"] is not None else "-"
         for n in ("hakit", "keepalived")

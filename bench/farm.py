@@ -849,14 +849,7 @@ def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        result = bench(args)
-    except HakitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the simulated cluster was removed", file=sys.stderr)
-        return 130
+    result = harness.guarded(lambda: bench(args))
     met = result["targets_met"]
     print("targets: " + ", ".join(f"{k} {'met' if v else 'MISSED'}" for k, v in met.items()))
     print(json.dumps(result))

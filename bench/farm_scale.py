@@ -619,14 +619,7 @@ def bench(args: argparse.Namespace) -> list[dict[str, Any]]:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    try:
-        bench(args)
-    except HakitError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the simulated cluster was removed", file=sys.stderr)
-        return 130
+    harness.guarded(lambda: bench(args))
     return 0
 
 

@@ -23,10 +23,13 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
+from typing import TypeVar
 
 from hakit.config.safe_archive import pack
 from hakit.errors import HakitError
 from hakit.testing.sim import Sim
+
+T = TypeVar("T")
 
 SIM_NAME = "bench"
 SERVICE_PORT = 7711
@@ -320,6 +323,19 @@ class Prober:
                 return first_new - max(before, default=crash_at)
             time.sleep(PROBE_INTERVAL)
         return None
+
+
+def guarded(run: Callable[[], T], prefix: str = "error") -> T:
+    """run() as a bench's main runs it: an error in one line (exit 1), Ctrl-C said as such
+    (exit 130); the simulated cluster is removed either way by its context manager."""
+    try:
+        return run()
+    except HakitError as exc:
+        print(f"{prefix}: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+    except KeyboardInterrupt:
+        print("interrupted; the simulated cluster was removed", file=sys.stderr)
+        raise SystemExit(130) from None
 
 
 def wait_until(check: Callable[[], bool], timeout: float, what: Callable[[], str]) -> None:

@@ -290,15 +290,8 @@ def main() -> int:
     args = ap.parse_args()
     if min(args.size, args.rounds, args.link_size) < 1:
         ap.error("--size, --rounds and --link-size must be at least 1")
-    try:
-        harness.require()
-        result = bench(args)
-    except HakitError as exc:
-        print(f"bench/reintegration.py: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted; the simulated cluster was removed", file=sys.stderr)
-        return 130
+    harness.guarded(harness.require, "bench/reintegration.py")
+    result = harness.guarded(lambda: bench(args), "bench/reintegration.py")
     print(f"resync (median of {args.rounds}): {result['resync_s']:.3f} s, "
           f"{result['resync_bytes'] / MIB:.2f} MiB sent; against the full sync: "
           f"time {result['time_ratio']:.4f}, bytes {result['bytes_ratio']:.4f} (targets 0.03)")
