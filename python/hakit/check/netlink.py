@@ -23,22 +23,11 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from hakit.check.base import DOWN, UP, Checker
+from hakit.runtime.netlink import open_socket
 
 LINKS, ADDRESSES = "links", "addresses"
 _DUMPS = {LINKS: (ifinfmsg, RTM_GETLINK), ADDRESSES: (ifaddrmsg, RTM_GETADDR)}
 _sequence = itertools.count(1)
-RCVBUF = 1 << 20
-
-
-def open_socket(groups: int = 0) -> socket.socket:
-    sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-    try:
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-        sock.bind((0, groups))
-    except BaseException:
-        sock.close()
-        raise
-    return sock
 
 
 def request_dump(sock: socket.socket, what: str) -> int:

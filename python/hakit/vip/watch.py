@@ -40,6 +40,7 @@ from pyroute2.netlink.rtnl import (
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from hakit.errors import HakitError
+from hakit.runtime.netlink import open_socket
 from hakit.store.module_store import Level
 from hakit.vip import alias
 
@@ -47,7 +48,6 @@ if TYPE_CHECKING:
     from hakit.vip.farm import FarmVip
 
 SOURCE = "vip"
-RCVBUF = 1 << 20
 # An interface deleted and created again by a script or a driver reload comes back
 # within this; beyond it the node leaves the membership rather than keep a dead share.
 GONE_GRACE = 1.5
@@ -89,15 +89,8 @@ class FilterWatch:
         self._busy: asyncio.Future[Any] | None = None  # netlink work in a thread, awaited by stop()
 
     def start(self) -> None:
-        sock = socket.socket(socket.AF_NETLINK, socket.SOCK_RAW | socket.SOCK_CLOEXEC, socket.NETLINK_ROUTE)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, RCVBUF)
-            sock.bind((0, RTMGRP_LINK | RTMGRP_TC | RTMGRP_IPV4_IFADDR))
-            sock.setblocking(False)
-        except BaseException:
-            sock.close()
-            raise
-        self._sock = sock
+        sock = self._sock = open_socket(RTMGRP_LINK | RTMGRP_TC | RTMGRP_IPV4_IFADDR)
+        sock.setblocking(False)
         asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
         self._task = asyncio.create_task(self._run())
         self.wake()  # what changed before the socket joined the groups
