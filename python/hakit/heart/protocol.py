@@ -58,8 +58,9 @@ def encode_for(key: bytes, beat: Beat, echoes: Iterable[bytes], payload: bytes) 
     beat.payload are not read: `payload` is pack_payload(beat.payload)).  What the
     datagrams share is packed and hashed once: a node of a large farm sends one per peer
     every pulse."""
-    pack = msgpack.Packer(use_bin_type=True).pack
-    head = MAGIC + bytes([VERSION, 0x97]) + b"".join(
+    packer = msgpack.Packer(use_bin_type=True)
+    pack = packer.pack
+    head = MAGIC + bytes([VERSION]) + packer.pack_array_header(7) + b"".join(
         map(pack, (beat.module, beat.sender, beat.incarnation, beat.seq, beat.nonce)))
     mac = hmac.new(key, head, "sha256")
     out = []
@@ -91,15 +92,14 @@ def decode_head(key: bytes, data: bytes) -> tuple[Beat, bytes]:
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=True)
     unpacker.feed(body[len(MAGIC) + 1 :])
     try:
-        if unpacker.read_array_header() != 7:
-            raise Rejected("malformed body")
-        module, sender, incarnation, seq, nonce, echo = (unpacker.unpack() for _ in range(6))
+        fields = [unpacker.unpack() for _ in range(6)] if unpacker.read_array_header() == 7 else []
         payload = body[len(MAGIC) + 1 + unpacker.tell():]
     except (ValueError, msgpack.ExtraData, msgpack.FormatError, msgpack.StackError, msgpack.OutOfData) as exc:
         raise Rejected(f"undecodable body: {exc or type(exc).__name__}") from None
-    if not (type(module) is str and type(sender) is str and type(incarnation) is int and type(seq) is int
-            and type(nonce) is bytes and type(echo) is bytes):
+    # (Checked here, not inside the try: Rejected is a ValueError.)
+    if [type(f) for f in fields] != [str, str, int, int, bytes, bytes]:
         raise Rejected("malformed body")
+    module, sender, incarnation, seq, nonce, echo = fields
     return Beat(module, sender, incarnation, seq, nonce, echo, {}), payload
 
 
