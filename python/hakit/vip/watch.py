@@ -52,10 +52,11 @@ SOURCE = "vip"
 # within this; beyond it the node leaves the membership rather than keep a dead share.
 GONE_GRACE = 1.5
 # More attach attempts than this on one interface within WINDOW: something keeps
-# removing the filter.  The node leaves and tries again after a hold, doubled at each
-# such strike (a tool fighting us must not flap the membership every few seconds);
-# strikes are forgotten after a quiet STRIKES_FORGOTTEN.
-MAX_ATTEMPTS, WINDOW = 3, 1.0
+# removing the filter (the window is wide enough that a loaded node, whose repairs come a
+# few hundred milliseconds apart, still sees the fight).  The node leaves and tries again
+# after a hold, doubled at each such strike (a tool fighting us must not flap the
+# membership every few seconds); strikes are forgotten after a quiet STRIKES_FORGOTTEN.
+MAX_ATTEMPTS, WINDOW = 3, 5.0
 HOLD, HOLD_MAX, STRIKES_FORGOTTEN = 5.0, 60.0, 300.0
 RETRY = 2.0  # after a failed attach, without news from netlink
 _REASONS = {RTM_DELTFILTER: "tc filter deleted", RTM_DELQDISC: "clsact qdisc deleted"}
