@@ -4,12 +4,16 @@ real UDP, while the module's event loop is kept busy on purpose."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
+import socket
 import time
 from pathlib import Path
 
+import pytest
 import uvloop
 
+from hakit import _dgram
 from hakit.heart.link import Heart, Lan
 from hakit.heart.protocol import Beat, decode, decode_head, encode, encode_for, pack_payload
 from hakit.runtime.log import ModuleLog
@@ -63,6 +67,78 @@ def test_a_busy_module_loop_does_not_make_its_peer_lost(tmp_path: Path):
         assert store.resource("heartbeat.default").value == "up"
         store.close()
     assert {"n1", "n2"} <= set(changes)
+
+
+def test_a_busy_module_loop_does_not_slow_the_pulses_to_31_peers(tmp_path: Path):
+    """The heart's socket calls give up the GIL, and each took it back from the busy
+    module loop only after the switch interval: a pulse to 31 peers took some 200 ms
+    instead of a few, so they heard this node at about half its pace.  Each peer here is a
+    plain socket that counts what arrives during 2 s of computation on the module's loop."""
+    store = ModuleStore(tmp_path / "n.db")
+    pulse, busy = 0.1, 2.0
+    names = {f"p{i:02d}": f"127.0.0.{i}" for i in range(2, 33)}
+    listeners = []
+    for addr in names.values():
+        sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        sock.bind((addr, PORT))
+        sock.setblocking(False)
+        listeners.append(sock)
+
+    def drain(sock: socket.socket) -> int:
+        n = 0
+        with contextlib.suppress(BlockingIOError):
+            while sock.recv(4096):
+                n += 1
+        return n
+
+    async def scenario() -> list[int]:
+        h = Heart(module="am", node="n1", key=KEY, port=PORT, pulse=pulse, timeout=3 * pulse,
+                  lans=[Lan("default", "127.0.0.1", names)], incarnation=1, resources=Resources(store),
+                  log=ModuleLog("am", store), on_change=lambda: None)
+        await h.start()
+        try:
+            await asyncio.sleep(2 * pulse)
+            for sock in listeners:
+                drain(sock)
+            busy_until = time.monotonic() + busy
+            while time.monotonic() < busy_until:
+                sum(range(1000))  # no await: the module's loop runs nothing else meanwhile
+            return [drain(sock) for sock in listeners]
+        finally:
+            await h.close()
+
+    try:
+        heard = run_loop(scenario(), loop_factory=uvloop.new_event_loop)
+    finally:
+        for sock in listeners:
+            sock.close()
+        store.close()
+    # 20 pulses in 2 s; a few may go late on a loaded machine, not half of them.
+    assert min(heard) >= 0.75 * busy / pulse, heard
+
+
+def test_datagrams_in_batches_arrive_whole_in_order_and_never_block():
+    """hakit._dgram, the heart's socket calls: what one sends the other reads back with its
+    source, a datagram longer than the buffer comes cut (its tag then fails), a read with
+    nothing waiting returns nothing, and a peer that does not listen loses only its own."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as rx, \
+            socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        rx.bind(("127.0.0.1", 0))
+        port = rx.getsockname()[1]
+        tx.bind(("127.0.0.3", 0))
+        sent = [bytes([i]) * (i + 1) for i in range(100)]
+        assert _dgram.send_many(tx.fileno(), port, [(d, "127.0.0.1") for d in sent]) == 100
+        got = _dgram.recv_many(rx.fileno(), 64, 64) + _dgram.recv_many(rx.fileno(), 64, 64)
+        assert [d for d, _ in got] == [d[:64] for d in sent]
+        assert {source for _, source in got} == {"127.0.0.3"}
+        assert _dgram.recv_many(rx.fileno(), 64, 64) == []
+        # Nobody on 127.0.0.2: its datagrams go nowhere, the others' still arrive.
+        mixed = [(b"a", "127.0.0.2"), (b"b", "127.0.0.1"), (b"c", "127.0.0.2"), (b"d", "127.0.0.1")]
+        for _ in range(3):
+            _dgram.send_many(tx.fileno(), port, mixed)
+        assert [d for d, _ in _dgram.recv_many(rx.fileno(), 64, 64)] == [b"b", b"d"] * 3
+        with pytest.raises(ValueError, match="not an IPv4 address: 'node2'"):
+            _dgram.send_many(tx.fileno(), port, [(b"x", "node2")])
 
 
 def _farm_beat() -> tuple[Beat, bytes]:

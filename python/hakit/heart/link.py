@@ -12,6 +12,13 @@ launched, a store written, a log line), so a busy module process is not taken fo
 dead one.  What it tells the module (resources, log lines, `on_change`) goes to the
 module's loop; what the module tells it (`update`) comes to the heart's loop.
 
+A thread still shares the GIL, and a socket call gives it up: taking it back from a
+busy module loop waited the interpreter's switch interval, 5 ms, so a pulse to 31 peers
+(a sendto and a recvfrom each) took some 400 ms behind a loop that computed, enough to
+be taken for lost.  So the datagrams go in batches (hakit._dgram, sendmmsg/recvmmsg: one
+GIL release per LAN and pulse) and the heart shortens the switch interval to
+SWITCH_INTERVAL, which costs nothing while the module's loop is alone to run.
+
 It reads its sockets in batches, every pulse / TICK_PULSES and at each peer's
 deadline, not as each datagram arrives: a farm of 32 nodes sends each node 155
 datagrams a second, and waking for each cost more than handling them (docs/engine.md).
@@ -28,6 +35,7 @@ import asyncio
 import contextlib
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -36,6 +44,7 @@ from typing import Any
 
 import uvloop
 
+from hakit import _dgram
 from hakit.heart.protocol import (
     NONCE_LEN,
     Beat,
@@ -55,6 +64,8 @@ FINAL_BEATS = 3  # a stopping node says so a few times: one lost datagram must n
 TICK_PULSES = 4  # datagrams are read every pulse / TICK_PULSES
 RCVBUF = 1 << 20  # what peers send while this process stalls (capped by net.core.rmem_max)
 MAX_READ = 2048  # a valid heartbeat fits MAX_DATAGRAM; a longer one fails its tag
+READ_BATCH = 64  # datagrams per read call (hakit._dgram: one GIL release per call)
+SWITCH_INTERVAL = 0.001  # s: how long the heart's thread may wait for the GIL (5 ms by default)
 
 
 @dataclass
@@ -136,6 +147,7 @@ class Heart:
     async def start(self) -> None:
         """Open the sockets and start beating, in the heart's own thread."""
         main = self._main = asyncio.get_running_loop()
+        sys.setswitchinterval(min(sys.getswitchinterval(), SWITCH_INTERVAL))
         opened: asyncio.Future[None] = main.create_future()
 
         def report(exc: BaseException | None) -> None:
@@ -252,13 +264,11 @@ class Heart:
         # One datagram per peer: each answers that peer's challenge.
         beat = Beat(self.module, self.node, self.incarnation, self.seq, self.nonce, b"", {})
         datagrams = encode_for(self.key, beat, [self.peers[n].challenge for n in names], self._packed)
-        for name, data in zip(names, datagrams, strict=True):
-            for s in self._sockets:
-                addr = s.lan.peers.get(name)
-                if addr is not None:
-                    # (a full buffer or an unreachable peer: this beat is lost like any other)
-                    with contextlib.suppress(OSError):
-                        s.sock.sendto(data, (addr, self.port))
+        for s in self._sockets:
+            batch = [(data, addr) for name, data in zip(names, datagrams, strict=True)
+                     if (addr := s.lan.peers.get(name)) is not None]
+            # (a full buffer or an unreachable peer: that beat is lost like any other)
+            _dgram.send_many(s.sock.fileno(), self.port, batch)
 
     async def _read_loop(self) -> None:
         """Read what came, judge the peers, sleep until the next tick or the next peer's
@@ -283,14 +293,11 @@ class Heart:
         because on a large farm the wakeups, not the datagrams, are the cost."""
         for s in self._sockets:
             while True:
-                try:
-                    data, addr = s.sock.recvfrom(MAX_READ)
-                except (BlockingIOError, InterruptedError):
+                batch = _dgram.recv_many(s.sock.fileno(), MAX_READ, READ_BATCH)
+                for data, source in batch:
+                    self.received(s.lan, data, source)
+                if len(batch) < READ_BATCH:
                     break
-                except OSError:
-                    # (ICMP unreachable from a dead peer, reported on the next read)
-                    continue
-                self.received(s.lan, data, addr[0])
 
     async def _send_loop(self) -> None:
         while True:
