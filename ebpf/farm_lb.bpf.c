@@ -151,13 +151,19 @@ static __always_inline struct lb_rule *find_rule(__be32 vip, __be16 port, __u8 p
 	return bpf_map_lookup_elem(&lb_rules, &key);
 }
 
-/* A connection of this node's stack (handshake in progress, established or
- * time-wait) outlives a change of its bucket's owner: it stays here. */
-static __always_inline bool local_flow(struct lb_pkt *p, const struct iphdr *ip, __be16 sport, __be16 dport)
+/* What this node's stack holds of a TCP 4-tuple. */
+enum lb_sock {
+	LB_SK_NONE,  /* nothing, or only a listener */
+	LB_SK_FLOW,  /* a connection: handshake in progress or established, closing */
+	LB_SK_ENDED, /* a time-wait: a connection this node's side has closed */
+};
+
+static __always_inline enum lb_sock local_sock(struct lb_pkt *p, const struct iphdr *ip, __be16 sport,
+					       __be16 dport)
 {
 	struct bpf_sock_tuple t = {};
 	struct bpf_sock *sk;
-	bool found;
+	enum lb_sock found;
 
 	t.ipv4.saddr = ip->saddr;
 	t.ipv4.daddr = ip->daddr;
@@ -165,11 +171,10 @@ static __always_inline bool local_flow(struct lb_pkt *p, const struct iphdr *ip,
 	t.ipv4.dport = dport;
 	sk = bpf_skc_lookup_tcp(p->ctx, &t, sizeof(t.ipv4), BPF_F_CURRENT_NETNS, 0);
 	if (!sk)
-		return false;
-	/* A listener is no flow; nor is a time-wait: clients reuse source ports, and the
-	 * same 4-tuple may now be a live connection on another node (this node's
-	 * time-wait would answer its segments with an ACK or a reset). */
-	found = sk->state != LB_TCP_LISTEN && sk->state != LB_TCP_TIME_WAIT;
+		return LB_SK_NONE;
+	found = sk->state == LB_TCP_LISTEN      ? LB_SK_NONE
+		: sk->state == LB_TCP_TIME_WAIT ? LB_SK_ENDED
+						: LB_SK_FLOW;
 	bpf_sk_release(sk);
 	return found;
 }
@@ -184,7 +189,9 @@ static __always_inline __u8 decide(struct lb_pkt *p, const struct iphdr *ip, __u
 	bool tcp_flow = false;
 	struct lb_rule *rule;
 	struct lb_node *n;
+	enum lb_sock sk;
 	__u8 owner, prev;
+	bool back;
 
 	if (ip->protocol == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
@@ -223,7 +230,12 @@ static __always_inline __u8 decide(struct lb_pkt *p, const struct iphdr *ip, __u
 	}
 
 	*stat = LB_STAT_ACCEPT;
-	if (tcp_flow && local_flow(p, ip, sport, dport)) {
+	/* A connection of this node's stack outlives a change of its bucket's owner: it
+	 * stays here.  A time-wait does not, at first: clients reuse source ports, and the
+	 * same 4-tuple may now be a live connection on another node, whose segments this
+	 * node's time-wait would answer with an ACK or a reset. */
+	sk = tcp_flow ? local_sock(p, ip, sport, dport) : LB_SK_NONE;
+	if (sk == LB_SK_FLOW) {
 		if (owner != cfg->my_node)
 			*stat = LB_STAT_LOCAL_FLOW;
 		return LB_V_ACCEPT;
@@ -233,25 +245,45 @@ static __always_inline __u8 decide(struct lb_pkt *p, const struct iphdr *ip, __u
 	if (owner == cfg->my_node && owner < LB_MAX_NODES) {
 		if (!tcp_flow)
 			return LB_V_ACCEPT;
+		/* This node's own time-wait: new connections of the bucket come here,
+		 * so the 4-tuple's last one was this node's (a server that closes
+		 * first waits there for the client's FIN, and a client reusing the
+		 * port resets it; dropped, they left the 4-tuple refused for a
+		 * minute). Only a bucket that came back within that minute, while a
+		 * client reused the port on the node that held it meanwhile, would
+		 * have the 4-tuple live elsewhere. */
+		if (sk == LB_SK_ENDED)
+			return LB_V_ACCEPT;
 		/* The bucket moved here but the flow began on the previous owner.
 		 * Not back to the node it came from: two nodes that disagree on
 		 * the owner would bounce it forever. */
 		n = prev != cfg->my_node ? node_up(prev) : NULL;
-		if ((cfg->flags & LB_F_DIRECTED) && n && !same_mac(n->mac, p->eth->h_source)) {
+		back = n && same_mac(n->mac, p->eth->h_source);
+		if ((cfg->flags & LB_F_DIRECTED) && n && !back) {
 			*node = prev;
 			return LB_V_REDIRECT;
 		}
-		/* Nobody else can hold it: the stack answers with a reset, which
-		 * ends the client's wait at once. */
-		if ((cfg->flags & LB_F_TCPRESET) && prev == LB_NO_NODE)
+		/* Nobody else can hold it (the previous owner sent it, holding nothing
+		 * of it, or there is none): when asked, the stack answers with a
+		 * reset, which ends the client's wait at once. */
+		if ((cfg->flags & LB_F_TCPRESET) && (prev == LB_NO_NODE || back))
 			return LB_V_ACCEPT;
 		return LB_V_DROP;
 	}
 
 	/* A frame a farm node already steered is never forwarded again. */
-	if ((cfg->flags & LB_F_DIRECTED) && node_up(owner) && !from_farm(p->eth)) {
-		*node = owner;
-		return LB_V_REDIRECT;
+	if (!from_farm(p->eth)) {
+		if ((cfg->flags & LB_F_DIRECTED) && node_up(owner)) {
+			*node = owner;
+			return LB_V_REDIRECT;
+		}
+		return LB_V_DROP;
+	}
+	/* Steered here by the owner, which holds nothing of it, to this node as the
+	 * bucket's previous owner: this node's time-wait is all that is left of it. */
+	if (sk == LB_SK_ENDED) {
+		*stat = LB_STAT_LOCAL_FLOW;
+		return LB_V_ACCEPT;
 	}
 	return LB_V_DROP;
 }

@@ -1,5 +1,6 @@
 """The application of the farm tests, started on every farm node by start_both:
-TCP servers that answer every line with the node's name, and UDP servers that answer
+TCP servers that answer every line with the node's name (and close after answering
+"bye"), and UDP servers that answer
 every datagram with the node's name and the datagram's length.
 
     python3 farm_app.py VIP TCP_PORT,... UDP_PORT,...
@@ -14,9 +15,11 @@ NAME = socket.gethostname().encode()
 
 async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     try:
-        while await reader.readline():
+        while line := await reader.readline():
             writer.write(NAME + b"\n")
             await writer.drain()
+            if line == b"bye\n":
+                break  # this server closes first, as many do
     except OSError:
         pass
     finally:

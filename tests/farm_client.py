@@ -6,6 +6,8 @@
                                           {"nodes": {node: n}, "sizes": [...], "lost": n}
     hold VIP PORT COUNT SECONDS           COUNT connections kept open, each asked every 100 ms:
                                           {"first": [node], "last": [node], "broken": n}
+    reuse VIP PORT COUNT SPORT            COUNT connections one after the other from source port SPORT,
+                                          each closed by the server first: {"nodes": [node], "failed": n}
     until VIP PORT SECONDS                rounds of 50 simultaneous new connections until a whole
                                           round answers: {"elapsed": s} (None: never within SECONDS)
 """
@@ -101,6 +103,26 @@ def hold(vip: str, port: int, count: int, seconds: float) -> dict:
     return {"first": first, "last": last, "broken": len(errors), "errors": list(errors.values())}
 
 
+def reuse(vip: str, port: int, count: int, sport: int) -> dict:
+    nodes: list[str] = []
+    failed = 0
+    for _ in range(count):
+        try:
+            with socket.socket() as s:
+                s.settimeout(TIMEOUT)  # (a first SYN answered otherwise is retransmitted within it)
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                s.bind(("", sport))
+                s.connect((vip, port))
+                s.sendall(b"bye\n")
+                nodes.append(s.makefile().readline().strip())
+                # The server's FIN arrives and is acknowledged before this side closes:
+                # the server's side waits for this FIN in time-wait.
+                time.sleep(0.2)
+        except OSError:
+            failed += 1
+    return {"nodes": nodes, "failed": failed}
+
+
 def until(vip: str, port: int, seconds: float) -> dict:
     async def one() -> bool:
         try:
@@ -132,6 +154,8 @@ def main() -> None:
         out = udp(vip, port, int(rest[0]), int(rest[1]), int(rest[2]) if len(rest) > 2 else 1)
     elif verb == "hold":
         out = hold(vip, port, int(rest[0]), float(rest[1]))
+    elif verb == "reuse":
+        out = reuse(vip, port, int(rest[0]), int(rest[1]))
     else:
         out = until(vip, port, float(rest[0]))
     print(json.dumps(out), flush=True)

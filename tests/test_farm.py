@@ -215,6 +215,16 @@ def test_a_killed_nodes_share_is_served_by_the_others(make_sim, tmp_path):
     assert farm.share("node2") == 100.0
 
 
+@pytest.mark.parametrize("kind", ["vmac_directed", "vmac_invisible"])
+def test_a_client_reusing_its_port_after_the_server_closed_first_is_served(make_sim, tmp_path, kind):
+    """A server that closes first waits in time-wait for the client's FIN. The filter
+    gave that time-wait neither the FIN nor the reset of a client reusing its port:
+    the client could not reconnect from that port for a minute."""
+    farm = make_farm(make_sim, tmp_path, kind=kind)
+    got = farm.client("reuse", str(TCP_PORT), "5", "41000")
+    assert got["failed"] == 0 and len(set(got["nodes"])) == 1, got
+
+
 def values(sim, node: str, resource: str) -> list[str]:
     """The values the resource took, oldest first: a mark is the length of this list."""
     return [v for _, v in history(sim, node, resource)]

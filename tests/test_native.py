@@ -360,7 +360,12 @@ def test_tcp_without_a_local_flow(maps: lb.Maps, hook: str) -> None:
     run(maps, hook, frame("tcp", flags=ACK), DROP)  # the previous owner may hold it
     configure(maps, flags=lb.F_TCPRESET | lb.F_DIRECTED)
     assert run(maps, hook, frame("tcp", flags=ACK), TX)[:12] == OTHER_MAC + MY_MAC
-    run(maps, hook, frame("tcp", flags=ACK, mac_src=OTHER_MAC), DROP)  # never back where it came from
+    # Never back where it came from: the previous owner sent it, holding nothing of it,
+    # so nobody does and the stack resets it.
+    run(maps, hook, frame("tcp", flags=ACK, mac_src=OTHER_MAC), ACCEPT)
+    configure(maps, flags=lb.F_DIRECTED)
+    run(maps, hook, frame("tcp", flags=ACK, mac_src=OTHER_MAC), DROP)
+    configure(maps, flags=lb.F_TCPRESET | lb.F_DIRECTED)
     maps.set_node(OTHER, OTHER_MAC, False)
     run(maps, hook, frame("tcp", flags=ACK), DROP)
 
@@ -388,6 +393,23 @@ def test_a_local_connection_stays_whatever_its_bucket(maps: lb.Maps, hook: str) 
         while maps.run(hook, flow)[0] != DROP[hook] and time.monotonic() < deadline:
             time.sleep(0.01)
         run(maps, hook, flow, DROP)
+        # But where new connections of the 4-tuple come, its last one was this node's: the
+        # owner's time-wait answers (the client's late FIN, the reset of a client reusing
+        # the port), even before a previous owner.
+        bucket = lb.bucket_of(lb.FILTER_ON_ADDR, addr, 0, 0)
+        own(maps, {bucket: (MY, NO)})
+        run(maps, hook, flow, ACCEPT)
+        configure(maps, flags=lb.F_DIRECTED)
+        own(maps, {bucket: (MY, OTHER)})
+        run(maps, hook, flow, ACCEPT)
+        # This node the previous owner: from a client, the owner's; steered here by the
+        # owner, which holds nothing of it, this node's time-wait is all that is left.
+        own(maps, {bucket: (OTHER, MY)})
+        assert run(maps, hook, flow, TX)[:12] == OTHER_MAC + MY_MAC
+        run(maps, hook, frame("tcp", src=addr, dst=vip, sport=sport, dport=port, mac_src=OTHER_MAC), ACCEPT)
+        assert maps.stats()["local_flow"][0] == 2
+        nothing = frame("tcp", src=addr, dst=vip, sport=sport ^ 1, dport=port, mac_src=OTHER_MAC)
+        run(maps, hook, nothing, DROP)
 
 
 def _enter_netns(name: str) -> None:
