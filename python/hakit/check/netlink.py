@@ -9,8 +9,6 @@ racing with the dump is queued behind it and applied in the kernel's order.
 
 from __future__ import annotations
 
-import asyncio
-import errno
 import itertools
 import socket
 from abc import abstractmethod
@@ -23,7 +21,7 @@ from pyroute2.netlink.rtnl.ifinfmsg import ifinfmsg
 from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from hakit.check.base import DOWN, UP, Checker
-from hakit.runtime.netlink import open_socket
+from hakit.runtime.netlink import RouteEvents, open_socket
 
 LINKS, ADDRESSES = "links", "addresses"
 _DUMPS = {LINKS: (ifinfmsg, RTM_GETLINK), ADDRESSES: (ifaddrmsg, RTM_GETADDR)}
@@ -63,7 +61,7 @@ class NetlinkChecker(Checker):
     groups: int  # RTMGRP_* multicast groups
     what: str  # LINKS or ADDRESSES
 
-    _sock: socket.socket | None = None
+    _events: RouteEvents | None = None
 
     @abstractmethod
     def reset(self) -> None:
@@ -77,42 +75,36 @@ class NetlinkChecker(Checker):
     def is_up(self) -> bool: ...
 
     async def start(self) -> None:
-        self._sock = open_socket(self.groups)
-        self._sock.setblocking(False)
-        self._marshal = MarshalRtnl()
-        self._redump()
-        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._readable)
+        self._events = RouteEvents(self.groups, self._on_event, on_overrun=self._redump,
+                                   on_drained=self._verdict)
+        self._events.open()
+        try:
+            self._redump()
+        except BaseException:
+            self._events.close()
+            raise
 
     async def stop(self) -> None:
-        if self._sock is not None:
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
+        if self._events is not None:
+            self._events.close()
+            self._events = None
         await super().stop()
 
     def _redump(self) -> None:
-        assert self._sock is not None
+        """Ask the kernel for its state (at start, and when events were lost)."""
+        assert self._events is not None and self._events.sock is not None
         self.reset()
-        self._dump_seq: int | None = request_dump(self._sock, self.what)
+        self._dump_seq: int | None = request_dump(self._events.sock, self.what)
 
-    def _readable(self) -> None:
-        while self._sock is not None:
-            try:
-                data = self._sock.recv(1 << 16)
-            except BlockingIOError:
-                break
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                self._redump()  # events were lost: start again from the kernel's state
-                continue
-            for msg in self._marshal.parse(data):
-                kind = msg["header"]["type"]
-                if kind in (NLMSG_DONE, NLMSG_ERROR):
-                    if msg["header"]["sequence_number"] == self._dump_seq:
-                        self._dump_seq = None
-                else:
-                    self.on_message(msg)
+    def _on_event(self, msg: Any) -> None:
+        kind = msg["header"]["type"]
+        if kind in (NLMSG_DONE, NLMSG_ERROR):
+            if msg["header"]["sequence_number"] == self._dump_seq:
+                self._dump_seq = None
+        else:
+            self.on_message(msg)
+
+    def _verdict(self) -> None:
         # A verdict from half a dump would flap: wait for its end.
-        if self._sock is not None and self._dump_seq is None:
+        if self._dump_seq is None:
             self.publish(UP if self.is_up() else DOWN)

@@ -13,7 +13,6 @@ thread's setns() affects nobody else.
 
 from __future__ import annotations
 
-import asyncio
 import ctypes
 import errno
 import os
@@ -24,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hakit.errors import HakitError
+from hakit.runtime.netlink import EventReader
 
 NETNS_ENV = "HAKIT_PROC_NETNS"
 
@@ -185,39 +185,10 @@ def open_socket() -> socket.socket:
     return sock
 
 
-class ProcEvents:
+class ProcEvents(EventReader):
     """Delivers connector events to on_event from the event loop.  When the kernel
     dropped events (receive buffer overrun), on_overrun is called instead: whoever
     counts processes must look at /proc again."""
 
     def __init__(self, on_event: Callable[[Event], None], on_overrun: Callable[[], None]) -> None:
-        self._on_event = on_event
-        self._on_overrun = on_overrun
-        self._sock: socket.socket | None = None
-
-    def open(self) -> None:
-        if self._sock is not None:
-            return
-        self._sock = open_socket()
-        asyncio.get_running_loop().add_reader(self._sock.fileno(), self._readable)
-
-    def close(self) -> None:
-        if self._sock is None:
-            return
-        asyncio.get_running_loop().remove_reader(self._sock.fileno())
-        self._sock.close()
-        self._sock = None
-
-    def _readable(self) -> None:
-        while self._sock is not None:
-            try:
-                data = self._sock.recv(65536)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno == errno.ENOBUFS:
-                    self._on_overrun()
-                    continue
-                raise
-            for event in parse(data):
-                self._on_event(event)
+        super().__init__(open_socket, parse, on_event, on_overrun)

@@ -120,6 +120,7 @@ class Heart:
         self.timeout = timeout
         self.tick = pulse / TICK_PULSES
         self.lans = lans
+        self._lan_named = {lan.name: lan for lan in lans}  # for the loss deadlines, which know LAN names
         self.resources = resources
         self.log = log
         self.on_change = on_change
@@ -369,7 +370,7 @@ class Heart:
 
     def _silent(self, name: str, peer: _Peer, lan_name: str) -> None:
         peer.up.discard(lan_name)
-        self._publish_lan(next(lan for lan in self.lans if lan.name == lan_name))
+        self._publish_lan(self._lan_named[lan_name])
         if peer.alive and not peer.up:
             peer.alive = False
             silent = time.monotonic() - max(peer.heard.values())

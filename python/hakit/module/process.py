@@ -1,7 +1,8 @@
 """One started module: its own process, supervised by hakitd.
 
-It builds the module's parts (heartbeats, checkers, failover rules, VIP, scripts),
-runs the automaton, and answers hakitd and the CLI on /run/hakit/modules/AM.sock.
+It assembles the module's parts (heartbeats, checkers, failover rules, VIP, scripts:
+module/assembly.py builds each), runs the automaton, and answers hakitd and the CLI
+on /run/hakit/modules/AM.sock.
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -17,60 +17,24 @@ from typing import Any
 
 from hakit import ipc
 from hakit.check.admin import AdminFlags
-from hakit.check.base import CheckContext
 from hakit.check.registry import Checks
-from hakit.check.splitbrain import Witness
-from hakit.config.cluster_model import Cluster
-from hakit.config.loader import load_cluster
-from hakit.config.module_model import Heart as HeartConfig
-from hakit.config.module_model import StoreRetention
-from hakit.config.rules import parse_rules
 from hakit.errors import HakitError
-from hakit.heart.incarnation import next_incarnation
-from hakit.heart.link import Heart, Lan
+from hakit.module import assembly
 from hakit.module.automaton import PRIMARY, Automaton, Parts, State, Status
 from hakit.module.catalog import Catalog
-from hakit.module.datastate import DataState
-from hakit.module.failover import HEARTBEAT_RULE, RFS_RULE
-from hakit.module.scripts import ScriptRunner, environment
+from hakit.module.failover import RFS_RULE
+from hakit.module.scripts import ScriptRunner
 from hakit.paths import Paths, paths
-from hakit.rfs.mirror import Replication, Security
-from hakit.runtime import credentials
-from hakit.runtime.identity import local_node
 from hakit.runtime.log import ModuleLog
 from hakit.runtime.resources import Resources
 from hakit.store.module_store import Level, ModuleStore
-from hakit.store.retention import Retention
-from hakit.vip.alias import MirrorVip, addrs_of
-from hakit.vip.farm import FarmVip
 
-HEART_PORT_BASE = 9300  # + module id: each module has its own heartbeat port
 COMMANDS = ("prim", "primforce", "second", "swap", "restart", "stopstart")
-
-
-def _heart_lans(name: str, mode: str, svc: Any, cluster: Cluster, node: str, peers: list[str]) -> list[Lan]:
-    if mode == "farm":
-        names = [lan.name for lan in svc.farm.lans]
-    elif svc.heart is not None and svc.heart.heartbeats:
-        names = [h.name for h in svc.heart.heartbeats]
-    else:
-        # No <heartbeat> named: every LAN that joins the module's nodes.
-        names = [lan.name for lan in cluster.lan_list
-                 if all(cluster.addr(n, lan.name) for n in (node, *peers))]
-    lans = []
-    for lan in names:
-        mine = cluster.addr(node, lan)
-        if mine is None:
-            raise HakitError(f"module {name}: this node ({node}) has no address on LAN {lan} in cluster.xml")
-        addrs = {p: cluster.addr(p, lan) for p in peers}
-        lans.append(Lan(lan, mine, {p: a for p, a in addrs.items() if a}))
-    if not lans:
-        raise HakitError(f"module {name}: no LAN of cluster.xml joins its nodes for heartbeats")
-    return lans
 
 
 class ModuleProcess:
     def __init__(self, name: str, p: Paths, intent: str | None, fullsync: bool = False) -> None:
+        # The configuration, and where the module runs.
         self.name = name
         self.paths = p
         catalog = Catalog(p)
@@ -78,91 +42,35 @@ class ModuleProcess:
         svc = self.config.service
         self.mode = svc.mode
         self.datastate_path = p.module_var(name) / "data.json"
-        kept = svc.retention or StoreRetention()
-        self.store = ModuleStore(p.module_db(name), Retention(kept.age, kept.size))
+        self.store = assembly.open_store(name, svc, p)
         self.log = ModuleLog(name, self.store)
         self.resources = Resources(self.store)
         self.scripts = ScriptRunner(name, self.config, p, self.log)
-        heart: Heart | None = None
-        peers: list[str] = []
-        cluster: Cluster | None = None
-        if self.mode == "light" and not p.cluster_xml.exists():
-            node = os.uname().nodename
-        else:
-            if not p.cluster_xml.exists():
-                raise HakitError(f"a {self.mode} module needs the cluster configuration, and "
-                                 f"{p.cluster_xml} is missing: write it, then 'hakit cluster config'")
-            cluster = load_cluster(p.cluster_xml)
-            node = local_node(cluster)
-        if self.mode != "light":
-            assert cluster is not None
-            nodes = catalog.nodes(name, cluster.node_names)
-            if node not in nodes:
-                raise HakitError(f"module {name} is configured on {', '.join(nodes)}, not on {node}")
-            peers = [n for n in nodes if n != node]
-            if self.mode == "mirror" and len(peers) != 1:
-                raise HakitError(
-                    f"a mirror module runs on exactly two nodes; {name} is configured on {', '.join(nodes)}: "
-                    f"choose them with 'hakit -H \"nodeA,nodeB\" -E {name}'"
-                )
-            hc = svc.heart or HeartConfig()
-            incarnation, trouble = next_incarnation(p.module_var(name) / "heart.incarnation")
-            if trouble:
-                self.log(Level.CRITICAL, "heart", trouble)
-            heart = Heart(
-                module=name, node=node, key=catalog.key(name),
-                port=HEART_PORT_BASE + catalog.module_id(name), pulse=hc.pulse, timeout=hc.timeout,
-                lans=_heart_lans(name, self.mode, svc, cluster, node, peers), incarnation=incarnation,
-                resources=self.resources, log=self.log, on_change=self._peer_news,
-            )
-        self.heart = heart
+        nodes = assembly.locate(name, self.mode, catalog, p)
+        site = assembly.Site(name, self.config, p, catalog, nodes, self.log, self.resources)
+        node, peers = nodes.node, nodes.peers
         self.node = node
-        for stale in self.resources.matching("*"):
-            # (usersetting.*: the node's settings, which hakitd keeps, not this process's findings)
-            if not stale.startswith(("module.", "usersetting.")):
-                self.resources.set(stale, "unknown")
-        ctx = CheckContext(
-            module=name, node=node, paths=p, config=self.config, resources=self.resources, log=self.log,
-            act=self._act, run_script=self._run_script, env=environment(name, self.config, p),
-            module_state=self._module_state,
-        )
+        # The parts (module/assembly.py), in this order: of two mistakes in the
+        # configuration, the user hears of the earlier part's.
+        self.heart = heart = assembly.heart(site, on_change=self._peer_news)
+        assembly.forget_findings(self.resources)
+        ctx = assembly.check_context(site, act=self._act, run_script=self._run_script,
+                                     module_state=self._module_state)
         self.checks = Checks(ctx, self.mode)
-        witness = Witness(ctx) if svc.checks is not None and svc.checks.splitbrain is not None else None
-        rules = parse_rules(svc.failover.rules) if svc.failover is not None else []
-        rules += self.checks.rules()
-        if self.mode == "mirror":
-            rules.append(HEARTBEAT_RULE)
-        vip = MirrorVip(svc.vip, self.log) if svc.vip is not None and self.mode != "farm" else None
-        self.farm: FarmVip | None = None
-        if self.mode == "farm" and svc.vip is not None and addrs_of(svc.vip, True):
-            self.farm = FarmVip(
-                svc.vip, name, catalog.module_id(name), node, [node, *peers], p.run / "bpf", self.log,
-                self.resources, on_change=lambda: self.automaton.advertise(),
-                on_filter=lambda: self.automaton.wake(),
-            )
-        rfs, peer_addr = None, None
-        if self.mode == "mirror" and svc.rfs is not None and heart is not None:
-            assert cluster is not None
-            flow = next((h.name for h in (svc.heart.heartbeats if svc.heart else ()) if h.ident == "flow"),
-                        heart.lans[0].name)
-            peer_addr = cluster.addr(peers[0], flow)
-            # Every mirror's stream is encrypted (TLS 1.3, node certificates) and authenticated
-            # (the module key, both ways): docs/replication.md, "Security of the stream".
-
-            ca, cert, key = credentials.credential_files(p)
-            rfs = Replication(
-                module=name, module_id=catalog.module_id(name), cfg=svc.rfs, paths=p, log=self.log,
-                resources=self.resources, local_addr=cluster.addr(node, flow) or "",
-                security=Security(catalog.key(name), (cert, key, ca)),
-                on_detached=lambda: self.automaton.stream_lost(),
-                on_progress=lambda: self.automaton.advertise(),
-                on_died=lambda role: self.automaton.rfs_died(role),
-            )
+        witness = assembly.witness(ctx)
+        rules = assembly.failover_rules(svc, self.checks)
+        vip = assembly.mirror_vip(site)
+        self.farm = assembly.farm_vip(site, on_change=lambda: self.automaton.advertise(),
+                                      on_filter=lambda: self.automaton.wake())
+        rfs, peer_addr = assembly.replication(
+            site, heart, on_detached=lambda: self.automaton.stream_lost(),
+            on_progress=lambda: self.automaton.advertise(),
+            on_died=lambda role: self.automaton.rfs_died(role),
+        )
+        if rfs is not None:
             rules.append(RFS_RULE)
-        if intent == "prim" and self.mode == "mirror":
-            refusal = DataState.load(self.datastate_path).prim_refusal()
-            if refusal:
-                raise HakitError(f"prim refused: {refusal}")
+        assembly.refuse_prim(intent, self.mode, self.datastate_path)
+        # The automaton, which drives them.
         self.automaton = Automaton(
             Parts(name=name, node=node, mode=self.mode, config=self.config, resources=self.resources,
                   log=self.log, scripts=self.scripts, checks=self.checks, heart=heart, peers=peers, vip=vip,

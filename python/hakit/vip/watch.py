@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import socket
 import time
 from collections import deque
@@ -37,10 +36,9 @@ from pyroute2.netlink.rtnl import (
     RTMGRP_LINK,
     RTMGRP_TC,
 )
-from pyroute2.netlink.rtnl.marshal import MarshalRtnl
 
 from hakit.errors import HakitError
-from hakit.runtime.netlink import open_socket
+from hakit.runtime.netlink import RouteEvents
 from hakit.store.module_store import Level
 from hakit.vip import alias
 
@@ -82,25 +80,21 @@ class FilterWatch:
     def __init__(self, farm: FarmVip) -> None:
         self.farm = farm
         self.links: dict[str, _Link] = {}
-        self._sock: socket.socket | None = None
-        self._marshal = MarshalRtnl()
+        # (events lost: every interface is checked anyway)
+        self._events = RouteEvents(RTMGRP_LINK | RTMGRP_TC | RTMGRP_IPV4_IFADDR, self._on_message,
+                              on_overrun=self.wake)
         self._wakeup = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._timers: list[asyncio.TimerHandle] = []
         self._busy: asyncio.Future[Any] | None = None  # netlink work in a thread, awaited by stop()
 
     def start(self) -> None:
-        sock = self._sock = open_socket(RTMGRP_LINK | RTMGRP_TC | RTMGRP_IPV4_IFADDR)
-        sock.setblocking(False)
-        asyncio.get_running_loop().add_reader(sock.fileno(), self._readable)
+        self._events.open()
         self._task = asyncio.create_task(self._run())
         self.wake()  # what changed before the socket joined the groups
 
     async def stop(self) -> None:
-        if self._sock is not None:
-            asyncio.get_running_loop().remove_reader(self._sock.fileno())
-            self._sock.close()
-            self._sock = None
+        self._events.close()
         for timer in self._timers:
             timer.cancel()
         self._timers = []
@@ -117,20 +111,6 @@ class FilterWatch:
         self._wakeup.set()
 
     # -- netlink
-    def _readable(self) -> None:
-        while self._sock is not None:
-            try:
-                data = self._sock.recv(1 << 16)
-            except BlockingIOError:
-                return
-            except OSError as exc:
-                if exc.errno != errno.ENOBUFS:
-                    raise
-                self.wake()  # events were lost: every interface is checked anyway
-                continue
-            for msg in self._marshal.parse(data):
-                self._on_message(msg)
-
     def _on_message(self, msg: Any) -> None:
         kind = msg["header"]["type"]
         if kind not in (RTM_NEWLINK, RTM_DELLINK, RTM_DELQDISC, RTM_DELTFILTER, RTM_NEWADDR):
