@@ -63,10 +63,3 @@ def test_a_membership_change_at_32_nodes(benchmark):
     members = tuple(sorted(nodes.items()))
     table = benchmark(change, "web", members, NBUCKETS)
     assert table == buckets.assign("web", nodes, NBUCKETS)
-
-
-def test_owned_lists_a_nodes_buckets_of_the_table():
-    powers = {"node1": 1, "node2": 3, "node3": 1}
-    table = buckets.assign("web", powers, 4096)
-    for node in powers:
-        assert buckets.owned("web", powers, 4096, node) == tuple(b for b, o in enumerate(table) if o == node)

@@ -22,6 +22,7 @@ SWITCH_INTERVAL, which costs nothing while the module's loop is alone to run.
 It reads its sockets in batches, every pulse / TICK_PULSES and at each peer's
 deadline, not as each datagram arrives: a farm of 32 nodes sends each node 155
 datagrams a second, and waking for each cost more than handling them (docs/engine.md).
+The module hears of a batch's news once (`on_change`).
 
 Heard means fresh: a datagram counts only if it echoes this process's challenge
 (protocol.py), which the peer learns from this node's own datagrams.  So a peer is
@@ -127,6 +128,9 @@ class Heart:
         self.payload: dict[str, Any] = {}
         self._packed = pack_payload({})  # the payload as every datagram carries it
         self._published: dict[str, bool] = {}  # heartbeat.<LAN> as last handed to the module
+        # Some peer's news since the module was last told: it is told once per batch read
+        # and judged (each telling makes it look at every peer: a farm's bucket tables).
+        self._news = False
         self.incarnation = incarnation
         self.nonce = os.urandom(NONCE_LEN)
         self.seq = 0
@@ -287,6 +291,9 @@ class Heart:
                         self._silent(name, peer, lan_name)
                     else:
                         wake = min(wake, deadline)
+            if self._news:
+                self._news = False
+                self._to_module(self.on_change)
             await asyncio.sleep(wake - now)
 
     def _read(self) -> None:
@@ -352,7 +359,7 @@ class Heart:
         if self._published.get(lan.name) is not True:
             self._publish_lan(lan)
         if changed:
-            self._to_module(self.on_change)
+            self._news = True
 
     def _rejected(self, lan: Lan, source: str, reason: str) -> None:
         line = self._reject_log(f"Heartbeat from {source} on LAN {lan.name} rejected: {reason}")
@@ -376,7 +383,7 @@ class Heart:
             silent = time.monotonic() - max(peer.heard.values())
             self._to_module(self.log, Level.EVENT, "heart",
                             f"Peer {name} lost: silent on every LAN for {silent:.2f} s")
-            self._to_module(self.on_change)
+            self._news = True
 
     async def _settle(self) -> None:
         """LANs on which nobody was ever heard read down once a timeout has passed."""

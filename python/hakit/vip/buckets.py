@@ -26,10 +26,13 @@ from hakit import _buckets
 NO_OWNER = ""
 
 
+_SPAN = 2**64 + 2
+
+
 def unit(group: str, node: str, bucket: int) -> float:
     """A uniform draw in (0, 1) that depends only on its arguments."""
     digest = hashlib.blake2b(f"{group}\0{node}\0{bucket}".encode(), digest_size=8).digest()
-    return (int.from_bytes(digest, "big") + 1) / (2**64 + 2)
+    return (int.from_bytes(digest, "big") + 1) / _SPAN
 
 
 def quotas(powers: Mapping[str, int], nbuckets: int) -> dict[str, int]:
@@ -45,10 +48,15 @@ def quotas(powers: Mapping[str, int], nbuckets: int) -> dict[str, int]:
 @lru_cache(maxsize=1024)
 def _ranking(group: str, node: str, nbuckets: int) -> tuple[array, array]:
     """The node's buckets best score first (log of the draw descending, then the bucket
-    descending, as the pair's score -power/log(u) orders them whatever the power)."""
-    logs = [math.log(unit(group, node, b)) for b in range(nbuckets)]
-    order = sorted(range(nbuckets), key=lambda b: (logs[b], b), reverse=True)
-    return array("d", (logs[b] for b in order)), array("H", order)
+    descending, as the pair's score -power/log(u) orders them whatever the power).
+    (`unit` for every bucket, its common prefix encoded once: each node ranks every
+    member once, 32 of them at a farm's start.)"""
+    prefix = f"{group}\0{node}\0".encode()
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    logs = [math.log((from_bytes(blake2b(prefix + b"%d" % b, digest_size=8).digest(), "big") + 1) / _SPAN)
+            for b in range(nbuckets)]
+    ranked = sorted(zip(logs, range(nbuckets), strict=True), reverse=True)
+    return array("d", [log for log, _ in ranked]), array("H", [b for _, b in ranked])
 
 
 @lru_cache(maxsize=64)
@@ -70,13 +78,3 @@ def _table(group: str, members: tuple[tuple[str, int], ...], nbuckets: int) -> t
 def assign(group: str, powers: Mapping[str, int], nbuckets: int) -> tuple[str, ...]:
     """The owner of each bucket of `group` when the members are the keys of `powers`."""
     return _table(group, tuple(sorted(powers.items())), nbuckets)
-
-
-@lru_cache(maxsize=1024)
-def _owned(group: str, members: tuple[tuple[str, int], ...], nbuckets: int, node: str) -> tuple[int, ...]:
-    return tuple(b for b, owner in enumerate(_table(group, members, nbuckets)) if owner == node)
-
-
-def owned(group: str, powers: Mapping[str, int], nbuckets: int, node: str) -> tuple[int, ...]:
-    """The buckets `node` owns in assign(group, powers, nbuckets)."""
-    return _owned(group, tuple(sorted(powers.items())), nbuckets, node)
