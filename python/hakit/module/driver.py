@@ -57,7 +57,7 @@ class Driver:
         raise NotImplementedError
 
     def news(self, news: News) -> News:
-        """The heartbeat payload: the core's (state, status) completed by the mode."""
+        """The heartbeat payload: the core's (state, status, the data state) completed by the mode."""
         return news
 
     def stopped_for_wait(self) -> None:
