@@ -23,7 +23,7 @@ LEVEL_ACTIONS = ("wait", "prim")
 
 HEARTBEAT_RULE = Rule("heartbeat_failure", Cmp("heartbeat.*", "==", "down"), "prim", 0)
 # A mirror's hakit-rfs died: the restart repairs the replication in place
-# (Automaton._repair_replication) and restarts the application over it.
+# (MirrorDriver._repair_replication) and restarts the application over it.
 RFS_RULE = Rule("rfs_failure", Cmp("rfs.daemon", "==", "down"), "restart", 0)
 
 

@@ -20,10 +20,11 @@ from hakit.check.admin import AdminFlags
 from hakit.check.registry import Checks
 from hakit.errors import HakitError
 from hakit.module import assembly
-from hakit.module.automaton import PRIMARY, Automaton, Parts, State, Status
+from hakit.module.automaton import Automaton, Parts
 from hakit.module.catalog import Catalog
 from hakit.module.failover import RFS_RULE
 from hakit.module.scripts import ScriptRunner
+from hakit.module.states import PRIMARY, State, Status
 from hakit.paths import Paths, paths
 from hakit.runtime.log import ModuleLog
 from hakit.runtime.resources import Resources
