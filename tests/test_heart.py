@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import random
 import socket
 import time
 from pathlib import Path
@@ -115,6 +116,44 @@ def test_a_busy_module_loop_does_not_slow_the_pulses_to_31_peers(tmp_path: Path)
         store.close()
     # 20 pulses in 2 s; a few may go late on a loaded machine, not half of them.
     assert min(heard) >= 0.75 * busy / pulse, heard
+
+
+def test_pulses_go_on_while_the_gil_is_held(tmp_path: Path):
+    """The module's loop in one long C call that keeps the GIL (here a sort; on a loaded
+    machine, a loop that lost its CPU while holding it): the heart's thread cannot run,
+    and its peers took it for lost.  The pulses it encoded ahead still go out, one every
+    pulse, authenticated and each newer than the last: a peer counts them as heard."""
+    store = ModuleStore(tmp_path / "n.db")
+    pulse = 0.1
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.2", PORT))
+
+    async def scenario() -> tuple[float, list[Beat]]:
+        h = heart(store, "n1", "127.0.0.1", "n2", "127.0.0.2", [])
+        h.pulse = pulse
+        await h.start()
+        try:
+            h.update({"state": "UP"})
+            await asyncio.sleep(3 * pulse)
+            numbers = [random.random() for _ in range(4_000_000)]
+            _dgram.recv_many(rx.fileno(), 2048, 64)
+            began = time.monotonic()
+            numbers.sort()  # the GIL held throughout: no Python runs elsewhere meanwhile
+            held = time.monotonic() - began
+            return held, [decode(KEY, data) for data, _ in _dgram.recv_many(rx.fileno(), 2048, 64)]
+        finally:
+            await h.close()
+
+    try:
+        held, beats = run_loop(scenario(), loop_factory=uvloop.new_event_loop)
+    finally:
+        rx.close()
+        store.close()
+    assert held > 0.4, f"the sort held the GIL only {held:.2f} s: make it longer"
+    # The pacer's first pulse a pulse and a half after the last one sent, then one a pulse.
+    assert len(beats) >= min(3, int((held - 1.5 * pulse) / pulse) + 1), (held, beats)
+    seqs = [b.seq for b in beats]
+    assert seqs == sorted(set(seqs)) and all(b.payload == {"state": "UP"} for b in beats)
 
 
 def test_datagrams_in_batches_arrive_whole_in_order_and_never_block():

@@ -10,7 +10,8 @@ IPv4 only, as the heartbeat sockets are.
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
 from libc.errno cimport EAGAIN, EINTR, errno
-from libc.string cimport memset
+from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy, memset
 
 
 cdef extern from "<sys/uio.h>":
@@ -59,9 +60,9 @@ cdef struct Batch:
 
 
 cdef int _alloc(Batch *b, Py_ssize_t n) except -1:
-    b.msgs = <mmsghdr *>PyMem_Malloc(n * sizeof(mmsghdr))
-    b.iovs = <iovec *>PyMem_Malloc(n * sizeof(iovec))
-    b.addrs = <sockaddr_in *>PyMem_Malloc(n * sizeof(sockaddr_in))
+    b.msgs = <mmsghdr *>malloc(n * sizeof(mmsghdr))
+    b.iovs = <iovec *>malloc(n * sizeof(iovec))
+    b.addrs = <sockaddr_in *>malloc(n * sizeof(sockaddr_in))
     if not (b.msgs and b.iovs and b.addrs):
         _free(b)
         raise MemoryError()
@@ -76,10 +77,10 @@ cdef int _alloc(Batch *b, Py_ssize_t n) except -1:
     return 0
 
 
-cdef void _free(Batch *b) noexcept:
-    PyMem_Free(b.msgs)
-    PyMem_Free(b.iovs)
-    PyMem_Free(b.addrs)
+cdef void _free(Batch *b) noexcept nogil:
+    free(b.msgs)
+    free(b.iovs)
+    free(b.addrs)
 
 
 def send_many(int fd, unsigned short port, list datagrams):
@@ -162,3 +163,219 @@ def recv_many(int fd, Py_ssize_t size, Py_ssize_t count):
             _free(&b)
     finally:
         PyMem_Free(buf)
+
+
+# -- the pacer
+
+cdef extern from "<pthread.h>" nogil:
+    ctypedef unsigned long pthread_t
+    ctypedef struct pthread_mutex_t:
+        pass
+    ctypedef struct pthread_cond_t:
+        pass
+    ctypedef struct pthread_condattr_t:
+        pass
+    int pthread_create(pthread_t *, void *, void *(*)(void *) noexcept nogil, void *)
+    int pthread_join(pthread_t, void **)
+    int pthread_mutex_init(pthread_mutex_t *, void *)
+    int pthread_mutex_destroy(pthread_mutex_t *)
+    int pthread_mutex_lock(pthread_mutex_t *)
+    int pthread_mutex_unlock(pthread_mutex_t *)
+    int pthread_condattr_init(pthread_condattr_t *)
+    int pthread_condattr_setclock(pthread_condattr_t *, int)
+    int pthread_condattr_destroy(pthread_condattr_t *)
+    int pthread_cond_init(pthread_cond_t *, pthread_condattr_t *)
+    int pthread_cond_destroy(pthread_cond_t *)
+    int pthread_cond_signal(pthread_cond_t *)
+    int pthread_cond_wait(pthread_cond_t *, pthread_mutex_t *)
+    int pthread_cond_timedwait(pthread_cond_t *, pthread_mutex_t *, const timespec *)
+
+cdef extern from "<time.h>" nogil:
+    ctypedef long time_t
+    struct timespec:
+        time_t tv_sec
+        long tv_nsec
+    int clock_gettime(int, timespec *)
+    int CLOCK_MONOTONIC
+
+
+cdef struct Group:
+    int fd
+    Py_ssize_t first, count  # datagrams of the round sent on this socket
+
+
+cdef struct Plan:
+    Batch batch  # every datagram of every round
+    char *data
+    Group *groups
+    Py_ssize_t *round_groups  # round r's groups: round_groups[r] .. round_groups[r + 1]
+    Py_ssize_t rounds, next
+    timespec due
+    long period_ns
+
+
+cdef void _plan_free(Plan *p) noexcept nogil:
+    _free(&p.batch)
+    free(p.data)
+    free(p.groups)
+    free(p.round_groups)
+    memset(p, 0, sizeof(Plan))
+
+
+cdef void _add_ns(timespec *t, long ns) noexcept nogil:
+    t.tv_nsec += ns
+    while t.tv_nsec >= 1000000000:
+        t.tv_nsec -= 1000000000
+        t.tv_sec += 1
+
+
+cdef void _send_round(Plan *p) noexcept nogil:
+    cdef Py_ssize_t g, i, end
+    cdef int r
+    for g in range(p.round_groups[p.next], p.round_groups[p.next + 1]):
+        i = p.groups[g].first
+        end = i + p.groups[g].count
+        while i < end:
+            r = sendmmsg(p.groups[g].fd, &p.batch.msgs[i], <unsigned int>(end - i), MSG_DONTWAIT)
+            if r > 0:
+                i += r
+            elif not (r < 0 and errno == EINTR):
+                i += 1  # lost, like any datagram
+
+
+cdef struct Shared:
+    pthread_mutex_t lock
+    pthread_cond_t cond
+    Plan plan
+    bint closing
+    long sent
+
+
+cdef void *_pace(void *arg) noexcept nogil:
+    cdef Shared *sh = <Shared *>arg
+    cdef int r
+    pthread_mutex_lock(&sh.lock)
+    while not sh.closing:
+        if sh.plan.next < sh.plan.rounds:
+            r = pthread_cond_timedwait(&sh.cond, &sh.lock, &sh.plan.due)
+            if r != 0 and not sh.closing and sh.plan.next < sh.plan.rounds:
+                # Due and not replaced meanwhile (a new plan signals, a timeout does not).
+                _send_round(&sh.plan)
+                sh.plan.next += 1
+                sh.sent += 1
+                _add_ns(&sh.plan.due, sh.plan.period_ns)
+        else:
+            pthread_cond_wait(&sh.cond, &sh.lock)
+    pthread_mutex_unlock(&sh.lock)
+    return NULL
+
+
+cdef void _stop(Shared *sh, pthread_t thread) noexcept nogil:
+    pthread_mutex_lock(&sh.lock)
+    sh.closing = True
+    pthread_cond_signal(&sh.cond)
+    pthread_mutex_unlock(&sh.lock)
+    pthread_join(thread, NULL)
+
+
+cdef class Pacer:
+    """Sends rounds of datagrams prepared in advance, one every `period`, from a thread
+    that needs no GIL: what a module process's heart has already encoded still goes out
+    when that process cannot run Python for a while (its loop held the GIL when the
+    machine took its CPU away).  Each arm() replaces what was left to send."""
+
+    cdef pthread_t thread
+    cdef Shared sh
+    cdef bint started
+
+    def __cinit__(self):
+        cdef pthread_condattr_t attr
+        memset(&self.sh, 0, sizeof(Shared))
+        pthread_mutex_init(&self.sh.lock, NULL)
+        pthread_condattr_init(&attr)
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC)
+        pthread_cond_init(&self.sh.cond, &attr)
+        pthread_condattr_destroy(&attr)
+        if pthread_create(&self.thread, NULL, _pace, <void *>&self.sh) != 0:
+            raise OSError("cannot start the pacer's thread")
+        self.started = True
+
+    @property
+    def sent(self) -> int:
+        """Rounds this pacer sent: each one, the heart was late."""
+        with nogil:
+            pthread_mutex_lock(&self.sh.lock)
+            n = self.sh.sent
+            pthread_mutex_unlock(&self.sh.lock)
+        return n
+
+    def arm(self, double delay, double period, unsigned short port, list rounds):
+        """Send rounds[0] in `delay` seconds, each next one `period` later; a round is a
+        list of (fd, data: bytes, addr: str).  An empty list sends nothing more."""
+        cdef Plan p
+        cdef Py_ssize_t n = 0, size = 0, i = 0, g = 0, r, off = 0, ngroups = 0
+        cdef bytes data
+        cdef int fd, last
+        memset(&p, 0, sizeof(Plan))
+        for rnd in rounds:
+            n += len(rnd)
+            last = -1
+            for fd, data, _ in rnd:
+                size += len(data)
+                if fd != last:
+                    ngroups += 1
+                    last = fd
+        try:
+            if n:
+                _alloc(&p.batch, n)
+            p.data = <char *>malloc(size or 1)
+            p.groups = <Group *>malloc((ngroups or 1) * sizeof(Group))
+            p.round_groups = <Py_ssize_t *>malloc((len(rounds) + 1) * sizeof(Py_ssize_t))
+            if not (p.data and p.groups and p.round_groups):
+                raise MemoryError()
+            for r in range(len(rounds)):
+                p.round_groups[r] = g
+                last = -1
+                for fd, data, addr in rounds[r]:
+                    if inet_pton(AF_INET, addr.encode(), &p.batch.addrs[i].sin_addr) != 1:
+                        raise ValueError(f"not an IPv4 address: {addr!r}")
+                    p.batch.addrs[i].sin_family = AF_INET
+                    p.batch.addrs[i].sin_port = htons(port)
+                    memcpy(p.data + off, PyBytes_AS_STRING(data), PyBytes_GET_SIZE(data))
+                    p.batch.iovs[i].iov_base = p.data + off
+                    p.batch.iovs[i].iov_len = PyBytes_GET_SIZE(data)
+                    off += PyBytes_GET_SIZE(data)
+                    if fd != last:
+                        p.groups[g].fd, p.groups[g].first, p.groups[g].count = fd, i, 0
+                        g += 1
+                        last = fd
+                    p.groups[g - 1].count += 1
+                    i += 1
+            p.round_groups[len(rounds)] = g
+            p.rounds = len(rounds)
+            p.period_ns = <long>(period * 1e9)
+            clock_gettime(CLOCK_MONOTONIC, &p.due)
+            _add_ns(&p.due, <long>(delay * 1e9))
+        except BaseException:
+            _plan_free(&p)
+            raise
+        with nogil:
+            pthread_mutex_lock(&self.sh.lock)
+            _plan_free(&self.sh.plan)
+            self.sh.plan = p
+            pthread_cond_signal(&self.sh.cond)
+            pthread_mutex_unlock(&self.sh.lock)
+
+    def close(self):
+        """Stop the thread; nothing more is sent."""
+        if self.started:
+            self.started = False
+            with nogil:
+                _stop(&self.sh, self.thread)
+
+    def __dealloc__(self):
+        if self.started:
+            _stop(&self.sh, self.thread)
+        _plan_free(&self.sh.plan)
+        pthread_cond_destroy(&self.sh.cond)
+        pthread_mutex_destroy(&self.sh.lock)

@@ -39,7 +39,7 @@ import socket
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,10 @@ RCVBUF = 1 << 20  # what peers send while this process stalls (capped by net.cor
 MAX_READ = 2048  # a valid heartbeat fits MAX_DATAGRAM; a longer one fails its tag
 READ_BATCH = 64  # datagrams per read call (hakit._dgram: one GIL release per call)
 SWITCH_INTERVAL = 0.001  # s: how long the heart's thread may wait for the GIL (5 ms by default)
+# Pulses encoded ahead and handed to the pacer (hakit._dgram), which sends them without
+# the GIL should this thread be late; each pulse's seq leaves SEQ_SPAN - 1 numbers for
+# the answers sent before the next (a peer takes only a seq above the last it took).
+PACED_PULSES, SEQ_SPAN = 3, 64
 
 
 @dataclass
@@ -134,6 +138,8 @@ class Heart:
         self.incarnation = incarnation
         self.nonce = os.urandom(NONCE_LEN)
         self.seq = 0
+        self._pulse_seq = 0  # the seq of the last pulse: answers take the numbers after it
+        self._pacer: _dgram.Pacer | None = None
         self.peers = {p: _Peer() for lan in lans for p in lan.peers}
         self._sockets: list[_Socket] = []
         self._tasks: list[asyncio.Task[None]] = []
@@ -214,6 +220,7 @@ class Heart:
                     f"{exc.strerror}"
                 ) from None
             self._sockets.append(_Socket(lan, sock))
+        self._pacer = _dgram.Pacer()
         self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._settle()),
                        asyncio.create_task(self._read_loop())]
 
@@ -224,6 +231,9 @@ class Heart:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        if self._pacer is not None:
+            self._pacer.close()  # (before the sockets it sends on)
+            self._pacer = None
         for s in self._sockets:
             s.sock.close()
         self._sockets = []
@@ -261,18 +271,42 @@ class Heart:
 
     # -- wire
     def _send_all(self) -> None:
-        self._send(self.peers)
+        """A pulse to every peer, and the next PACED_PULSES ready for the pacer, which
+        sends them from a pulse and a half on unless this is called again first (a new
+        pulse on time, or news): this thread can stall when the machine takes the CPU
+        from its process while the module's loop holds the GIL (docs/engine.md)."""
+        names = list(self.peers)
+        # Above whatever the pacer may have sent of the previous pulses.
+        self._pulse_seq = self.seq = self._pulse_seq + (PACED_PULSES + 1) * SEQ_SPAN
+        self._transmit(names, self._encode(names, self.seq))
+        if self._pacer is not None and self._sockets:
+            ahead = [[(s.sock.fileno(), data, addr)
+                      for s, data, addr in self._routes(names, self._encode(names, self.seq + k * SEQ_SPAN))]
+                     for k in range(1, PACED_PULSES + 1)]
+            self._pacer.arm(1.5 * self.pulse, self.pulse, self.port, ahead)
 
-    def _send(self, to: Iterable[str]) -> None:
+    def _send(self, names: list[str]) -> None:
+        """An answer between pulses (the pacer's pulses stay above it)."""
+        if self.seq + 1 >= self._pulse_seq + SEQ_SPAN:
+            return  # answers enough for one pulse: the next one answers too
         self.seq += 1
-        names = list(to)
+        self._transmit(names, self._encode(names, self.seq))
+
+    def _encode(self, names: list[str], seq: int) -> list[bytes]:
         # One datagram per peer: each answers that peer's challenge.
-        beat = Beat(self.module, self.node, self.incarnation, self.seq, self.nonce, b"", {})
-        datagrams = encode_for(self.key, beat, [self.peers[n].challenge for n in names], self._packed)
+        beat = Beat(self.module, self.node, self.incarnation, seq, self.nonce, b"", {})
+        return encode_for(self.key, beat, [self.peers[n].challenge for n in names], self._packed)
+
+    def _routes(self, names: list[str], datagrams: list[bytes]) -> list[tuple[_Socket, bytes, str]]:
+        """(socket, datagram, address) of each peer on each LAN it is on, socket by socket."""
+        return [(s, data, addr) for s in self._sockets for name, data in zip(names, datagrams, strict=True)
+                if (addr := s.lan.peers.get(name)) is not None]
+
+    def _transmit(self, names: list[str], datagrams: list[bytes]) -> None:
+        routes = self._routes(names, datagrams)
         for s in self._sockets:
-            batch = [(data, addr) for name, data in zip(names, datagrams, strict=True)
-                     if (addr := s.lan.peers.get(name)) is not None]
             # (a full buffer or an unreachable peer: that beat is lost like any other)
+            batch = [(data, addr) for sock, data, addr in routes if sock is s]
             _dgram.send_many(s.sock.fileno(), self.port, batch)
 
     async def _read_loop(self) -> None:
