@@ -17,7 +17,9 @@ busy module loop waited the interpreter's switch interval, 5 ms, so a pulse to 3
 (a sendto and a recvfrom each) took some 400 ms behind a loop that computed, enough to
 be taken for lost.  So the datagrams go in batches (hakit._dgram, sendmmsg/recvmmsg: one
 GIL release per LAN and pulse) and the heart shortens the switch interval to
-SWITCH_INTERVAL, which costs nothing while the module's loop is alone to run.
+SWITCH_INTERVAL, which costs nothing while the module's loop is alone to run.  And the
+loop may lose its CPU while it holds the GIL: then the next PACED_PULSES pulses, encoded
+in advance, go out from a native thread (`_send_all`).
 
 It reads its sockets in batches, every pulse / TICK_PULSES and at each peer's
 deadline, not as each datagram arrives: a farm of 32 nodes sends each node 155
