@@ -1,11 +1,12 @@
 # cython: language_level=3
-"""UDP datagrams sent and received in batches, with the GIL released once per batch.
+"""The heartbeats' UDP datagrams: read in batches, sent by a thread of their own.
 
 The heart runs in its own thread beside the module's event loop.  Each socket call
 releases the GIL, and taking it back from a busy event loop costs the interpreter's
 switch interval (5 ms): a pulse to 31 peers, one sendto and one recvfrom each, waited
-some 400 ms behind a loop that computed.  sendmmsg/recvmmsg make that one wait per batch.
-IPv4 only, as the heartbeat sockets are.
+some 400 ms behind a loop that computed.  recvmmsg makes that one wait per batch, and
+the pacer sends without the GIL at all (sendmmsg), what is more when the loop lost its
+CPU while holding the GIL.  IPv4 only, as the heartbeat sockets are.
 """
 from cpython.bytes cimport PyBytes_AS_STRING, PyBytes_FromStringAndSize, PyBytes_GET_SIZE
 from cpython.mem cimport PyMem_Free, PyMem_Malloc
@@ -81,43 +82,6 @@ cdef void _free(Batch *b) noexcept nogil:
     free(b.msgs)
     free(b.iovs)
     free(b.addrs)
-
-
-def send_many(int fd, unsigned short port, list datagrams):
-    """Send each (data: bytes, addr: str) to addr:port without blocking; one that cannot
-    go (a full buffer, an unreachable peer) is lost like any datagram.  Returns how many
-    went."""
-    cdef Py_ssize_t n = len(datagrams), i = 0
-    cdef int r, sent = 0
-    cdef Batch b
-    cdef bytes data
-    if n == 0:
-        return 0
-    _alloc(&b, n)
-    try:
-        for i in range(n):
-            data, addr = datagrams[i]
-            if inet_pton(AF_INET, addr.encode(), &b.addrs[i].sin_addr) != 1:
-                raise ValueError(f"not an IPv4 address: {addr!r}")
-            b.addrs[i].sin_family = AF_INET
-            b.addrs[i].sin_port = htons(port)
-            b.iovs[i].iov_base = PyBytes_AS_STRING(data)
-            b.iovs[i].iov_len = PyBytes_GET_SIZE(data)
-        i = 0
-        with nogil:
-            while i < n:
-                r = sendmmsg(fd, &b.msgs[i], <unsigned int>(n - i), MSG_DONTWAIT)
-                if r > 0:
-                    i += r
-                    sent += r
-                elif r < 0 and errno == EINTR:
-                    continue
-                else:
-                    # The kernel reports the first datagram that failed on this call.
-                    i += 1
-        return sent
-    finally:
-        _free(&b)
 
 
 def recv_many(int fd, Py_ssize_t size, Py_ssize_t count):
@@ -248,7 +212,6 @@ cdef struct Shared:
     pthread_cond_t cond
     Plan plan
     bint closing
-    long sent
 
 
 cdef void *_pace(void *arg) noexcept nogil:
@@ -262,7 +225,6 @@ cdef void *_pace(void *arg) noexcept nogil:
                 # Due and not replaced meanwhile (a new plan signals, a timeout does not).
                 _send_round(&sh.plan)
                 sh.plan.next += 1
-                sh.sent += 1
                 _add_ns(&sh.plan.due, sh.plan.period_ns)
         else:
             pthread_cond_wait(&sh.cond, &sh.lock)
@@ -300,18 +262,9 @@ cdef class Pacer:
             raise OSError("cannot start the pacer's thread")
         self.started = True
 
-    @property
-    def sent(self) -> int:
-        """Rounds this pacer sent: each one, the heart was late."""
-        with nogil:
-            pthread_mutex_lock(&self.sh.lock)
-            n = self.sh.sent
-            pthread_mutex_unlock(&self.sh.lock)
-        return n
-
-    def arm(self, double delay, double period, unsigned short port, list rounds):
-        """Send rounds[0] in `delay` seconds, each next one `period` later; a round is a
-        list of (fd, data: bytes, addr: str).  An empty list sends nothing more."""
+    def arm(self, double period, unsigned short port, list rounds):
+        """Send rounds[0] at once, each next one `period` later; a round is a list of
+        (fd, data: bytes, addr: str).  An empty list sends nothing more."""
         cdef Plan p
         cdef Py_ssize_t n = 0, size = 0, i = 0, g = 0, r, off = 0, ngroups = 0
         cdef bytes data
@@ -355,7 +308,6 @@ cdef class Pacer:
             p.rounds = len(rounds)
             p.period_ns = <long>(period * 1e9)
             clock_gettime(CLOCK_MONOTONIC, &p.due)
-            _add_ns(&p.due, <long>(delay * 1e9))
         except BaseException:
             _plan_free(&p)
             raise

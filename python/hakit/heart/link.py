@@ -18,8 +18,8 @@ busy module loop waited the interpreter's switch interval, 5 ms, so a pulse to 3
 be taken for lost.  So the datagrams go in batches (hakit._dgram, sendmmsg/recvmmsg: one
 GIL release per LAN and pulse) and the heart shortens the switch interval to
 SWITCH_INTERVAL, which costs nothing while the module's loop is alone to run.  And the
-loop may lose its CPU while it holds the GIL: then the next PACED_PULSES pulses, encoded
-in advance, go out from a native thread (`_send_all`).
+loop may lose its CPU while it holds the GIL: so the pulses, encoded a few at a time in
+advance, go out from a native thread that needs no GIL (`_arm`).
 
 It reads its sockets in batches, every pulse / TICK_PULSES and at each peer's
 deadline, not as each datagram arrives: a farm of 32 nodes sends each node 155
@@ -69,10 +69,10 @@ RCVBUF = 1 << 20  # what peers send while this process stalls (capped by net.cor
 MAX_READ = 2048  # a valid heartbeat fits MAX_DATAGRAM; a longer one fails its tag
 READ_BATCH = 64  # datagrams per read call (hakit._dgram: one GIL release per call)
 SWITCH_INTERVAL = 0.001  # s: how long the heart's thread may wait for the GIL (5 ms by default)
-# Pulses encoded ahead and handed to the pacer (hakit._dgram), which sends them without
-# the GIL should this thread be late; each pulse's seq leaves SEQ_SPAN - 1 numbers for
-# the answers sent before the next (a peer takes only a seq above the last it took).
-PACED_PULSES, SEQ_SPAN = 3, 64
+# The pulses go out from a native pacer (hakit._dgram.Pacer), PACED_PULSES encoded at a
+# time and replaced every REARM_PULSES: should this thread be late, the pacer still has
+# PACED_PULSES - REARM_PULSES to send.
+PACED_PULSES, REARM_PULSES = 10, 5
 
 
 @dataclass
@@ -140,7 +140,8 @@ class Heart:
         self.incarnation = incarnation
         self.nonce = os.urandom(NONCE_LEN)
         self.seq = 0
-        self._pulse_seq = 0  # the seq of the last pulse: answers take the numbers after it
+        self._armed = 0.0  # when the pacer last got pulses
+        self._answer = False  # a peer's new challenge to answer with the next batch's pulses
         self._pacer: _dgram.Pacer | None = None
         self.peers = {p: _Peer() for lan in lans for p in lan.peers}
         self._sockets: list[_Socket] = []
@@ -226,13 +227,16 @@ class Heart:
         self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._settle()),
                        asyncio.create_task(self._read_loop())]
 
-    async def _close(self) -> None:
+    async def _stop_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+
+    async def _close(self) -> None:
+        await self._stop_tasks()
         if self._pacer is not None:
             self._pacer.close()  # (before the sockets it sends on)
             self._pacer = None
@@ -241,11 +245,11 @@ class Heart:
         self._sockets = []
 
     async def _last_words(self, final: dict[str, Any]) -> None:
+        await self._stop_tasks()  # nothing replaces the last words meanwhile
         self.payload = dict(final)
         self._packed = pack_payload(self.payload)
-        for _ in range(FINAL_BEATS):
-            self._send_all()
-            await asyncio.sleep(self.pulse / 4)
+        self._arm(FINAL_BEATS, self.pulse / 4)
+        await asyncio.sleep(FINAL_BEATS * self.pulse / 4)
 
     def _to_module(self, fn: Callable[..., object], *args: Any) -> None:
         """Run fn on the module's loop (before start, nothing runs elsewhere: at once)."""
@@ -260,7 +264,7 @@ class Heart:
             self.payload = dict(payload)
             self._packed = pack_payload(self.payload)
             if self._loop is not None:
-                self._loop.call_soon_threadsafe(self._send_all)
+                self._loop.call_soon_threadsafe(self._arm)
 
     def peer(self, name: str) -> dict[str, Any] | None:
         """The peer's last payload while it is heard; None when lost or never heard."""
@@ -272,44 +276,24 @@ class Heart:
         return self._settled
 
     # -- wire
-    def _send_all(self) -> None:
-        """A pulse to every peer, and the next PACED_PULSES ready for the pacer, which
-        sends them from a pulse and a half on unless this is called again first (a new
-        pulse on time, or news): this thread can stall when the machine takes the CPU
-        from its process while the module's loop holds the GIL (docs/engine.md)."""
+    def _arm(self, count: int = PACED_PULSES, period: float = 0.0) -> None:
+        """Encode the next `count` pulses to every peer for the pacer, which sends the
+        first at once and the others one every `period` (the pulse), in place of those
+        left from the last call: news go out at once, and the pulses keep going while
+        this thread cannot run (docs/engine.md, "Heartbeats")."""
         names = list(self.peers)
-        # Above whatever the pacer may have sent of the previous pulses.
-        self._pulse_seq = self.seq = self._pulse_seq + (PACED_PULSES + 1) * SEQ_SPAN
-        self._transmit(names, self._encode(names, self.seq))
-        if self._pacer is not None and self._sockets:
-            ahead = [[(s.sock.fileno(), data, addr)
-                      for s, data, addr in self._routes(names, self._encode(names, self.seq + k * SEQ_SPAN))]
-                     for k in range(1, PACED_PULSES + 1)]
-            self._pacer.arm(1.5 * self.pulse, self.pulse, self.port, ahead)
-
-    def _send(self, names: list[str]) -> None:
-        """An answer between pulses (the pacer's pulses stay above it)."""
-        if self.seq + 1 >= self._pulse_seq + SEQ_SPAN:
-            return  # answers enough for one pulse: the next one answers too
-        self.seq += 1
-        self._transmit(names, self._encode(names, self.seq))
-
-    def _encode(self, names: list[str], seq: int) -> list[bytes]:
-        # One datagram per peer: each answers that peer's challenge.
-        beat = Beat(self.module, self.node, self.incarnation, seq, self.nonce, b"", {})
-        return encode_for(self.key, beat, [self.peers[n].challenge for n in names], self._packed)
-
-    def _routes(self, names: list[str], datagrams: list[bytes]) -> list[tuple[_Socket, bytes, str]]:
-        """(socket, datagram, address) of each peer on each LAN it is on, socket by socket."""
-        return [(s, data, addr) for s in self._sockets for name, data in zip(names, datagrams, strict=True)
-                if (addr := s.lan.peers.get(name)) is not None]
-
-    def _transmit(self, names: list[str], datagrams: list[bytes]) -> None:
-        routes = self._routes(names, datagrams)
-        for s in self._sockets:
-            # (a full buffer or an unreachable peer: that beat is lost like any other)
-            batch = [(data, addr) for sock, data, addr in routes if sock is s]
-            _dgram.send_many(s.sock.fileno(), self.port, batch)
+        rounds = []
+        for _ in range(count):
+            self.seq += 1
+            beat = Beat(self.module, self.node, self.incarnation, self.seq, self.nonce, b"", {})
+            # One datagram per peer: each answers that peer's challenge.
+            datagrams = encode_for(self.key, beat, [self.peers[n].challenge for n in names], self._packed)
+            rounds.append([(s.sock.fileno(), data, addr) for s in self._sockets
+                           for name, data in zip(names, datagrams, strict=True)
+                           if (addr := s.lan.peers.get(name)) is not None])
+        if self._pacer is not None:
+            self._pacer.arm(period or self.pulse, self.port, rounds)
+            self._armed = time.monotonic()
 
     async def _read_loop(self) -> None:
         """Read what came, judge the peers, sleep until the next tick or the next peer's
@@ -318,6 +302,9 @@ class Heart:
         without them would drop peers that never went silent)."""
         while True:
             self._read()
+            if self._answer:
+                self._answer = False
+                self._arm()
             now = time.monotonic()
             wake = now + self.tick
             for name, peer in self.peers.items():
@@ -345,8 +332,11 @@ class Heart:
 
     async def _send_loop(self) -> None:
         while True:
-            self._send_all()
-            await asyncio.sleep(self.pulse)
+            due = self._armed + REARM_PULSES * self.pulse
+            if time.monotonic() >= due:
+                self._arm()
+                due = self._armed + REARM_PULSES * self.pulse
+            await asyncio.sleep(due - time.monotonic())
 
     def received(self, lan: Lan, data: bytes, source: str) -> None:
         try:
@@ -365,7 +355,7 @@ class Heart:
             peer.challenge_from = stamp
             if beat.nonce != peer.challenge:
                 peer.challenge = beat.nonce
-                self._send([beat.sender])  # the answer now: the peer hears this node in one round trip
+                self._answer = True  # (at the batch's end: the peer hears this node in one round trip)
         if beat.echo != self.nonce:
             # An empty echo: the peer has not heard this node yet.  Another challenge: one of
             # an earlier process of this node's, which the peer may still answer for a round
