@@ -15,11 +15,11 @@ module's loop; what the module tells it (`update`) comes to the heart's loop.
 A thread still shares the GIL, and a socket call gives it up: taking it back from a
 busy module loop waited the interpreter's switch interval, 5 ms, so a pulse to 31 peers
 (a sendto and a recvfrom each) took some 400 ms behind a loop that computed, enough to
-be taken for lost.  So the datagrams go in batches (hakit._dgram, sendmmsg/recvmmsg: one
-GIL release per LAN and pulse) and the heart shortens the switch interval to
+be taken for lost.  So the datagrams are read in batches (hakit._dgram, recvmmsg: one
+GIL release per LAN and read) and the heart shortens the switch interval to
 SWITCH_INTERVAL, which costs nothing while the module's loop is alone to run.  And the
-loop may lose its CPU while it holds the GIL: so the pulses, encoded a few at a time in
-advance, go out from a native thread that needs no GIL (`_arm`).
+loop may lose its CPU while it holds the GIL: so the pulses, encoded several at a time
+in advance, go out from a native thread that needs no GIL (`_arm`).
 
 It reads its sockets in batches, every pulse / TICK_PULSES and at each peer's
 deadline, not as each datagram arrives: a farm of 32 nodes sends each node 155
