@@ -66,6 +66,7 @@ cdef int _alloc(Batch *b, Py_ssize_t n) except -1:
     b.addrs = <sockaddr_in *>malloc(n * sizeof(sockaddr_in))
     if not (b.msgs and b.iovs and b.addrs):
         _free(b)
+        memset(b, 0, sizeof(Batch))  # (its owner frees it again)
         raise MemoryError()
     memset(b.msgs, 0, n * sizeof(mmsghdr))
     memset(b.addrs, 0, n * sizeof(sockaddr_in))
