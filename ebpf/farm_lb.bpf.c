@@ -245,15 +245,6 @@ static __always_inline __u8 decide(struct lb_pkt *p, const struct iphdr *ip, __u
 	if (owner == cfg->my_node && owner < LB_MAX_NODES) {
 		if (!tcp_flow)
 			return LB_V_ACCEPT;
-		/* This node's own time-wait: new connections of the bucket come here,
-		 * so the 4-tuple's last one was this node's (a server that closes
-		 * first waits there for the client's FIN, and a client reusing the
-		 * port resets it; dropped, they left the 4-tuple refused for a
-		 * minute). Only a bucket that came back within that minute, while a
-		 * client reused the port on the node that held it meanwhile, would
-		 * have the 4-tuple live elsewhere. */
-		if (sk == LB_SK_ENDED)
-			return LB_V_ACCEPT;
 		/* The bucket moved here but the flow began on the previous owner.
 		 * Not back to the node it came from: two nodes that disagree on
 		 * the owner would bounce it forever. */
@@ -263,9 +254,17 @@ static __always_inline __u8 decide(struct lb_pkt *p, const struct iphdr *ip, __u
 			*node = prev;
 			return LB_V_REDIRECT;
 		}
-		/* Nobody else can hold it (the previous owner sent it, holding nothing
-		 * of it, or there is none): when asked, the stack answers with a
-		 * reset, which ends the client's wait at once. */
+		/* Nobody else can hold it (there is no previous owner, or it sent this,
+		 * holding nothing of it): this node's own time-wait answers it (a server
+		 * that closes first waits there for the client's FIN, and a client
+		 * reusing the port resets it; dropped, they left the 4-tuple refused for
+		 * a minute), or else, when asked, the stack answers with a reset, which
+		 * ends the client's wait at once.  (Before the previous owner, the
+		 * time-wait would take the segments of a flow the previous owner holds
+		 * if the bucket came back here within that minute and a client reused
+		 * the port there meanwhile.) */
+		if (sk == LB_SK_ENDED && (prev == LB_NO_NODE || !n || back))
+			return LB_V_ACCEPT;
 		if ((cfg->flags & LB_F_TCPRESET) && (prev == LB_NO_NODE || back))
 			return LB_V_ACCEPT;
 		return LB_V_DROP;

@@ -6,6 +6,8 @@
                                           {"nodes": {node: n}, "sizes": [...], "lost": n}
     hold VIP PORT COUNT SECONDS           COUNT connections kept open, each asked every 100 ms:
                                           {"first": [node], "last": [node], "broken": n}
+    owners VIP PORT FIRST COUNT           one connection from each source port FIRST.., ended by a reset
+                                          (no time-wait stays on either side): {"nodes": {sport: node}}
     reuse VIP PORT COUNT SPORT            COUNT connections one after the other from source port SPORT,
                                           each closed by the server first: {"nodes": [node], "failed": n}
     until VIP PORT SECONDS                rounds of 50 simultaneous new connections until a whole
@@ -16,6 +18,7 @@ import asyncio
 import contextlib
 import json
 import socket
+import struct
 import sys
 import time
 
@@ -103,6 +106,22 @@ def hold(vip: str, port: int, count: int, seconds: float) -> dict:
     return {"first": first, "last": last, "broken": len(errors), "errors": list(errors.values())}
 
 
+def owners(vip: str, port: int, first: int, count: int) -> dict:
+    nodes: dict[int, str | None] = {}
+    for sport in range(first, first + count):
+        with socket.socket() as s:
+            s.settimeout(TIMEOUT)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            s.bind(("", sport))
+            try:
+                s.connect((vip, port))
+                nodes[sport] = ask(s)
+            except OSError:
+                nodes[sport] = None
+    return {"nodes": nodes}
+
+
 def reuse(vip: str, port: int, count: int, sport: int) -> dict:
     nodes: list[str] = []
     failed = 0
@@ -154,6 +173,8 @@ def main() -> None:
         out = udp(vip, port, int(rest[0]), int(rest[1]), int(rest[2]) if len(rest) > 2 else 1)
     elif verb == "hold":
         out = hold(vip, port, int(rest[0]), float(rest[1]))
+    elif verb == "owners":
+        out = owners(vip, port, int(rest[0]), int(rest[1]))
     elif verb == "reuse":
         out = reuse(vip, port, int(rest[0]), int(rest[1]))
     else:

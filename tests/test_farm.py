@@ -217,12 +217,17 @@ def test_a_killed_nodes_share_is_served_by_the_others(make_sim, tmp_path):
 
 @pytest.mark.parametrize("kind", ["vmac_directed", "vmac_invisible"])
 def test_a_client_reusing_its_port_after_the_server_closed_first_is_served(make_sim, tmp_path, kind):
-    """A server that closes first waits in time-wait for the client's FIN. The filter
-    gave that time-wait neither the FIN nor the reset of a client reusing its port:
-    the client could not reconnect from that port for a minute."""
+    """A server that closes first waits in time-wait for the client's FIN. On the buckets
+    a dead node left, where nobody else can hold a flow, the filter gave that time-wait
+    neither the FIN nor the reset of a client reusing its port: the client could not
+    reconnect from that port for a minute."""
     farm = make_farm(make_sim, tmp_path, kind=kind)
-    got = farm.client("reuse", str(TCP_PORT), "5", "41000")
-    assert got["failed"] == 0 and len(set(got["nodes"])) == 1, got
+    owners = farm.client("owners", str(TCP_PORT), "41000", "60")["nodes"]
+    sport = next(p for p, node in owners.items() if node == "node3")
+    farm.sim.kill("node3")
+    wait_for("node3's share served", lambda: farm.settled(["node1", "node2"]))
+    got = farm.client("reuse", str(TCP_PORT), "5", sport)
+    assert got["failed"] == 0 and len(got["nodes"]) == 5 and len(set(got["nodes"])) == 1, got
 
 
 def values(sim, node: str, resource: str) -> list[str]:

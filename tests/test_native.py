@@ -393,15 +393,18 @@ def test_a_local_connection_stays_whatever_its_bucket(maps: lb.Maps, hook: str) 
         while maps.run(hook, flow)[0] != DROP[hook] and time.monotonic() < deadline:
             time.sleep(0.01)
         run(maps, hook, flow, DROP)
-        # But where new connections of the 4-tuple come, its last one was this node's: the
-        # owner's time-wait answers (the client's late FIN, the reset of a client reusing
-        # the port), even before a previous owner.
+        # But the bucket's owner, when nobody else can hold the flow, gives its own
+        # time-wait what comes for it (the client's late FIN, the reset of a client
+        # reusing the port)...
         bucket = lb.bucket_of(lb.FILTER_ON_ADDR, addr, 0, 0)
         own(maps, {bucket: (MY, NO)})
         run(maps, hook, flow, ACCEPT)
+        # ... the previous owner first, which may hold a flow of the same 4-tuple, and
+        # when it sends it back holding nothing of it.
         configure(maps, flags=lb.F_DIRECTED)
         own(maps, {bucket: (MY, OTHER)})
-        run(maps, hook, flow, ACCEPT)
+        assert run(maps, hook, flow, TX)[:12] == OTHER_MAC + MY_MAC
+        run(maps, hook, frame("tcp", src=addr, dst=vip, sport=sport, dport=port, mac_src=OTHER_MAC), ACCEPT)
         # This node the previous owner: from a client, the owner's; steered here by the
         # owner, which holds nothing of it, this node's time-wait is all that is left.
         own(maps, {bucket: (OTHER, MY)})
