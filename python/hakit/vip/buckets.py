@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 import math
 from array import array
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from functools import lru_cache
 
 from hakit import _buckets
@@ -26,13 +26,18 @@ from hakit import _buckets
 NO_OWNER = ""
 
 
-_SPAN = 2**64 + 2
+def _draws(group: str, node: str, buckets: Iterable[int]) -> list[float]:
+    """unit() of each bucket, what the draws share encoded once (a node ranks every
+    member's 4,096 buckets, 32 members at a farm's start)."""
+    prefix = f"{group}\0{node}\0".encode()
+    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
+    return [(from_bytes(blake2b(prefix + b"%d" % b, digest_size=8).digest(), "big") + 1) / (2**64 + 2)
+            for b in buckets]
 
 
 def unit(group: str, node: str, bucket: int) -> float:
     """A uniform draw in (0, 1) that depends only on its arguments."""
-    digest = hashlib.blake2b(f"{group}\0{node}\0{bucket}".encode(), digest_size=8).digest()
-    return (int.from_bytes(digest, "big") + 1) / _SPAN
+    return _draws(group, node, (bucket,))[0]
 
 
 def quotas(powers: Mapping[str, int], nbuckets: int) -> dict[str, int]:
@@ -48,13 +53,8 @@ def quotas(powers: Mapping[str, int], nbuckets: int) -> dict[str, int]:
 @lru_cache(maxsize=1024)
 def _ranking(group: str, node: str, nbuckets: int) -> tuple[array, array]:
     """The node's buckets best score first (log of the draw descending, then the bucket
-    descending, as the pair's score -power/log(u) orders them whatever the power).
-    (`unit` for every bucket, its common prefix encoded once: each node ranks every
-    member once, 32 of them at a farm's start.)"""
-    prefix = f"{group}\0{node}\0".encode()
-    blake2b, from_bytes = hashlib.blake2b, int.from_bytes
-    logs = [math.log((from_bytes(blake2b(prefix + b"%d" % b, digest_size=8).digest(), "big") + 1) / _SPAN)
-            for b in range(nbuckets)]
+    descending, as the pair's score -power/log(u) orders them whatever the power)."""
+    logs = list(map(math.log, _draws(group, node, range(nbuckets))))
     ranked = sorted(zip(logs, range(nbuckets), strict=True), reverse=True)
     return array("d", [log for log, _ in ranked]), array("H", [b for _, b in ranked])
 
