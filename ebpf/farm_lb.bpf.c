@@ -191,7 +191,7 @@ static __always_inline __u8 decide(struct lb_pkt *p, const struct iphdr *ip, __u
 	struct lb_node *n;
 	enum lb_sock sk;
 	__u8 owner, prev;
-	bool back;
+	bool back, alone;
 
 	if (ip->protocol == IPPROTO_TCP) {
 		struct tcphdr *th = l4;
@@ -254,6 +254,7 @@ static __always_inline __u8 decide(struct lb_pkt *p, const struct iphdr *ip, __u
 			*node = prev;
 			return LB_V_REDIRECT;
 		}
+		alone = prev == LB_NO_NODE || back;
 		/* Nobody else can hold it (there is no previous owner, or it sent this,
 		 * holding nothing of it): this node's own time-wait answers it (a server
 		 * that closes first waits there for the client's FIN, and a client
@@ -263,9 +264,9 @@ static __always_inline __u8 decide(struct lb_pkt *p, const struct iphdr *ip, __u
 		 * time-wait would take the segments of a flow the previous owner holds
 		 * if the bucket came back here within that minute and a client reused
 		 * the port there meanwhile.) */
-		if (sk == LB_SK_ENDED && (prev == LB_NO_NODE || !n || back))
+		if (sk == LB_SK_ENDED && (alone || !n))
 			return LB_V_ACCEPT;
-		if ((cfg->flags & LB_F_TCPRESET) && (prev == LB_NO_NODE || back))
+		if ((cfg->flags & LB_F_TCPRESET) && alone)
 			return LB_V_ACCEPT;
 		return LB_V_DROP;
 	}
