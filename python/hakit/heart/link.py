@@ -276,7 +276,7 @@ class Heart:
         return self._settled
 
     # -- wire
-    def _arm(self, count: int = PACED_PULSES, period: float = 0.0) -> None:
+    def _arm(self, count: int = PACED_PULSES, period: float | None = None) -> None:
         """Encode the next `count` pulses to every peer for the pacer, which sends the
         first at once and the others one every `period` (the pulse), in place of those
         left from the last call: news go out at once, and the pulses keep going while
@@ -292,7 +292,7 @@ class Heart:
                            for name, data in zip(names, datagrams, strict=True)
                            if (addr := s.lan.peers.get(name)) is not None])
         if self._pacer is not None:
-            self._pacer.arm(period or self.pulse, self.port, rounds)
+            self._pacer.arm(self.pulse if period is None else period, self.port, rounds)
             self._armed = time.monotonic()
 
     async def _read_loop(self) -> None:
@@ -332,11 +332,11 @@ class Heart:
 
     async def _send_loop(self) -> None:
         while True:
-            due = self._armed + REARM_PULSES * self.pulse
+            due = self._armed + REARM_PULSES * self.pulse  # (news may have armed it meanwhile)
             if time.monotonic() >= due:
                 self._arm()
-                due = self._armed + REARM_PULSES * self.pulse
-            await asyncio.sleep(due - time.monotonic())
+            else:
+                await asyncio.sleep(due - time.monotonic())
 
     def received(self, lan: Lan, data: bytes, source: str) -> None:
         try:
