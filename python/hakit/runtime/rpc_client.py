@@ -155,3 +155,8 @@ async def acall_node(paths: Paths, addr: str, op: str, args: dict[str, Any],
         return await conn.call(op, args, timeout)
     finally:
         conn.close()
+
+
+def call_node(paths: Paths, addr: str, op: str, args: dict[str, Any],
+              port: int = RPC_PORT, timeout: float = 10.0) -> Any:
+    return asyncio.run(acall_node(paths, addr, op, args, port, timeout))
