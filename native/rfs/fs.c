@@ -67,6 +67,7 @@
 #include <linux/fuse.h>
 
 #include "fs.h"
+#include "fuse_io.h"
 #include "io.h"
 #include "log.h"
 
@@ -81,7 +82,6 @@
 
 _Static_assert(sizeof(uint64_t) >= sizeof(void *), "fuse_file_info.fh holds a pointer");
 _Static_assert(sizeof(off_t) == 8, "64-bit file offsets (_FILE_OFFSET_BITS=64 from fuse3)");
-_Static_assert(offsetof(struct fuse_init_out, flags) == 12, "INIT reply flags where the kernel reads them");
 _Static_assert((O_SYNC & O_DSYNC) == O_DSYNC, "O_SYNC implies O_DSYNC: one test covers both");
 
 struct rfs_fs {
@@ -123,6 +123,7 @@ struct rfs_file {
 	bool sync;            /* O_SYNC / O_DSYNC: each write durable on the secondary before it returns */
 	atomic_bool written;  /* changed since the last sync: its close waits for the secondary */
 	atomic_bool sxid;     /* set-user/group-ID: the first unprivileged write clears the bits */
+	struct rfs_open_mode *mode; /* passthrough, cached or direct (fuse_io.h) */
 };
 
 /* One open directory (telldir offsets, as the kernel resumes a listing). */
@@ -355,7 +356,7 @@ static bool is_sxid(mode_t mode)
 	return S_ISREG(mode) && ((mode & S_ISUID) || (mode & (S_ISGID | S_IXGRP)) == (S_ISGID | S_IXGRP));
 }
 
-/* With FUSE_HANDLE_KILLPRIV_V2 (see the INIT hook below) clearing set-user/group-ID bits
+/* With FUSE_HANDLE_KILLPRIV_V2 (fuse_io.c) clearing set-user/group-ID bits
  * on write, truncate and open(O_TRUNC) is ours, as the kernel does for a writer without
  * CAP_FSETID.  libfuse 3.14 does not pass the kernel's flag for it on, so an
  * unprivileged caller (uid != 0) stands for it; the callers test that. */
@@ -824,6 +825,8 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 	r = owner_to_caller(fs, sp, fd, &c, &st);
 	if (r == 0)
 		r = attach_file(fi, fd, st.st_mode);
+	if (r == 0 && (r = rfs_open_mode(fd, &st, false, &file_of(fi)->mode)))
+		free(file_of(fi));
 	if (r) {
 		close(fd);
 		return undo_early(fs, early, op.path, undo_create(fs, sp, false, r));
@@ -844,8 +847,7 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 
 	if (fd < 0)
 		return -errno;
-	/* Only files opened for writing need their mode, for kill_sxid. */
-	if ((fi->flags & O_ACCMODE) != O_RDONLY && fstat(fd, &st) < 0)
+	if (fstat(fd, &st) < 0)
 		r = -errno;
 	if (r == 0 && (fi->flags & O_TRUNC) && is_sxid(st.st_mode) && unprivileged_caller()) {
 		r = kill_sxid(fs, path, fd);
@@ -854,6 +856,12 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 	if (r == 0)
 		r = attach_file(fi, fd, st.st_mode);
 	if (r) {
+		close(fd);
+		return r;
+	}
+	r = rfs_open_mode(fd, &st, (fi->flags & (O_ACCMODE | O_TRUNC)) == O_RDONLY, &file_of(fi)->mode);
+	if (r) {
+		free(file_of(fi));
 		close(fd);
 		return r;
 	}
@@ -968,6 +976,7 @@ static int fs_release(const char *path, struct fuse_file_info *fi)
 
 	if (path && atomic_exchange(&f->written, false))
 		close_to_secondary(ctx_fs(), path, f);
+	rfs_open_release(f->mode);
 	close(f->fd);
 	free(f);
 	return 0;
@@ -1231,64 +1240,6 @@ static const struct fuse_operations rfs_ops = {
 	.lseek = fs_lseek,
 };
 
-/* libfuse 3.14 cannot ask the kernel for FUSE_HANDLE_KILLPRIV_V2 (libfuse 3.16 adds
- * FUSE_CAP_HANDLE_KILLPRIV_V2).  Without it the kernel sends GETXATTR
- * security.capability before every single write (file_remove_privs), doubling the
- * requests of a write load; with it the super block is SB_NOSEC and the probe happens
- * once per inode, which is then known to carry no capability.  The session's I/O
- * passes through these functions only to add that flag to the INIT reply when the
- * kernel offered it; clearing set-ID bits becomes ours (kill_sxid).  Extended attributes
- * are untouched: GETXATTR/SETXATTR still come for every name an application uses.
- * One mount per process, so the INIT being answered is file-scope state. */
-static _Atomic uint64_t init_unique; /* the INIT request being answered; 0: none */
-
-static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
-{
-	ssize_t n = read(fd, buf, len);
-	const struct fuse_in_header *in = buf;
-
-	(void)userdata;
-	if (n >= (ssize_t)(sizeof *in + offsetof(struct fuse_init_in, flags) + sizeof(uint32_t)) &&
-	    in->opcode == FUSE_INIT) {
-		const struct fuse_init_in *arg = (const void *)(in + 1);
-
-		if (arg->flags & FUSE_HANDLE_KILLPRIV_V2)
-			atomic_store(&init_unique, in->unique);
-	}
-	return n;
-}
-
-static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
-{
-	const struct fuse_out_header *out = iov[0].iov_base;
-	uint64_t unique = atomic_load_explicit(&init_unique, memory_order_relaxed);
-
-	(void)userdata;
-	if (unique != 0 && out->unique == unique && out->error == 0 && count > 1 &&
-	    iov[1].iov_len >= offsetof(struct fuse_init_out, flags) + sizeof(uint32_t)) {
-		struct fuse_init_out *arg = iov[1].iov_base;
-
-		arg->flags |= FUSE_HANDLE_KILLPRIV_V2;
-		atomic_store(&init_unique, 0);
-	}
-	return writev(fd, iov, count);
-}
-
-/* With custom I/O libfuse splices only through these. */
-static ssize_t io_splice(int fdin, off_t *offin, int fdout, off_t *offout, size_t len, unsigned int flags,
-			 void *userdata)
-{
-	(void)userdata;
-	return splice(fdin, offin, fdout, offout, len, flags);
-}
-
-static const struct fuse_custom_io killpriv_v2_io = {
-	.read = io_read,
-	.writev = io_writev,
-	.splice_receive = io_splice,
-	.splice_send = io_splice,
-};
-
 static void log_libfuse(enum fuse_log_level level, const char *fmt, va_list ap)
 {
 	char msg[768];
@@ -1435,7 +1386,7 @@ int rfs_fs_mount(const struct rfs_fs_config *cfg, struct rfs_fs **out)
 	se = fuse_get_session(fs->fuse);
 	/* The mount's root, taken before the loop runs: an O_PATH open sends no request. */
 	fs->mntfd = open(cfg->dir, O_PATH | O_DIRECTORY | O_CLOEXEC);
-	r = fs->mntfd < 0 ? -errno : fuse_session_custom_io(se, &killpriv_v2_io, fuse_session_fd(se));
+	r = fs->mntfd < 0 ? -errno : rfs_fuse_io_install(se, cfg->passthrough && cfg->repl == NULL);
 	if (r == 0 && !cfg->keep_dead_mount)
 		r = start_watchdog(fs, cfg->dir);
 	if (r) {
@@ -1508,6 +1459,7 @@ void rfs_fs_counters(struct rfs_fs *fs, struct rfs_fs_counters *out)
 	out->getxattrs = atomic_load(&fs->n.getxattrs);
 	out->diverged = atomic_load(&fs->n.diverged);
 	out->links_refused = atomic_load(&fs->n.links_refused);
+	out->passthrough_opens = rfs_passthrough_opens();
 }
 
 void rfs_fs_step_begin(struct rfs_fs *fs, const char *spath, bool ns_held)

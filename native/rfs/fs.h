@@ -22,6 +22,7 @@ struct rfs_fs_config {
 	struct rfs_dirty *dirty; /* the primary's journal (dirty.h), or NULL */
 	bool strict;            /* every write waits until the secondary applied it */
 	bool xattr;             /* extended attributes and POSIX ACLs served and replicated */
+	bool passthrough;       /* secondary: opens served by the kernel from the real file (fuse_io.h) */
 	const struct rfs_exclude *exclude; /* entries left out of replication (exclude.h), or NULL */
 	const char *mountpoint; /* the path given to mount(2), if not dir (the mount lands on top of D all the same) */
 	/* A death without unmounting leaves the mount dead (every access fails with
@@ -38,6 +39,7 @@ struct rfs_fs_counters {
 	uint64_t getxattrs;           /* GETXATTR requests served (the kernel's killpriv probe included) */
 	uint64_t diverged;            /* operations the secondary failed to apply */
 	uint64_t links_refused;       /* link(2) attempts refused */
+	uint64_t passthrough_opens;   /* read-only opens the kernel served from the real file */
 };
 
 /* Mounts over cfg->dir; 0 or -errno, logged. */

@@ -110,13 +110,14 @@ static const char usage[] =
 	"  --auth-key-file FILE  the module key (64 hex digits): every stream connection proves it\n"
 	"  --tls-cert FILE --tls-key FILE --tls-ca FILE  TLS 1.3 on the stream, both certificates\n"
 	"                       checked against the CA\n"
-	"  --insecure           secondary: accept a primary that proves nothing (tests, trusted links)\n";
+	"  --insecure           secondary: accept a primary that proves nothing (tests, trusted links)\n"
+	"--no-passthrough: read-only opens read through the mount's page cache, not the real file's\n";
 
 struct args {
 	bool primary;
 	const char *dir, *ctl, *listen;
 	int nbremconn, sendtimeout_ms;
-	bool strict, compress, xattr;
+	bool strict, compress, xattr, no_passthrough;
 	bool primary_only_given;   /* an option the secondary refuses */
 	const char *state;         /* the journal's directory (dirty.h); NULL: none, every sync is full */
 	uint64_t adopt;            /* --adopt: the lineage to record from (adopting) */
@@ -186,7 +187,7 @@ static void parse_args(int argc, char **argv, struct args *a)
 {
 	enum { O_DIR = 1, O_CTL, O_LISTEN, O_NBREMCONN, O_SENDTIMEOUT, O_STRICT, O_COMPRESS, O_XATTR, O_HELP,
 	       O_EXCLUDE, O_ONLY, O_EXCLUDE_PATH, O_STATE, O_ADOPT, O_AUTH_KEY, O_TLS_CERT, O_TLS_KEY, O_TLS_CA,
-	       O_FENCE, O_KEEP_DEAD, O_ROOT_FD, O_INSECURE };
+	       O_FENCE, O_KEEP_DEAD, O_ROOT_FD, O_INSECURE, O_NO_PASSTHROUGH };
 	static const struct option opts[] = {
 		{ "dir", required_argument, NULL, O_DIR },
 		{ "ctl", required_argument, NULL, O_CTL },
@@ -210,6 +211,7 @@ static void parse_args(int argc, char **argv, struct args *a)
 		{ "keep-dead-mount", no_argument, NULL, O_KEEP_DEAD },
 		{ "root-fd", required_argument, NULL, O_ROOT_FD },
 		{ "insecure", no_argument, NULL, O_INSECURE },
+		{ "no-passthrough", no_argument, NULL, O_NO_PASSTHROUGH },
 		{ 0 },
 	};
 	int c;
@@ -240,6 +242,7 @@ static void parse_args(int argc, char **argv, struct args *a)
 		case O_STRICT: a->strict = a->primary_only_given = true; break;
 		case O_COMPRESS: a->compress = a->primary_only_given = true; break;
 		case O_XATTR: a->xattr = true; break;
+		case O_NO_PASSTHROUGH: a->no_passthrough = true; break;
 		case O_AUTH_KEY: a->sec.key_file = optarg; break;
 		case O_INSECURE: a->insecure = true; break;
 		case O_TLS_CERT: a->sec.tls_cert = optarg; break;
@@ -610,11 +613,11 @@ static void stats_line(struct server *s, char *out, size_t size)
 	}
 	snprintf(out + k, size - (size_t)k,
 		 " writes=%llu write_bytes=%llu namespace_ops=%llu syncs=%llu closes=%llu getxattrs=%llu"
-		 " diverged=%llu links_refused=%llu",
+		 " diverged=%llu links_refused=%llu passthrough_opens=%llu",
 		 (unsigned long long)n.writes, (unsigned long long)n.write_bytes,
 		 (unsigned long long)n.namespace_ops, (unsigned long long)n.syncs, (unsigned long long)n.closes,
 		 (unsigned long long)n.getxattrs, (unsigned long long)n.diverged,
-		 (unsigned long long)n.links_refused);
+		 (unsigned long long)n.links_refused, (unsigned long long)n.passthrough_opens);
 	k = (int)strlen(out);
 	if (s->dirty)
 		rfs_dirty_keys(s->dirty, out + k, size - (size_t)k - 1);
@@ -1052,6 +1055,7 @@ int main(int argc, char **argv)
 		goto out_ctl;
 	struct rfs_fs_config cfg = { .dir = s->dir, .rootfd = rootfd, .repl = s->repl, .strict = s->a.strict,
 				     .xattr = s->a.xattr, .exclude = s->a.exclude, .dirty = s->dirty,
+				     .passthrough = !s->a.no_passthrough,
 				     .mountpoint = *s->mountpoint ? s->mountpoint : NULL,
 				     .keep_dead_mount = s->a.keep_dead_mount };
 	if (rfs_fs_mount(&cfg, &s->fs) < 0)
