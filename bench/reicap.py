@@ -105,9 +105,9 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--files", type=int, default=1024, help="1 MiB files to synchronise (default 1024)")
+    ap.add_argument("--files", type=int, default=2048, help="1 MiB files to synchronise (default 2048)")
     ap.add_argument("--percent", type=int, default=20, help="the cap, --rei-bw-percent (default 20)")
-    ap.add_argument("--seconds", type=int, default=5, help="fio's run (default 5)")
+    ap.add_argument("--seconds", type=int, default=2, help="fio's run (default 2)")
     ap.add_argument("--fio-size", type=int, default=256, help="MiB fio writes over and over (default 256)")
     ap.add_argument("--nbrei", type=int, default=3, help="threads synchronising files (default 3)")
     ap.add_argument("--rounds", type=int, default=3, help="turns of the three settings (default 3)")

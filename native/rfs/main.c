@@ -48,7 +48,8 @@
  *
  * Threads: main runs the FUSE loop (which has its own workers); "control" serves the
  * control socket and the signals (signalfd); on the secondary, "receiver" runs
- * rfs_receiver_serve(); on the primary a full sync runs in a thread of its own.  They
+ * rfs_receiver_serve(); on the primary a full sync runs in a thread of its own, with its
+ * --nbrei workers (sync.c).  They
  * share no lock: events cross from the stream's and the sync's threads through a pipe,
  * the end of the loop and of a full sync through eventfds, a stop through rfs_fs_stop().
  *
