@@ -158,7 +158,7 @@ packages: deb rpm
 # BENCHES picks benchmarks (default all), BENCH_ARGS passes options to them, e.g.
 # make bench BENCHES=failover BENCH_ARGS="--rounds 10".  The bench packages go through
 # the deb stamp's own recipe, with their list and a stamp of their own.
-BENCHES ?= heartbeat failover replication zeroloss reintegration farm farm_scale
+BENCHES ?= heartbeat failover replication zeroloss reintegration reicap farm farm_scale
 bench: build
 	@$(MAKE) --no-print-directory STAMPS=$(STAMPS)/bench DEB_PKGS="$(BENCH_DEB_PKGS)" $(STAMPS)/bench/deb
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py $(BENCH_ARGS) || exit 1; done

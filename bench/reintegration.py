@@ -100,8 +100,9 @@ class Rfs:
     """The raw hakit-rfs processes of the bench, one per node, each with its control
     connection and its log; whatever is still running at the end is stopped."""
 
-    def __init__(self, sim: Sim) -> None:
+    def __init__(self, sim: Sim, primary_options: tuple[str, ...] = ()) -> None:
         self.sim = sim
+        self.primary_options = primary_options
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, node: str, argv: list[str]) -> RfsControl:
@@ -115,7 +116,7 @@ class Rfs:
                              f"{self.log_tail(node)}") from None
 
     def primary(self) -> RfsControl:
-        return self.start("node1", ["primary", "--state", STATE])
+        return self.start("node1", ["primary", "--state", STATE, *self.primary_options])
 
     def secondary(self) -> RfsControl:
         return self.start("node2", ["secondary", "--listen", f"{self.sim.addr('node2')}:{RFS_PORT}",
@@ -161,15 +162,15 @@ class Rfs:
         return {k: int(v) for k, v in (kv.split("=", 1) for kv in reply.split()[1:])}
 
 
-def lay_data(root: Path, size_mib: int) -> int:
+def lay_data(root: Path, size_mib: int, files: int = SMALL_FILES) -> int:
     """The data set, written from the host into node1's real directory; its size."""
     with open(root / BIG, "wb") as f:
         for _ in range(size_mib):
             f.write(os.urandom(MIB))
     (root / "small").mkdir()
-    for i in range(SMALL_FILES):
+    for i in range(files):
         (root / "small" / f"f{i}").write_bytes(os.urandom(MIB))
-    return (size_mib + SMALL_FILES) * MIB
+    return (size_mib + files) * MIB
 
 
 def digests(root: Path) -> dict[str, str]:
@@ -222,8 +223,8 @@ def cluster() -> Iterator[Sim]:
 
 
 def bench(args: argparse.Namespace) -> dict[str, object]:
-    with cluster() as sim, contextlib.closing(Rfs(sim)) as rfs:
-        size = lay_data(sim.host_path("node1", DIR), args.size)
+    with cluster() as sim, contextlib.closing(Rfs(sim, ("--nbrei", str(args.nbrei)))) as rfs:
+        size = lay_data(sim.host_path("node1", DIR), args.size, args.files)
         writes = size // 100 // BLOCK
         links = [link_mb_s(sim, args.link_size * MIB) for _ in range(3)]
         link = statistics.median(links)
@@ -276,6 +277,8 @@ def bench(args: argparse.Namespace) -> dict[str, object]:
         "resync_s": resync_ms / 1e3,
         "resync_bytes": resync_bytes,
         "rounds": args.rounds,
+        "nbrei": args.nbrei,
+        "files": args.files,
         "resync_s_each": [r["elapsed_ms"] / 1e3 for r in rounds],
         "resync_bytes_each": [r["bytes_sent"] for r in rounds],
         "link_mb_s_each": [round(v, 1) for v in links],
@@ -287,9 +290,12 @@ def main() -> int:
     ap.add_argument("--size", type=int, default=2048, help="MiB of the large file (default 2048)")
     ap.add_argument("--rounds", type=int, default=3, help="write + resync rounds (default 3)")
     ap.add_argument("--link-size", type=int, default=1024, help="MiB sent by each link test (default 1024)")
+    ap.add_argument("--files", type=int, default=SMALL_FILES,
+                    help=f"1 MiB files beside the large one (default {SMALL_FILES})")
+    ap.add_argument("--nbrei", type=int, default=3, help="threads synchronising files (default 3)")
     args = ap.parse_args()
-    if min(args.size, args.rounds, args.link_size) < 1:
-        ap.error("--size, --rounds and --link-size must be at least 1")
+    if min(args.size, args.rounds, args.link_size, args.nbrei) < 1 or args.files < 0:
+        ap.error("--size, --rounds, --link-size and --nbrei must be at least 1")
     harness.guarded(harness.require, "bench/reintegration.py")
     result = harness.guarded(lambda: bench(args), "bench/reintegration.py")
     print(f"resync (median of {args.rounds}): {result['resync_s']:.3f} s, "

@@ -172,12 +172,13 @@ def test_full_sync_sends_only_what_differs(nodes):
     assert done["bytes_scanned"] >= data
 
 
-def test_full_sync_while_an_application_writes(nodes):
+@pytest.mark.parametrize("nbrei", ["1", "8"])                            # the walk alone; 8 workers
+def test_full_sync_while_an_application_writes(nodes, nbrei):
     sim, start = nodes
     primary, secondary = sim.host_path("node1", REP), sim.host_path("node2", REP)
     lay_tree(primary)
     lay_tree(secondary, seed=2)                                          # the same names, other data
-    prim, _ = start()
+    prim, _ = start("--nbrei", nbrei)
     assert prim(f"attach {sim.addr('node2')} {PORT}") == "ok"
     writer = sim.popen("node1", ["python3", "-c", WRITER, REP, "4"], stdout=subprocess.PIPE, text=True)
     try:

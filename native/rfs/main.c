@@ -3,6 +3,7 @@
  *   hakit-rfs primary   --dir D --ctl SOCKET [--nbremconn N] [--sendtimeout MS]
  *                       [--strict] [--compress] [--xattr] [--state DIR [--adopt TAG]]
  *                       [--fence] [--keep-dead-mount] [--root-fd N] [EXCLUSIONS] [SECURITY]
+ *                       [--nbrei N] [--rei-bw-percent P] [--rei-allowed-bw KBPS]
  *   hakit-rfs secondary --dir D --ctl SOCKET --listen ADDR:PORT [--xattr] [EXCLUSIONS]
  *                       SECURITY | --insecure
  *   SECURITY (both roles): --auth-key-file FILE: every stream connection proves the
@@ -35,6 +36,8 @@
  *     lineage N.
  *   resync tag=N: the same, incremental: only what the journal recorded while the
  *     secondary was away ("error resync: no journal..." when it recorded nothing valid).
+ *   reibw [P KBPS]: the syncs' bandwidth cap (sync.h), now and for the next runs; the
+ *     reply names it: "ok percent=P allowed_kbps=K".
  *   rfsdiff: what a sync would send: attached, a full comparison that sends nothing
  *     ("ok mode=compare paths=N bytes=B ..."); alone, the journal ("ok mode=journal ...").
  * The stream's news go to every connected client as "event <what>" lines ("detached
@@ -45,7 +48,8 @@
  *
  * Threads: main runs the FUSE loop (which has its own workers); "control" serves the
  * control socket and the signals (signalfd); on the secondary, "receiver" runs
- * rfs_receiver_serve(); on the primary a full sync runs in a thread of its own.  They
+ * rfs_receiver_serve(); on the primary a full sync runs in a thread of its own, with its
+ * --nbrei workers (sync.c).  They
  * share no lock: events cross from the stream's and the sync's threads through a pipe,
  * the end of the loop and of a full sync through eventfds, a stop through rfs_fs_stop().
  *
@@ -85,6 +89,7 @@
 
 #define FUSE_SUPER_MAGIC 0x65735546
 #define DEFAULT_SENDTIMEOUT_MS 30000   /* the module's sendtimeout default, 30 s */
+#define DEFAULT_NBREI 3                /* the module's nbrei default */
 #define FLUSH_DELAY_MS 100             /* a buffered write is on the wire within this */
 #define MAX_QUEUED_BYTES (64u << 20)   /* buffered writes beyond this wait for the wire */
 #define MAX_CLIENTS 16
@@ -94,7 +99,7 @@ static const char usage[] =
 	"usage: hakit-rfs primary --dir D --ctl SOCKET [--nbremconn N] [--sendtimeout MS]"
 	" [--strict] [--compress] [--xattr]\n"
 	"                         [--state DIR [--adopt TAG]] [--fence] [--keep-dead-mount] [--root-fd N]\n"
-	"                         [EXCLUSIONS] [SECURITY]\n"
+	"                         [EXCLUSIONS] [SECURITY] [--nbrei N] [--rei-bw-percent P] [--rei-allowed-bw KBPS]\n"
 	"       hakit-rfs secondary --dir D --ctl SOCKET --listen ADDR:PORT [--xattr] [EXCLUSIONS]"
 	" [SECURITY]\n"
 	"EXCLUSIONS, each repeatable, paths relative to D (used by the primary only):\n"
@@ -103,6 +108,9 @@ static const char usage[] =
 	"  --exclude-path PATH  leave out PATH and everything beneath it\n"
 	"--state DIR: the journal of what changed while the secondary was away (incremental\n"
 	"  resync); --adopt TAG: this copy is identical to the lineage TAG, record from now on\n"
+	"--nbrei N: threads synchronising files (default 3); --rei-bw-percent P: while the\n"
+	"  application writes, the syncs send at most P % of the data (default 100: no cap);\n"
+	"  --rei-allowed-bw KBPS: and at most KBPS KiB/s (default 0: no limit)\n"
 	"--fence: a secondary lost by itself holds what would be acknowledged without it until\n"
 	"  'fenced'; --keep-dead-mount: a crash leaves D failing (ENOTCONN), never bare;\n"
 	"  --root-fd N: D's real directory as inherited descriptor N (mounted over a dead mount)\n"
@@ -111,12 +119,13 @@ static const char usage[] =
 	"  --tls-cert FILE --tls-key FILE --tls-ca FILE  TLS 1.3 on the stream, both certificates\n"
 	"                       checked against the CA\n"
 	"  --insecure           secondary: accept a primary that proves nothing (tests, trusted links)\n"
-	"--no-passthrough: read-only opens read through the mount's page cache, not the real file's\n";
+	"--no-passthrough: the secondary's reads go through the mount's page cache, not straight to\n  the real file (FUSE passthrough)\n";
 
 struct args {
 	bool primary;
 	const char *dir, *ctl, *listen;
 	int nbremconn, sendtimeout_ms;
+	int nbrei, rei_bw_percent, rei_allowed_kbps;
 	bool strict, compress, xattr, no_passthrough;
 	bool primary_only_given;   /* an option the secondary refuses */
 	const char *state;         /* the journal's directory (dirty.h); NULL: none, every sync is full */
@@ -187,7 +196,8 @@ static void parse_args(int argc, char **argv, struct args *a)
 {
 	enum { O_DIR = 1, O_CTL, O_LISTEN, O_NBREMCONN, O_SENDTIMEOUT, O_STRICT, O_COMPRESS, O_XATTR, O_HELP,
 	       O_EXCLUDE, O_ONLY, O_EXCLUDE_PATH, O_STATE, O_ADOPT, O_AUTH_KEY, O_TLS_CERT, O_TLS_KEY, O_TLS_CA,
-	       O_FENCE, O_KEEP_DEAD, O_ROOT_FD, O_INSECURE, O_NO_PASSTHROUGH };
+	       O_FENCE, O_KEEP_DEAD, O_ROOT_FD, O_INSECURE, O_NO_PASSTHROUGH, O_NBREI, O_REI_PERCENT,
+	       O_REI_ALLOWED };
 	static const struct option opts[] = {
 		{ "dir", required_argument, NULL, O_DIR },
 		{ "ctl", required_argument, NULL, O_CTL },
@@ -212,11 +222,15 @@ static void parse_args(int argc, char **argv, struct args *a)
 		{ "root-fd", required_argument, NULL, O_ROOT_FD },
 		{ "insecure", no_argument, NULL, O_INSECURE },
 		{ "no-passthrough", no_argument, NULL, O_NO_PASSTHROUGH },
+		{ "nbrei", required_argument, NULL, O_NBREI },
+		{ "rei-bw-percent", required_argument, NULL, O_REI_PERCENT },
+		{ "rei-allowed-bw", required_argument, NULL, O_REI_ALLOWED },
 		{ 0 },
 	};
 	int c;
 
-	*a = (struct args){ .nbremconn = 1, .sendtimeout_ms = DEFAULT_SENDTIMEOUT_MS, .root_fd = -1 };
+	*a = (struct args){ .nbremconn = 1, .sendtimeout_ms = DEFAULT_SENDTIMEOUT_MS, .root_fd = -1,
+			    .nbrei = DEFAULT_NBREI, .rei_bw_percent = 100 };
 	if (argc >= 2 && (!strcmp(argv[1], "--help") || !strcmp(argv[1], "-h"))) {
 		fputs(usage, stdout);
 		exit(0);
@@ -239,6 +253,11 @@ static void parse_args(int argc, char **argv, struct args *a)
 			a->sendtimeout_ms = parse_int(optarg, "--sendtimeout", 1, 24 * 3600 * 1000);
 			a->primary_only_given = true;
 			break;
+		/* The syncs' tuning: the secondary takes it too (and ignores it), as it does
+		 * EXCLUSIONS, so that a role change keeps the command line. */
+		case O_NBREI: a->nbrei = parse_int(optarg, "--nbrei", 1, RFS_NBREI_MAX); break;
+		case O_REI_PERCENT: a->rei_bw_percent = parse_int(optarg, "--rei-bw-percent", 1, 100); break;
+		case O_REI_ALLOWED: a->rei_allowed_kbps = parse_int(optarg, "--rei-allowed-bw", 0, INT_MAX); break;
 		case O_STRICT: a->strict = a->primary_only_given = true; break;
 		case O_COMPRESS: a->compress = a->primary_only_given = true; break;
 		case O_XATTR: a->xattr = true; break;
@@ -742,6 +761,27 @@ static int cmd_sync(struct control *c, int client, const char *verb, char **args
 	return 0;
 }
 
+/* reibw [P KBPS]: the cap of the running sync and the next ones; the reply says it. */
+static int cmd_reibw(struct control *c, int client, const char *verb, char **args, int nargs,
+		     char *out, size_t size)
+{
+	char *end1 = NULL, *end2 = NULL;
+	long percent = nargs == 2 ? strtol(args[0], &end1, 10) : 0, kbps = nargs == 2 ? strtol(args[1], &end2, 10) : 0;
+	uint64_t allowed;
+	int now;
+
+	(void)client, (void)verb;
+	if (nargs == 1 || (nargs && (*end1 || *end2 || percent < 1 || percent > 100 || kbps < 0 || kbps > INT_MAX))) {
+		snprintf(out, size, "error reibw: P is 1 to 100 (100: no share), KBPS 0 (no limit) or more\n");
+		return 0;
+	}
+	if (nargs)
+		rfs_sync_set_bw(c->s->sync, (int)percent, (uint64_t)kbps * 1024);
+	rfs_sync_get_bw(c->s->sync, &now, &allowed);
+	snprintf(out, size, "ok percent=%d allowed_kbps=%" PRIu64 "\n", now, allowed / 1024);
+	return 0;
+}
+
 /* Read as the protocol: a verb, how many words follow it, whether only the primary
  * serves it.  The usages, in this order, make the reply to an unknown command. */
 static const struct command {
@@ -756,6 +796,7 @@ static const struct command {
 	{ "fullsync", "fullsync [tag=N]", 0, 1, true, cmd_sync },
 	{ "resync", "resync tag=N", 0, 1, true, cmd_sync },
 	{ "rfsdiff", "rfsdiff", 0, 1, true, cmd_sync },
+	{ "reibw", "reibw [P KBPS]", 0, 2, true, cmd_reibw },
 	{ "stats", "stats", 0, 0, false, cmd_stats },
 	{ "stop", "stop", 0, 0, false, cmd_stop },
 };
@@ -1063,6 +1104,8 @@ int main(int argc, char **argv)
 	if (s->repl) {
 		struct rfs_sync_config sc = { .rootfd = rootfd, .repl = s->repl, .fs = s->fs, .xattr = s->a.xattr,
 					      .exclude = s->a.exclude, .dirty = s->dirty, .progress = on_progress, .done = on_sync_done,
+					      .nbrei = s->a.nbrei, .bw_percent = s->a.rei_bw_percent,
+					      .bw_allowed = (uint64_t)s->a.rei_allowed_kbps * 1024,
 					      .arg = s };
 
 		s->sync = rfs_sync_new(&sc);

@@ -58,6 +58,9 @@
 #define CHUNK ((off_t)RFS_DATA_MAX)          /* a new file's data per step */
 #define PROGRESS_NS 500000000LL              /* progress events at most twice a second */
 #define HOLD_FROM_PASS 3                     /* renames wait for the passes from this one on */
+#define APP_IDLE_NS 1000000000LL             /* the application no longer writes: the cap lifts */
+#define PACE_BURST (4.0 * 1024 * 1024)       /* what a cap lets through at once, at most */
+#define PACE_SLEEP_NS 5000000L
 
 enum state { IDLE, RUNNING, DONE, FAILED };
 
@@ -75,25 +78,72 @@ struct rfs_sync {
 	int64_t started_wall;         /* seconds since the epoch */
 	atomic_int cancel;
 	atomic_uint_fast64_t files_scanned, files_total, bytes_scanned, bytes_total, bytes_sent;
+	atomic_int_fast64_t progress_ns; /* the last progress event */
 
-	/* The run's own, touched by its thread only. */
+	/* The run's own: set before its threads start, or touched by the walk's thread only
+	 * (ns_held changes between passes, while no worker has a job). */
 	uint64_t session;             /* the secondary's attachment this run talks to */
 	bool ns_held;                 /* renames are held off for the whole pass */
-	int64_t progress_ns;
-	char *theirs, *ours;          /* answers: the secondary's, the primary's */
-	char *data;                   /* CHUNK bytes read here */
 	uint64_t empty_xattrs;        /* the digest of no attributes */
-	int errors;                   /* entries that could not be synchronised */
 	int passes;                   /* over the tree, then over the paths renames touched */
 	uint64_t again;               /* paths visited again */
-	char first_error[200];
 	/* This run's kind, and the lineage the journal takes when it succeeds. */
 	enum rfs_sync_mode mode;
 	uint64_t tag;
 	bool tagged;
 	struct rfs_dirty_snapshot snap; /* what the journal held when the run began */
-	uint64_t changes;             /* an estimate: paths a sync would change */
-	char changed[RFS_PATH_MAX];   /* the last of them */
+	atomic_uint_fast64_t changes; /* an estimate: paths a sync would change */
+
+	/* Entries that could not be synchronised, from any thread of the run. */
+	pthread_mutex_t err_mu;
+	int errors;
+	char first_error[200];
+
+	/* The workers (cfg.nbrei > 1), started for a run: the walk hands them regular files,
+	 * by groups (a directory's files, a resync's), each waited for before what must
+	 * follow it.  Lock order: pool_mu is taken alone. */
+	pthread_mutex_t pool_mu;
+	pthread_cond_t pool_work, pool_room; /* a job queued; a job taken or a group done */
+	struct job *queue[RFS_NBREI_MAX];
+	size_t queued, qhead;
+	bool pool_quit;
+	int nworkers;
+	pthread_t workers[RFS_NBREI_MAX];
+
+	/* The bandwidth cap (rfs_sync_set_bw, from any thread), and its accounts (pace_mu). */
+	atomic_int bw_percent;
+	atomic_uint_fast64_t bw_allowed; /* bytes per second, 0: none */
+	pthread_mutex_t pace_mu;
+	int64_t pace_ns;              /* the accounts' last update */
+	int64_t app_ns;               /* the application last seen writing (0: not during this run) */
+	uint64_t app_bytes;           /* its write_bytes (fs.h) then */
+	double share_credit;          /* bytes the sync may send by the share */
+	double rate_credit;           /* and by the absolute cap */
+};
+
+/* What each thread of a run works with; the walk's thread and each worker have theirs. */
+struct bufs {
+	char *theirs, *ours;          /* answers: the secondary's, the primary's */
+	char *data;                   /* CHUNK bytes read here */
+	char changed[RFS_PATH_MAX];   /* an estimate: the last path counted */
+	bool worker;                  /* a worker does what it meets itself, hands nothing on */
+};
+
+static _Thread_local struct bufs *tb;
+
+/* A regular file to synchronise, handed to a worker. */
+struct job {
+	const struct rfs_entry *theirs;      /* the walk's: the listing's entry there (NULL: none) */
+	const struct rfs_dirty_entry *marks; /* a resync's: the journal's marks of the file */
+	bool parent_xattrs;
+	struct group *group;
+	char path[RFS_PATH_MAX];
+};
+
+/* Jobs handed over and not finished yet, and the first fatal error of one (pool_mu). */
+struct group {
+	unsigned pending;
+	int rc;
 };
 
 static const char *const mode_names[] = { "full", "incremental", "estimate" };
@@ -136,9 +186,9 @@ static int send_op(struct rfs_sync *s, const struct rfs_op *op, enum rfs_wait wa
 		 * but not for the size and times every synchronised file ends with. */
 		bool always = op->code == RFS_OP_TRUNCATE || op->code == RFS_OP_UTIMENS || op->code == RFS_OP_SYNCFS;
 
-		if (!always && strcmp(op->path, s->changed)) {
-			s->changes++;
-			snprintf(s->changed, sizeof s->changed, "%s", op->path);
+		if (!always && strcmp(op->path, tb->changed)) {
+			atomic_fetch_add(&s->changes, 1);
+			snprintf(tb->changed, sizeof tb->changed, "%s", op->path);
 		}
 		return check_run(s);
 	}
@@ -150,14 +200,14 @@ static int send_op(struct rfs_sync *s, const struct rfs_op *op, enum rfs_wait wa
 
 static int ask_theirs(struct rfs_sync *s, const struct rfs_op *op, size_t *len)
 {
-	int rc = rfs_repl_query(s->cfg.repl, op, s->theirs, RFS_REPLY_MAX, len);
+	int rc = rfs_repl_query(s->cfg.repl, op, tb->theirs, RFS_REPLY_MAX, len);
 
 	return check_run(s) ?: rc;
 }
 
 static int ask_ours(struct rfs_sync *s, const struct rfs_op *op, size_t *len)
 {
-	return rfs_query(s->cfg.rootfd, op, s->ours, RFS_REPLY_MAX, len);
+	return rfs_query(s->cfg.rootfd, op, tb->ours, RFS_REPLY_MAX, len);
 }
 
 static bool fatal(int rc)
@@ -167,10 +217,21 @@ static bool fatal(int rc)
 
 static void entry_error(struct rfs_sync *s, const char *path, const char *what, int rc)
 {
+	pthread_mutex_lock(&s->err_mu);
 	if (!s->errors++)
 		snprintf(s->first_error, sizeof s->first_error, "%s %.120s: %.40s", what, *path ? path : ".",
 			 strerror(-rc));
+	pthread_mutex_unlock(&s->err_mu);
 	rfs_log("full sync: cannot %s %s: %s", what, *path ? path : ".", strerror(-rc));
+}
+
+/* An entry's result as the run takes it: its own failure logged and counted, a move
+ * (1) left to the next pass; only a fatal -errno goes on. */
+static int settle(struct rfs_sync *s, const char *path, int rc)
+{
+	if (rc < 0 && !fatal(rc))
+		entry_error(s, path, "synchronise", rc);
+	return fatal(rc) ? rc : 0;
 }
 
 static void keys(struct rfs_sync *s, enum state state, int64_t started_ns, int64_t ended_ns,
@@ -192,13 +253,13 @@ static void keys(struct rfs_sync *s, enum state state, int64_t started_ns, int64
 /* Between steps: the progress event when due; a fatal condition ends the run. */
 static int tick(struct rfs_sync *s)
 {
-	int64_t now = mono_ns();
+	int64_t now = mono_ns(), last = atomic_load(&s->progress_ns);
 
-	if (now - s->progress_ns >= PROGRESS_NS && s->cfg.progress) {
+	/* Whichever thread of the run comes first sends it. */
+	if (now - last >= PROGRESS_NS && s->cfg.progress && atomic_compare_exchange_strong(&s->progress_ns, &last, now)) {
 		char line[512];
 		int n = snprintf(line, sizeof line, "progress");
 
-		s->progress_ns = now;
 		keys(s, RUNNING, s->started_ns, 0, s->started_wall, line + n, sizeof line - (size_t)n);
 		s->cfg.progress(s->cfg.arg, line);
 	}
@@ -271,7 +332,7 @@ static int list_dir(struct rfs_sync *s, const char *dir, bool theirs, bool diges
 
 	*l = (struct listing){0};
 	do {
-		const char *buf = theirs ? s->theirs : s->ours;
+		const char *buf = theirs ? tb->theirs : tb->ours;
 		size_t len, pos = sizeof h;
 
 		rc = theirs ? ask_theirs(s, &op, &len) : ask_ours(s, &op, &len);
@@ -320,7 +381,7 @@ static int stat_one(struct rfs_sync *s, const char *path, bool theirs, struct rf
 	size_t len;
 	int rc = theirs ? ask_theirs(s, &op, &len) : ask_ours(s, &op, &len);
 
-	if (!rc && !rfs_entry_get(e, theirs ? s->theirs : s->ours, len))
+	if (!rc && !rfs_entry_get(e, theirs ? tb->theirs : tb->ours, len))
 		rc = -EPROTO;
 	return rc;
 }
@@ -368,7 +429,7 @@ static int sync_xattrs(struct rfs_sync *s, const char *path)
 
 	if (rc)
 		return rc;
-	if (rfs_head_get(&ht, s->theirs, lt) || rfs_head_get(&ho, s->ours, lo))
+	if (rfs_head_get(&ht, tb->theirs, lt) || rfs_head_get(&ho, tb->ours, lo))
 		return -EPROTO;
 	while (!rc && (it < ht.count || io < ho.count)) {
 		struct rfs_wire_xattr xt = {0}, xo = {0};
@@ -376,16 +437,16 @@ static int sync_xattrs(struct rfs_sync *s, const char *path)
 		int cmp;
 
 		if (it < ht.count) {
-			memcpy(&xt, s->theirs + pt, sizeof xt);
+			memcpy(&xt, tb->theirs + pt, sizeof xt);
 			if (pt + sizeof xt + xt.name_len + xt.value_len > lt || xt.name_len >= RFS_NAME_MAX)
 				return -EPROTO;
-			memcpy(nt, s->theirs + pt + sizeof xt, xt.name_len);
+			memcpy(nt, tb->theirs + pt + sizeof xt, xt.name_len);
 		}
 		if (io < ho.count) {
-			memcpy(&xo, s->ours + po, sizeof xo);
+			memcpy(&xo, tb->ours + po, sizeof xo);
 			if (po + sizeof xo + xo.name_len + xo.value_len > lo || xo.name_len >= RFS_NAME_MAX)
 				return -EPROTO;
-			memcpy(no, s->ours + po + sizeof xo, xo.name_len);
+			memcpy(no, tb->ours + po + sizeof xo, xo.name_len);
 		}
 		cmp = it == ht.count ? 1 : io == ho.count ? -1 : strcmp(nt, no);
 		if (cmp < 0) {
@@ -393,9 +454,9 @@ static int sync_xattrs(struct rfs_sync *s, const char *path)
 
 			rc = send_op(s, &rm, RFS_WAIT_QUEUED);
 		} else {
-			const char *vo = s->ours + po + sizeof xo + xo.name_len;
+			const char *vo = tb->ours + po + sizeof xo + xo.name_len;
 			bool same = !cmp && xt.value_len == xo.value_len &&
-				    !memcmp(s->theirs + pt + sizeof xt + xt.name_len, vo, xo.value_len);
+				    !memcmp(tb->theirs + pt + sizeof xt + xt.name_len, vo, xo.value_len);
 			struct rfs_op set = { .code = RFS_OP_SETXATTR, .path = path, .name = no,
 					      .data = vo, .data_len = xo.value_len };
 
@@ -447,6 +508,74 @@ static int sync_attrs(struct rfs_sync *s, const char *path, const struct rfs_ent
 	return rc;
 }
 
+/* ---- the bandwidth cap ---- */
+
+/* A run starts with full credits, the application not seen writing yet. */
+static void pace_reset(struct rfs_sync *s)
+{
+	struct rfs_fs_counters app;
+
+	rfs_fs_counters(s->cfg.fs, &app);
+	pthread_mutex_lock(&s->pace_mu);
+	s->pace_ns = mono_ns();
+	s->app_ns = 0;
+	s->app_bytes = app.write_bytes;
+	s->share_credit = PACE_BURST;
+	s->rate_credit = 0;
+	pthread_mutex_unlock(&s->pace_mu);
+}
+
+/* Waits until the cap lets the sync send n more bytes of data (docs/replication.md,
+ * "Tuning"): while the application writes (it wrote within APP_IDLE_NS), the sync sends
+ * at most percent / (100 - percent) bytes per byte it writes, so at most percent of the
+ * data sent; and never more than bw_allowed bytes per second.  Credits go negative by
+ * one request at most, so the rates hold on average whatever the requests' sizes.  Not
+ * in a step: a file's live writes are not held while the sync waits.  0, or a fatal
+ * -errno of the run. */
+static int pace(struct rfs_sync *s, uint64_t n)
+{
+	int rc = 0;
+
+	if (s->mode == RFS_SYNC_ESTIMATE)
+		return 0;
+	pthread_mutex_lock(&s->pace_mu);
+	for (;;) {
+		int percent = atomic_load(&s->bw_percent);
+		uint64_t allowed = atomic_load(&s->bw_allowed);
+		struct rfs_fs_counters app;
+		int64_t now = mono_ns();
+		bool shared;
+
+		rfs_fs_counters(s->cfg.fs, &app);
+		if (app.write_bytes != s->app_bytes) {
+			if (percent < 100)
+				s->share_credit += (double)(app.write_bytes - s->app_bytes) * percent / (100 - percent);
+			s->app_bytes = app.write_bytes;
+			s->app_ns = now;
+		}
+		shared = percent < 100 && s->app_ns && now - s->app_ns < APP_IDLE_NS;
+		if (!shared || s->share_credit > PACE_BURST)
+			s->share_credit = PACE_BURST;
+		s->rate_credit += (double)(now - s->pace_ns) * (double)allowed / 1e9;
+		if (!allowed || s->rate_credit > (double)allowed / 10)
+			s->rate_credit = (double)allowed / 10;
+		s->pace_ns = now;
+		if ((!shared || s->share_credit >= 0) && (!allowed || s->rate_credit >= 0)) {
+			s->share_credit -= shared ? (double)n : 0;
+			s->rate_credit -= allowed ? (double)n : 0;
+			break;
+		}
+		pthread_mutex_unlock(&s->pace_mu);
+		nanosleep(&(struct timespec){ .tv_nsec = PACE_SLEEP_NS }, NULL);
+		rc = check_run(s);
+		pthread_mutex_lock(&s->pace_mu);
+		if (rc)
+			break;
+	}
+	pthread_mutex_unlock(&s->pace_mu);
+	return rc;
+}
+
 /* The primary's [off, off+len) of fd as it is now, in a step: data extents as WRITE,
  * holes as punched holes (punch: false for a new file, which has none of its own).
  * 1: the path no longer names fd (a rename moved it; it is visited again). */
@@ -454,8 +583,10 @@ static int send_range(struct rfs_sync *s, const char *path, int fd, off_t off, o
 {
 	struct stat st;
 	off_t pos = off, stop;
-	int rc = 0;
+	int rc = pace(s, (uint64_t)len);
 
+	if (rc)
+		return rc;
 	step_in(s, path);
 	if (!still(s, path, fd) || fstat(fd, &st)) {
 		step_out(s, path);
@@ -481,13 +612,13 @@ static int send_range(struct rfs_sync *s, const char *path, int fd, off_t off, o
 			hole = stop;
 		if (hole - data > CHUNK)
 			hole = data + CHUNK;
-		n = pread(fd, s->data, (size_t)(hole - data), data);
+		n = pread(fd, tb->data, (size_t)(hole - data), data);
 		if (n <= 0) {
 			rc = n < 0 ? -errno : 0;
 			break;
 		}
 		struct rfs_op op = { .code = RFS_OP_WRITE, .path = path, .off = data, .len = (uint64_t)n,
-				     .data = s->data, .data_len = (size_t)n };
+				     .data = tb->data, .data_len = (size_t)n };
 		rc = send_op(s, &op, RFS_WAIT_QUEUED);
 		if (!rc)
 			atomic_fetch_add(&s->bytes_sent, (uint64_t)n);
@@ -574,14 +705,14 @@ static int compare_blocks(struct rfs_sync *s, const char *path, int fd, const st
 			return 1; /* moved away here: a rename records it */
 		if (rc)
 			break;
-		if (rfs_head_get(&ht, s->theirs, lt) || rfs_head_get(&ho, s->ours, lo) ||
+		if (rfs_head_get(&ht, tb->theirs, lt) || rfs_head_get(&ho, tb->ours, lo) ||
 		    lt < sizeof ht + (size_t)ht.count * RFS_SUM_LEN)
 			return -EPROTO;
 		if ((off_t)ht.next > bound)
 			bound = (off_t)ht.next;
 		for (uint32_t i = 0; !rc && i < ho.count; i++) {
-			const char *a = s->theirs + sizeof ht + (size_t)i * RFS_SUM_LEN;
-			const char *b = s->ours + sizeof ho + (size_t)i * RFS_SUM_LEN;
+			const char *a = tb->theirs + sizeof ht + (size_t)i * RFS_SUM_LEN;
+			const char *b = tb->ours + sizeof ho + (size_t)i * RFS_SUM_LEN;
 
 			if (i < ht.count && !memcmp(a, b, RFS_SUM_LEN))
 				continue;
@@ -691,14 +822,165 @@ static int sync_entry(struct rfs_sync *s, const char *path, const struct rfs_ent
 	return rc;
 }
 
+/* ---- the workers ---- */
+
+static int resync_entry(struct rfs_sync *s, const struct rfs_dirty_entry *e);
+
+static int run_job(struct rfs_sync *s, const struct job *j)
+{
+	int rc = tick(s);
+
+	if (!rc)
+		rc = j->marks ? resync_entry(s, j->marks) : sync_entry(s, j->path, j->theirs, j->parent_xattrs);
+	return settle(s, j->path, rc);
+}
+
+/* A regular file of group g: queued for a worker, or done here when the run has none
+ * or this is a worker (a file that became a directory meanwhile is walked by the
+ * worker itself: a worker never waits for another).  0, or a fatal -errno (of this
+ * file, or of one of the group's done by a worker). */
+static int hand_over(struct rfs_sync *s, struct group *g, const struct job *proto)
+{
+	struct job *j;
+	int rc;
+
+	if (!s->nworkers || tb->worker)
+		return run_job(s, proto);
+	if (!(j = malloc(sizeof *j)))
+		return -ENOMEM;
+	*j = *proto;
+	j->group = g;
+	pthread_mutex_lock(&s->pool_mu);
+	while (s->queued == (size_t)s->nworkers && !g->rc)
+		pthread_cond_wait(&s->pool_room, &s->pool_mu);
+	rc = g->rc;
+	if (!rc) {
+		s->queue[(s->qhead + s->queued++) % (size_t)s->nworkers] = j;
+		g->pending++;
+		pthread_cond_signal(&s->pool_work);
+	}
+	pthread_mutex_unlock(&s->pool_mu);
+	if (rc)
+		free(j);
+	return rc;
+}
+
+/* Waits until every file handed over in g is done: 0, or the first fatal -errno. */
+static int group_wait(struct rfs_sync *s, struct group *g)
+{
+	int rc;
+
+	pthread_mutex_lock(&s->pool_mu);
+	while (g->pending)
+		pthread_cond_wait(&s->pool_room, &s->pool_mu);
+	rc = g->rc;
+	pthread_mutex_unlock(&s->pool_mu);
+	return rc;
+}
+
+static struct bufs *bufs_new(bool worker)
+{
+	struct bufs *b = calloc(1, sizeof *b);
+
+	if (b && (!(b->theirs = malloc(RFS_REPLY_MAX)) || !(b->ours = malloc(RFS_REPLY_MAX)) ||
+		  !(b->data = malloc(CHUNK)))) {
+		free(b->theirs);
+		free(b->ours);
+		free(b);
+		return NULL;
+	}
+	if (b) {
+		b->worker = worker;
+		snprintf(b->changed, sizeof b->changed, "/"); /* no path of the stream */
+	}
+	return b;
+}
+
+static void bufs_free(struct bufs *b)
+{
+	if (b) {
+		free(b->theirs);
+		free(b->ours);
+		free(b->data);
+		free(b);
+	}
+}
+
+static void *worker_main(void *arg)
+{
+	struct rfs_sync *s = arg;
+
+	tb = bufs_new(true);
+	pthread_mutex_lock(&s->pool_mu);
+	for (;;) {
+		struct job *j;
+		int rc;
+
+		while (!s->queued && !s->pool_quit)
+			pthread_cond_wait(&s->pool_work, &s->pool_mu);
+		if (!s->queued)
+			break;
+		j = s->queue[s->qhead];
+		s->qhead = (s->qhead + 1) % (size_t)s->nworkers;
+		s->queued--;
+		pthread_cond_broadcast(&s->pool_room);
+		pthread_mutex_unlock(&s->pool_mu);
+		rc = tb ? run_job(s, j) : -ENOMEM;
+		pthread_mutex_lock(&s->pool_mu);
+		if (rc && !j->group->rc)
+			j->group->rc = rc;
+		if (!--j->group->pending || rc)
+			pthread_cond_broadcast(&s->pool_room);
+		free(j);
+	}
+	pthread_mutex_unlock(&s->pool_mu);
+	bufs_free(tb);
+	return NULL;
+}
+
+static void workers_stop(struct rfs_sync *s);
+
+/* The run's workers: 0, or -errno (none is left running then). */
+static int workers_start(struct rfs_sync *s)
+{
+	int n = s->cfg.nbrei > RFS_NBREI_MAX ? RFS_NBREI_MAX : s->cfg.nbrei;
+
+	s->queued = s->qhead = 0;
+	s->pool_quit = false;
+	s->nworkers = 0;
+	for (int i = 0; n > 1 && i < n; i++) {
+		int rc = -pthread_create(&s->workers[i], NULL, worker_main, s);
+
+		if (rc) {
+			workers_stop(s);
+			return rc;
+		}
+		s->nworkers = i + 1;
+	}
+	return 0;
+}
+
+/* After the last group was waited for: the workers end. */
+static void workers_stop(struct rfs_sync *s)
+{
+	pthread_mutex_lock(&s->pool_mu);
+	s->pool_quit = true;
+	pthread_cond_broadcast(&s->pool_work);
+	pthread_mutex_unlock(&s->pool_mu);
+	for (int i = 0; i < s->nworkers; i++)
+		pthread_join(s->workers[i], NULL);
+	s->nworkers = 0;
+}
+
 /* Every name of dir on either side, in order.  shallow: only the names; a directory or
  * a regular file on both sides is left alone (the journal marks what changed in it). */
 static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_digest, bool shallow)
 {
 	struct listing theirs, ours;
+	struct group g = {0};
 	bool parent_xattrs = s->cfg.xattr && dir_digest != s->empty_xattrs;
 	size_t i = 0, j = 0;
-	int rc = list_dir(s, dir, true, true, &theirs);
+	int rc = list_dir(s, dir, true, true, &theirs), done;
 
 	/* An estimate counts what a directory missing there would bring. */
 	if (s->mode == RFS_SYNC_ESTIMATE && (rc == -ENOENT || rc == -ENOTDIR))
@@ -723,21 +1005,25 @@ static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_diges
 		if (!rc && shallow && cmp == 0 && (theirs.e[i].mode & S_IFMT) == (ours.e[j].mode & S_IFMT) &&
 		    (S_ISDIR(ours.e[j].mode) || S_ISREG(ours.e[j].mode))) {
 			/* left to its own marks */
+		} else if (!rc && cmp >= 0 && S_ISREG(ours.e[j].mode)) {
+			struct job job = { .theirs = cmp == 0 ? &theirs.e[i] : NULL, .parent_xattrs = parent_xattrs };
+
+			snprintf(job.path, sizeof job.path, "%s", path);
+			rc = hand_over(s, &g, &job);
 		} else if (!rc) {
-			rc = sync_entry(s, path, cmp <= 0 ? &theirs.e[i] : NULL, parent_xattrs);
-			if (rc < 0 && !fatal(rc))
-				entry_error(s, path, "synchronise", rc);
-			if (!fatal(rc))
-				rc = 0; /* moved meanwhile (1): visited again after the walk */
+			/* moved meanwhile (1): visited again after the walk */
+			rc = settle(s, path, sync_entry(s, path, cmp <= 0 ? &theirs.e[i] : NULL, parent_xattrs));
 		}
 		if (cmp <= 0)
 			i++;
 		if (cmp >= 0)
 			j++;
 	}
+	/* The workers read the listings; the directory's times come after its files. */
+	done = group_wait(s, &g);
 	listing_free(&theirs);
 	listing_free(&ours);
-	return rc < 0 ? rc : 0;
+	return rc < 0 ? rc : done;
 }
 
 /* The secondary's entry asked fresh, its strings kept in *keep (the answer's buffer is
@@ -821,11 +1107,8 @@ static int sync_moves(struct rfs_sync *s, bool *none)
 
 		if (!rc && p && !(kept && is_within(p, kept))) {
 			s->again++;
-			rc = tick(s) ?: sync_again(s, p);
-			if (rc < 0 && !fatal(rc))
-				entry_error(s, p, "synchronise", rc);
-			if (!fatal(rc))
-				rc = 0; /* moved again (1): the next pass has it */
+			/* moved again (1): the next pass has it */
+			rc = tick(s) ?: settle(s, p, sync_again(s, p));
 			kept = p;
 		}
 	}
@@ -939,11 +1222,14 @@ static int resync_entry(struct rfs_sync *s, const struct rfs_dirty_entry *e)
 	return rc;
 }
 
-/* Every path of the snapshot, parents first; what a whole entry covers is skipped. */
+/* Every path of the snapshot, parents first; what a whole entry covers is skipped.  Files
+ * with data marks go to the workers: what follows a file in this order is never its
+ * parent, so nothing done meanwhile changes what a worker's file is under. */
 static int resync(struct rfs_sync *s)
 {
+	struct group g = {0};
 	const char *whole = NULL;
-	int rc = 0;
+	int rc = 0, done;
 
 	atomic_store(&s->files_total, s->snap.n);
 	atomic_store(&s->bytes_total, s->snap.data_bytes + s->snap.suspect_bytes);
@@ -954,13 +1240,18 @@ static int resync(struct rfs_sync *s)
 			continue;
 		if (e->marks & RFS_MARK_ENTRY)
 			whole = e->path;
-		rc = tick(s) ?: resync_entry(s, e);
-		if (rc < 0 && !fatal(rc))
-			entry_error(s, e->path, "synchronise", rc);
-		if (!fatal(rc))
-			rc = 0; /* moved meanwhile (1): visited again after the walk */
+		rc = tick(s);
+		if (!rc && !(e->marks & RFS_MARK_ENTRY) && e->marks & (RFS_MARK_DATA | RFS_MARK_SUSPECT)) {
+			struct job job = { .marks = e };
+
+			snprintf(job.path, sizeof job.path, "%s", e->path);
+			rc = hand_over(s, &g, &job);
+		} else if (!rc) {
+			rc = settle(s, e->path, resync_entry(s, e)); /* moved meanwhile: visited again after */
+		}
 	}
-	return rc;
+	done = group_wait(s, &g);
+	return rc ? rc : done;
 }
 
 /* Counts the primary's entries and bytes, for the progress totals. */
@@ -1029,10 +1320,8 @@ static void *sync_main(void *arg)
 	char result[sizeof s->result];
 	int rc = -ENOMEM;
 
-	s->theirs = malloc(RFS_REPLY_MAX);
-	s->ours = malloc(RFS_REPLY_MAX);
-	s->data = malloc(CHUNK);
-	if (s->theirs && s->ours && s->data) {
+	tb = bufs_new(false);
+	if (tb && !(rc = workers_start(s))) {
 		char none[sizeof(struct rfs_reply_head)];
 
 		rfs_head_put(none, 0, 0, 0);
@@ -1040,11 +1329,11 @@ static void *sync_main(void *arg)
 		rfs_fs_track_moves(s->cfg.fs, true);
 		rc = run(s);
 		rfs_fs_track_moves(s->cfg.fs, false);
+		workers_stop(s);
 	}
 	rfs_dirty_snapshot_free(&s->snap);
-	free(s->theirs);
-	free(s->ours);
-	free(s->data);
+	bufs_free(tb);
+	tb = NULL;
 	pthread_mutex_lock(&s->mu);
 	s->ended_ns = mono_ns();
 	if (rc == -ENOTCONN)
@@ -1056,7 +1345,7 @@ static void *sync_main(void *arg)
 		snprintf(result, sizeof result, "error %s sync: %s", mode_names[s->mode], strerror(-rc));
 	else if (s->mode == RFS_SYNC_ESTIMATE)
 		snprintf(result, sizeof result, "ok mode=compare paths=%" PRIu64 " bytes=%" PRIu64
-			 " bytes_scanned=%" PRIu64 " elapsed_ms=%" PRId64, s->changes,
+			 " bytes_scanned=%" PRIu64 " elapsed_ms=%" PRId64, (uint64_t)atomic_load(&s->changes),
 			 (uint64_t)atomic_load(&s->bytes_sent), (uint64_t)atomic_load(&s->bytes_scanned),
 			 (s->ended_ns - s->started_ns) / 1000000);
 	else if (s->errors)
@@ -1085,6 +1374,12 @@ struct rfs_sync *rfs_sync_new(const struct rfs_sync_config *cfg)
 		return NULL;
 	s->cfg = *cfg;
 	pthread_mutex_init(&s->mu, NULL);
+	pthread_mutex_init(&s->err_mu, NULL);
+	pthread_mutex_init(&s->pool_mu, NULL);
+	pthread_cond_init(&s->pool_work, NULL);
+	pthread_cond_init(&s->pool_room, NULL);
+	pthread_mutex_init(&s->pace_mu, NULL);
+	rfs_sync_set_bw(s, cfg->bw_percent, cfg->bw_allowed);
 	return s;
 }
 
@@ -1134,12 +1429,12 @@ int rfs_sync_start(struct rfs_sync *s, enum rfs_sync_mode mode, const uint64_t *
 	s->mode = mode;
 	s->tagged = tag != NULL;
 	s->tag = tag ? *tag : 0;
-	s->changes = 0;
-	snprintf(s->changed, sizeof s->changed, "/"); /* no path of the stream */
+	atomic_store(&s->changes, 0);
 	clock_gettime(CLOCK_REALTIME, &now);
 	s->session = st.attaches;
 	s->started_ns = mono_ns();
-	s->progress_ns = s->started_ns - PROGRESS_NS; /* the first event at once */
+	atomic_store(&s->progress_ns, s->started_ns - PROGRESS_NS); /* the first event at once */
+	pace_reset(s);
 	s->ended_ns = 0;
 	s->started_wall = now.tv_sec;
 	s->errors = s->passes = 0;
@@ -1160,6 +1455,18 @@ int rfs_sync_start(struct rfs_sync *s, enum rfs_sync_mode mode, const uint64_t *
 	s->joinable = !rc;
 	pthread_mutex_unlock(&s->mu);
 	return rc;
+}
+
+void rfs_sync_set_bw(struct rfs_sync *s, int percent, uint64_t allowed)
+{
+	atomic_store(&s->bw_percent, percent < 1 || percent > 100 ? 100 : percent);
+	atomic_store(&s->bw_allowed, allowed);
+}
+
+void rfs_sync_get_bw(struct rfs_sync *s, int *percent, uint64_t *allowed)
+{
+	*percent = atomic_load(&s->bw_percent);
+	*allowed = atomic_load(&s->bw_allowed);
 }
 
 void rfs_sync_result(struct rfs_sync *s, char *out, size_t size)
@@ -1190,5 +1497,10 @@ void rfs_sync_free(struct rfs_sync *s)
 	if (join)
 		pthread_join(s->thread, NULL);
 	pthread_mutex_destroy(&s->mu);
+	pthread_mutex_destroy(&s->err_mu);
+	pthread_mutex_destroy(&s->pool_mu);
+	pthread_cond_destroy(&s->pool_work);
+	pthread_cond_destroy(&s->pool_room);
+	pthread_mutex_destroy(&s->pace_mu);
 	free(s);
 }

@@ -15,6 +15,8 @@
 
 struct rfs_sync;
 
+#define RFS_NBREI_MAX 16
+
 struct rfs_sync_config {
 	int rootfd;             /* the replicated directory beneath the mount */
 	struct rfs_repl *repl;
@@ -22,6 +24,9 @@ struct rfs_sync_config {
 	struct rfs_dirty *dirty; /* the journal (dirty.h): a successful run makes it clean; or NULL */
 	bool xattr;             /* extended attributes are replicated: compare them too */
 	const struct rfs_exclude *exclude; /* neither sent nor purged there (exclude.h), or NULL */
+	int nbrei;              /* threads synchronising regular files; 1: the walk's own */
+	int bw_percent;         /* the cap, as rfs_sync_set_bw takes it */
+	uint64_t bw_allowed;
 	/* From the sync's thread: a "progress ..." line (at most twice a second), and the
 	 * end of a run (rfs_sync_result then tells how it went). */
 	void (*progress)(void *arg, const char *line);
@@ -48,6 +53,12 @@ int rfs_sync_start(struct rfs_sync *s, enum rfs_sync_mode mode, const uint64_t *
  * elapsed_ms=T" (an estimate: "ok mode=compare paths=N bytes=B bytes_scanned=M
  * elapsed_ms=T") or "error <reason>". */
 void rfs_sync_result(struct rfs_sync *s, char *out, size_t size);
+
+/* The bandwidth cap, for the running sync too: while the application writes, the sync's
+ * data is at most percent % of the data sent (1-100; 100: no share); and at most allowed
+ * bytes per second (0: no limit).  docs/replication.md, "Tuning". */
+void rfs_sync_set_bw(struct rfs_sync *s, int percent, uint64_t allowed);
+void rfs_sync_get_bw(struct rfs_sync *s, int *percent, uint64_t *allowed);
 
 /* " sync_state=idle|running|done|failed sync_files_scanned=... sync_elapsed_ms=...". */
 void rfs_sync_keys(struct rfs_sync *s, char *out, size_t size);

@@ -352,7 +352,27 @@ class Rfs:
     allocthreshold: int = attr("Size in GB from which new files are preallocated on full sync.",
                                Int(0), 0)
     namespacepolicy: int = attr("Namespace resynchronisation policy (SafeKit compatible).", Int(0, 4), 4)
-    scripts: bool = attr("Run start_rfs/stop_rfs scripts around replication.", OnOff(), False)
+    scripts: bool = attr("Run the module's start_rfs before the replication starts and stop_rfs "
+                         "after it stops, on both nodes.", OnOff(), False)
+    nbrei: int = attr("Threads synchronising files in a full or incremental synchronisation.",
+                      Int(1, 16), 3)
+    reidbwidthpercent: int = attr(
+        "While the application writes, the synchronisation sends at most this percentage of the "
+        "data sent to the secondary (100: no cap; with no application write for 1 s, none).",
+        Int(1, 100), 100)
+    reiallowedbw: int = attr("Most a synchronisation sends, in KiB/s (0: no limit).", Int(0), 0)
+    reitimeout: str = attr("SafeKit reintegration timeout.", Text(), ignored=True)
+    reicommit: str = attr("SafeKit reintegration commit interval.", Text(), ignored=True)
+    ruzone_blocksize: str = attr("SafeKit bitmap zone size (hakit-rfs tracks 4 KiB blocks).",
+                                 Text(), ignored=True)
+    conntimeout: str = attr("SafeKit connection timeout.", Text(), ignored=True)
+    iotimeout: str = attr("SafeKit I/O timeout (sendtimeout applies).", Text(), ignored=True)
+    locktimeout: str = attr("SafeKit lock timeout.", Text(), ignored=True)
+    syncdelay: str = attr("SafeKit periodic sync delay.", Text(), ignored=True)
+    syncat: str = attr("SafeKit scheduled synchronisation.", Text(), ignored=True)
+    checktime: str = attr("SafeKit replication check timeout.", Text(), ignored=True)
+    checkintv: str = attr("SafeKit replication check interval.", Text(), ignored=True)
+    roflags: str = attr("SafeKit read-only mount flags.", Text(), ignored=True)
     replicated: tuple[Replicated, ...] = child(Replicated, many=True, required=True)
 
     def validate(self) -> Iterator[str]:

@@ -324,11 +324,8 @@ class MirrorDriver(Driver):
             if self.a.state == State.PRIM:
                 self._unprotected("this node's hakit-rfs died", Status.TRANSIENT)
         elif rfs.role == "secondary":
-            await rfs.stop()
-            try:
-                await rfs.start("secondary")
-            except HakitError as exc:
-                raise StartFailed(str(exc)) from None
+            await self._rfs_stop()
+            await self._rfs_start("secondary")
             self.a.log(Level.EVENT, "rfs", "Receivers started again: the primary synchronises them")
             self.a.advertise()
 
@@ -373,10 +370,7 @@ class MirrorDriver(Driver):
         self.sync_backoff = self.sync_retry_at = 0.0
         self.leaving = False
         if self.p.rfs is not None:
-            try:
-                await self.p.rfs.start("primary", adopt=adopt)
-            except HakitError as exc:
-                raise StartFailed(str(exc)) from None
+            await self._rfs_start("primary", adopt)
         await a.start_primary()
 
     async def to_second(self, peer: News) -> None:
@@ -389,11 +383,32 @@ class MirrorDriver(Driver):
         # Until the primary reports its synchronisation done, a crash leaves this copy
         # marked inconsistent: only primforce can make it the reference then.
         self._save_data("syncing")
+        await self._rfs_start("secondary")
+        self.a.advertise()  # the receivers' epoch: the primary attaches and synchronises
+
+    async def _rfs_start(self, role: str, adopt: int = 0) -> None:
+        """The replication in a role; with <rfs scripts="on">, start_rfs before it starts
+        (and stop_rfs after the other role's stopped)."""
+        rfs = self.p.rfs
+        assert rfs is not None
+        if rfs.role == role:
+            return
+        await self._rfs_stop()
+        if rfs.cfg.scripts:
+            await self.a.script("start_rfs")
         try:
-            await self.p.rfs.start("secondary")
+            await rfs.start(role, adopt=adopt)
         except HakitError as exc:
             raise StartFailed(str(exc)) from None
-        self.a.advertise()  # the receivers' epoch: the primary attaches and synchronises
+
+    async def _rfs_stop(self) -> None:
+        """The replication stopped, if it runs; with <rfs scripts="on">, stop_rfs after."""
+        rfs = self.p.rfs
+        assert rfs is not None
+        was = rfs.role
+        await rfs.stop()  # also what a start that failed midway left
+        if rfs.cfg.scripts and was is not None:
+            await self.a.stop_script("stop_rfs", False)
 
     def _synced_by(self, peer: News) -> bool:
         rfs = self.p.rfs
@@ -471,7 +486,7 @@ class MirrorDriver(Driver):
             await a.stop_role("second", force)
         if self.p.rfs is not None and a.state in (*PRIMARY, State.SECOND):
             if replication:
-                await self.p.rfs.stop()
+                await self._rfs_stop()
             if in_sync:
                 # Stopped in sync: this copy equals the secondary's; whichever of the two is
                 # primary next records from that lineage and the other returns incrementally.

@@ -132,6 +132,8 @@ class Replication:
         if role == "primary":
             argv += ["--nbremconn", str(self.cfg.nbremconn),
                      "--sendtimeout", str(int(self.cfg.sendtimeout * 1000)),
+                     "--nbrei", str(self.cfg.nbrei), "--rei-bw-percent", str(self.cfg.reidbwidthpercent),
+                     "--rei-allowed-bw", str(self.cfg.reiallowedbw),
                      "--state", str(self.state_dir(index)), "--fence", "--keep-dead-mount",
                      "--root-fd", str(self.roots[index])]
             if adopt:
