@@ -119,7 +119,8 @@ static const char usage[] =
 	"  --tls-cert FILE --tls-key FILE --tls-ca FILE  TLS 1.3 on the stream, both certificates\n"
 	"                       checked against the CA\n"
 	"  --insecure           secondary: accept a primary that proves nothing (tests, trusted links)\n"
-	"--no-passthrough: the secondary's reads go through the mount's page cache, not straight to\n  the real file (FUSE passthrough)\n";
+	"--no-passthrough: the secondary's reads go through the mount's page cache, not straight to\n"
+	"  the real file (FUSE passthrough)\n";
 
 struct args {
 	bool primary;
