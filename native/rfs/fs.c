@@ -1186,6 +1186,15 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	conn->want |= conn->capable & FUSE_CAP_DONT_MASK;
 	if (fs->xattr)
 		conn->want |= conn->capable & FUSE_CAP_POSIX_ACL;
+	/* On the primary every change passes through the mount, so the kernel's page cache
+	 * of a file is never stale.  libfuse's default (auto_inval_data) would drop a file's
+	 * whole cache whenever a GETATTR brings an mtime other than the kernel's own guess,
+	 * that is after nearly every write: a database then reads back through requests what
+	 * it just wrote.  Explicit: nor when the size differs. */
+	if (fs->repl) {
+		conn->want &= ~(unsigned)FUSE_CAP_AUTO_INVAL_DATA;
+		conn->want |= conn->capable & FUSE_CAP_EXPLICIT_INVAL_DATA;
+	}
 	conn->max_write = MAX_WRITE;
 
 	cfg->use_ino = 1;

@@ -41,6 +41,10 @@ struct rfs_open_mode; /* an open's share of its inode's mode; NULL: not counted 
 int rfs_open_mode(int fd, const struct stat *st, bool read_only, struct rfs_open_mode **out);
 void rfs_open_release(struct rfs_open_mode *m);
 
+/* " NAME=COUNT:MICROSECONDS" per opcode served since the mount: the requests and the time
+ * from reading each to answering it (waits on the secondary included). */
+void rfs_fuse_io_served(char *out, size_t size);
+
 /* Opens served by passthrough since the mount. */
 uint64_t rfs_passthrough_opens(void);
 

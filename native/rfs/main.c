@@ -82,6 +82,7 @@
 #include "dirty.h"
 #include "exclude.h"
 #include "fs.h"
+#include "fuse_io.h"
 #include "log.h"
 #include "repl_recv.h"
 #include "repl_send.h"
@@ -689,6 +690,16 @@ static int cmd_stats(struct control *c, int client, const char *verb, char **arg
 	return 0;
 }
 
+static int cmd_served(struct control *c, int client, const char *verb, char **args, int nargs,
+		      char *out, size_t size)
+{
+	(void)c, (void)client, (void)verb, (void)args, (void)nargs;
+	memcpy(out, "ok", 3);
+	rfs_fuse_io_served(out + 2, size - 3);
+	strcat(out, "\n");
+	return 0;
+}
+
 static int cmd_stop(struct control *c, int client, const char *verb, char **args, int nargs,
 		    char *out, size_t size)
 {
@@ -798,6 +809,7 @@ static const struct command {
 	{ "resync", "resync tag=N", 0, 1, true, cmd_sync },
 	{ "rfsdiff", "rfsdiff", 0, 1, true, cmd_sync },
 	{ "reibw", "reibw [P KBPS]", 0, 2, true, cmd_reibw },
+	{ "served", "served", 0, 0, false, cmd_served },
 	{ "stats", "stats", 0, 0, false, cmd_stats },
 	{ "stop", "stop", 0, 0, false, cmd_stop },
 };
