@@ -1,6 +1,6 @@
-"""Opens on the secondary's read-only mount served by the kernel from the real file
-(FUSE passthrough), and none on the primary: hakit-rfs on this host, the secondary on
-127.0.0.1."""
+"""What hakit-rfs asks of the kernel's FUSE: opens on the secondary's read-only mount
+served from the real file (passthrough), none on the primary; the primary's page cache
+kept across attribute refreshes.  hakit-rfs on this host, the secondary on 127.0.0.1."""
 
 from __future__ import annotations
 
@@ -54,3 +54,31 @@ def test_without_passthrough_every_open_is_cached(rfs, base: Path):
         f.write(b"x")
     assert (base / "sec" / "h").read_bytes() == b"x"
     assert secondary.stats()["passthrough_opens"] == 0
+
+
+def served(rfs_process) -> dict[str, int]:
+    """Requests per opcode since the mount."""
+    reply = rfs_process.cmd("served")
+    assert reply.startswith("ok"), reply
+    return {k: int(v.split(":")[0]) for k, v in (w.split("=") for w in reply.split()[1:])}
+
+
+def test_the_primary_reads_back_what_it_wrote_from_its_cache(rfs, base: Path):
+    """Each write moves the file's mtime; the next GETATTR (a database's lseek to the
+    end, a stat) must not drop the pages the kernel holds, or every read becomes a
+    request."""
+    primary = rfs("primary", "pri")
+    path = base / "pri" / "db"
+    fd = os.open(path, os.O_CREAT | os.O_RDWR, 0o600)
+    try:
+        for block in range(64):
+            os.pwrite(fd, bytes([block]) * 8192, block * 8192)
+            os.fsync(fd)
+            os.fstat(fd)
+            os.lseek(fd, 0, os.SEEK_END)
+        reads = served(primary).get("read", 0)
+        for block in range(64):
+            assert os.pread(fd, 8192, block * 8192) == bytes([block]) * 8192
+        assert served(primary).get("read", 0) == reads
+    finally:
+        os.close(fd)
