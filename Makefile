@@ -91,7 +91,7 @@ rfs-asan: $(STAMPS)/deb $(RFS_TESTS)
 # (HAKIT_RFS_FAULT=ERRNO:TEXT, repl_recv.c): errors such as EIO that the test machine cannot
 # cause for real.  Used by tests/test_rfs_resync.py; never installed.
 RFS_FAULTS := build/rfs-faults/hakit-rfs
-RFS_SOURCES := $(patsubst %,$(RFS_DIR)/%.c,$(RFS_CORE_NAMES) fs sync main)
+RFS_SOURCES := $(patsubst %,$(RFS_DIR)/%.c,$(RFS_CORE_NAMES) fs fuse_io sync main)
 $(RFS_FAULTS): $(RFS_SOURCES) $(RFS_HEADERS) $(STAMPS)/deb
 	@mkdir -p $(@D)
 	$(CC) -std=gnu11 -Wall -Wextra -Werror -D_GNU_SOURCE -DFUSE_USE_VERSION=314 -DRFS_FAULT_INJECTION -g -O2 \
