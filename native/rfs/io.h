@@ -8,7 +8,8 @@
  *      answers to queries), which describe bytes on the wire;
  *   3. exclude.h, dirty.h, apply.h, chan.h: the parts the stream is built from;
  *   4. repl_send.h (the primary's stream), repl_recv.h (the secondary's receiver);
- *   5. fs.h (FUSE), then sync.h (the full sync, which orders itself against fs.h);
+ *   5. fuse_io.h (the FUSE session's I/O), fs.h (FUSE), then sync.h (the full sync,
+ *      which orders itself against fs.h);
  *   6. main.c, which includes what it assembles and is included by nothing.
  * A lower file never includes a higher one: the tests and the fuzzer link layers 1-4
  * without FUSE.
