@@ -60,6 +60,14 @@ class Writer:
         assert alive, f"the writer ended by itself after record {self.acked}: {err}"
 
 
+def respawned(sim, node: str, killed: int) -> bool:
+    """Whether another module process than `killed` runs on the node (the cleanup's aside)."""
+    try:
+        return module_pid(sim, node) != killed
+    except AssertionError:  # between two
+        return False
+
+
 def records(sim, node: str) -> list[int]:
     data = (sim.host_path(node, REP) / "records").read_bytes()
     return [int(line.split()[1]) for line in data.splitlines()]
@@ -81,7 +89,7 @@ def test_a_killed_primary_module_process_is_resumed_while_the_application_writes
         os.kill(killed, signal.SIGKILL)
         began = time.monotonic()
         writer.until(20)  # acknowledged while no module process runs, or a new one takes over
-        wait_for("a new module process", lambda: module_pid(sim, "node1") != killed, timeout=10)
+        wait_for("a new module process", lambda: respawned(sim, "node1", killed), timeout=10)
         wait_state(sim, "node1", "PRIM (Ready)", timeout=15)
         resumed_s = time.monotonic() - began
         writer.until(50)
@@ -98,3 +106,45 @@ def test_a_killed_primary_module_process_is_resumed_while_the_application_writes
     assert "waiting up to 5 s for its module process" in hk(sim, "node2", "logview", "-m", MODULE)
     assert_has_every_acknowledged(sim, "node2", writer.acked)
     print(f"resumed PRIM (Ready) {resumed_s:.2f} s after the kill")
+
+
+def test_a_killed_secondary_module_process_heals_while_the_application_writes(make_sim, tmp_path):
+    sim = start_mirror(make_sim, tmp_path)
+    writer = Writer(sim, "node1")
+    try:
+        writer.until(50)
+        killed = module_pid(sim, "node2")
+        os.kill(killed, signal.SIGKILL)
+        writer.until(20)
+        # The primary goes on alone, then synchronises the secondary's new process.
+        wait_for("a new module process", lambda: respawned(sim, "node2", killed), timeout=10)
+        wait_state(sim, "node2", "SECOND (Ready)", timeout=30)
+        wait_state(sim, "node1", "PRIM (Ready)")
+        writer.until(50)
+    finally:
+        writer.stop()
+    assert_has_every_acknowledged(sim, "node2", writer.acked)
+
+
+def test_a_primary_whose_peer_took_over_meanwhile_gives_way_and_loses_nothing(make_sim, tmp_path):
+    """hakitd frozen while the primary's module process is dead: the secondary's grace
+    ends, it takes over; the resumed primary gives way, and its writer's held writes fail
+    rather than be acknowledged."""
+    sim = start_mirror(make_sim, tmp_path)
+    hakitd = int(sim.host_path("node1", "/run/hakit/hakitd.pid").read_text())
+    writer = Writer(sim, "node1")
+    try:
+        writer.until(50)
+        os.kill(hakitd, signal.SIGSTOP)
+        try:
+            os.kill(module_pid(sim, "node1"), signal.SIGKILL)
+            wait_state(sim, "node2", "ALONE (Ready)", timeout=15)
+        finally:
+            os.kill(hakitd, signal.SIGCONT)
+        wait_state(sim, "node1", "SECOND (Ready)", timeout=30)
+        assert "took over while this node's module process was down" in hk(sim, "node1", "logview", "-m", MODULE)
+    finally:
+        writer.proc.kill()
+        out, _ = writer.proc.communicate()
+    acked = max([writer.acked, *(int(n) for n in out.split())])
+    assert_has_every_acknowledged(sim, "node2", acked)
