@@ -446,12 +446,15 @@ class Replication:
             self.resources.set("rfs.apply_failures", str(failures))
 
     async def stop_orphans(self) -> None:
-        """Stop the hakit-rfs a crashed module process left serving its directories."""
+        """Stop the hakit-rfs a crashed module process left serving its directories, and
+        remove the dead mounts of those that died with it (a primary's keeps its mount
+        dead: nobody else would)."""
         for index, rep in enumerate(self.cfg.replicated):
             ctl = self.paths.run / "rfs" / f"{self.module}.{index}.ctl"
             try:
                 reader, writer = await asyncio.open_unix_connection(str(ctl))
             except OSError:
+                await asyncio.to_thread(remove_dead_mounts, rep.dir)
                 continue  # nobody serves it
             writer.write(b"stop\n")
             await writer.drain()
