@@ -68,6 +68,21 @@ def respawned(sim, node: str, killed: int) -> bool:
         return False
 
 
+# The receiver's stats line, from its control socket.
+STATS = r"""
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+s.connect(sys.argv[1])
+s.sendall(b"stats\n")
+print(s.makefile().readline().strip())
+"""
+
+
+def rx_idle_ms(sim, node: str) -> int:
+    line = sim.exec(node, ["python3", "-c", STATS, f"/run/hakit/rfs/{MODULE}.0.ctl"], capture=True).stdout
+    return int(dict(w.split("=", 1) for w in line.split() if "=" in w)["rx_idle_ms"])
+
+
 def records(sim, node: str) -> list[int]:
     data = (sim.host_path(node, REP) / "records").read_bytes()
     return [int(line.split()[1]) for line in data.splitlines()]
@@ -80,6 +95,9 @@ def assert_has_every_acknowledged(sim, node: str, acked: int) -> None:
 
 def test_a_killed_primary_module_process_is_resumed_while_the_application_writes(make_sim, tmp_path):
     sim = start_mirror(make_sim, tmp_path)
+    # Nothing written for a while: the idle stream's keepalives are what the secondary hears.
+    time.sleep(0.5)
+    assert 0 <= rx_idle_ms(sim, "node2") < 200
     rfs = rfs_pid(sim, "node1")
     secondary = [history(sim, "node2", f"module.{r}") for r in ("state", "status")]
     writer = Writer(sim, "node1")
@@ -142,9 +160,29 @@ def test_a_primary_whose_peer_took_over_meanwhile_gives_way_and_loses_nothing(ma
         finally:
             os.kill(hakitd, signal.SIGCONT)
         wait_state(sim, "node1", "SECOND (Ready)", timeout=30)
-        assert "took over while this node's module process was down" in hk(sim, "node1", "logview", "-m", MODULE)
+        log = hk(sim, "node1", "logview", "-m", MODULE)
+        assert "took over while this node's module process was down" in log
     finally:
         writer.proc.kill()
         out, _ = writer.proc.communicate()
     acked = max([writer.acked, *(int(n) for n in out.split())])
     assert_has_every_acknowledged(sim, "node2", acked)
+
+
+def test_an_adopted_rfs_that_dies_is_repaired_over_its_dead_mount(make_sim, tmp_path):
+    """The adopted hakit-rfs is watched as the module's own: its death is noticed, and the
+    new one mounts over the dead mount from the real directory taken back from it."""
+    sim = start_mirror(make_sim, tmp_path)
+    killed = module_pid(sim, "node1")
+    os.kill(killed, signal.SIGKILL)
+    wait_for("a new module process", lambda: respawned(sim, "node1", killed), timeout=10)
+    wait_state(sim, "node1", "PRIM (Ready)", timeout=15)
+    adopted = rfs_pid(sim, "node1")
+    os.kill(adopted, signal.SIGKILL)
+    died = "hakit-rfs primary died (ended; started by an earlier module process"
+    wait_for("the death noticed", lambda: died in hk(sim, "node1", "logview", "-m", MODULE), timeout=5)
+    wait_state(sim, "node2", "SECOND (Ready)", timeout=30)
+    wait_state(sim, "node1", "PRIM (Ready)", timeout=15)
+    assert rfs_pid(sim, "node1") != adopted
+    sim.exec("node1", ["sh", "-c", f"echo after > {REP}/after && sync {REP}/after"])
+    wait_for("replicated", lambda: (sim.host_path("node2", REP) / "after").exists(), timeout=5)
