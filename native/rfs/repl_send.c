@@ -570,14 +570,18 @@ static void *sender_main(void *arg)
 	c->sent_ns = rfs_now_ns(); /* the HELLO */
 	while (!c->dead) {
 		int rc = c->fail_rc;
-		int64_t due = 0;
+		/* Idle: nothing queued, nothing awaiting its ack.  Not while frames are in flight:
+		 * a keepalive's send would count as progress and hide a secondary that stopped
+		 * acknowledging (the acker's timeout). */
+		int idle = !rc && !c->sending && !c->q.bytes && !c->ring_n && c->keepalives;
+		int64_t due = rfs_now_ns() + RFS_KEEPALIVE_MS * RFS_NS_PER_MS;
 
-		if (!rc && !c->sending && !c->q.bytes && c->keepalives && !keepalive_queued(c, &due)) {
+		if (idle && !keepalive_queued(c, &due)) {
 			rc = flush_locked(c);
 		} else if (!rc && (c->sending || !c->q.bytes)) {
 			c->sleeping = 1;
 			if (c->keepalives && !c->sending)
-				wait_until(&c->wake_sender, &c->mu, due);
+				wait_until(&c->wake_sender, &c->mu, due); /* acks do not wake it */
 			else
 				pthread_cond_wait(&c->wake_sender, &c->mu);
 			c->sleeping = 0;
