@@ -15,7 +15,7 @@ import pytest
 from hakit.heart.protocol import Beat, encode
 from hakit.testing import zeroloss
 from tests.cluster import MODULE, TRACING, hk, install, mirror_conf, state, trace, wait_state
-from tests.helpers import wait_for
+from tests.helpers import node_pids, wait_for
 
 pytestmark = pytest.mark.root
 
@@ -527,6 +527,8 @@ def module_pid(sim, node: str) -> int:
 
 
 def test_a_crashed_module_process_is_cleaned_up_before_it_restarts(make_sim, tmp_path):
+    """When the new process cannot take over what the dead one ran (here its hakit-rfs
+    died with it; tests/test_resume.py has the case where it can)."""
     sim = make_sim(nodes=2, daemon=True, paths=("/srv/rep",))
     vip = sim.spare_addr(0, 1)
     install(sim, tmp_path, ["node1", "node2"], mirror_conf(vip, '<rfs><replicated dir="/srv/rep"/></rfs>'))
@@ -534,13 +536,16 @@ def test_a_crashed_module_process_is_cleaned_up_before_it_restarts(make_sim, tmp
     hk(sim, "node2", "start", "-m", MODULE)
     wait_state(sim, "node2", "SECOND (Ready)", timeout=30)
     os.kill(module_pid(sim, "node1"), signal.SIGKILL)
+    os.kill(int(node_pids(sim, "node1", "hakit-rfs")[0]), signal.SIGKILL)
     # The application of the dead primary is stopped (with force), its VIP and mount go,
     # node2 takes over, and node1's module comes back as secondary.
     wait_for("stop_prim force", lambda: "stop_prim force" in trace(sim, "node1"))
     wait_state(sim, "node1", "SECOND (Ready)", timeout=30)
     wait_state(sim, "node2", "PRIM (Ready)")
     assert not has_vip(sim, "node1", vip) and has_vip(sim, "node2", vip)
-    assert "Cleaning up after a crash in state PRIM" in hk(sim, "node1", "logview", "-m", MODULE)
+    log = hk(sim, "node1", "logview", "-m", MODULE)
+    assert "Cannot take over what the module process that died ran" in log
+    assert "Cleaning up after a crash in state PRIM" in log
 
 
 def test_heartbeat_rejections_are_logged_once_a_minute_in_all_whatever_the_sources():

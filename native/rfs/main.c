@@ -83,6 +83,7 @@
 #include "exclude.h"
 #include "fs.h"
 #include "fuse_io.h"
+#include "io.h"
 #include "log.h"
 #include "repl_recv.h"
 #include "repl_send.h"
@@ -627,10 +628,14 @@ static void stats_line(struct server *s, char *out, size_t size)
 			      (unsigned long long)r.bytes_on_wire, (unsigned long long)r.acks,
 			      (unsigned long long)r.queued_bytes, (unsigned long long)r.failures, r.fencing);
 	} else {
-		k += snprintf(out + k, size - (size_t)k, " rx_ops=%llu rx_bytes=%llu rx_failures=%llu",
+		int64_t last = __atomic_load_n(&s->recv_stats.last_ns, __ATOMIC_RELAXED);
+
+		/* rx_idle_ms: since a primary was last heard (-1: never), for the module's grace. */
+		k += snprintf(out + k, size - (size_t)k, " rx_ops=%llu rx_bytes=%llu rx_failures=%llu rx_idle_ms=%lld",
 			      (unsigned long long)__atomic_load_n(&s->recv_stats.ops, __ATOMIC_RELAXED),
 			      (unsigned long long)__atomic_load_n(&s->recv_stats.bytes, __ATOMIC_RELAXED),
-			      (unsigned long long)__atomic_load_n(&s->recv_stats.failures, __ATOMIC_RELAXED));
+			      (unsigned long long)__atomic_load_n(&s->recv_stats.failures, __ATOMIC_RELAXED),
+			      last ? (long long)((rfs_now_ns() - last) / RFS_NS_PER_MS) : -1LL);
 	}
 	snprintf(out + k, size - (size_t)k,
 		 " writes=%llu write_bytes=%llu namespace_ops=%llu syncs=%llu closes=%llu getxattrs=%llu"

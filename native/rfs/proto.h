@@ -5,10 +5,14 @@
  * A connection carries frames.  Every frame starts with one fixed 32-byte header,
  * all integers little-endian:
  *
- *   primary -> secondary   HELLO (once, first), then op frames, seq 1, 2, 3, ...
- *   secondary -> primary   one ACK per frame received, same seq, in the same order; the
- *                          ACK of a query opcode carries its answer (query.h) as its
- *                          body, at most RFS_REPLY_MAX bytes; every other ACK has none
+ *   primary -> secondary   HELLO (once, first), then op frames, seq 1, 2, 3, ...; and,
+ *                          when the HELLO's ACK says RFS_F_KEEPALIVES, a KEEPALIVE (a
+ *                          bare header, seq 0, not acked) on a connection idle for
+ *                          RFS_KEEPALIVE_MS
+ *   secondary -> primary   one ACK per frame received but KEEPALIVE, same seq, in the
+ *                          same order; the ACK of a query opcode carries its answer
+ *                          (query.h) as its body, at most RFS_REPLY_MAX bytes; every
+ *                          other ACK has none
  *
  * An op frame's body is the op's fixed fields (struct rfs_wire_op), then path, path2
  * and name, each NUL-terminated and only when its length in the header is non-zero,
@@ -32,12 +36,20 @@
 enum {
 	RFS_T_HELLO = 0x40,
 	RFS_T_ACK = 0x41,
+	RFS_T_KEEPALIVE = 0x42,
 };
+
+/* The receiver's time since the last frame is the secondary's evidence that the primary's
+ * node and hakit-rfs live while its module's heartbeats are silent (a module process
+ * restarting): an idle stream carries a keepalive this often.  Only to a receiver that
+ * said it takes them (a receiver of before refuses unknown frame types). */
+#define RFS_KEEPALIVE_MS 100
 
 /* Header flags. */
 #define RFS_F_LZ4 0x0001u     /* WRITE data is lz4 block-compressed */
 #define RFS_F_DURABLE 0x0002u /* make the result durable before acking */
 #define RFS_F_KNOWN (RFS_F_LZ4 | RFS_F_DURABLE)
+#define RFS_F_KEEPALIVES 0x0004u /* in the ACK of a HELLO: this receiver takes KEEPALIVE */
 
 /* The limits of op.h are what a receiver enforces before reading a body: a frame
  * beyond them is garbage. */
@@ -45,9 +57,9 @@ enum {
 struct rfs_wire_hdr {
 	uint32_t magic;
 	uint8_t version;
-	uint8_t type;       /* opcode, RFS_T_HELLO or RFS_T_ACK */
+	uint8_t type;       /* opcode, RFS_T_HELLO, RFS_T_ACK or RFS_T_KEEPALIVE */
 	uint16_t flags;     /* RFS_F_* */
-	uint64_t seq;       /* per connection: HELLO 0, ops from 1, +1 each; an ACK repeats it */
+	uint64_t seq;       /* per connection: HELLO 0, ops from 1, +1 each; an ACK repeats it; KEEPALIVE 0 */
 	uint32_t body_len;  /* bytes after the header */
 	int32_t result;     /* ACK: 0 or -errno of the apply; else 0 */
 	uint16_t path_len;  /* NUL included; 0 when absent */

@@ -126,10 +126,10 @@ static int ack_answer(struct rconn *k, uint64_t seq, int result, size_t len)
 	return acks_flush(k) || rconn_send(k, head, RFS_HDR_LEN) || rconn_send(k, k->reply, len) ? -1 : 0;
 }
 
-static int ack(struct rconn *k, uint64_t seq, int result)
+static int ack(struct rconn *k, uint64_t seq, int result, uint16_t flags)
 {
 	struct rfs_wire_hdr h = {.magic = RFS_MAGIC, .version = RFS_VERSION, .type = RFS_T_ACK,
-				 .seq = seq, .result = result};
+				 .flags = flags, .seq = seq, .result = result};
 
 	if (k->nacks == RX_ACKS && acks_flush(k))
 		return -1;
@@ -152,6 +152,11 @@ static int check_hdr(struct rconn *k, const struct rfs_wire_hdr *h, char *why, s
 	if (!k->hello_seen) {
 		if (h->type != RFS_T_HELLO || h->seq || h->body_len != sizeof(struct rfs_wire_hello))
 			BAD("the first frame is not a hello");
+		return 0;
+	}
+	if (h->type == RFS_T_KEEPALIVE) {
+		if (h->seq || h->flags || h->body_len || strs)
+			BAD("bad keepalive");
 		return 0;
 	}
 	if (!shape)
@@ -225,7 +230,7 @@ static int hello_in(struct rconn *k, const char *body)
 	k->in_session = ok;
 	pthread_mutex_unlock(&rx->mu);
 	k->expect_seq = 1;
-	return ok ? ack(k, 0, 0) : -1;
+	return ok ? ack(k, 0, 0, RFS_F_KEEPALIVES) : -1;
 }
 
 /* The primary hears of it in the ack (and detaches this copy unless a sync expects
@@ -318,7 +323,7 @@ static int op_in(struct rconn *k, const struct rfs_wire_hdr *h, const char *body
 	if (rc)
 		rx_failed(k->rx, &op, rc);
 	k->expect_seq++;
-	return ack(k, h->seq, rc);
+	return ack(k, h->seq, rc, 0);
 }
 
 /* Every whole frame in the buffer; 0, or -1: close (with why set if garbage). */
@@ -339,6 +344,8 @@ static int frames_in(struct rconn *k, char *why, size_t n)
 			return -1;
 		if (!k->hello_seen)
 			rc = hello_in(k, k->buf + pos + RFS_HDR_LEN);
+		else if (h.type == RFS_T_KEEPALIVE)
+			rc = 0; /* what it says, its arrival said */
 		else
 			rc = op_in(k, &h, k->buf + pos + RFS_HDR_LEN, why, n);
 		pos += RFS_HDR_LEN + h.body_len;
@@ -399,6 +406,7 @@ static void *rconn_main(void *arg)
 			break;
 		k->have += (size_t)got;
 		__atomic_fetch_add(&rx->stats->bytes, (uint64_t)got, __ATOMIC_RELAXED);
+		__atomic_store_n(&rx->stats->last_ns, rfs_now_ns(), __ATOMIC_RELAXED);
 		if (frames_in(k, why, sizeof why) || acks_flush(k))
 			break;
 	}

@@ -10,12 +10,14 @@
 struct rfs_creds;
 
 /* What a receiver took in: bytes of the stream read from its connections (after TLS),
- * operations applied and queries answered, and operations it failed to apply.  Updated
+ * operations applied and queries answered, operations it failed to apply, and when it
+ * last heard a primary (an idle stream carries keepalives, proto.h).  Updated
  * with relaxed atomics: read them with __atomic_load_n.  failed (or NULL) hears each
  * failure ("failed to <op> <path>: <error>"), the first ones and then fewer and fewer
  * (when the count is a power of two), as the receiver's log does. */
 struct rfs_rx_stats {
 	uint64_t bytes, ops, failures;
+	int64_t last_ns;  /* rfs_now_ns() when bytes last came from a primary; 0: never */
 	void (*failed)(void *arg, const char *what);
 	void *arg;
 };

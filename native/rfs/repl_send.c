@@ -140,6 +140,8 @@ struct conn {
 	int ack_waiters;           /* threads waiting on acked */
 	struct waiter *waiters;
 	int64_t progress_ns;       /* last byte sent or ack received */
+	int64_t sent_ns;           /* last byte sent */
+	int keepalives;            /* the receiver takes KEEPALIVE (said in the HELLO's ack) */
 };
 
 struct session {
@@ -460,7 +462,7 @@ static int send_batch(struct conn *c, const struct outq *q)
 		if (sent < 0)
 			return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
 		pthread_mutex_lock(&c->mu);
-		c->progress_ns = rfs_now_ns();
+		c->progress_ns = c->sent_ns = rfs_now_ns();
 		pthread_mutex_unlock(&c->mu);
 		while (sent > 0) {
 			size_t left = q->segs[i].len - skip;
@@ -536,8 +538,27 @@ static void wait_step(struct conn *c, uint64_t seq)
 		pthread_cond_wait(&c->acked, &c->mu);
 }
 
+/* A connection idle for RFS_KEEPALIVE_MS gets a KEEPALIVE (proto.h), queued as a frame
+ * of no op: no seq, no ack, nothing in flight (c->mu held).  0, or 1 when it is not due
+ * yet (then *due says when) or cannot be queued. */
+static int keepalive_queued(struct conn *c, int64_t *due)
+{
+	struct rfs_wire_hdr h = {.magic = RFS_MAGIC, .version = RFS_VERSION, .type = RFS_T_KEEPALIVE};
+	char head[RFS_HDR_LEN];
+
+	*due = c->sent_ns + RFS_KEEPALIVE_MS * RFS_NS_PER_MS;
+	if (rfs_now_ns() < *due)
+		return 1;
+	if (outq_room(&c->q, sizeof head))
+		return *due = rfs_now_ns() + RFS_KEEPALIVE_MS * RFS_NS_PER_MS, 1;
+	rfs_hdr_put(head, &h);
+	c->q.first_ns = rfs_now_ns();
+	outq_copy(&c->q, head, sizeof head);
+	return 0;
+}
+
 /* The sender thread sends buffered ops: once flush_delay_ms passed since the oldest
- * was queued, or at once when FLUSH_BYTES are waiting. */
+ * was queued, or at once when FLUSH_BYTES are waiting; and the keepalives. */
 static void *sender_main(void *arg)
 {
 	struct conn *c = arg;
@@ -546,23 +567,33 @@ static void *sender_main(void *arg)
 	char reason[128] = "";
 
 	pthread_mutex_lock(&c->mu);
+	c->sent_ns = rfs_now_ns(); /* the HELLO */
 	while (!c->dead) {
 		int rc = c->fail_rc;
+		/* Idle: nothing queued, nothing awaiting its ack.  Not while frames are in flight:
+		 * a keepalive's send would count as progress and hide a secondary that stopped
+		 * acknowledging (the acker's timeout). */
+		int idle = !rc && !c->sending && !c->q.bytes && !c->ring_n && c->keepalives;
+		int64_t due = rfs_now_ns() + RFS_KEEPALIVE_MS * RFS_NS_PER_MS;
 
-		if (!rc && (c->sending || !c->q.bytes)) {
+		if (idle && !keepalive_queued(c, &due)) {
+			rc = flush_locked(c);
+		} else if (!rc && (c->sending || !c->q.bytes)) {
 			c->sleeping = 1;
-			pthread_cond_wait(&c->wake_sender, &c->mu);
+			if (c->keepalives && !c->sending)
+				wait_until(&c->wake_sender, &c->mu, due); /* acks do not wake it */
+			else
+				pthread_cond_wait(&c->wake_sender, &c->mu);
 			c->sleeping = 0;
 			continue;
-		}
-		if (!rc && c->q.bytes < FLUSH_BYTES && rfs_now_ns() < c->q.first_ns + delay) {
+		} else if (!rc && c->q.bytes < FLUSH_BYTES && rfs_now_ns() < c->q.first_ns + delay) {
 			c->sleeping = 1;
 			wait_until(&c->wake_sender, &c->mu, c->q.first_ns + delay);
 			c->sleeping = 0;
 			continue;
-		}
-		if (!rc)
+		} else if (!rc) {
 			rc = flush_locked(c);
+		}
 		if (rc == -ETIMEDOUT)
 			snprintf(reason, sizeof reason, "send timeout (no progress for %d ms)",
 				 r->cfg.send_timeout_ms);
@@ -779,6 +810,7 @@ static int hello(struct conn *c, const char *peer, uint64_t session, int index, 
 	rfs_hdr_get(&h, ack);
 	if (h.magic != RFS_MAGIC || h.version != RFS_VERSION || h.type != RFS_T_ACK || h.seq || h.body_len)
 		return -EPROTO;
+	c->keepalives = !!(h.flags & RFS_F_KEEPALIVES);
 	return h.result;
 }
 

@@ -149,9 +149,25 @@ class Automaton:
         self.driver.rfs_died(role)
 
     # -- main loop
-    async def run(self) -> None:
+    async def resume(self) -> str | None:
+        """In place of a module process that died: take over what it ran, in the state
+        it left in the store (None), or say why not, with nothing changed."""
+        state = self.p.resources.get("module.state") or ""
+        status = self.p.resources.get("module.status") or ""
+        if state not in State.__members__ or status not in {str(s) for s in Status}:
+            return "no state left by the previous module process"
+        why = await self.driver.resume(State(state), Status(status))
+        if why is None:
+            self.log(Level.CRITICAL, "module", f"Resumed in place of the module process that died in "
+                     f"{state} ({status}): what it ran goes on")
+            self.failover.evaluate()
+            self.wake()
+        return why
+
+    async def run(self, resumed: bool = False) -> None:
         try:
-            await self.begin()
+            if not resumed:
+                await self.begin()
         except StartFailed as exc:
             await self.finish(force=True, reason=str(exc))
             return

@@ -11,6 +11,7 @@ calls a driver for
 - `command`: prim, primforce, second and swap, and `update`: the mode's own commands;
 - `stopped_for_wait` and `release`: what the mode forgets on going to WAIT, and
   releases when the module stops;
+- `resume`: after a crash of the module process, take over what the one before ran;
 - `check_fence`, `stream_lost`, `rfs_died`: the events of parts only some modes have,
   which the module process wires to the automaton.
 
@@ -24,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hakit.errors import HakitError
 from hakit.module.datastate import DataState
 from hakit.module.news import News
+from hakit.module.states import State, Status
 
 if TYPE_CHECKING:
     from hakit.module.automaton import Automaton
@@ -65,6 +67,12 @@ class Driver:
 
     async def release(self) -> None:
         """The module stops, its application stopped: what it held for the whole run."""
+
+    async def resume(self, state: State, status: Status) -> str | None:
+        """A new module process in place of one that died in (state, status): take over
+        what it ran, which kept running (None), or say why not: the crash cleanup then
+        stops it, and the module starts afresh.  Only a mirror primary resumes."""
+        return f"a {self.p.mode} module starts afresh"
 
     async def command(self, verb: str, fullsync: bool) -> None:
         """prim, primforce, second, swap: a mirror's; the other modes have no peer to

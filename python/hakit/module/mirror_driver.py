@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     from hakit.module.automaton import Automaton
 
 WITNESS_TIMEOUT_S = 1.0
+# A secondary that loses the primary's heartbeats while its receivers still hear the
+# primary's stream (a module process restarting there: docs/engine.md, "A module process
+# that dies") waits this long for them to come back before it takes over.
+FLOW_GRACE_S = 5.0
+FLOW_CHECK_S = 0.1  # meanwhile the stream is looked at this often
 # A failed synchronisation of the secondary is tried again after 1, 2, 4, 8, 10, 10... s.
 SYNC_BACKOFF_MAX_S = 10.0
 
@@ -56,6 +61,10 @@ class MirrorDriver(Driver):
         self.leaving = False  # secondary: stopping its replication, it will not take over
         self.dead_epoch = 0  # secondary: receivers that died; the primary's word on them is stale
         self._fencing: asyncio.Task[None] | None = None
+        # Resumed in place of a primary's process that died: until the peer is heard (or
+        # known gone), whether the stream was lost meanwhile and the role it had.
+        self.resumed: tuple[State, bool] | None = None
+        self.grace_until = 0.0  # secondary: the primary's heartbeats lost, its stream alive
 
     @property
     def peer_name(self) -> str:
@@ -95,6 +104,8 @@ class MirrorDriver(Driver):
             await self._from_wait(peer)
         elif a.state == State.SECOND:
             rfs = self.p.rfs
+            if peer is not None:
+                self.grace_until = 0.0
             if (rfs is not None and peer is not None and rfs.epoch and peer.outdate == rfs.epoch
                     and self.data.role == "second"):
                 self._outdate(f"{self.peer_name} lost the replication stream to this node and goes on "
@@ -118,6 +129,8 @@ class MirrorDriver(Driver):
             if (gone or left) and self.data.role in NOT_A_GOOD_COPY:
                 await a.to_wait(f"{self.peer_name} is gone before this copy was synchronised: "
                                 "it is inconsistent (primforce decides)")
+            elif gone and await self._stream_alive():
+                return
             elif gone and await self._witness_allows():
                 a.log(Level.EVENT, "module", f"Peer {self.peer_name} lost: taking over")
                 await self.to_primary()
@@ -125,6 +138,8 @@ class MirrorDriver(Driver):
                 a.log(Level.EVENT, "module", f"Peer {self.peer_name} is {pstate}: taking over")
                 await self.to_primary()
         elif a.state in PRIMARY:
+            if self.resumed is not None and not await self._resume_seen(peer):
+                return
             await self._fence(peer)
             if peer is None:
                 if a.state == State.PRIM and not await self._witness_allows():
@@ -146,6 +161,104 @@ class MirrorDriver(Driver):
                     await self.hand_over()
             elif a.state == State.PRIM:
                 await self._alone()
+
+    # -- a module process that died (docs/engine.md, "A module process that dies")
+    async def resume(self, state: State, status: Status) -> str | None:
+        """Primary: the hakit-rfs, VIP and application the dead process ran went on; take
+        them over without running a start script.  The state says only what is known
+        until the peer is heard: PRIM (Transient) while the stream is attached and whole,
+        else ALONE (Transient)."""
+        if state not in PRIMARY or status != Status.READY or self.data.role != "prim":
+            return f"it died in {state} ({status}), its copy {self.data.role}"
+        rfs = self.p.rfs
+        attached = lost = False
+        if rfs is not None:
+            why = await rfs.adopt("primary")
+            if why is not None:
+                return why
+            try:
+                for daemon in rfs.daemons:
+                    stats = await daemon.stats()
+                    attached |= stats.get("attached") == "1"
+                    lost |= stats.get("fencing") == "1"  # detached by itself: writes held
+                    rfs.resources.set("rfs.state", "attached" if stats.get("attached") == "1" else "primary")
+            except HakitError as exc:
+                rfs.release()
+                return str(exc)
+        try:
+            await self.a.enable("pre")
+            await self.a.enable("prim")
+            if self.p.vip is not None:
+                await self.p.vip.take()  # (already there: held again, announced again)
+        except HakitError as exc:
+            if rfs is not None:
+                rfs.release()
+            return str(exc)
+        whole = state == State.PRIM and attached and not lost
+        if state == State.PRIM and not whole:
+            self._save_data("prim", self.data.gen + 1)  # the secondary lost what was written since
+        self.primary_since = time.time()  # later than a peer that took over meanwhile: it keeps the role
+        self.attached = attached or lost
+        self.resumed = (state if whole else State.ALONE, lost)
+        self.a.set_state(self.resumed[0], Status.TRANSIENT)
+        return None
+
+    async def _resume_seen(self, peer: News | None) -> bool:
+        """The first look at the peer after a resume: whether the usual reconciliation
+        goes on.  A peer that took over meanwhile keeps the role: this node's writes since
+        were held by the fence (its receivers stopped first), so killing this hakit-rfs
+        fails them rather than acknowledging them, and the application stops."""
+        heart = self.p.heart
+        if peer is None and heart is not None and not heart.settled():
+            return False  # a running peer has not had the time to be heard
+        assert self.resumed is not None
+        state, lost = self.resumed
+        self.resumed = None
+        a = self.a
+        if peer is not None and peer.state in PRIMARY:
+            a.log(Level.CRITICAL, "module", f"{self.peer_name} took over while this node's module process "
+                  "was down: this node gives way, and what was written here since is discarded")
+            if self.p.rfs is not None:
+                for daemon in self.p.rfs.daemons:
+                    await daemon.kill()
+            await a.to_wait("the peer took over")
+            self._save_data("syncing")
+            return False
+        if (peer is not None and peer.state == State.SECOND and peer.status == Status.READY
+                and state == State.PRIM):
+            self.synced_epoch = peer.rfs_epoch
+        a.set_state(state, Status.READY)
+        if lost:
+            self.stream_lost()
+        return True
+
+    async def _stream_alive(self) -> bool:
+        """Secondary, the primary's heartbeats lost: whether to wait for them rather than
+        take over, because this node's receivers still hear the primary's stream (its node
+        and hakit-rfs live; its module process is being replaced).  For FLOW_GRACE_S at
+        most; a stream silent for half what the heartbeats allow (a dead node: silent on
+        both, and for longer already) ends the wait at once."""
+        rfs, heart = self.p.rfs, self.p.heart
+        if rfs is None or heart is None or rfs.role != "secondary":
+            return False
+        now = time.monotonic()
+        first = not self.grace_until
+        if first:
+            self.grace_until = now + FLOW_GRACE_S
+        elif now > self.grace_until:
+            self.a.log(Level.EVENT, "module", f"{self.peer_name}'s heartbeats did not come back within "
+                       f"{FLOW_GRACE_S:g} s")
+            return False
+        idle = await rfs.stream_idle()
+        if idle is None or idle > (heart.timeout - heart.pulse) * 3 / 4:
+            if not first:
+                self.a.log(Level.EVENT, "module", f"{self.peer_name}'s replication stream stopped too")
+            return False
+        if first:
+            self.a.log(Level.EVENT, "module", f"Peer {self.peer_name} lost but its replication stream goes "
+                       f"on: waiting up to {FLOW_GRACE_S:g} s for its module process")
+        asyncio.get_running_loop().call_later(FLOW_CHECK_S, self.a.wake)
+        return True
 
     async def _from_wait(self, peer: News | None) -> None:
         a = self.a

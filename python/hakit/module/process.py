@@ -24,7 +24,7 @@ from hakit.module.automaton import Automaton, Parts
 from hakit.module.catalog import Catalog
 from hakit.module.failover import RFS_RULE
 from hakit.module.scripts import ScriptRunner
-from hakit.module.states import PRIMARY, State, Status
+from hakit.module.states import PRIMARY, RESUME_REFUSED, State, Status
 from hakit.paths import Paths, paths
 from hakit.runtime.log import ModuleLog
 from hakit.runtime.resources import Resources
@@ -215,20 +215,31 @@ HANDLERS: dict[str, Handler] = {
 }
 
 
-async def _main(name: str, intent: str | None, fullsync: bool) -> int:
+async def _main(name: str, intent: str | None, fullsync: bool, resume: bool = False) -> int:
     p = paths()
     try:
         mod = ModuleProcess(name, p, intent, fullsync)
     except (HakitError, OSError) as exc:
         store = ModuleStore(p.module_db(name))
         store.log(Level.CRITICAL, "module", f"Module cannot start: {exc}")
+        if resume:
+            store.close()
+            return RESUME_REFUSED  # the crash cleanup still has to stop what runs
         store.set_resource("module.state", str(State.STOP))
         store.close()
         print(f"hakit module {name}: {exc}", file=sys.stderr)
         return 1
+    a = mod.automaton
+    if resume:
+        # Before the heart beats: the state it advertises is the one taken over.
+        why = await a.resume()
+        if why is not None:
+            mod.log(Level.CRITICAL, "module", f"Cannot take over what the module process that died ran: "
+                    f"{why}; stopping it to start afresh")
+            mod.store.close()
+            return RESUME_REFUSED
     server = await ipc.serve(p.module_socket(name), mod.handle)
     loop = asyncio.get_running_loop()
-    a = mod.automaton
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, lambda: a.submit(a.finish))
     try:
@@ -239,7 +250,7 @@ async def _main(name: str, intent: str | None, fullsync: bool) -> int:
                 mod.log(Level.CRITICAL, "module", f"Module cannot start: {exc}")
                 a.set_state(State.STOP, Status.NOT_READY)
                 return 1
-        await a.run()
+        await a.run(resumed=resume)
         return 0
     finally:
         if mod.heart is not None:
@@ -291,12 +302,15 @@ def main() -> None:
                         help="with --intent second: synchronised fully")
     parser.add_argument("--cleanup", action="store_true",
                         help="stop what a crashed module process left running")
+    parser.add_argument("--resume", action="store_true",
+                        help="take over what a crashed module process left running "
+                             f"(exit status {RESUME_REFUSED} when it cannot)")
     args = parser.parse_args()
     import uvloop
 
     if args.cleanup:
         sys.exit(uvloop.run(_cleanup(args.module)))
-    sys.exit(uvloop.run(_main(args.module, args.intent, args.fullsync)))
+    sys.exit(uvloop.run(_main(args.module, args.intent, args.fullsync, args.resume)))
 
 
 if __name__ == "__main__":

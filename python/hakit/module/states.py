@@ -30,3 +30,8 @@ class Status(StrEnum):
 PRIMARY = (State.ALONE, State.PRIM)
 # The states in which the application runs (a restart applies to them).
 RUNNING = (*PRIMARY, State.SECOND, State.UP)
+
+# The exit status of a module process started with --resume that could not take over
+# what the process before it ran (hakitd then runs the crash cleanup and starts the
+# module afresh).  1 is a module refusing to start.
+RESUME_REFUSED = 3

@@ -3,7 +3,9 @@
 Answers the CLI on /run/hakit/hakitd.sock and supervises one process per started
 module, so that a crash of one module never takes another down: an unexpected
 death is logged as critical and the module is restarted, at most RESPAWN_MAX
-times per RESPAWN_WINDOW_S, then left stopped.
+times per RESPAWN_WINDOW_S, then left stopped.  A mirror primary's new process
+takes over what the dead one ran (--resume: its application, VIP and hakit-rfs went
+on meanwhile); any other is restarted afresh after the crash cleanup.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from hakit.child import python_argv
 from hakit.errors import HakitError
 from hakit.files import open_private_append
 from hakit.module.catalog import Catalog
+from hakit.module.states import RESUME_REFUSED
 from hakit.node import boot as node_boot
 from hakit.node import remote_ops
 from hakit.node.notify import notify
@@ -38,6 +41,8 @@ RESPAWN_WINDOW_S = 600.0
 SELF = "hakitd"  # the user of the requests hakitd makes itself
 STARTING_COMMANDS = ("prim", "primforce", "second")
 # (UP NotReady: a farm node whose filter is missing, out of the membership until it is back.)
+# What a dead module process may be resumed in: a mirror primary serving (docs/architecture.md).
+RESUMABLE = {("ALONE", "Ready"), ("PRIM", "Ready")}
 STABLE = {("STOP", "NotReady"), ("ALONE", "Ready"), ("PRIM", "Ready"), ("SECOND", "Ready"),
           ("UP", "Ready"), ("UP", "NotReady"), ("WAIT", "NotReady")}
 
@@ -49,6 +54,7 @@ class Supervised:
     wanted: bool = True  # False once a stop was asked: its exit is then expected
     respawns: list[float] = field(default_factory=list)
     watcher: asyncio.Task[None] | None = None
+    resuming: bool = False  # started with --resume: RESUME_REFUSED means "clean up and start"
 
 
 class Daemon:
@@ -104,14 +110,14 @@ class Daemon:
         raise HakitError(f"unknown request '{op}'")
 
     async def spawn(self, name: str, intent: str | None = None, cleanup: bool = False,
-                    fullsync: bool = False) -> asyncio.subprocess.Process:
+                    fullsync: bool = False, resume: bool = False) -> asyncio.subprocess.Process:
         logfile = self.paths.module_log(name) / "module.out"
         logfile.parent.mkdir(parents=True, exist_ok=True)
         with open_private_append(logfile) as out:
             return await asyncio.create_subprocess_exec(
                 *python_argv("hakit.module.process", name,
                              *(("--intent", intent) if intent else ()), *(("--cleanup",) if cleanup else ()),
-                             *(("--fullsync",) if fullsync else ())),
+                             *(("--fullsync",) if fullsync else ()), *(("--resume",) if resume else ())),
                 stdin=asyncio.subprocess.DEVNULL, stdout=out, stderr=out,
             )
 
@@ -191,13 +197,26 @@ class Daemon:
         del self.modules[sup.name]
         if not sup.wanted or code == 0 or self.done.is_set():
             return
+        now = time.time()
+        recent = [t for t in sup.respawns if now - t < RESPAWN_WINDOW_S]
+        if code == RESUME_REFUSED and sup.resuming:
+            # The new process could not take over (it said why): as after any crash.
+            await self.cleanup(sup.name, None)
+            self.supervise(Supervised(sup.name, await self.spawn(sup.name), respawns=sup.respawns))
+            return
+        if code != 1 and len(recent) < RESPAWN_MAX and self.resumable(sup.name):
+            # The application, its VIP and its hakit-rfs go on: the peer, which still
+            # hears the replication stream, waits for the new process (docs/engine.md).
+            self.module_log(sup.name, Level.CRITICAL, f"Module process died (code {code}); "
+                            "a new one takes over what it ran")
+            self.supervise(Supervised(sup.name, await self.spawn(sup.name, resume=True),
+                                      respawns=[*recent, now], resuming=True))
+            return
         if code != 1:
             # It died in some state: what that state started (application, VIP, replication)
             # may still run.  Stop it before anything else, or a respawned module waiting
             # as secondary could sit beside a primary application nobody controls.
             await self.cleanup(sup.name, code)
-        now = time.time()
-        recent = [t for t in sup.respawns if now - t < RESPAWN_WINDOW_S]
         if len(recent) >= RESPAWN_MAX or code == 1:
             # Exit code 1 is the module refusing to start; respawning would loop.
             self.module_log(sup.name, Level.CRITICAL,
@@ -207,8 +226,20 @@ class Daemon:
                         f"Restarting the module after its process died (code {code})")
         self.supervise(Supervised(sup.name, await self.spawn(sup.name), respawns=[*recent, now]))
 
+    def resumable(self, name: str) -> bool:
+        """Whether a new process may take over what the dead one ran: a mirror primary
+        that was serving (not between two states)."""
+        try:
+            if self.catalog.config(name).service.mode != "mirror":
+                return False
+        except HakitError:
+            return False
+        with ModuleStore(self.paths.module_db(name)) as store:
+            return store.state() in RESUMABLE
+
     async def cleanup(self, name: str, code: int | None) -> None:
-        self.module_log(name, Level.CRITICAL, f"Module process died (code {code}); stopping what it ran")
+        if code is not None:
+            self.module_log(name, Level.CRITICAL, f"Module process died (code {code}); stopping what it ran")
         proc = await self.spawn(name, cleanup=True)
         try:
             await asyncio.wait_for(proc.wait(), START_TIMEOUT_S)

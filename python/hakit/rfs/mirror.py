@@ -248,6 +248,62 @@ class Replication:
         self.log(Level.EVENT, "rfs", f"Replication started as {role}"
                  + (f" (journal from lineage {adopt}: this copy is the secondary's)" if adopt else ""))
 
+    async def adopt(self, role: str) -> str | None:
+        """After a crash of the module process: take over the hakit-rfs it left serving
+        every directory in `role` (they kept serving and replicating meanwhile).  None
+        once adopted, else why not, with nothing adopted (the crash cleanup then stops
+        what runs)."""
+        for index in range(len(self.cfg.replicated)):
+            self.roots[index] = -1  # (the daemon's own, read back by adopt())
+            daemon = self._daemon(index, role, 0)
+            why = await daemon.adopt(role)
+            if why is not None:
+                if daemon.root_fd >= 0:
+                    os.close(daemon.root_fd)
+                del self.roots[index]
+                self.release()
+                return f"replication of {daemon.directory}: {why}"
+            if role == "primary":
+                self.roots[index] = daemon.root_fd
+            else:
+                del self.roots[index]
+            self.daemons.append(daemon)
+        self.role = role
+        self.epoch = 0
+        self.progress = {}
+        self._poller = asyncio.create_task(self._poll())
+        self.resources.set("rfs.daemon", "up")
+        self.log(Level.EVENT, "rfs", f"Replication adopted as {role}: hakit-rfs "
+                 + ", ".join(str(d.proc.pid) for d in self.daemons if d.proc is not None)
+                 + " left serving by the previous module process")
+        return None
+
+    def release(self) -> None:
+        """Let the adopted hakit-rfs go on unwatched: this process gives up (the crash
+        cleanup stops them)."""
+        if self._poller is not None:
+            self._poller.cancel()
+            self._poller = None
+        for daemon in self.daemons:
+            daemon.release()
+        self.daemons = []
+        self._close_roots()
+        self.role = None
+
+    async def stream_idle(self) -> float | None:
+        """Secondary: seconds since every receiver last heard the primary (its stream
+        carries keepalives when idle); None when one of them never did or cannot say."""
+        idle = 0.0
+        for daemon in self.daemons:
+            try:
+                ms = int((await daemon.stats()).get("rx_idle_ms", "-1"))
+            except (HakitError, ValueError):
+                return None
+            if ms < 0:
+                return None
+            idle = max(idle, ms / 1000)
+        return idle if self.daemons else None
+
     async def fenced(self) -> None:
         """The secondary's copy is known to be outdated (or cannot be told): writes held
         since the stream was lost go on without it."""
@@ -390,12 +446,15 @@ class Replication:
             self.resources.set("rfs.apply_failures", str(failures))
 
     async def stop_orphans(self) -> None:
-        """Stop the hakit-rfs a crashed module process left serving its directories."""
+        """Stop the hakit-rfs a crashed module process left serving its directories, and
+        remove the dead mounts of those that died with it (a primary's keeps its mount
+        dead: nobody else would)."""
         for index, rep in enumerate(self.cfg.replicated):
             ctl = self.paths.run / "rfs" / f"{self.module}.{index}.ctl"
             try:
                 reader, writer = await asyncio.open_unix_connection(str(ctl))
             except OSError:
+                await asyncio.to_thread(remove_dead_mounts, rep.dir)
                 continue  # nobody serves it
             writer.write(b"stop\n")
             await writer.drain()
