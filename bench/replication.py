@@ -18,12 +18,12 @@ import argparse
 import functools
 import json
 import os
-import shutil
 import statistics
 import sys
 
 try:
     import datapath
+    import harness
     from datapath import DIR, GLUSTER_MNT, measure
     from hakit.errors import HakitError
     from hakit.testing.sim import Sim
@@ -111,24 +111,9 @@ def ratios(r: dict[str, float], of: str, to: str) -> str:
     return ", ".join(f"{of}/{p} {r[of] / r[p]:.2f}" for p in to.split(",") if p in r and p != of)
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--size", type=int, default=256, help="MiB written by the sequential job, read by 'read'")
-    ap.add_argument("--files", type=int, default=2000, help="files created by the small-file job")
-    every = [*WRITES, *READS]
-    ap.add_argument("--workloads", default=",".join(every),
-                    help=f"comma-separated, among {', '.join(every)} (default: all)")
-    args = ap.parse_args()
-    workloads = args.workloads.split(",")
-    if unknown := [w for w in workloads if w not in every]:
-        ap.error(f"unknown workload {unknown[0]!r} (choose among {', '.join(every)})")
-    if os.geteuid() != 0:
-        print("bench/replication.py needs root (simulated cluster, FUSE)", file=sys.stderr)
-        return 1
-    if shutil.which("fio") is None:
-        print("bench/replication.py needs fio: make bench installs it", file=sys.stderr)
-        return 1
+def bench(args: argparse.Namespace, workloads: list[str]) -> tuple[dict[str, dict[str, float]], str | None]:
+    """Each job's figure per path, and why GlusterFS did not run (None: it did)."""
+    harness.require(commands=("fio",))
     results: dict[str, dict[str, float]] = {}  # job -> path -> figure
     not_run = datapath.gluster_missing()
     with datapath.cluster("hkbrep", paths=(DIR2,)) as sim:
@@ -162,6 +147,22 @@ def main() -> int:
                               f"mirror applied/glusterfs {r['s'] / r['d']:.2f}", flush=True)
             except HakitError as exc:
                 not_run = str(exc)
+    return results, not_run
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--size", type=int, default=256, help="MiB written by the sequential job, read by 'read'")
+    ap.add_argument("--files", type=int, default=1000, help="files created by the small-file job")
+    every = [*WRITES, *READS]
+    ap.add_argument("--workloads", default=",".join(every),
+                    help=f"comma-separated, among {', '.join(every)} (default: all)")
+    args = ap.parse_args()
+    workloads = args.workloads.split(",")
+    if unknown := [w for w in workloads if w not in every]:
+        ap.error(f"unknown workload {unknown[0]!r} (choose among {', '.join(every)})")
+    results, not_run = harness.guarded(lambda: bench(args, workloads), "bench/replication.py")
     if not_run is not None:
         print(f"GlusterFS: not run: {not_run}")
     out: dict[str, object] = {"runs": args.runs, "seq_mb": args.size, "small_files": args.files}

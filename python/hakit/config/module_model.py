@@ -342,7 +342,9 @@ class Replicated:
             yield "<replicated dir=\"/\">: a file system root cannot be replicated"
 
 
-# What a write(2) on the primary waits for (<rfs writes>); the default is buffered because ...
+# What a write(2) on the primary waits for (<rfs writes>).  Buffered by default: applied costs a
+# database a large share of its transactions for no loss that fsync does not already cover
+# (docs/replication.md, the durability contract, with the figures).
 WRITE_POLICIES = ("applied", "buffered")
 DEFAULT_WRITE_POLICY = "buffered"
 
