@@ -16,8 +16,11 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 DEB_PKGS := gcc clang libclang-rt-dev llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev libxxhash-dev libssl-dev fuse3 \
 	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip faketime \
 	rpm rpmlint lintian cpio
-# Only for `make bench` (kept out of `make test`): the peers hakit is measured against.
-BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy bpftool
+# Only for `make bench` (kept out of `make test`): the peers hakit is measured against.  postgresql
+# (bench/database.py): its postinst may create and start a system cluster (5432, /var/run/postgresql);
+# the bench runs its own postgres with its socket in a private directory and no TCP, and never
+# touches that one.
+BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy bpftool postgresql
 PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 pytest pytest-benchmark ruff mypy import-linter atheris
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
@@ -158,7 +161,7 @@ packages: deb rpm
 # BENCHES picks benchmarks (default all), BENCH_ARGS passes options to them, e.g.
 # make bench BENCHES=failover BENCH_ARGS="--rounds 10".  The bench packages go through
 # the deb stamp's own recipe, with their list and a stamp of their own.
-BENCHES ?= heartbeat failover replication zeroloss reintegration reicap farm farm_scale
+BENCHES ?= heartbeat failover replication database zeroloss reintegration reicap farm farm_scale
 bench: build
 	@$(MAKE) --no-print-directory STAMPS=$(STAMPS)/bench DEB_PKGS="$(BENCH_DEB_PKGS)" $(STAMPS)/bench/deb
 	@for b in $(BENCHES); do echo "== bench/$$b.py"; $(PY) bench/$$b.py $(BENCH_ARGS) || exit 1; done

@@ -75,8 +75,10 @@ def require(root: bool = True, commands: tuple[str, ...] = ()) -> None:
 
 
 @contextlib.contextmanager
-def simulated_cluster(nodes: int, name: str = SIM_NAME) -> Iterator[Sim]:
-    """A started cluster, removed at the end whatever happens (exception, Ctrl-C, SIGTERM)."""
+def simulated_cluster(nodes: int, name: str = SIM_NAME, daemon: bool = True,
+                      paths: Sequence[str] = ()) -> Iterator[Sim]:
+    """A started cluster, removed at the end whatever happens (exception, Ctrl-C, SIGTERM).
+    daemon and paths: as Sim.up's."""
     # A bench killed with SIGKILL leaves its cluster behind; the next run removes it.
     Sim.sweep_stale()
     sim = Sim(name)
@@ -86,7 +88,7 @@ def simulated_cluster(nodes: int, name: str = SIM_NAME) -> Iterator[Sim]:
 
     previous = {s: signal.signal(s, interrupt) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        sim.up(nodes, lans=1, daemon=True, owner_pid=os.getpid())
+        sim.up(nodes, lans=1, daemon=daemon, paths=paths, owner_pid=os.getpid())
         yield sim
     finally:
         # The removal must not be cut short by a second Ctrl-C.

@@ -74,6 +74,27 @@ def test_time_defaults_are_in_seconds(tmp_path: Path) -> None:
     assert svc.heart is not None and svc.heart.pulse < svc.heart.timeout
 
 
+# ---------------------------------------------------------------- replication
+
+
+@pytest.mark.parametrize(
+    ("rfs", "policy"),
+    [
+        ("", "buffered"),
+        ('writes="applied"', "applied"),
+        ('writes="buffered"', "buffered"),
+        # SafeKit's own attribute: none is its synchronous replication, second its asynchronous.
+        ('async="none"', "applied"),
+        ('async="second"', "buffered"),
+        ('writes="buffered" async="none"', "buffered"),
+        ('writes="applied" async="second"', "applied"),
+    ],
+)
+def test_write_policy(tmp_path: Path, rfs: str, policy: str) -> None:
+    svc = module(tmp_path, MIRROR.format(service="", heart="", rfs=rfs, user="")).service
+    assert svc.rfs is not None and svc.rfs.write_policy == policy
+
+
 # ---------------------------------------------------------------- macros
 
 

@@ -3,6 +3,7 @@ heartbeats, failover rules, checkers acting, maxloop, split brain."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -462,6 +463,51 @@ def test_mirror_replicates_and_keeps_every_acknowledged_record_across_a_crash(ma
     assert records[:acked] == [f"record {i:08d}" for i in range(1, acked + 1)]
     # node2 now serves the directory read-write.
     sim.exec("node2", ["sh", "-c", "echo after > /srv/rep/d/new"])
+
+
+# Writes one record each time it reads a line, and answers once write(2) returned.
+STEP_WRITER = r"""
+import os, sys
+fd = os.open(sys.argv[1], os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+for n, _ in enumerate(sys.stdin, 1):
+    os.write(fd, b"record %08d\n" % n)
+    print(n, flush=True)
+"""
+
+
+def node_cmdlines(sim, node: str, program: bytes) -> list[list[bytes]]:
+    out = []
+    for pid in (sim.cgroup / node / "cgroup.procs").read_text().split():
+        with contextlib.suppress(OSError):
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            if Path(cmdline[0].decode()).name == program.decode():
+                out.append(cmdline)
+    return out
+
+
+def test_applied_write_policy_returns_each_write_once_the_secondary_has_it(make_sim, tmp_path):
+    sim = make_sim(nodes=2, daemon=True, paths=("/srv/rep",))
+    install(sim, tmp_path, ["node1", "node2"],
+            mirror_conf(sim.spare_addr(0, 1), '<rfs writes="applied"><replicated dir="/srv/rep"/></rfs>'))
+    hk(sim, "node1", "prim", "-m", MODULE)
+    hk(sim, "node2", "start", "-m", MODULE)
+    wait_state(sim, "node2", "SECOND (Ready)", timeout=30)
+    [primary] = [c for c in node_cmdlines(sim, "node1", b"hakit-rfs") if c[1] == b"primary"]
+    assert b"--strict" in primary
+    copy = sim.host_path("node2", "/srv/rep") / "records"
+    writer = sim.popen("node1", ["python3", "-c", STEP_WRITER, "/srv/rep/records"],
+                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert writer.stdin is not None and writer.stdout is not None
+    try:
+        for n in range(1, 51):
+            writer.stdin.write("\n")
+            writer.stdin.flush()
+            assert writer.stdout.readline() == f"{n}\n"
+            # The buffered policy would have it there only within the stream's 100 ms delay.
+            assert copy.stat().st_size == 16 * n
+    finally:
+        writer.kill()
+        writer.wait()
 
 
 def test_zero_loss_over_primary_crashes_and_full_secondary_disks(make_sim, tmp_path):

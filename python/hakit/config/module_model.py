@@ -342,6 +342,13 @@ class Replicated:
             yield "<replicated dir=\"/\">: a file system root cannot be replicated"
 
 
+# What a write(2) on the primary waits for (<rfs writes>).  Buffered by default: applied costs a
+# database a large share of its transactions for no loss that fsync does not already cover
+# (docs/replication.md, the durability contract, with the figures).
+WRITE_POLICIES = ("applied", "buffered")
+DEFAULT_WRITE_POLICY = "buffered"
+
+
 @dataclass(frozen=True)
 class Rfs:
     TAG: ClassVar[str] = "rfs"
@@ -373,7 +380,26 @@ class Rfs:
     checktime: str = attr("SafeKit replication check timeout.", Text(), ignored=True)
     checkintv: str = attr("SafeKit replication check interval.", Text(), ignored=True)
     roflags: str = attr("SafeKit read-only mount flags.", Text(), ignored=True)
+    writes: str | None = attr(
+        "hakit: applied: every write(2) returns once the secondary applied it; buffered: writes "
+        "reach the secondary within 100 ms, fsync and close wait for it (docs/replication.md). "
+        "Default: async's choice, else buffered.",
+        Choice(WRITE_POLICIES),
+    )
+    async_: str | None = attr(
+        "SafeKit's replication mode, used when writes is absent: none means writes=\"applied\", "
+        "second means writes=\"buffered\".",
+        Choice(("none", "second")),
+        xml="async",
+    )
     replicated: tuple[Replicated, ...] = child(Replicated, many=True, required=True)
+
+    @property
+    def write_policy(self) -> str:
+        """What a write(2) on the primary waits for: "applied" or "buffered"."""
+        if self.writes is not None:
+            return self.writes
+        return "applied" if self.async_ == "none" else DEFAULT_WRITE_POLICY
 
     def validate(self) -> Iterator[str]:
         dirs = [r.dir for r in self.replicated]

@@ -136,6 +136,8 @@ class Replication:
                      "--rei-allowed-bw", str(self.cfg.reiallowedbw),
                      "--state", str(self.state_dir(index)), "--fence", "--keep-dead-mount",
                      "--root-fd", str(self.roots[index])]
+            if self.cfg.write_policy == "applied":
+                argv.append("--strict")
             if adopt:
                 argv += ["--adopt", str(adopt)]
         else:
