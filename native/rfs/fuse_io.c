@@ -7,7 +7,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/ioctl.h>
+#include <sys/sysmacros.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
@@ -103,6 +105,8 @@ struct rfs_open_mode {
 static struct {
 	int devfd;
 	bool want;
+	unsigned readahead_kb;
+	dev_t mount_dev;
 	/* What the kernel's INIT offered, seen by io_read, answered by io_writev. */
 	_Atomic uint64_t init_unique;
 	atomic_bool offers_killpriv, offers_passthrough;
@@ -195,9 +199,29 @@ static void answer_open(struct iovec *iov, int count)
 	memcpy(arg + OPEN_OUT_BACKING, &reply.backing, sizeof reply.backing);
 }
 
+/* The bdi's readahead, which the kernel sets while it takes the INIT reply. */
+static void set_readahead(void)
+{
+	char path[64], value[16];
+	int fd, n;
+
+	if (io.readahead_kb == 0)
+		return;
+	snprintf(path, sizeof path, "/sys/class/bdi/%u:%u/read_ahead_kb", major(io.mount_dev), minor(io.mount_dev));
+	n = snprintf(value, sizeof value, "%u", io.readahead_kb);
+	fd = open(path, O_WRONLY | O_CLOEXEC);
+	if (fd < 0 || write(fd, value, (size_t)n) != n)
+		rfs_log("reads ahead 128 KiB, not %u KiB as the real directory's disk: %s: %s", io.readahead_kb, path,
+			strerror(errno));
+	if (fd >= 0)
+		close(fd);
+}
+
 static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	const struct fuse_out_header *out = iov[0].iov_base;
+	bool init = false;
+	ssize_t n;
 
 	(void)userdata;
 	if (out->error == 0) {
@@ -205,11 +229,14 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 			answer_open(iov, count);
 		else if (out->unique == atomic_load_explicit(&io.init_unique, memory_order_relaxed) &&
 			 atomic_exchange(&io.init_unique, 0) != 0)
-			answer_init(iov, count);
+			answer_init(iov, count), init = true;
 	}
 	if (out->unique != 0)
 		answered();
-	return writev(fd, iov, count);
+	n = writev(fd, iov, count);
+	if (init && n >= 0)
+		set_readahead();
+	return n;
 }
 
 /* With custom I/O libfuse splices only through these. */
@@ -229,10 +256,12 @@ static const struct fuse_custom_io custom_io = {
 	.splice_send = io_splice,
 };
 
-int rfs_fuse_io_install(struct fuse_session *se, bool passthrough)
+int rfs_fuse_io_install(struct fuse_session *se, bool passthrough, unsigned readahead_kb, dev_t mount_dev)
 {
 	io.devfd = fuse_session_fd(se);
 	io.want = passthrough;
+	io.readahead_kb = readahead_kb;
+	io.mount_dev = mount_dev;
 	return fuse_session_custom_io(se, &custom_io, io.devfd);
 }
 

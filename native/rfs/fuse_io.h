@@ -31,8 +31,10 @@
 
 /* The session's I/O; passthrough: whether read-only opens may be served by the kernel
  * (when the kernel offers it and lets this process register backing files): only for a
- * mount no open can write. */
-int rfs_fuse_io_install(struct fuse_session *se, bool passthrough); /* 0 or -errno */
+ * mount no open can write.  readahead_kb (0: the kernel's): how far the kernel reads
+ * ahead through the mount, set on the mount's bdi (mount_dev) once INIT is answered,
+ * which would cap it to the kernel's 128 KiB default.  0 or -errno. */
+int rfs_fuse_io_install(struct fuse_session *se, bool passthrough, unsigned readahead_kb, dev_t mount_dev);
 
 struct rfs_open_mode; /* an open's share of its inode's mode; NULL: not counted */
 
