@@ -95,8 +95,8 @@ def test_the_mount_reads_ahead_as_far_as_the_disk(rfs, base: Path):
     disk = Path(f"/sys/dev/block/{os.major(st.st_dev)}:{os.minor(st.st_dev)}")
     if not disk.exists():
         pytest.skip("the test directory is not on a block device")
-    disk_kb = int(((disk / "bdi") if (disk / "bdi").exists() else (disk / ".." / "bdi")).joinpath("read_ahead_kb")
-                  .read_text())
+    bdi = disk / "bdi" if (disk / "bdi").exists() else disk / ".." / "bdi"   # a partition's is its disk's
+    disk_kb = int((bdi / "read_ahead_kb").read_text())
     rfs("primary", "pri")
     mounts = [line.split() for line in Path("/proc/self/mountinfo").read_text().splitlines()]
     dev = next(f[2] for f in reversed(mounts) if f[4] == str(base / "pri"))
