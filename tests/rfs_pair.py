@@ -43,6 +43,18 @@ def tree(root: Path) -> dict[str, tuple]:
     return out
 
 
+def link_groups(root: Path) -> list[tuple[str, ...]]:
+    """The names that share an inode, for every non-directory with several (sorted)."""
+    by_inode: dict[int, list[str]] = {}
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            full = Path(dirpath) / name
+            st = full.lstat()
+            if st.st_nlink > 1:
+                by_inode.setdefault(st.st_ino, []).append(str(full.relative_to(root)))
+    return sorted(tuple(sorted(names)) for names in by_inode.values())
+
+
 @pytest.fixture(name="nodes")
 def nodes_fixture(make_sim) -> Iterator[tuple[Sim, Start]]:
     """nodes = (sim, start): start(*options) runs the secondary and the primary, both with these

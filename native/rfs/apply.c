@@ -461,6 +461,43 @@ static int do_rename(struct rfs_applier *a, const struct rfs_op *op, int durable
 	return rc;
 }
 
+/* A hard link.  With RFS_LINK_REPLACE (the full sync) path2 may exist: left alone when
+ * it is path's inode already, replaced otherwise (a directory there is purged first by
+ * the sync, and fails here). */
+static int do_link(struct rfs_applier *a, const struct rfs_op *op, int durable)
+{
+	struct parent from, to;
+	struct stat x, y;
+	int rc = check_path(op->path2, 0);
+
+	if (rc)
+		return rc;
+	wfd_invalidate(a, op->path2, 0);
+	rc = parent_open(a, op->path, &from);
+	if (rc)
+		return rc;
+	rc = parent_open(a, op->path2, &to);
+	if (!rc) {
+		if (op->flags & RFS_LINK_REPLACE && !fstatat(to.fd, to.base, &y, AT_SYMLINK_NOFOLLOW)) {
+			if (fstatat(from.fd, from.base, &x, AT_SYMLINK_NOFOLLOW))
+				rc = -errno;
+			else if (x.st_dev != y.st_dev || x.st_ino != y.st_ino)
+				rc = unlinkat(to.fd, to.base, 0) ? -errno : 1;
+			else
+				rc = 0; /* linked already */
+		} else {
+			rc = 1;
+		}
+		if (rc == 1)
+			rc = linkat(from.fd, from.base, to.fd, to.base, 0) ? -errno : 0;
+		if (!rc && durable)
+			rc = sync_fd(to.fd, 0);
+		parent_close(a, &to);
+	}
+	parent_close(a, &from);
+	return rc;
+}
+
 /* Attribute ops (chown, utimens, setxattr, removexattr): on the entry itself, never
  * through a symlink it is. */
 static int on_attr(struct rfs_applier *a, const struct rfs_op *op, int durable)
@@ -596,6 +633,7 @@ static apply_fn *const workers[RFS_OP_MAX] = {
 	[RFS_OP_FSYNC] = do_fsync,
 	[RFS_OP_SYNCFS] = do_syncfs,
 	[RFS_OP_PURGE] = do_purge,
+	[RFS_OP_LINK] = do_link,
 };
 
 /* ---- queries: the tree as the full sync compares it (query.h) ---- */
@@ -698,7 +736,7 @@ static int entry_of(int dfd, const char *base, unsigned flags, char *target, cha
 	*e = (struct rfs_entry){
 		.mode = st.st_mode, .uid = st.st_uid, .gid = st.st_gid, .size = (uint64_t)st.st_size,
 		.rdev = st.st_rdev, .mtime_sec = st.st_mtim.tv_sec, .mtime_nsec = (uint32_t)st.st_mtim.tv_nsec,
-		.name = base, .name_len = strlen(base), .target = target, .target_len = (size_t)n,
+		.nlink = (uint32_t)st.st_nlink, .ino = st.st_ino, .name = base, .name_len = strlen(base), .target = target, .target_len = (size_t)n,
 	};
 	if (flags & RFS_LIST_XATTRS) {
 		rc = xattrs_of(dfd, base, scratch, RFS_REPLY_MAX, &xlen);

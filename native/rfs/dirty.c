@@ -584,6 +584,11 @@ static int record(struct rfs_dirty *d, const struct rfs_op *op)
 	case RFS_OP_SETXATTR:
 	case RFS_OP_REMOVEXATTR:
 		return mark_names(d, p, n, RFS_MARK_ATTRS, true);
+	case RFS_OP_LINK:
+		/* The names of one inode are found only by a walk of the whole tree, which the
+		 * full sync does (sync.c): the root's entry.  Recorded for a link, and for a
+		 * rename or unlink of a file with several names (fs.c). */
+		return mark_names(d, "", 0, RFS_MARK_ENTRY, true);
 	default:
 		return 0;
 	}

@@ -23,7 +23,7 @@
  *    secondary only when the kernel writes dirty pages back (dirty_expire_centisecs,
  *    30 s by default) instead of within the stream's flush delay, and every close would
  *    add a SETATTR of the times.  Write-through sends each write(2) as one request.
- *  - kernel_cache and long timeouts on the primary: the mount is the only writer of the
+ *  - kept pages (but see cache_mode) and long timeouts on the primary: the mount is the only writer of the
  *    directory and the kernel updates its caches on every change passing through it.
  *    On the secondary the receiver changes files underneath the mount, so the caches
  *    are short and a file's pages are dropped when it changed (auto_cache).
@@ -105,21 +105,26 @@ struct rfs_fs {
 	 * a stream of steps a rename. */
 	pthread_rwlock_t ns;
 	pthread_rwlock_t stripes[STRIPES];
+	/* A file with several names is changed through any of them, each its own stripe: a
+	 * live modifying operation on such a file also holds `links` shared, a step on one
+	 * exclusively (after its stripe: ns > a stripe > links). */
+	pthread_rwlock_t links;
 	/* While the sync tracks them, the paths renames moved from and to, to look at again. */
 	pthread_mutex_t moves_mu;
 	bool tracking, moves_overflow;
 	char **moves;
 	size_t nmoves, moves_cap;
 	pthread_t loop_thread;
-	atomic_bool running, stopping, unmounted, link_logged;
+	atomic_bool running, stopping, unmounted;
 	struct {
-		atomic_uint_fast64_t writes, write_bytes, namespace_ops, syncs, closes, getxattrs, diverged,
-			links_refused;
+		atomic_uint_fast64_t writes, write_bytes, namespace_ops, syncs, closes, getxattrs, diverged;
 	} n;
 };
 
-/* One open regular file. */
+/* One open regular file: the open's reference, and one per request that borrowed it
+ * (borrow_file). */
 struct rfs_file {
+	atomic_int refs;
 	int fd;
 	bool sync;            /* O_SYNC / O_DSYNC: each write durable on the secondary before it returns */
 	atomic_bool written;  /* changed since the last sync: its close waits for the secondary */
@@ -193,6 +198,152 @@ static void live_end(struct live *l)
 }
 
 #define LIVE(fs, path) struct live live_ __attribute__((cleanup(live_end))) = live_begin(fs, path)
+
+/* ---- Open files by node (fuse_io.h) ----
+ * A request the kernel sends on an open file without naming it (fstat, fchmod, fchown,
+ * futimens), on a node whose name was removed, comes with fh 0: the handlers take the
+ * node's open file (target_begin), with a reference of their own. */
+static void file_hold(void *f)
+{
+	atomic_fetch_add(&((struct rfs_file *)f)->refs, 1);
+}
+
+static void file_put(struct rfs_file *f)
+{
+	if (atomic_fetch_sub(&f->refs, 1) == 1) {
+		close(f->fd);
+		free(f);
+	}
+}
+
+/* ---- Files unlinked while open ----
+ * A file whose name was removed while open has no path (libfuse passes NULL).  With no
+ * name left (st_nlink 0) nothing of it is replicated: no name on either copy holds what
+ * it does.  With another name left (a hard link), what it does must reach the
+ * secondary through that name: found by a walk of the real directory (costly, and
+ * rare: a write through a descriptor of a removed name of a file that has others),
+ * then held as a sync step holds its path (rfs_fs_step_begin: no rename anywhere, no
+ * live operation on that name) while the operation is done and submitted. */
+static int find_name(int dfd, char *path, size_t len, size_t size, ino_t ino)
+{
+	DIR *d;
+	struct dirent *e;
+	int r = 0, fd = openat(dfd, len ? path : ".", O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+
+	if (fd < 0 || (d = fdopendir(fd)) == NULL) {
+		if (fd >= 0)
+			close(fd);
+		return 0; /* gone meanwhile: looked for elsewhere */
+	}
+	while (r == 0 && (e = readdir(d))) {
+		size_t n = strlen(e->d_name), at = len ? len + 1 : 0;
+
+		if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..") || at + n + 1 > size)
+			continue;
+		if (len)
+			path[len] = '/';
+		memcpy(path + at, e->d_name, n + 1);
+		if (e->d_type == DT_DIR)
+			r = find_name(dfd, path, at + n, size, ino);
+		else if (e->d_ino == ino)
+			r = 1;
+	}
+	if (r == 0)
+		path[len] = '\0';
+	closedir(d);
+	return r;
+}
+
+/* What a file handler acts on, set up by TARGET: fi NULL (by path) or a real open file,
+ * path NULL (nothing replicated) or the name to replicate under, held. */
+struct target {
+	struct rfs_fs *fs;
+	struct fuse_file_info *fi; /* given the borrowed file's fh, 0 again at the end */
+	struct rfs_file *borrowed;
+	pthread_rwlock_t *lock;   /* a live op's stripe, shared */
+	bool links;               /* and `links`, shared: a file with several names */
+	char *alias;              /* libfuse-style ("/a/b"); its step held */
+};
+
+static void target_end(struct target *t)
+{
+	if (t->links)
+		pthread_rwlock_unlock(&t->fs->links);
+	if (t->lock)
+		pthread_rwlock_unlock(t->lock);
+	if (t->alias) {
+		rfs_fs_step_end(t->fs, stream_path(t->alias), false);
+		free(t->alias);
+	}
+	if (t->borrowed) {
+		t->fi->fh = 0;
+		file_put(t->borrowed);
+	}
+}
+
+/* Another name of f's file, held (see above); NULL when it has none. */
+static char *alias_of(struct rfs_fs *fs, const struct rfs_file *f)
+{
+	struct stat st, now;
+	char *p = malloc(PATH_MAX + 1);
+
+	if (p == NULL)
+		return NULL;
+	p[0] = '/';
+	for (;;) {
+		p[1] = '\0';
+		/* Renames are held off while looking; a name found may go before its step. */
+		pthread_rwlock_rdlock(&fs->ns);
+		bool found = fstat(f->fd, &st) == 0 && st.st_nlink > 0 &&
+			     find_name(fs->rootfd, p + 1, 0, PATH_MAX, st.st_ino) == 1;
+		pthread_rwlock_unlock(&fs->ns);
+		if (!found) {
+			free(p);
+			return NULL;
+		}
+		rfs_fs_step_begin(fs, p + 1, false);
+		if (fstatat(fs->rootfd, p + 1, &now, AT_SYMLINK_NOFOLLOW) == 0 && now.st_ino == st.st_ino &&
+		    now.st_dev == st.st_dev)
+			return p;
+		rfs_fs_step_end(fs, p + 1, false);
+	}
+}
+
+static struct target target_begin(struct rfs_fs *fs, const char **path, struct fuse_file_info **fi,
+				  bool modifying)
+{
+	struct target t = { .fs = fs };
+
+	if (*fi && (*fi)->fh == 0) {
+		/* Given fh 0 (fuse_io.c): by path while the node has one. */
+		if (*path || (t.borrowed = rfs_node_file(file_hold)) == NULL) {
+			*fi = NULL;
+		} else {
+			t.fi = *fi;
+			t.fi->fh = (uintptr_t)t.borrowed;
+		}
+	}
+	if (!modifying)
+		return t;
+	if (*path) {
+		struct stat st;
+
+		t.lock = stripe_of(fs, stream_path(*path));
+		pthread_rwlock_rdlock(t.lock);
+		t.links = (*fi ? fstat(file_of(*fi)->fd, &st) : fstatat(fs->rootfd, fuse_at_path(*path), &st,
+									AT_SYMLINK_NOFOLLOW)) == 0 &&
+			  !S_ISDIR(st.st_mode) && st.st_nlink > 1;
+		if (t.links)
+			pthread_rwlock_rdlock(&fs->links);
+	} else if (*fi && fs->repl && (t.alias = alias_of(fs, file_of(*fi)))) {
+		*path = t.alias;
+	}
+	return t;
+}
+
+/* First in a handler on a file, in place of LIVE; may change path and fi. */
+#define TARGET(fs, path, fi, modifying) \
+	struct target target_ __attribute__((cleanup(target_end))) = target_begin(fs, &path, &fi, modifying)
 
 /* A modifying operation from before it changes the real directory to after its submit:
  * while the secondary is away its marks are durable first (dirty.h).  code 0: none. */
@@ -299,11 +450,21 @@ static int replicate_applied(struct rfs_fs *fs, const struct rfs_op *op)
 	return 0;
 }
 
+/* A file with several names is written through each of them, and the stream orders
+ * only one path's ops (repl_send.c): its writes are applied before they return, so
+ * that the secondary applies them in the order they returned here. */
+static bool is_linked(int fd)
+{
+	struct stat st;
+
+	return fstat(fd, &st) == 0 && !S_ISDIR(st.st_mode) && st.st_nlink > 1;
+}
+
 static enum rfs_wait data_wait(const struct rfs_fs *fs, const struct rfs_file *f)
 {
 	if (f->sync)
 		return RFS_WAIT_DURABLE;
-	return fs->strict ? RFS_WAIT_APPLIED : RFS_WAIT_QUEUED;
+	return fs->strict || is_linked(f->fd) ? RFS_WAIT_APPLIED : RFS_WAIT_QUEUED;
 }
 
 /* The primary's times, for the secondary's copy: the secondary's own writes stamped its
@@ -493,8 +654,12 @@ static int replicate_created(struct rfs_fs *fs, struct rfs_op *op, const struct 
 static int fs_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
-	int r = fi ? fstat(file_of(fi)->fd, st) : fstatat(fs->rootfd, fuse_at_path(path), st, AT_SYMLINK_NOFOLLOW);
+	TARGET(fs, path, fi, false);
+	int r;
 
+	if (!fi && !path)
+		return -ESTALE; /* closed meanwhile */
+	r = fi ? fstat(file_of(fi)->fd, st) : fstatat(fs->rootfd, fuse_at_path(path), st, AT_SYMLINK_NOFOLLOW);
 	return r < 0 ? -errno : 0;
 }
 
@@ -666,6 +831,11 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 	pthread_rwlock_wrlock(&fs->ns);
 	if ((r = rename_across(fs, from, to, flags, &send)))
 		return r;
+	/* A name of a file with several: its other names are found by a walk (dirty.c). */
+	struct stat st;
+	struct intent walk __attribute__((cleanup(intent_end))) = intent_begin(
+		fs, fstatat(fs->rootfd, fuse_at_path(from), &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode) &&
+		st.st_nlink > 1 ? RFS_OP_LINK : 0, from, to, 0, 0, 0);
 	if (renameat2(fs->rootfd, fuse_at_path(from), fs->rootfd, fuse_at_path(to), flags) < 0)
 		return -errno;
 	if (!send)
@@ -675,24 +845,64 @@ static int fs_rename(const char *from, const char *to, unsigned int flags)
 	return 0;
 }
 
-/* Hard links are not supported in replicated directories (as in the product this
- * follows): two names for one inode cannot be kept identical by path-based operations. */
+/* Holds the stripes of two paths, a's shared and b's exclusively (one stripe for both:
+ * exclusively), in the stripes' order so that two links never wait on each other;
+ * released by stripes_end. */
+static void stripes_begin(struct rfs_fs *fs, const char *a, const char *b, pthread_rwlock_t *held[2])
+{
+	pthread_rwlock_t *sa = stripe_of(fs, stream_path(a)), *sb = stripe_of(fs, stream_path(b));
+
+	held[0] = sa < sb ? sa : sb;
+	held[1] = sa == sb ? NULL : sa < sb ? sb : sa;
+	for (int i = 0; i < 2 && held[i]; i++) {
+		if (held[i] == sb)
+			pthread_rwlock_wrlock(held[i]);
+		else
+			pthread_rwlock_rdlock(held[i]);
+	}
+}
+
+static void stripes_end(pthread_rwlock_t *held[2])
+{
+	for (int i = 1; i >= 0; i--)
+		if (held[i])
+			pthread_rwlock_unlock(held[i]);
+}
+
+/* A hard link: a barrier in the stream (op.c), so what was queued on `from` is applied
+ * on the secondary first.  `from`'s stripe is held exclusively: a write on it is either
+ * queued before the barrier or, after the link, sees two names and waits until applied
+ * (data_wait).  The kernel keeps one inode per name (libfuse's nodes), so the cached
+ * attributes and pages of `from` are dropped: its st_nlink changed. */
 static int fs_link(const char *from, const char *to)
 {
 	struct rfs_fs *fs = ctx_fs();
+	pthread_rwlock_t *held[2];
+	INTENT(fs, RFS_OP_LINK, from, to, 0, 0, 0);
+	struct rfs_op op = { .code = RFS_OP_LINK, .path = stream_path(from), .path2 = stream_path(to) };
+	int r = 0;
 
-	atomic_fetch_add(&fs->n.links_refused, 1);
-	if (!atomic_exchange(&fs->link_logged, true))
-		rfs_log("hard links are not supported in a replicated directory: refused %s -> %s "
-		       "(logged once, counted in stats)", to, from);
-	return -EPERM;
+	/* Across the boundary of what is replicated, as a rename (rename_across). */
+	if (fs->exclude && rfs_is_excluded(fs->exclude, op.path, false) != rfs_is_excluded(fs->exclude, op.path2, false))
+		return -EXDEV;
+	stripes_begin(fs, to, from, held);
+	if (linkat(fs->rootfd, fuse_at_path(from), fs->rootfd, fuse_at_path(to), 0) < 0)
+		r = -errno;
+	else
+		replicate_applied(fs, &op);
+	stripes_end(held);
+	if (r == 0)
+		fuse_invalidate_path(fs->fuse, from);
+	return r;
 }
 
 static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
-	LIVE(fs, path);
+	TARGET(fs, path, fi, true);
 	INTENT(fs, RFS_OP_CHMOD, path, NULL, 0, 0, 0);
+	if (!fi && !path)
+		return -ESTALE; /* closed meanwhile */
 	struct rfs_op op = { .code = RFS_OP_CHMOD, .path = path ? stream_path(path) : NULL, .mode = mode & 07777 };
 	int r = fi ? fchmod(file_of(fi)->fd, mode) : fchmodat(fs->rootfd, fuse_at_path(path), mode, 0);
 
@@ -704,8 +914,10 @@ static int fs_chmod(const char *path, mode_t mode, struct fuse_file_info *fi)
 static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
-	LIVE(fs, path);
+	TARGET(fs, path, fi, true);
 	INTENT(fs, RFS_OP_CHOWN, path, NULL, 0, 0, 0);
+	if (!fi && !path)
+		return -ESTALE; /* closed meanwhile */
 	struct rfs_op op = { .code = RFS_OP_CHOWN, .path = path ? stream_path(path) : NULL,
 			     .uid = (uint32_t)uid, .gid = (uint32_t)gid };
 	int r = fi ? fchown(file_of(fi)->fd, uid, gid)
@@ -719,8 +931,10 @@ static int fs_chown(const char *path, uid_t uid, gid_t gid, struct fuse_file_inf
 static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
-	LIVE(fs, path);
+	TARGET(fs, path, fi, true);
 	INTENT(fs, RFS_OP_TRUNCATE, path, NULL, size, 0, 0);
+	if (!fi && !path)
+		return -ESTALE; /* closed meanwhile */
 	int fd = fi ? file_of(fi)->fd : openat(fs->rootfd, fuse_at_path(path), O_WRONLY | O_CLOEXEC);
 	struct stat st;
 	int r;
@@ -751,8 +965,10 @@ static int fs_truncate(const char *path, off_t size, struct fuse_file_info *fi)
 static int fs_utimens(const char *path, const struct timespec tv[2], struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
-	LIVE(fs, path);
+	TARGET(fs, path, fi, true);
 	INTENT(fs, RFS_OP_UTIMENS, path, NULL, 0, 0, 0);
+	if (!fi && !path)
+		return -ESTALE; /* closed meanwhile */
 	struct stat st;
 	int r;
 
@@ -783,12 +999,27 @@ static int attach_file(struct fuse_file_info *fi, int fd, mode_t mode)
 
 	if (f == NULL)
 		return -ENOMEM;
+	atomic_init(&f->refs, 1);
 	f->fd = fd;
 	f->sync = (fi->flags & O_DSYNC) != 0;
 	atomic_init(&f->written, false);
 	atomic_init(&f->sxid, is_sxid(mode));
 	fi->fh = (uintptr_t)f;
 	return 0;
+}
+
+/* The primary keeps a file's pages between opens (the mount is the only writer) unless
+ * it has several names: the kernel has an inode, so a page cache, per name (libfuse's
+ * nodes), and a write through one name would leave the other's pages stale.  Such a
+ * file is read and written past the page cache. */
+static void cache_mode(const struct rfs_fs *fs, struct fuse_file_info *fi, const struct stat *st)
+{
+	if (!fs->repl)
+		return;
+	if (st->st_nlink > 1)
+		fi->direct_io = 1;
+	else
+		fi->keep_cache = 1;
 }
 
 /* A creation the secondary made ahead of the primary, which then failed: undone there. */
@@ -832,6 +1063,8 @@ static int fs_create(const char *path, mode_t mode, struct fuse_file_info *fi)
 		close(fd);
 		return undo_early(fs, early, op.path, undo_create(fs, sp, false, r));
 	}
+	cache_mode(fs, fi, &st);
+	rfs_node_open(file_of(fi));
 	/* Its close waits for the secondary and gives it the primary's times, even unwritten. */
 	atomic_store(&file_of(fi)->written, true);
 	return replicate_created(fs, &op, &st, early);
@@ -866,6 +1099,8 @@ static int fs_open(const char *path, struct fuse_file_info *fi)
 		close(fd);
 		return r;
 	}
+	cache_mode(fs, fi, &st);
+	rfs_node_open(file_of(fi));
 	/* The kernel leaves O_TRUNC to us (atomic_o_trunc): the truncation travels as one. */
 	if (fi->flags & O_TRUNC) {
 		struct rfs_op op = { .code = RFS_OP_TRUNCATE, .path = stream_path(path), .off = 0 };
@@ -896,7 +1131,7 @@ static int fs_read_buf(const char *path, struct fuse_bufvec **bufp, size_t size,
 static int fs_write(const char *path, const char *buf, size_t size, off_t off, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
-	LIVE(fs, path);
+	TARGET(fs, path, fi, true);
 	INTENT(fs, RFS_OP_WRITE, path, NULL, off, size, 0);
 	struct rfs_file *f = file_of(fi);
 	ssize_t n;
@@ -961,7 +1196,7 @@ static void close_to_secondary(struct rfs_fs *fs, const char *path, struct rfs_f
 static int fs_flush(const char *path, struct fuse_file_info *fi)
 {
 	struct rfs_file *f = file_of(fi);
-	LIVE(ctx_fs(), path);
+	TARGET(ctx_fs(), path, fi, atomic_load(&f->written));
 
 	if (path && atomic_exchange(&f->written, false))
 		close_to_secondary(ctx_fs(), path, f);
@@ -973,13 +1208,13 @@ static int fs_flush(const char *path, struct fuse_file_info *fi)
 static int fs_release(const char *path, struct fuse_file_info *fi)
 {
 	struct rfs_file *f = file_of(fi);
-	LIVE(ctx_fs(), path);
+	TARGET(ctx_fs(), path, fi, atomic_load(&f->written));
 
 	if (path && atomic_exchange(&f->written, false))
 		close_to_secondary(ctx_fs(), path, f);
 	rfs_open_release(f->mode);
-	close(f->fd);
-	free(f);
+	rfs_node_close(f);
+	file_put(f);
 	return 0;
 }
 
@@ -998,7 +1233,7 @@ static int sync_both(struct rfs_fs *fs, const char *path, int fd, int times_fd, 
 static int fs_fsync(const char *path, int datasync, struct fuse_file_info *fi)
 {
 	struct rfs_file *f = file_of(fi);
-	LIVE(ctx_fs(), path);
+	TARGET(ctx_fs(), path, fi, true);
 
 	if (path)
 		atomic_store(&f->written, false);
@@ -1085,7 +1320,8 @@ static int xattr_target(struct rfs_fs *fs, const char *path, char *real, size_t 
 static int fs_setxattr(const char *path, const char *name, const char *value, size_t size, int flags)
 {
 	struct rfs_fs *fs = ctx_fs();
-	LIVE(fs, path);
+	struct fuse_file_info *fi = NULL;
+	TARGET(fs, path, fi, true);
 	INTENT(fs, RFS_OP_SETXATTR, path, NULL, 0, 0, 0);
 	char real[PATH_MAX + 32];
 	int r;
@@ -1132,7 +1368,8 @@ static int fs_listxattr(const char *path, char *list, size_t size)
 static int fs_removexattr(const char *path, const char *name)
 {
 	struct rfs_fs *fs = ctx_fs();
-	LIVE(fs, path);
+	struct fuse_file_info *fi = NULL;
+	TARGET(fs, path, fi, true);
 	INTENT(fs, RFS_OP_REMOVEXATTR, path, NULL, 0, 0, 0);
 	char real[PATH_MAX + 32];
 	int r;
@@ -1150,7 +1387,7 @@ static int fs_removexattr(const char *path, const char *name)
 static int fs_fallocate(const char *path, int mode, off_t off, off_t len, struct fuse_file_info *fi)
 {
 	struct rfs_fs *fs = ctx_fs();
-	LIVE(fs, path);
+	TARGET(fs, path, fi, true);
 	INTENT(fs, RFS_OP_FALLOCATE, path, NULL, off, (uint64_t)len, (uint32_t)mode);
 	struct rfs_file *f = file_of(fi);
 
@@ -1202,7 +1439,7 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	cfg->hard_remove = 1; /* no .fuse_hidden files, which would be replicated */
 	cfg->nullpath_ok = 0; /* every operation needs its path, for the stream */
 	if (fs->repl) {
-		cfg->kernel_cache = 1;
+		/* Pages are kept between opens by cache_mode(), file by file. */
 		cfg->entry_timeout = cfg->attr_timeout = cfg->negative_timeout = PRIMARY_CACHE_S;
 	} else {
 		cfg->auto_cache = 1;
@@ -1212,8 +1449,7 @@ static void *fs_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 	return fs;
 }
 
-/* Hard links (link) are refused; copy_file_range, ioctl, locks are left out on
- * purpose: the kernel then copies through read and write (replicated as writes) and
+/* copy_file_range, ioctl, locks are left out on purpose: the kernel then copies through read and write (replicated as writes) and
  * keeps locks on the mount itself. */
 static const struct fuse_operations rfs_ops = {
 	.init = fs_init,
@@ -1351,6 +1587,7 @@ static void locks_init(struct rfs_fs *fs)
 	pthread_rwlockattr_init(&ra);
 	pthread_rwlockattr_setkind_np(&ra, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
 	pthread_rwlock_init(&fs->ns, &ra);
+	pthread_rwlock_init(&fs->links, &ra);
 	for (int i = 0; i < STRIPES; i++)
 		pthread_rwlock_init(&fs->stripes[i], &ra);
 	pthread_rwlockattr_destroy(&ra);
@@ -1507,19 +1744,30 @@ void rfs_fs_counters(struct rfs_fs *fs, struct rfs_fs_counters *out)
 	out->closes = atomic_load(&fs->n.closes);
 	out->getxattrs = atomic_load(&fs->n.getxattrs);
 	out->diverged = atomic_load(&fs->n.diverged);
-	out->links_refused = atomic_load(&fs->n.links_refused);
 	out->passthrough_opens = rfs_passthrough_opens();
 }
 
+/* Whether this thread's step holds `links` (steps do not nest). */
+static __thread bool step_links;
+
 void rfs_fs_step_begin(struct rfs_fs *fs, const char *spath, bool ns_held)
 {
+	struct stat st;
+
 	if (!ns_held)
 		pthread_rwlock_rdlock(&fs->ns);
 	pthread_rwlock_wrlock(stripe_of(fs, spath));
+	step_links = fstatat(fs->rootfd, *spath ? spath : ".", &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+		     !S_ISDIR(st.st_mode) && st.st_nlink > 1;
+	if (step_links)
+		pthread_rwlock_wrlock(&fs->links);
 }
 
 void rfs_fs_step_end(struct rfs_fs *fs, const char *spath, bool ns_held)
 {
+	if (step_links)
+		pthread_rwlock_unlock(&fs->links);
+	step_links = false;
 	pthread_rwlock_unlock(stripe_of(fs, spath));
 	if (!ns_held)
 		pthread_rwlock_unlock(&fs->ns);
@@ -1578,6 +1826,7 @@ void rfs_fs_free(struct rfs_fs *fs)
 	}
 	moves_forget(fs);
 	pthread_rwlock_destroy(&fs->ns);
+	pthread_rwlock_destroy(&fs->links);
 	for (int i = 0; i < STRIPES; i++)
 		pthread_rwlock_destroy(&fs->stripes[i]);
 	pthread_mutex_destroy(&fs->moves_mu);

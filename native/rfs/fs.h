@@ -38,7 +38,6 @@ struct rfs_fs_counters {
 	uint64_t closes;              /* other closes after writes: applied on the secondary */
 	uint64_t getxattrs;           /* GETXATTR requests served (the kernel's killpriv probe included) */
 	uint64_t diverged;            /* operations the secondary failed to apply */
-	uint64_t links_refused;       /* link(2) attempts refused */
 	uint64_t passthrough_opens;   /* read-only opens the kernel served from the real file */
 };
 

@@ -47,6 +47,7 @@ _Static_assert(sizeof(struct fuse_open_out) == OPEN_OUT_SIZE, "OPEN reply");
 _Static_assert(sizeof(struct fuse_entry_out) == 128, "CREATE reply: entry, then open");
 
 #define INODE_BUCKETS 1024
+#define NODE_BUCKETS 1024
 #define OPCODES 64 /* FUSE opcodes counted; CUSE's and beyond are not requests of this mount */
 
 /* Requests per opcode and the time from reading each to answering it (the time spent
@@ -76,6 +77,7 @@ static const char *const opcode_names[OPCODES] = {
 static __thread struct {
 	uint32_t opcode;
 	int64_t since; /* 0: nothing to answer */
+	uint64_t nodeid;
 } serving;
 
 static void answered(void)
@@ -123,18 +125,116 @@ static __thread struct {
 	size_t at;       /* offset of fuse_open_out in the reply */
 	uint32_t set, clear;
 	int32_t backing;
+	void *created;   /* CREATE: known by its node from the reply (rfs_node_open) */
 } reply;
+
+/* Open files by node (fuse_io.h). */
+struct node_file {
+	uint64_t nodeid;
+	void *file;
+	struct node_file *next;
+};
+
+static struct {
+	pthread_mutex_t mu;
+	struct node_file *b[NODE_BUCKETS];
+} nodes = { .mu = PTHREAD_MUTEX_INITIALIZER };
+
+static void node_add(uint64_t nodeid, void *file)
+{
+	struct node_file *n = malloc(sizeof *n);
+
+	/* Without memory the node's fstat after an unlink fails (ESTALE), as before. */
+	if (n == NULL)
+		return;
+	*n = (struct node_file){ .nodeid = nodeid, .file = file };
+	pthread_mutex_lock(&nodes.mu);
+	n->next = nodes.b[nodeid % NODE_BUCKETS];
+	nodes.b[nodeid % NODE_BUCKETS] = n;
+	pthread_mutex_unlock(&nodes.mu);
+}
+
+static void node_forget(uint64_t nodeid, const void *file)
+{
+	pthread_mutex_lock(&nodes.mu);
+	for (struct node_file **p = &nodes.b[nodeid % NODE_BUCKETS]; *p; p = &(*p)->next) {
+		if ((*p)->nodeid == nodeid && (*p)->file == file) {
+			struct node_file *gone = *p;
+
+			*p = gone->next;
+			free(gone);
+			break;
+		}
+	}
+	pthread_mutex_unlock(&nodes.mu);
+}
+
+static void *node_file(uint64_t nodeid, void (*hold)(void *file))
+{
+	void *file = NULL;
+
+	pthread_mutex_lock(&nodes.mu);
+	for (struct node_file *n = nodes.b[nodeid % NODE_BUCKETS]; n && !file; n = n->next) {
+		if (n->nodeid == nodeid) {
+			file = n->file;
+			if (hold)
+				hold(file);
+		}
+	}
+	pthread_mutex_unlock(&nodes.mu);
+	return file;
+}
+
+void rfs_node_open(void *file)
+{
+	if (reply.at == 0)
+		node_add(serving.nodeid, file);
+	else
+		reply.created = file;
+}
+
+void rfs_node_close(void *file)
+{
+	node_forget(serving.nodeid, file);
+}
+
+void *rfs_node_file(void (*hold)(void *file))
+{
+	return node_file(serving.nodeid, hold);
+}
+
+/* A GETATTR or SETATTR without the open file, on a node with one: given fh 0. */
+static void name_open_file(struct fuse_in_header *in, ssize_t n)
+{
+	if (in->opcode == FUSE_GETATTR && n >= (ssize_t)(sizeof *in + sizeof(struct fuse_getattr_in))) {
+		struct fuse_getattr_in *arg = (void *)(in + 1);
+
+		if (!(arg->getattr_flags & FUSE_GETATTR_FH) && node_file(in->nodeid, NULL)) {
+			arg->getattr_flags |= FUSE_GETATTR_FH;
+			arg->fh = 0;
+		}
+	} else if (in->opcode == FUSE_SETATTR && n >= (ssize_t)(sizeof *in + sizeof(struct fuse_setattr_in))) {
+		struct fuse_setattr_in *arg = (void *)(in + 1);
+
+		if (!(arg->valid & FATTR_FH) && node_file(in->nodeid, NULL)) {
+			arg->valid |= FATTR_FH;
+			arg->fh = 0;
+		}
+	}
+}
 
 static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 {
 	ssize_t n = read(fd, buf, len);
-	const struct fuse_in_header *in = buf;
+	struct fuse_in_header *in = buf;
 
 	(void)userdata;
 	reply.unique = 0;
 	serving.since = 0;
 	if (n < (ssize_t)sizeof *in)
 		return n;
+	serving.nodeid = in->nodeid;
+	name_open_file(in, n);
 	if (in->opcode < OPCODES) {
 		atomic_fetch_add_explicit(&served[in->opcode].n, 1, memory_order_relaxed);
 		serving.opcode = in->opcode;
@@ -145,6 +245,7 @@ static ssize_t io_read(int fd, void *buf, size_t len, void *userdata)
 		reply.at = in->opcode == FUSE_CREATE ? sizeof(struct fuse_entry_out) : 0;
 		reply.set = reply.clear = 0;
 		reply.backing = 0;
+		reply.created = NULL;
 	} else if (in->opcode == FUSE_INIT &&
 		   n >= (ssize_t)(sizeof *in + INIT_IN_FLAGS2 + sizeof(uint32_t))) {
 		const unsigned char *arg = (const unsigned char *)(in + 1);
@@ -221,6 +322,7 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 {
 	const struct fuse_out_header *out = iov[0].iov_base;
 	bool init = false;
+	uint64_t created = 0; /* the node of a created file */
 	ssize_t n;
 
 	(void)userdata;
@@ -230,12 +332,22 @@ static ssize_t io_writev(int fd, struct iovec *iov, int count, void *userdata)
 		else if (out->unique == atomic_load_explicit(&io.init_unique, memory_order_relaxed) &&
 			 atomic_exchange(&io.init_unique, 0) != 0)
 			answer_init(iov, count), init = true;
+		/* Known by its node before the kernel has the reply: its RELEASE may come at once. */
+		if (reply.created && out->unique == reply.unique && count > 1 &&
+		    iov[1].iov_len >= sizeof(struct fuse_entry_out)) {
+			created = ((const struct fuse_entry_out *)iov[1].iov_base)->nodeid;
+			node_add(created, reply.created);
+		}
 	}
 	if (out->unique != 0)
 		answered();
 	n = writev(fd, iov, count);
 	if (init && n >= 0)
 		set_readahead();
+	/* A reply the kernel refused is followed by libfuse's own release, which cannot name
+	 * the node. */
+	if (created && n < 0)
+		node_forget(created, reply.created);
 	return n;
 }
 

@@ -43,6 +43,19 @@ struct rfs_open_mode; /* an open's share of its inode's mode; NULL: not counted 
 int rfs_open_mode(int fd, const struct stat *st, bool read_only, struct rfs_open_mode **out);
 void rfs_open_release(struct rfs_open_mode *m);
 
+/* Open files by node.  The kernel asks for an open file's attributes (fstat) and
+ * changes them (fchmod, fchown, futimens) without naming the open file; libfuse's
+ * high-level API then wants the node's path, which a node whose name was removed
+ * (unlink, a rename over it) has no more: ESTALE.  So such a request on a node with an
+ * open file is given fh 0, which the handlers take as "the node's open file".  The
+ * files are fs.c's, opaque here.  open: the OPEN (now) or CREATE (from its reply, which
+ * names the node) this thread answers opened file; close: the RELEASE this thread
+ * serves closes it; file: one of the node's files of the request this thread serves,
+ * handed to hold() under the table's lock (so that it outlives its release), or NULL. */
+void rfs_node_open(void *file);
+void rfs_node_close(void *file);
+void *rfs_node_file(void (*hold)(void *file));
+
 /* " NAME=COUNT:MICROSECONDS" per opcode served since the mount: the requests and the time
  * from reading each to answering it (waits on the secondary included). */
 void rfs_fuse_io_served(char *out, size_t size);

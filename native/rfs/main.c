@@ -639,11 +639,11 @@ static void stats_line(struct server *s, char *out, size_t size)
 	}
 	snprintf(out + k, size - (size_t)k,
 		 " writes=%llu write_bytes=%llu namespace_ops=%llu syncs=%llu closes=%llu getxattrs=%llu"
-		 " diverged=%llu links_refused=%llu passthrough_opens=%llu",
+		 " diverged=%llu passthrough_opens=%llu",
 		 (unsigned long long)n.writes, (unsigned long long)n.write_bytes,
 		 (unsigned long long)n.namespace_ops, (unsigned long long)n.syncs, (unsigned long long)n.closes,
 		 (unsigned long long)n.getxattrs, (unsigned long long)n.diverged,
-		 (unsigned long long)n.links_refused, (unsigned long long)n.passthrough_opens);
+		 (unsigned long long)n.passthrough_opens);
 	k = (int)strlen(out);
 	if (s->dirty)
 		rfs_dirty_keys(s->dirty, out + k, size - (size_t)k - 1);

@@ -41,9 +41,12 @@ static const struct {
 	[RFS_OP_STAT] = {"stat", P | R | Q},
 	[RFS_OP_SUMS] = {"sums", P | Q},
 	[RFS_OP_XATTRS] = {"xattrs", P | R | Q},
+	/* A barrier: it names an existing inode by another path, so everything queued on the
+	 * first name is applied before it (repl_send.c routes by path, not by inode). */
+	[RFS_OP_LINK] = {"link", P | P2 | B},
 };
 
-_Static_assert(RFS_OP_XATTRS + 1 == RFS_OP_MAX, "a row above for every opcode");
+_Static_assert(RFS_OP_LINK + 1 == RFS_OP_MAX, "a row above for every opcode");
 
 const char *rfs_opcode_name(uint16_t code)
 {

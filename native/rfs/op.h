@@ -39,8 +39,14 @@ enum rfs_opcode {
 	RFS_OP_STAT,        /* path, flags 1: xattr digest: one entry as LIST gives it */
 	RFS_OP_SUMS,        /* path, off, len: checksums of its blocks in [off, off+len), flags = log2(block size) */
 	RFS_OP_XATTRS,      /* path: its extended attributes, names sorted */
+	/* After the queries so that the older opcodes keep their numbers on the wire. */
+	RFS_OP_LINK,        /* path = an existing entry, path2 = its new name (a hard link);
+			     * flags RFS_LINK_REPLACE: whatever path2 is goes first, unless it is
+			     * path's inode already (the full sync) */
 	RFS_OP_MAX
 };
+
+#define RFS_LINK_REPLACE 1u
 
 /* What one op may carry (the stream refuses more, the receiver takes no more). */
 #define RFS_PATH_MAX 4096           /* path and path2, NUL included (PATH_MAX) */

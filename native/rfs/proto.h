@@ -30,7 +30,7 @@
 #include "op.h"
 
 #define RFS_MAGIC 0x46524b48u /* the bytes "HKRF" */
-#define RFS_VERSION 1
+#define RFS_VERSION 2             /* 2: LINK, and entries (query.h) with nlink and ino */
 
 /* Frame types beside the opcodes (which are 1 .. RFS_OP_MAX-1). */
 enum {

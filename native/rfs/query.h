@@ -45,8 +45,9 @@ struct rfs_wire_entry {
 	uint16_t name_len, target_len;
 	uint64_t size, rdev;
 	int64_t mtime_sec;
-	uint32_t mtime_nsec, reserved;
+	uint32_t mtime_nsec, nlink; /* nlink, ino: the full sync gives both copies the same hard links */
 	uint64_t xattr_digest;     /* 0 without RFS_LIST_XATTRS */
+	uint64_t ino;
 };
 
 struct rfs_wire_xattr {
@@ -55,7 +56,7 @@ struct rfs_wire_xattr {
 };
 
 _Static_assert(sizeof(struct rfs_reply_head) == 16, "reply head is 16 bytes");
-_Static_assert(sizeof(struct rfs_wire_entry) == 56, "entry is 56 bytes");
+_Static_assert(sizeof(struct rfs_wire_entry) == 64, "entry is 64 bytes");
 _Static_assert(sizeof(struct rfs_wire_xattr) == 8, "xattr is 8 bytes");
 
 /* An entry as decoded: name and target point into the answer. */
@@ -63,8 +64,8 @@ struct rfs_entry {
 	uint32_t mode, uid, gid;
 	uint64_t size, rdev;
 	int64_t mtime_sec;
-	uint32_t mtime_nsec;
-	uint64_t xattr_digest;
+	uint32_t mtime_nsec, nlink;
+	uint64_t xattr_digest, ino;
 	const char *name, *target;
 	size_t name_len, target_len;
 };
@@ -101,7 +102,7 @@ static inline void rfs_entry_put(void *dst, const struct rfs_entry *e)
 		.name_len = htole16((uint16_t)e->name_len), .target_len = htole16((uint16_t)e->target_len),
 		.size = htole64(e->size), .rdev = htole64(e->rdev),
 		.mtime_sec = (int64_t)htole64((uint64_t)e->mtime_sec), .mtime_nsec = htole32(e->mtime_nsec),
-		.xattr_digest = htole64(e->xattr_digest),
+		.nlink = htole32(e->nlink), .xattr_digest = htole64(e->xattr_digest), .ino = htole64(e->ino),
 	};
 	char *p = dst;
 
@@ -124,7 +125,7 @@ static inline size_t rfs_entry_get(struct rfs_entry *e, const void *src, size_t 
 		.mode = le32toh(w.mode), .uid = le32toh(w.uid), .gid = le32toh(w.gid),
 		.size = le64toh(w.size), .rdev = le64toh(w.rdev),
 		.mtime_sec = (int64_t)le64toh((uint64_t)w.mtime_sec), .mtime_nsec = le32toh(w.mtime_nsec),
-		.xattr_digest = le64toh(w.xattr_digest),
+		.nlink = le32toh(w.nlink), .xattr_digest = le64toh(w.xattr_digest), .ino = le64toh(w.ino),
 		.name = p + sizeof w, .name_len = le16toh(w.name_len),
 		.target_len = le16toh(w.target_len),
 	};

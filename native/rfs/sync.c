@@ -23,6 +23,13 @@
  * WRITE, holes as a punched hole.  The file ends with TRUNCATE to its size and UTIMENS.
  * A new file gets CREATE, its data extents (holes stay holes) and the same end.
  *
+ * Hard links.  The first name the run meets of a file with several is synchronised as
+ * any file (unless the secondary's has more names than the primary's: then a copy of
+ * its own first); each other name is made a link to it there (LINK, replacing what is
+ * there) unless the secondary's is that inode already.  A link made, or a file with
+ * several names renamed, while the secondary was away marks the whole tree (dirty.c):
+ * only a walk finds the other names.
+ *
  * Renames.  Between steps the application may rename anything, including the directory
  * being walked.  Every step checks that the path still names the file it read (by its
  * inode) and leaves it otherwise; fs.c records both paths of every rename while a sync
@@ -38,6 +45,7 @@
 #include <inttypes.h>
 #include <linux/falloc.h>
 #include <pthread.h>
+#include <search.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,6 +101,8 @@ struct rfs_sync {
 	bool tagged;
 	struct rfs_dirty_snapshot snap; /* what the journal held when the run began */
 	atomic_uint_fast64_t changes; /* an estimate: paths a sync would change */
+	/* Files with several names: (dev, ino) -> the first met (struct first_name); walk only. */
+	void *links;
 
 	/* Entries that could not be synchronised, from any thread of the run. */
 	pthread_mutex_t err_mu;
@@ -736,6 +746,73 @@ static int compare_file(struct rfs_sync *s, const char *path, int fd, const stru
 
 static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_digest, bool shallow);
 
+struct first_name {
+	dev_t dev;
+	ino_t ino;
+	char path[];
+};
+
+static int by_inode(const void *a, const void *b)
+{
+	const struct first_name *x = a, *y = b;
+
+	if (x->dev != y->dev)
+		return x->dev < y->dev ? -1 : 1;
+	return x->ino < y->ino ? -1 : x->ino > y->ino;
+}
+
+static void forget_links(struct rfs_sync *s)
+{
+	if (s->links)
+		tdestroy(s->links, free);
+	s->links = NULL;
+}
+
+/* In a step on path, a regular file open as fd: when it has several names and one was
+ * met before, makes the secondary's path a link to that one (see Hard links) and
+ * returns 0 (or -errno); otherwise 2: to be synchronised as any file.  The walk's
+ * thread only: a file with several names is not handed to a worker (sync_children), so
+ * its first name is done before the others are linked to it; one that got them after
+ * the listing, in a worker's hands, is synchronised as any file. */
+static int link_names(struct rfs_sync *s, const char *path, int fd, const struct rfs_entry *ours,
+		      const struct rfs_entry *theirs)
+{
+	struct first_name key, *mine, **found;
+	struct rfs_entry first;
+	struct stat st, at;
+	int rc;
+
+	if (ours->nlink < 2 || tb->worker || fstat(fd, &st))
+		return 2;
+	key = (struct first_name){ .dev = st.st_dev, .ino = st.st_ino };
+	found = tfind(&key, &s->links, by_inode);
+	if (found && fstatat(s->cfg.rootfd, (*found)->path, &at, AT_SYMLINK_NOFOLLOW) == 0 &&
+	    at.st_dev == st.st_dev && at.st_ino == st.st_ino) {
+		struct rfs_op link = { .code = RFS_OP_LINK, .path = (*found)->path, .path2 = path,
+				       .flags = RFS_LINK_REPLACE };
+		struct rfs_op purge = { .code = RFS_OP_PURGE, .path = path };
+
+		if (theirs && S_ISREG(theirs->mode) && stat_one(s, link.path, true, &first) == 0 &&
+		    first.ino == theirs->ino)
+			return 0;
+		rc = theirs && S_ISDIR(theirs->mode) ? send_op(s, &purge, RFS_WAIT_QUEUED) : 0;
+		return rc ?: send_op(s, &link, RFS_WAIT_APPLIED);
+	}
+	/* The first met, or the first is not a name of it any more: this one is now. */
+	if (!(mine = malloc(sizeof *mine + strlen(path) + 1)))
+		return -ENOMEM;
+	*mine = key;
+	strcpy(mine->path, path);
+	if (found) {
+		free(*found);
+		*found = mine;
+	} else if (!tsearch(mine, &s->links, by_inode)) {
+		free(mine);
+		return -ENOMEM;
+	}
+	return 2;
+}
+
 /* Makes the secondary's path what the primary's is; theirs: its entry there by the
  * listing (NULL: none), possibly stale.  0, 1 (left: moved meanwhile), or -errno. */
 static int sync_entry(struct rfs_sync *s, const char *path, const struct rfs_entry *theirs, bool parent_xattrs)
@@ -790,7 +867,11 @@ static int sync_entry(struct rfs_sync *s, const char *path, const struct rfs_ent
 		if (fd < 0 || !still(s, path, fd)) {
 			rc = fd < 0 ? -errno : 1;
 			step_out(s, path);
+		} else if ((rc = link_names(s, path, fd, &ours, theirs)) != 2) {
+			step_out(s, path);
 		} else {
+			/* Linked there to names that are not this file's here: a copy of its own. */
+			same = same && theirs->nlink <= ours.nlink;
 			rc = same ? compare_file(s, path, fd, theirs) : send_file(s, path, fd, &ours, parent_xattrs);
 		}
 		if (fd >= 0)
@@ -1005,7 +1086,7 @@ static int sync_children(struct rfs_sync *s, const char *dir, uint64_t dir_diges
 		if (!rc && shallow && cmp == 0 && (theirs.e[i].mode & S_IFMT) == (ours.e[j].mode & S_IFMT) &&
 		    (S_ISDIR(ours.e[j].mode) || S_ISREG(ours.e[j].mode))) {
 			/* left to its own marks */
-		} else if (!rc && cmp >= 0 && S_ISREG(ours.e[j].mode)) {
+		} else if (!rc && cmp >= 0 && S_ISREG(ours.e[j].mode) && ours.e[j].nlink < 2) {
 			struct job job = { .theirs = cmp == 0 ? &theirs.e[i] : NULL, .parent_xattrs = parent_xattrs };
 
 			snprintf(job.path, sizeof job.path, "%s", path);
@@ -1300,6 +1381,7 @@ static int run(struct rfs_sync *s)
 		rfs_fs_hold_renames(s->cfg.fs, false);
 		s->ns_held = false;
 	}
+	forget_links(s);
 	if (rc < 0)
 		return rc;
 	rc = send_op(s, &sync, RFS_WAIT_DURABLE);

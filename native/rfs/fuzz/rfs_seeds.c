@@ -109,6 +109,7 @@ int main(int argc, char **argv)
 		{.code = RFS_OP_PURGE, .path = "evdir"},
 		{.code = RFS_OP_WRITE, .path = "evil", .data = "x", .data_len = 1},
 		{.code = RFS_OP_RENAME, .path = "evdir", .path2 = "moved"},
+		{.code = RFS_OP_LINK, .path = "f", .path2 = "evdir/h", .flags = RFS_LINK_REPLACE},
 	};
 
 	if (argc != 2) {
@@ -152,6 +153,7 @@ int main(int argc, char **argv)
 	frame(&s, OP(.code = RFS_OP_REMOVEXATTR, .path = "d/f", .name = "user.hk"), 0);
 	frame(&s, OP(.code = RFS_OP_SYMLINK, .path = "d/link", .path2 = "f"), 0);
 	frame(&s, OP(.code = RFS_OP_MKNOD, .path = "d/null", .mode = S_IFCHR | 0600, .rdev = makedev(1, 3)), 0);
+	frame(&s, OP(.code = RFS_OP_LINK, .path = "d/f", .path2 = "hard"), 0);
 	frame(&s, OP(.code = RFS_OP_RENAME, .path = "d/f", .path2 = "g"), 0);
 	frame(&s, OP(.code = RFS_OP_RENAME, .path = "g", .path2 = "d/link", .flags = RENAME_EXCHANGE), 0);
 	frame(&s, OP(.code = RFS_OP_FSYNC, .path = "g", .flags = 1), RFS_F_DURABLE);

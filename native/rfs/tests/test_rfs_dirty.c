@@ -182,6 +182,8 @@ static void op_marks(void)
 		{{.code = RFS_OP_STAT, .path = "f"}, ""},
 		{{.code = RFS_OP_SUMS, .path = "f", .len = 1 << 20}, ""},
 		{{.code = RFS_OP_XATTRS, .path = "f"}, ""},
+		/* A file's other names are found only by walking the whole tree. */
+		{{.code = RFS_OP_LINK, .path = "a/1", .path2 = "b/2"}, ".=E"},
 	};
 	struct rfs_dirty *d = open_at(dir(copy, "ops"));
 

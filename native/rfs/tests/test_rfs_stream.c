@@ -196,6 +196,15 @@ static void every_opcode(struct rfs_repl *r)
 	both(r, afd, OP(.code = RFS_OP_CREATE, .path = "d/g", .mode = 0600), APPLIED);
 	both(r, afd, OP(.code = RFS_OP_WRITE, .path = "d/g", .data = "new", .data_len = 3), QUEUED);
 	both(r, afd, OP(.code = RFS_OP_WRITE, .path = "dd/g", .off = 3, .data = "old", .data_len = 3), QUEUED);
+	/* Hard links: a write through the new name reaches the first; replacing (the full
+	 * sync's flag) leaves a name that is the inode already, and replaces another. */
+	both(r, afd, OP(.code = RFS_OP_LINK, .path = "dd/g", .path2 = "hl"), APPLIED);
+	both(r, afd, OP(.code = RFS_OP_WRITE, .path = "hl", .off = 6, .data = "via", .data_len = 3), QUEUED);
+	both(r, afd, OP(.code = RFS_OP_CREATE, .path = "z", .mode = 0600), APPLIED);
+	CHECK(both(r, afd, OP(.code = RFS_OP_LINK, .path = "dd/g", .path2 = "z"), APPLIED) == -EEXIST, "link over");
+	both(r, afd, OP(.code = RFS_OP_LINK, .path = "dd/g", .path2 = "z", .flags = RFS_LINK_REPLACE), APPLIED);
+	both(r, afd, OP(.code = RFS_OP_LINK, .path = "dd/g", .path2 = "hl", .flags = RFS_LINK_REPLACE), APPLIED);
+	CHECK(!b_stat("z", &sb) && sb.st_nlink == 3, "z is not a third name of dd/g there");
 	both(r, afd, OP(.code = RFS_OP_UNLINK, .path = "abs"), APPLIED);
 	CHECK(both(r, afd, OP(.code = RFS_OP_UNLINK, .path = "nothing"), APPLIED) == -ENOENT, "enoent");
 	CHECK(both(r, afd, OP(.code = RFS_OP_RMDIR, .path = "dd"), APPLIED) == -ENOTEMPTY, "notempty");
