@@ -23,8 +23,9 @@
  *    secondary only when the kernel writes dirty pages back (dirty_expire_centisecs,
  *    30 s by default) instead of within the stream's flush delay, and every close would
  *    add a SETATTR of the times.  Write-through sends each write(2) as one request.
- *  - kept pages (but see cache_mode) and long timeouts on the primary: the mount is the only writer of the
- *    directory and the kernel updates its caches on every change passing through it.
+ *  - kept pages and long timeouts on the primary: the mount is the only writer of the
+ *    directory and the kernel updates its caches on every change passing through it
+ *    (but a file with several names has a page cache per name: cache_mode).
  *    On the secondary the receiver changes files underneath the mount, so the caches
  *    are short and a file's pages are dropped when it changed (auto_cache).
  *
