@@ -580,7 +580,9 @@ static void *sender_main(void *arg)
 			rc = flush_locked(c);
 		} else if (!rc && (c->sending || !c->q.bytes)) {
 			c->sleeping = 1;
-			if (c->keepalives && !c->sending)
+			/* Timed even while a waiter sends: a waiter's flush wakes nobody when it
+			 * leaves the queue empty, and the keepalives would stop for good. */
+			if (c->keepalives)
 				wait_until(&c->wake_sender, &c->mu, due); /* acks do not wake it */
 			else
 				pthread_cond_wait(&c->wake_sender, &c->mu);
