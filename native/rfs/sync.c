@@ -125,7 +125,7 @@ struct rfs_sync {
 	atomic_uint_fast64_t bw_allowed; /* bytes per second, 0: none */
 	pthread_mutex_t pace_mu;
 	int64_t pace_ns;              /* the accounts' last update */
-	int64_t app_ns;               /* the application last seen writing (0: not during this run) */
+	int64_t app_ns;               /* the application last seen writing (a run starts as if it just had) */
 	uint64_t app_bytes;           /* its write_bytes (fs.h) then */
 	double share_credit;          /* bytes the sync may send by the share */
 	double rate_credit;           /* and by the absolute cap */
@@ -520,7 +520,7 @@ static int sync_attrs(struct rfs_sync *s, const char *path, const struct rfs_ent
 
 /* ---- the bandwidth cap ---- */
 
-/* A run starts with full credits, the application not seen writing yet. */
+/* A run starts with full credits. */
 static void pace_reset(struct rfs_sync *s)
 {
 	struct rfs_fs_counters app;
@@ -528,7 +528,10 @@ static void pace_reset(struct rfs_sync *s)
 	rfs_fs_counters(s->cfg.fs, &app);
 	pthread_mutex_lock(&s->pace_mu);
 	s->pace_ns = mono_ns();
-	s->app_ns = 0;
+	/* As if the application had just written: until a second shows it idle, the share
+	 * holds.  Otherwise the sync would run uncapped until the application's next write
+	 * is seen, several MiB on a busy host. */
+	s->app_ns = s->pace_ns;
 	s->app_bytes = app.write_bytes;
 	s->share_credit = PACE_BURST;
 	s->rate_credit = 0;
@@ -563,7 +566,7 @@ static int pace(struct rfs_sync *s, uint64_t n)
 			s->app_bytes = app.write_bytes;
 			s->app_ns = now;
 		}
-		shared = percent < 100 && s->app_ns && now - s->app_ns < APP_IDLE_NS;
+		shared = percent < 100 && now - s->app_ns < APP_IDLE_NS;
 		if (!shared || s->share_credit > PACE_BURST)
 			s->share_credit = PACE_BURST;
 		s->rate_credit += (double)(now - s->pace_ns) * (double)allowed / 1e9;
