@@ -485,7 +485,7 @@ void rfs_fuse_io_served(char *out, size_t size)
 	size_t k = 0;
 
 	out[0] = '\0';
-	for (int op = 0; op < OPCODES && k < size; op++) {
+	for (int op = 0; op < OPCODES; op++) {
 		uint64_t n = atomic_load_explicit(&served[op].n, memory_order_relaxed);
 		uint64_t ns = atomic_load_explicit(&served[op].ns, memory_order_relaxed);
 		int w;
@@ -494,6 +494,11 @@ void rfs_fuse_io_served(char *out, size_t size)
 			continue;
 		w = opcode_names[op] ? snprintf(out + k, size - k, " %s=%" PRIu64 ":%" PRIu64, opcode_names[op], n, ns / 1000)
 				     : snprintf(out + k, size - k, " op%d=%" PRIu64 ":%" PRIu64, op, n, ns / 1000);
-		k += w > 0 ? (size_t)w : 0;
+		/* Whole entries only: a cut one would read as a smaller count. */
+		if (w < 0 || (size_t)w >= size - k) {
+			out[k] = '\0';
+			break;
+		}
+		k += (size_t)w;
 	}
 }
