@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from hakit.config.kinds import MIB, Duration, Host, OnOff, Size, Text
+from hakit.config.kinds import MIB, AbsPath, Choice, Duration, Host, Int, OnOff, Size, Text
 from hakit.config.schema import attr, child, later_duplicates
 
 
@@ -63,12 +63,66 @@ class CmdLog:
             yield "<cmdlog age> must be longer than 0"
 
 
+WEB_PORT = 9453  # SafeKit's HTTPS port
+
+
+@dataclass(frozen=True)
+class WebLdap:
+    TAG: ClassVar[str] = "ldap"
+    DOC: ClassVar[str] = (
+        "hakit extension: console and API users checked against an LDAP directory or Active "
+        "Directory (docs/web.md, \"LDAP\"). A user's role comes from the groups the directory puts "
+        "them in; local users (`hakit web user`) are tried first."
+    )
+    url: str = attr("Directory address: ldap://host[:port] (with starttls) or ldaps://host[:port].",
+                    Text(nonempty=True), required=True)
+    starttls: bool = attr("Upgrade an ldap:// connection with StartTLS before sending a password.",
+                          OnOff(), True)
+    cafile: str = attr("CA certificates (PEM) the directory's certificate must chain to; the "
+                       "system's when absent.", AbsPath())
+    base: str = attr("Where users are searched, e.g. ou=people,dc=example,dc=com.",
+                     Text(nonempty=True), required=True)
+    filter: str = attr("Search filter of a login name; {user} is replaced by the escaped name "
+                       "(Active Directory: (sAMAccountName={user})).", Text(nonempty=True), "(uid={user})")
+    binddn: str = attr("DN to search with; anonymous search when absent.", Text())
+    bindpassword: str = attr("Password of binddn. cluster.xml is kept 0600 on every node.", Text())
+    admin: str = attr("DN of the group whose members are Admin.", Text())
+    control: str = attr("DN of the group whose members are Control.", Text())
+    monitor: str = attr("DN of the group whose members are Monitor.", Text())
+
+
+@dataclass(frozen=True)
+class Web:
+    TAG: ClassVar[str] = "web"
+    DOC: ClassVar[str] = (
+        "hakit extension: the web console and HTTP API that hakitd serves on every node "
+        "(docs/web.md). Without this element: HTTPS on port 9453 with the node's cluster certificate."
+    )
+    port: int = attr("TCP port of the console and API.", Int(1, 65535), WEB_PORT)
+    protocol: str = attr("https, or http only where a proxy in front terminates TLS.",
+                         Choice(("https", "http")), "https")
+    cert: str = attr("Certificate chain (PEM) to serve instead of the node's cluster certificate; "
+                     "with key.", AbsPath())
+    key: str = attr("Private key (PEM) of cert.", AbsPath())
+    session: float = attr("A console session ends after this long without a request.",
+                          Duration("mn"), 8 * 3600.0)
+    metrics: str = attr("Who may read /metrics: users and tokens of any role (auth), or anyone "
+                        "reaching the port (open).", Choice(("auth", "open")), "auth")
+    enabled: bool = attr("Serve the console and API at all.", OnOff(), True)
+    ldap: WebLdap | None = child(WebLdap)
+
+    def validate(self) -> Iterator[str]:
+        if bool(self.cert) != bool(self.key):
+            yield "<web> needs both cert and key, or neither"
+
+
 @dataclass(frozen=True)
 class Cluster:
     TAG: ClassVar[str] = "cluster"
     DOC: ClassVar[str] = "Root of cluster.xml."
     lans: Lans = child(Lans, required=True)
     cmdlog: CmdLog | None = child(CmdLog)
+    web: Web | None = child(Web)
 
     @property
     def lan_list(self) -> tuple[Lan, ...]:
