@@ -62,8 +62,9 @@ def call(path: Path, op: str, args: dict[str, Any] | None = None, timeout: float
         sock.close()
 
 
-def request_frame(op: str, args: dict[str, Any] | None) -> bytes:
-    return pack_frame({"op": op, "args": args or {}, "user": caller()})
+def request_frame(op: str, args: dict[str, Any] | None, user: str | None = None) -> bytes:
+    """`user`: on whose behalf, when not this process's (hakitd acting for a web user)."""
+    return pack_frame({"op": op, "args": args or {}, "user": user or caller()})
 
 
 def decode_frames(decoder: FrameDecoder, data: bytes, what: str, op: str) -> list[Any]:

@@ -153,19 +153,23 @@ def module_state(p: Paths, args: dict[str, Any]) -> dict[str, str]:
 
 
 async def run_cli(args: dict[str, Any], user: str) -> dict[str, Any]:
-    """`hakit ARGV...` on this node, as a separate process (the CLI's own error handling,
-    commands log and exit code apply), on behalf of `user` (the commands log and the module
-    log name them) coming from `origin` ("api" for the web service, else the asking node)."""
+    """`hakit ARGV...` asked by another node (or the web service there) on behalf of `user`,
+    coming from `origin` ("api" for the web service, else the asking node)."""
     argv = args.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise ApplyError("cli needs argv, a non-empty list of strings")
     if argv[0] == "-H":
         raise ApplyError("a command run through -H cannot use -H itself")
+    return await run_hakit(argv, user, str(args.get("origin") or user.rpartition("@")[2]))
+
+
+async def run_hakit(argv: list[str], user: str, origin: str) -> dict[str, Any]:
+    """`hakit ARGV...` on this node, as a separate process (the CLI's own error handling,
+    commands log and exit code apply); the commands log and the module log name `user`."""
     proc = await asyncio.create_subprocess_exec(
         *python_argv("hakit.cli.main", *argv),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, ipc.USER_ENV: user,
-             ipc.ORIGIN_ENV: str(args.get("origin") or user.rpartition("@")[2])},
+        env={**os.environ, ipc.USER_ENV: user, ipc.ORIGIN_ENV: origin},
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)

@@ -80,10 +80,11 @@ class Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
 
-    async def call(self, op: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+    async def call(self, op: str, args: dict[str, Any] | None = None, timeout: float = 10.0,
+                   user: str | None = None) -> Any:
         what = f"{self.peer} ({self.addr})"
         try:
-            request = ipc.request_frame(op, args)
+            request = ipc.request_frame(op, args, user)
         except FrameError as exc:
             raise RpcError(f"cannot send '{op}' to {what}: {exc}") from None
         try:

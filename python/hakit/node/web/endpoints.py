@@ -21,7 +21,7 @@ from hakit.config.loader import check_files
 from hakit.errors import HakitError
 from hakit.node.web import templates
 from hakit.node.web.routes import Api, ApiError, Field
-from hakit.node.web.users import ROLES, check_role
+from hakit.node.web.users import ROLES, Users, check_role
 
 if TYPE_CHECKING:
     from hakit.node.web.auth import Identity
@@ -379,12 +379,12 @@ async def add_user(call: Call) -> web.Response:
 async def change_user(call: Call) -> dict[str, Any]:
     name = call.param("name")
 
-    def change(u: Any) -> None:
+    def change(u: Users) -> None:
         u.get(name)
         if "role" in call.body:
-            u.set_role(check_role(call.body["role"]))
+            u.set_role(name, check_role(call.body["role"]))
         if "password" in call.body:
-            u.set_password(call.body["password"])
+            u.set_password(name, call.body["password"])
     await call.service.change_users(call, change)
     call.service.auth.end_sessions_of(name)
     return {"name": name}

@@ -36,7 +36,8 @@ class Peers:
     def me(self) -> str:
         return reads.node_name(self.paths)
 
-    async def _call(self, node: str, op: str, args: dict[str, Any], timeout: float) -> Any:
+    async def _call(self, node: str, op: str, args: dict[str, Any], timeout: float,
+                    user: str | None = None) -> Any:
         lock = self._locks.setdefault(node, asyncio.Lock())
         async with lock:
             for attempt in (1, 2):
@@ -55,7 +56,7 @@ class Peers:
                         raise NodeDown(f"{node}: {exc}") from None
                     self._conns[node] = conn
                 try:
-                    return await conn.call(op, args, timeout)
+                    return await conn.call(op, args, timeout, user)
                 except rpc_client.RpcError as exc:
                     # A kept connection may have died with its peer's restart: one new try.
                     self._drop(node)
@@ -80,10 +81,9 @@ class Peers:
 
     async def run(self, node: str, argv: list[str], user: str) -> dict[str, Any]:
         """`hakit ARGV` on the node, for the web user: {code, stdout, stderr}."""
-        args = {"argv": argv, "origin": "api"}
         if node == self.me():
-            return await remote_ops.run_cli(args, user)
-        return dict(await self._call(node, "cli", args, ACTION_TIMEOUT_S))
+            return await remote_ops.run_hakit(argv, user, "api")
+        return dict(await self._call(node, "cli", {"argv": argv, "origin": "api"}, ACTION_TIMEOUT_S, user))
 
     async def overview(self) -> dict[str, Any]:
         """Every node's modules and states, merged into one view (GET /api/v1/cluster)."""
@@ -112,8 +112,11 @@ class Peers:
                 entry = modules.setdefault(name, {"name": name, "mode": m["mode"], "id": m["id"],
                                                   "nodes": m["nodes"], "states": {}})
                 entry["states"][node] = {k: m[k] for k in ("state", "status", "since", "error")}
+        up = {n["name"] for n in nodes if n["up"]}
         for entry in modules.values():
             for node in entry["nodes"]:
-                entry["states"].setdefault(node, None)
+                # None: the node did not answer; a node that answered without the module says so.
+                entry["states"].setdefault(node, {"state": None, "status": None, "since": None,
+                                                  "error": "not installed"} if node in up else None)
         return {"node": self.me(), "problem": problem, "nodes": nodes,
                 "modules": sorted(modules.values(), key=lambda m: m["name"])}

@@ -165,7 +165,10 @@ class WebService:
         except web.HTTPException as exc:
             if not api:
                 raise
-            resp = web.json_response({"error": exc.reason}, status=exc.status)
+            message = f"{exc.reason}: {request.method} {request.path}"
+            if exc.status in (404, 405):
+                message += " (GET /api/v1/openapi.json lists the endpoints)"
+            resp = web.json_response({"error": message}, status=exc.status)
         except HakitError as exc:
             resp = web.json_response({"error": str(exc)}, status=409)
         except Exception as exc:  # a bug costs this request only, and says so in one line
@@ -184,17 +187,12 @@ class WebService:
         for e in endpoints.api.endpoints:
             app.router.add_route(e.method, e.path, self._wrap(e))
         app.router.add_get("/api/v1/openapi.json", self._openapi)
-        app.router.add_route("*", "/api/{tail:.*}", self._no_endpoint)
         app.router.add_get("/", self._index)
         app.router.add_get("/{name:[^/]+}", self._file)
         return app
 
     async def _openapi(self, _request: web.Request) -> web.Response:
         return web.json_response(endpoints.api.openapi())
-
-    async def _no_endpoint(self, request: web.Request) -> web.Response:
-        raise ApiError(404, f"no endpoint {request.method} {request.path} "
-                            "(GET /api/v1/openapi.json lists them)")
 
     async def _index(self, _request: web.Request) -> web.StreamResponse:
         index = CONSOLE / "index.html"
