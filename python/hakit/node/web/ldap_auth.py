@@ -47,6 +47,7 @@ CONNECT_TIMEOUT_S = 5
 RECEIVE_TIMEOUT_S = 10  # an int: ldap3 packs it into SO_RCVTIMEO as whole seconds
 MAX_NAME = 256  # longer login names are refused unasked: no directory has them
 _NO_SUCH_OBJECT = 32
+_SEARCH_ANSWERED = (0, 4, _NO_SUCH_OBJECT)  # success, sizeLimitExceeded (two entries), noSuchObject
 
 
 class LdapUnavailable(HakitError):
@@ -70,7 +71,8 @@ def _warn_once(message: str) -> None:
 async def ldap_role(conf: WebLdap, user: str, password: str) -> str | None:
     """The role ("admin", "control" or "monitor") of `user` if the directory accepts `password`
     and puts the user in a configured group; None otherwise.  LdapUnavailable when it cannot be asked."""
-    if not user or not password or len(user) > MAX_NAME:
+    if not user or not password or len(user) > MAX_NAME or not user.isprintable():
+        # (a control character in a name is no login, and would reach the log)
         return None
     return await asyncio.to_thread(_login, conf, user, password)
 
@@ -181,6 +183,7 @@ def _find_user(conf: WebLdap, service: Any, user: str) -> tuple[str, dict[str, A
     query = conf.filter.replace("{user}", escape_filter_chars(user))
     # Two at most: a second entry is enough to refuse, and no directory should hand over a list.
     service.search(conf.base, query, ldap3.SUBTREE, attributes=["memberOf", "uid"], size_limit=2)
+    _search_answered(service, f"the search under {conf.base}")
     if service.result["result"] == _NO_SUCH_OBJECT:
         raise LdapUnavailable(f"LDAP base {conf.base} is not in the directory")
     entries = [r for r in service.response or () if r.get("type") == "searchResEntry"]
@@ -195,10 +198,18 @@ def _has_member(service: Any, role: str, group: str, dn: str, uid: str) -> bool:
     e_dn, e_uid = escape_filter_chars(dn), escape_filter_chars(uid)
     service.search(group, f"(|(member={e_dn})(uniqueMember={e_dn})(memberUid={e_uid}))",
                    ldap3.BASE, attributes=[ldap3.NO_ATTRIBUTES])
+    _search_answered(service, f"the search of the {role} group {group}")
     if service.result["result"] == _NO_SUCH_OBJECT:
         _warn_once(f"the {role} group {group} is not in the directory")
         return False
     return any(r.get("type") == "searchResEntry" for r in service.response or ())
+
+
+def _search_answered(service: Any, what: str) -> None:
+    # Anything else (Active Directory refusing an anonymous search: operationsError; an
+    # unwilling server) would otherwise pass for "no such user" and look like a wrong password.
+    if service.result["result"] not in _SEARCH_ANSWERED:
+        raise LdapUnavailable(f"LDAP directory refused {what}: {_result(service)}")
 
 
 def _dn_key(dn: str) -> str:
