@@ -1,1 +1,1 @@
-"""The web service and console of hakitd (issue 18; docs/web.md)."""
+"""The web service of hakitd: the console and the HTTP API (docs/web.md)."""
