@@ -5,7 +5,10 @@ and a directory that does not answer."""
 from __future__ import annotations
 
 import dataclasses
+import http.client
+import json
 import socket
+import ssl
 import subprocess
 import textwrap
 import time
@@ -16,10 +19,14 @@ from typing import Any
 import ldap3
 import pytest
 
-from hakit.config.cluster_model import WebLdap
+from hakit import ipc
+from hakit.config.cluster_model import WEB_PORT, WebLdap
 from hakit.config.loader import check_files
+from hakit.config.safe_archive import pack
 from hakit.node.web import ldap_auth
 from hakit.node.web.ldap_auth import LdapUnavailable, ldap_role
+from hakit.runtime import credentials
+from tests.helpers import wait_for
 from tests.leaks import run_loop
 from tests.slapd import ROOT_DN, ROOT_PW, Certs, Slapd, free_port, make_ca, make_certs
 
@@ -333,3 +340,111 @@ def test_a_directory_that_never_answers_times_out(certs: Certs, monkeypatch: pyt
                                       admin=f"cn=admins,{GROUPS}"))
         assert time.monotonic() - start < 5, message
     assert url in message and "timed out" in message, message
+
+
+# ---------------------------------------------------------------- end to end: hakitd in the simulated cluster
+
+
+class Api:
+    """HTTPS to a node's web service, as the console talks to it: a session cookie and its CSRF token."""
+
+    def __init__(self, addr: str, ca: Path) -> None:
+        self.addr = addr
+        # The node's certificate chains to the cluster CA; the name it gives is the node's, not the address.
+        self.tls = ssl.create_default_context(cafile=str(ca))
+        self.tls.check_hostname = False
+        self.cookie = self.csrf = ""
+
+    def call(self, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+        conn = http.client.HTTPSConnection(self.addr, WEB_PORT, context=self.tls, timeout=60)
+        headers = {"Content-Type": "application/json"}
+        if self.cookie:
+            headers["Cookie"] = self.cookie
+            headers["X-CSRF-Token"] = self.csrf
+        try:
+            conn.request(method, path, json.dumps(body) if body is not None else None, headers)
+            resp = conn.getresponse()
+            data = json.loads(resp.read() or b"null")
+            cookie = resp.getheader("Set-Cookie")
+        finally:
+            conn.close()
+        if cookie and resp.status == 200:
+            self.cookie = cookie.split(";", 1)[0]
+        return resp.status, data
+
+    def login(self, user: str, password: str) -> tuple[int, Any]:
+        self.cookie = self.csrf = ""
+        status, data = self.call("POST", "/api/v1/login", {"user": user, "password": password})
+        if status == 200:
+            self.csrf = data["csrf"]
+        return status, data
+
+
+@pytest.mark.root
+def test_login_through_hakitd(make_sim: Any, tmp_path: Path) -> None:
+    sim = make_sim(nodes=1, daemon=True)
+    host = sim.host_addr(0)
+    certs = make_certs(tmp_path / "certs", [host])
+    paths = sim.paths("node1")
+    (paths.etc / "ldap-ca.pem").write_bytes(certs.ca.read_bytes())
+    archive = sim.host_path("node1", "/var/lib/hakit/am.safe")
+    (archive.parent / "am" / "conf").mkdir(parents=True)
+    (archive.parent / "am" / "conf" / "userconfig.xml").write_text(
+        '<safe><service mode="light"><user/></service></safe>\n')
+    pack(archive.parent / "am", archive)
+    assert sim.exec("node1", ["hakit", "module", "install", "-m", "AM", "/var/lib/hakit/am.safe"],
+                    check=False).returncode == 0
+
+    with Slapd(tmp_path / "slapd", certs, PRELOAD, ONLINE, addr=host) as server:
+        ldap = (f'<ldap url="{server.url()}" cafile="/etc/hakit/ldap-ca.pem" base="{PEOPLE}" '
+                f'admin="cn=admins,{GROUPS}" control="cn=operators,{GROUPS}" monitor="cn=viewers,{GROUPS}"/>')
+        paths.cluster_xml.write_text(paths.cluster_xml.read_text().replace("</cluster>",
+                                                                           f"<web>{ldap}</web></cluster>"))
+        ipc.call(paths.daemon_socket, "web_reload")
+        api = Api(sim.addr("node1"), credentials.credential_files(paths)[0])
+        wait_for("the web service", lambda: _answers(api))
+        action = "/api/v1/modules/AM/nodes/node1/action"
+
+        # Control: module actions, no administration.
+        assert api.login("bob", "bob-pw") == (200, {"user": "bob", "role": "control", "csrf": api.csrf})
+        status, session = api.call("GET", "/api/v1/session")
+        assert status == 200 and (session["user"], session["role"], session["via"]) == (
+            "bob", "control", "ldap session"), session
+        status, done = api.call("POST", action, {"action": "start"})
+        assert status == 200 and done["code"] == 0, done
+        assert api.call("GET", "/api/v1/users")[0] == 403
+        status, done = api.call("POST", action, {"action": "stop"})
+        assert status == 200 and done["code"] == 0, done
+
+        # Monitor: reads only.
+        assert api.login("carol", "carol-pw")[1]["role"] == "monitor"
+        assert api.call("GET", "/api/v1/modules/AM")[0] == 200
+        status, refused = api.call("POST", action, {"action": "start"})
+        assert status == 403 and "carol (monitor) may not do this" in refused["error"], refused
+
+        # Admin: everything.
+        assert api.login("alice", "alice-pw")[1]["role"] == "admin"
+        assert api.call("GET", "/api/v1/users")[0] == 200
+
+        for user, password in (("alice", "wrong"), ("dave", "dave-pw"), ("*", "alice-pw"), ("alice", "")):
+            status, refused = api.login(user, password)
+            assert status in (400, 401) and api.cookie == "", (user, status, refused)
+
+        # The commands log names the directory's user (carol's refused start never ran).
+        assert api.login("alice", "alice-pw")[0] == 200
+        status, log = api.call("GET", "/api/v1/commands?node=node1")
+        assert status == 200
+        assert [(c["user"], c["origin"], c["command"], c["result"]) for c in log if c["origin"] == "api"] == [
+            ("bob", "api", "hakit start -m AM", 0), ("bob", "api", "hakit stop -m AM", 0)], log
+
+    # The directory gone: a clear answer, not "wrong password".
+    status, refused = api.login("bob", "bob-pw")
+    assert status == 503 and server.url() in refused["error"] and "refused" in refused["error"], refused
+    assert "Traceback" not in (sim.node_dir("node1") / "log" / "hakitd.out").read_text()
+
+
+def _answers(api: Api) -> bool:
+    try:
+        return api.call("GET", "/api/v1/openapi.json")[0] == 200
+    except OSError:
+        return False
