@@ -26,6 +26,7 @@ from hakit.config.safe_archive import pack
 from hakit.node.web import ldap_auth
 from hakit.node.web.ldap_auth import LdapUnavailable, ldap_role
 from hakit.runtime import credentials
+from hakit.throttle import Throttle
 from tests.helpers import wait_for
 from tests.leaks import run_loop
 from tests.slapd import ROOT_DN, ROOT_PW, Certs, Slapd, free_port, make_ca, make_certs
@@ -267,13 +268,19 @@ def test_plain_ldap_when_asked_warns_once(slapd: Slapd, certs: Certs,
     assert err.count("passwords are sent in the clear") == 1, err
 
 
-def test_a_stopped_directory_is_unavailable(tmp_path: Path, certs: Certs) -> None:
+def test_a_stopped_directory_is_unavailable(tmp_path: Path, certs: Certs, monkeypatch: pytest.MonkeyPatch,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(ldap_auth, "_unavailable_log", Throttle(60.0, burst=3))
     with Slapd(tmp_path / "slapd", certs, PRELOAD, ONLINE) as server:
         c = conf(server, certs)
         assert role(c, "alice", "alice-pw") == "admin"
     message = unavailable(c)
     assert server.url() in message and "refused" in message.lower(), message
     assert not server.dir.exists()
+    # In hakitd's log too, but not once per attempt.
+    for _ in range(5):
+        unavailable(c)
+    assert capsys.readouterr().err.count(f"hakitd: web: ldap: {message}\n") == 3
 
 
 def test_the_next_url_answers_when_the_first_does_not(slapd: Slapd, certs: Certs) -> None:
@@ -440,7 +447,8 @@ def test_login_through_hakitd(make_sim: Any, tmp_path: Path) -> None:
     # The directory gone: a clear answer, not "wrong password".
     status, refused = api.login("bob", "bob-pw")
     assert status == 503 and server.url() in refused["error"] and "refused" in refused["error"], refused
-    assert "Traceback" not in (sim.node_dir("node1") / "log" / "hakitd.out").read_text()
+    out = (sim.node_dir("node1") / "log" / "hakitd.out").read_text()
+    assert f"hakitd: web: ldap: {refused['error']}" in out and "Traceback" not in out, out
 
 
 def _answers(api: Api) -> bool:

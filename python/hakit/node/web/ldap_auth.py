@@ -41,6 +41,7 @@ from ldap3.utils.dn import parse_dn
 
 from hakit.config.cluster_model import WebLdap
 from hakit.errors import HakitError
+from hakit.throttle import Throttle
 
 ROLES = ("admin", "control", "monitor")  # highest first: a user in several groups gets the first
 CONNECT_TIMEOUT_S = 5
@@ -59,13 +60,18 @@ class _Unreachable(Exception):
 
 
 _warned: set[str] = set()
+_unavailable_log = Throttle(60.0, burst=3)
+
+
+def _log(message: str) -> None:
+    print(f"hakitd: web: ldap: {message}", file=sys.stderr, flush=True)
 
 
 def _warn_once(message: str) -> None:
     # A login every few seconds must not fill the log with the same line.
     if message not in _warned:
         _warned.add(message)
-        print(f"hakitd: web: ldap: {message}", file=sys.stderr, flush=True)
+        _log(message)
 
 
 async def ldap_role(conf: WebLdap, user: str, password: str) -> str | None:
@@ -74,7 +80,15 @@ async def ldap_role(conf: WebLdap, user: str, password: str) -> str | None:
     if not user or not password or len(user) > MAX_NAME or not user.isprintable():
         # (a control character in a name is no login, and would reach the log)
         return None
-    return await asyncio.to_thread(_login, conf, user, password)
+    try:
+        return await asyncio.to_thread(_login, conf, user, password)
+    except LdapUnavailable as exc:
+        # Logins go on failing while the directory is away: the operator needs the reason in
+        # the log, not one line per attempt.
+        line = _unavailable_log(str(exc))
+        if line is not None:
+            _log(line)
+        raise
 
 
 def _login(conf: WebLdap, user: str, password: str) -> str | None:
@@ -118,12 +132,14 @@ class _Tls(ldap3.Tls):
 
 
 def _tls_context(conf: WebLdap) -> ssl.SSLContext:
-    # TLS 1.2 at least, the certificate verified, its name checked (create_default_context).
+    # The certificate verified and its name checked (create_default_context), TLS 1.2 at least.
     try:
-        return ssl.create_default_context(cafile=conf.cafile or None)
+        context = ssl.create_default_context(cafile=conf.cafile or None)
     except (OSError, ssl.SSLError) as exc:
         raise LdapUnavailable(f"LDAP cafile {conf.cafile} cannot be used: "
                               f"{getattr(exc, 'strerror', None) or exc}") from None
+    context.minimum_version = ssl.TLSVersion.TLSv1_2  # the default now; stated, as docs/web.md promises it
+    return context
 
 
 def _server(conf: WebLdap, url: str, context: ssl.SSLContext) -> Any:
