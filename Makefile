@@ -15,13 +15,13 @@ export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 # tools the simulated cluster drives, and the real clients the tests use.
 DEB_PKGS := gcc clang libclang-rt-dev llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev libxxhash-dev libssl-dev fuse3 \
 	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip faketime \
-	rpm rpmlint lintian cpio
+	rpm rpmlint lintian cpio slapd ldap-utils
 # Only for `make bench` (kept out of `make test`): the peers hakit is measured against.  postgresql
 # (bench/database.py): its postinst may create and start a system cluster (5432, /var/run/postgresql);
 # the bench runs its own postgres with its socket in a private directory and no TCP, and never
 # touches that one.
 BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy bpftool postgresql
-PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 aiohttp pytest pytest-benchmark ruff mypy import-linter atheris
+PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 aiohttp ldap3 pytest pytest-benchmark ruff mypy import-linter atheris
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
 	meson.build pyproject.toml

@@ -84,7 +84,7 @@ def test_the_file_list_is_the_layout_docs_describe(installed):
                  "usr/lib/systemd/system/hakitd.service", "usr/share/doc/hakit/README.md"):
         assert (installed / path).exists() or (installed / path).is_symlink(), path
     for path in ("hakit/libexec/hakit-rfs", "hakit/ebpf/farm_lb.bpf.o", "hakit/templates/mirror.safe",
-                 "msgpack", "uvloop", "pyroute2", "cryptography", "re2"):
+                 "msgpack", "uvloop", "pyroute2", "cryptography", "re2", "ldap3"):
         assert (site / path).exists(), path
     assert os.readlink(installed / "usr/lib/hakit/bin/python3") == "/usr/bin/python3"
     for state in ("var/lib/hakit", "var/log/hakit"):

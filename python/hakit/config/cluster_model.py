@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -74,21 +75,37 @@ class WebLdap:
         "Directory (docs/web.md, \"LDAP\"). A user's role comes from the groups the directory puts "
         "them in; local users (`hakit web user`) are tried first."
     )
-    url: str = attr("Directory address: ldap://host[:port] (with starttls) or ldaps://host[:port].",
-                    Text(nonempty=True), required=True)
-    starttls: bool = attr("Upgrade an ldap:// connection with StartTLS before sending a password.",
-                          OnOff(), True)
+    url: str = attr("Directory address: ldap://host[:port] (with starttls) or ldaps://host[:port]; "
+                     "several, separated by spaces, are tried in order until one answers.",
+                     Text(nonempty=True), required=True)
+    starttls: bool = attr("Upgrade an ldap:// connection with StartTLS before sending a password; "
+                          "off sends passwords in the clear (ldaps:// is always encrypted).", OnOff(), True)
     cafile: str = attr("CA certificates (PEM) the directory's certificate must chain to; the "
-                       "system's when absent.", AbsPath())
-    base: str = attr("Where users are searched, e.g. ou=people,dc=example,dc=com.",
+                       "system's when absent. The certificate must also name the URL's host.", AbsPath())
+    base: str = attr("Where users are searched (the whole subtree), e.g. ou=people,dc=example,dc=com.",
                      Text(nonempty=True), required=True)
     filter: str = attr("Search filter of a login name; {user} is replaced by the escaped name "
                        "(Active Directory: (sAMAccountName={user})).", Text(nonempty=True), "(uid={user})")
-    binddn: str = attr("DN to search with; anonymous search when absent.", Text())
+    binddn: str = attr("DN (Active Directory: also user@domain) to search with; anonymous search when "
+                       "absent.", Text())
     bindpassword: str = attr("Password of binddn. cluster.xml is kept 0600 on every node.", Text())
     admin: str = attr("DN of the group whose members are Admin.", Text())
     control: str = attr("DN of the group whose members are Control.", Text())
     monitor: str = attr("DN of the group whose members are Monitor.", Text())
+
+    def validate(self) -> Iterator[str]:
+        for url in self.url.split():
+            if not re.fullmatch(r"ldaps?://[^/?#\s]+/?", url, re.IGNORECASE):
+                yield f"<ldap url> {url!r} is not ldap://host[:port] or ldaps://host[:port]"
+        if "{user}" not in self.filter:
+            yield "<ldap filter> must contain {user}, where the login name goes"
+        elif self.filter.count("(") != self.filter.count(")") or not self.filter.startswith("("):
+            yield f"<ldap filter> {self.filter!r} is not an LDAP filter in parentheses"
+        if bool(self.binddn) != bool(self.bindpassword):
+            # A DN without a password is an unauthenticated bind, which directories treat as anonymous.
+            yield "<ldap> needs both binddn and bindpassword, or neither (anonymous search)"
+        if not (self.admin or self.control or self.monitor):
+            yield "<ldap> names no group (admin, control or monitor): nobody could log in"
 
 
 @dataclass(frozen=True)
