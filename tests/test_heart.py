@@ -224,3 +224,43 @@ def test_verifying_a_heartbeat(benchmark):
     beat, packed = _farm_beat()
     head, payload = benchmark(decode_head, KEY, encode(KEY, beat))
     assert payload == packed and head == dataclasses.replace(beat, payload={})
+
+
+def test_lateness_is_reported_in_whole_ticks_and_lost_once_the_peer_is(tmp_path: Path, monkeypatch):
+    """heart.late.<LAN>.<peer>: 0 on a healthy link (the read tick's jitter is not lateness),
+    a wait longer than a pulse by whole ticks, `lost` once the peer is silent."""
+    from hakit.heart import link
+
+    monkeypatch.setattr(link, "LATENESS_REPORT_S", 0.3)
+    stores = [ModuleStore(tmp_path / "n1.db"), ModuleStore(tmp_path / "n2.db")]
+
+    def late() -> str | None:
+        r = stores[0].resource("heart.late.default.n2")
+        return r.value if r else None
+
+    async def scenario() -> None:
+        h1 = heart(stores[0], "n1", "127.0.0.1", "n2", "127.0.0.2", [])
+        h2 = heart(stores[1], "n2", "127.0.0.2", "n1", "127.0.0.1", [])
+        await h1.start()
+        await h2.start()
+        try:
+            deadline = time.monotonic() + 5
+            while h1.peer("n2") is None or late() is None:
+                assert time.monotonic() < deadline, "no lateness reported"
+                await asyncio.sleep(0.05)
+            assert late() == "0.000"
+            # A wait of 0.21 s for a pulse of 0.1 s: 0.11 s late, reported as 4 ticks of 0.025 s.
+            assert h1._loop is not None
+            h1._loop.call_soon_threadsafe(h1.peers["n2"].worst_gap.__setitem__, "default", 0.21)
+            await asyncio.sleep(0.4)
+            assert late() == "0.100"
+            await h2.stop({"state": "STOP"})
+            await asyncio.sleep(0.8)  # the timeout, then a report
+            assert late() == "lost"
+        finally:
+            await h1.stop({"state": "STOP"})
+            await h2.close()
+
+    run_loop(scenario(), loop_factory=uvloop.new_event_loop)
+    for store in stores:
+        store.close()

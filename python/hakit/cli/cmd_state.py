@@ -23,14 +23,16 @@ def _stamp(t: float) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) + f".{int(t * 1000) % 1000:03d}"
 
 
-def _module_arg(p: argparse.ArgumentParser, env_default: bool = False) -> None:
-    help_text = "module name" + (" (default: $SAFEMODULE, set for module scripts)" if env_default else "")
-    p.add_argument("-m", dest="module", metavar="AM", required=not env_default, help=help_text)
+def _module_arg(p: argparse.ArgumentParser, env_default: bool = False, required: bool = True,
+                help_text: str = "module name") -> None:
+    if env_default:
+        help_text += " (default: $SAFEMODULE, set for module scripts)"
+    p.add_argument("-m", dest="module", metavar="AM", required=required and not env_default, help=help_text)
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("state", help="state of a module on this node")
-    _module_arg(p)
+    p = sub.add_parser("state", help="state of every module on this node, or of one (-m)")
+    _module_arg(p, required=False, help_text="only this module, with -v its resources")
     p.add_argument("-v", dest="verbose", action="store_true", help="all resources with their dates")
     p.set_defaults(func=_state)
 
@@ -68,20 +70,39 @@ def _open_store(module: str) -> ModuleStore:
 
 
 def _state(args: argparse.Namespace) -> int:
+    if args.module is None:
+        return _every_state(args)
     store = _open_store(args.module)
-    state = store.resource("module.state")
-    status = store.resource("module.status")
-    if state is None:
-        print(f"{args.module}: STOP (NotReady)  never started on this node")
-    else:
-        since = _stamp(state.since)
-        print(f"{args.module}: {state.value} ({status.value if status else '?'})  since {since}")
+    print(_state_line(args.module, store))
     if args.verbose:
         resources = store.resources()
         if line := sync_line({r.name: r.value for r in resources}):
             print(f"  {line}")
         for r in resources:
             print(f"  {r.name:<32} {r.value:<16} {_stamp(r.updated)}")
+    return 0
+
+
+def _state_line(module: str, store: ModuleStore) -> str:
+    state = store.resource("module.state")
+    status = store.resource("module.status")
+    if state is None:
+        return f"{module}: STOP (NotReady)  never started on this node"
+    return f"{module}: {state.value} ({status.value if status else '?'})  since {_stamp(state.since)}"
+
+
+def _every_state(args: argparse.Namespace) -> int:
+    """Every module installed here, one line each, as `-m` prints its first (SafeKit's
+    `safekit state` without -m)."""
+    if args.verbose:
+        raise UsageError("state: -v needs -m AM (the resources of one module)")
+    p = paths()
+    names = Catalog(p).names()
+    if not names:
+        print("no module installed on this node")
+    for name in names:
+        with ModuleStore(p.module_db(name)) as store:
+            print(_state_line(name, store))
     return 0
 
 

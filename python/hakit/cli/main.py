@@ -26,6 +26,7 @@ COMMAND_MODULES = (
     "hakit.cli.cmd_cluster",
     "hakit.cli.cmd_module",
     "hakit.cli.cmd_state",
+    "hakit.cli.cmd_status",
     "hakit.cli.cmd_control",
     "hakit.cli.cmd_rfs",
     "hakit.cli.cmd_checks",

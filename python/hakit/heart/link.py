@@ -4,7 +4,8 @@ Every `pulse` this node sends its payload (the module's state) to each peer on
 each LAN, and at once whenever the payload changes, so a state change reaches
 the peer in one network trip rather than one pulse.  A peer whose datagrams stop
 on a LAN for `timeout` is down on that LAN; a peer down on every LAN is lost.
-`heartbeat.<LAN>` is up while some peer is heard on that LAN.
+`heartbeat.<LAN>` is up while some peer is heard on that LAN, and
+`heart.late.<LAN>.<peer>` says how late the peer's datagrams came there (see _report).
 
 The heart runs in a thread of its own, on its own event loop: sending, receiving and
 the loss deadlines never wait behind the module's work (a bucket table, a script
@@ -73,6 +74,9 @@ SWITCH_INTERVAL = 0.001  # s: how long the heart's thread may wait for the GIL (
 # time and replaced every REARM_PULSES: should this thread be late, the pacer still has
 # PACED_PULSES - REARM_PULSES to send.
 PACED_PULSES, REARM_PULSES = 10, 5
+# How often the lateness of each peer's datagrams goes to the module's resources: often
+# enough for a monitoring scrape, rarely enough that the store barely notices.
+LATENESS_REPORT_S = 5.0
 
 
 @dataclass
@@ -95,6 +99,7 @@ class _Peer:
     packed: bytes = b""  # the payload as last received: an unchanged one is not unpacked again
     alive: bool = False
     up: set[str] = field(default_factory=set)  # the LANs it is heard on
+    worst_gap: dict[str, float] = field(default_factory=dict)  # LAN -> longest gap since the last report
 
 
 @dataclass
@@ -225,7 +230,7 @@ class Heart:
             self._sockets.append(_Socket(lan, sock))
         self._pacer = _dgram.Pacer()
         self._tasks = [asyncio.create_task(self._send_loop()), asyncio.create_task(self._settle()),
-                       asyncio.create_task(self._read_loop())]
+                       asyncio.create_task(self._read_loop()), asyncio.create_task(self._report_loop())]
 
     async def _stop_tasks(self) -> None:
         for task in self._tasks:
@@ -370,7 +375,11 @@ class Heart:
             # Same incarnation, old seq: reordered or replayed; either way stale.
             return
         peer.seq[lan.name] = stamp
-        peer.heard[lan.name] = time.monotonic()
+        now = time.monotonic()
+        last = peer.heard.get(lan.name)
+        if last is not None and lan.name in peer.up:
+            peer.worst_gap[lan.name] = max(peer.worst_gap.get(lan.name, 0.0), now - last)
+        peer.heard[lan.name] = now
         peer.up.add(lan.name)
         changed = False
         if stamp > peer.newest:
@@ -410,6 +419,34 @@ class Heart:
             self._to_module(self.log, Level.EVENT, "heart",
                             f"Peer {name} lost: silent on every LAN for {silent:.2f} s")
             self._news = True
+
+    async def _report_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LATENESS_REPORT_S)
+            self._report()
+
+    def _report(self) -> None:
+        """heart.late.<LAN>.<peer>: how much longer than a pulse the longest wait for the
+        peer's next datagram on that LAN was since the last report (the silence so far
+        included), in seconds; `lost` while the peer is not heard there.
+
+        Datagrams are stamped when read, every tick, so a gap is known to a tick: the
+        lateness is rounded down to whole ticks, and reads 0 on a healthy LAN instead of
+        a noise that would write a row of history every report."""
+        now = time.monotonic()
+        for name, peer in self.peers.items():
+            for lan in self.lans:
+                heard = peer.heard.get(lan.name)
+                if name not in lan.peers or heard is None:
+                    continue  # never heard there: nothing to be late against
+                if lan.name in peer.up:
+                    gap = max(peer.worst_gap.pop(lan.name, 0.0), now - heard)
+                    late = (max(0.0, gap - self.pulse) // self.tick) * self.tick
+                    value = f"{late:.3f}"
+                else:
+                    peer.worst_gap.pop(lan.name, None)
+                    value = "lost"
+                self._to_module(self.resources.set, f"heart.late.{lan.name}.{name}", value)
 
     async def _settle(self) -> None:
         """LANs on which nobody was ever heard read down once a timeout has passed."""

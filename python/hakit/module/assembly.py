@@ -117,8 +117,9 @@ class Site:
 def forget_findings(resources: Resources) -> None:
     """What an earlier process of this module found reads `unknown` until checked again."""
     for stale in resources.matching("*"):
-        # (usersetting.*: the node's settings, which hakitd keeps, not this process's findings)
-        if not stale.startswith(("module.", "usersetting.")):
+        # (usersetting.*: the node's settings, which hakitd keeps, not this process's findings;
+        # script.*: how long a script took stays true after the process that ran it)
+        if not stale.startswith(("module.", "usersetting.", "script.")):
             resources.set(stale, "unknown")
 
 

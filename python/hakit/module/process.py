@@ -46,7 +46,7 @@ class ModuleProcess:
         self.store = assembly.open_store(name, svc, p)
         self.log = ModuleLog(name, self.store)
         self.resources = Resources(self.store)
-        self.scripts = ScriptRunner(name, self.config, p, self.log)
+        self.scripts = ScriptRunner(name, self.config, p, self.log, record=self.resources.set)
         nodes = assembly.locate(name, self.mode, catalog, p)
         site = assembly.Site(name, self.config, p, catalog, nodes, self.log, self.resources)
         node, peers = nodes.node, nodes.peers

@@ -3,7 +3,8 @@
 Each run gets the module's environment (SafeKit's variables and the <var> values),
 a time limit, its own log file userlog_<YYYY-MM-DDThhmmss>_<script>.ulog, and an S
 line in the module log.  A script that outlives its limit is killed with its whole
-process group, so a hung stop never blocks a failover.
+process group, so a hung stop never blocks a failover.  How long its last run took is
+resource script.<script>.duration (seconds), for monitoring.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import os
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -74,11 +76,13 @@ def environment(module: str, config: ModuleConfig, paths: Paths) -> dict[str, st
 
 
 class ScriptRunner:
-    def __init__(self, module: str, config: ModuleConfig, paths: Paths, log: ModuleLog) -> None:
+    def __init__(self, module: str, config: ModuleConfig, paths: Paths, log: ModuleLog,
+                 record: Callable[[str, str], object] | None = None) -> None:
         self.module = module
         self.config = config
         self.paths = paths
         self.log = log
+        self.record = record  # (resource, value): the module's resources
 
     def timeout(self, script: str, args: tuple[str, ...]) -> float:
         user = self.config.service.user
@@ -102,6 +106,7 @@ class ScriptRunner:
         limit = self.timeout(script, args)
         out = open_private_append(logfile) if logfile else open(os.devnull, "wb")  # noqa: SIM115
         with out:
+            began = time.monotonic()
             try:
                 proc = await asyncio.create_subprocess_exec(
                     str(path), *args,
@@ -119,6 +124,8 @@ class ScriptRunner:
             except TimeoutError:
                 timed_out = True
                 code = await kill_group(proc)
+        if self.record is not None:
+            self.record(f"script.{script}.duration", f"{time.monotonic() - began:.3f}")
         if timed_out:
             self.log(Level.CRITICAL, "script", f"Script {script} killed after {limit:g} s time limit")
         elif code != 0:

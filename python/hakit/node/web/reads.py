@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from hakit import __version__
@@ -90,8 +90,11 @@ def log(p: Paths, args: dict[str, Any]) -> list[dict[str, Any]]:
 def sync(p: Paths, args: dict[str, Any]) -> dict[str, Any]:
     """A mirror's synchronisation: what `hakit state -v` prints, as numbers."""
     with _store(p, args) as store:
-        values = {r.name: r.value for r in store.resources("rfs.")}
+        return sync_progress({r.name: r.value for r in store.resources("rfs.")})
 
+
+def sync_progress(values: Mapping[str, str]) -> dict[str, Any]:
+    """The synchronisation's progress from the rfs.* resources (the sync read and /metrics)."""
     def number(key: str) -> int:
         try:
             return int(values.get(key) or 0)

@@ -22,7 +22,7 @@ from hakit.config.loader import load_cluster
 from hakit.errors import HakitError
 from hakit.files import write_atomic
 from hakit.module.catalog import Catalog
-from hakit.node.web import auth, endpoints
+from hakit.node.web import auth, endpoints, metrics
 from hakit.node.web.peers import Peers
 from hakit.node.web.routes import ApiError, Endpoint
 from hakit.node.web.users import Users, role_rank
@@ -187,12 +187,20 @@ class WebService:
         for e in endpoints.api.endpoints:
             app.router.add_route(e.method, e.path, self._wrap(e))
         app.router.add_get("/api/v1/openapi.json", self._openapi)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/", self._index)
         app.router.add_get("/{name:[^/]+}", self._file)
         return app
 
     async def _openapi(self, _request: web.Request) -> web.Response:
         return web.json_response(endpoints.api.openapi())
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        # Any role may read them; <web metrics="open"> lets a Prometheus without credentials in.
+        if self.conf.metrics != "open" and self.identify(request) is None:
+            raise ApiError(401, "log in first or send a bearer token (or set <web metrics=\"open\">)")
+        text = await asyncio.to_thread(metrics.scrape, self.paths)
+        return web.Response(body=text.encode(), headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def _index(self, _request: web.Request) -> web.StreamResponse:
         index = CONSOLE / "index.html"
