@@ -1,0 +1,77 @@
+// SafeKit's colour language for a module's state on a node, which operators of the
+// product hakit replaces read at a glance: green where the application runs with its
+// redundancy (PRIM, UP), a paler green where it runs alone (ALONE), blue-green for the
+// standby (SECOND), orange while waiting for a condition (WAIT), red when stopped
+// (STOP), grey when the node did not answer.  The status is drawn over the colour:
+// Transient (scripts running) striped and moving, NotReady dashed; the state and
+// status are always written too, so nothing depends on telling colours apart.
+
+import { h } from "./dom.js";
+import { ago } from "./format.js";
+import type { NodeState } from "./types.js";
+
+export const STATES = ["PRIM", "UP", "ALONE", "SECOND", "WAIT", "STOP"] as const;
+export const STATUSES = ["Ready", "Transient", "NotReady"] as const;
+
+const MEANING: Record<string, string> = {
+  PRIM: "primary, the secondary is up to date",
+  UP: "farm member, taking its share",
+  ALONE: "primary without a secondary",
+  SECOND: "secondary, receiving the replication",
+  WAIT: "waiting for a condition (a checker, the peer)",
+  STOP: "stopped",
+  unreachable: "the node did not answer",
+};
+
+export function meaning(state: string): string {
+  return MEANING[state] ?? state;
+}
+
+function known(value: string, among: readonly string[]): string {
+  return among.includes(value) ? value : "other";
+}
+
+/**
+ * The chip showing one module's state on one node.  data-state / data-status carry the
+ * values as the API gave them ("unreachable" when the node did not answer), for the
+ * tests and for anyone scripting the page.
+ */
+export function stateChip(state: NodeState | null, opts: { since?: boolean } = {}): HTMLElement {
+  if (state === null) {
+    return h(
+      "span",
+      {
+        class: "chip st-unreachable",
+        "data-state": "unreachable",
+        "data-status": "",
+        title: meaning("unreachable"),
+      },
+      h("span", { class: "chip-state" }, "unreachable"),
+    );
+  }
+  const chip = h(
+    "span",
+    {
+      class: `chip st-${known(state.state, STATES)} ss-${known(state.status, STATUSES)}`,
+      "data-state": state.state,
+      "data-status": state.status,
+      title: `${state.state} (${state.status}): ${meaning(state.state)}`,
+    },
+    h("span", { class: "chip-state" }, state.state),
+    h("span", { class: "chip-status" }, state.status),
+  );
+  if (opts.since === true && state.since !== null) {
+    chip.append(h("span", { class: "chip-since" }, ago(state.since)));
+  }
+  return chip;
+}
+
+export function legend(): HTMLElement {
+  const items = STATES.map((s) =>
+    h("li", {}, stateChip({ state: s, status: "Ready", since: null }), " ", meaning(s)),
+  );
+  items.push(h("li", {}, stateChip({ state: "SECOND", status: "Transient", since: null }), " scripts running"));
+  items.push(h("li", {}, stateChip({ state: "WAIT", status: "NotReady", since: null }), " not ready"));
+  items.push(h("li", {}, stateChip(null), " " + meaning("unreachable")));
+  return h("ul", { class: "legend" }, ...items);
+}
