@@ -151,6 +151,6 @@ def test_the_remote_command_runner_imports_nothing_from_its_directory(tmp_path, 
     for name in ("shlex", "json", "argparse"):
         (tmp_path / f"{name}.py").write_text(f"open({str(marker)!r}, 'a').write({name!r} + '\\n')\n")
     monkeypatch.chdir(tmp_path)
-    result = run_loop(run_cli({"argv": ["level"]}))
+    result = run_loop(run_cli({"argv": ["level"]}, "root@test"))
     assert result["code"] == 0, result
     assert not marker.exists(), marker.read_text()

@@ -26,8 +26,12 @@ class RemoteError(HakitError):
     """The daemon understood the request and refused or failed it."""
 
 
+USER_ENV = "HAKIT_USER"  # set by hakitd for the commands it runs for a web or remote user
+ORIGIN_ENV = "HAKIT_ORIGIN"
+
+
 def caller() -> str:
-    return os.environ.get("SUDO_USER") or getpass.getuser()
+    return os.environ.get(USER_ENV) or os.environ.get("SUDO_USER") or getpass.getuser()
 
 
 # ---------------------------------------------------------------- client (blocking)

@@ -58,6 +58,11 @@ class Paths:
         return self.pki / "cluster.secret"
 
     @property
+    def web_users(self) -> Path:
+        """Console and API users: scrypt hashes of passwords, hashes of tokens (0600)."""
+        return self.etc / "web" / "users.json"
+
+    @property
     def daemon_socket(self) -> Path:
         return self.run / "hakitd.sock"
 

@@ -15,7 +15,7 @@ from hakit import __version__
 from hakit.config.cluster_model import CmdLog
 from hakit.config.loader import load_cluster
 from hakit.errors import HakitError
-from hakit.ipc import caller
+from hakit.ipc import ORIGIN_ENV, caller
 from hakit.paths import Paths, paths
 from hakit.store.node_store import NodeStore
 from hakit.store.retention import Retention
@@ -31,6 +31,7 @@ COMMAND_MODULES = (
     "hakit.cli.cmd_checks",
     "hakit.cli.cmd_sim",
     "hakit.cli.cmd_demo",
+    "hakit.cli.cmd_web",
 )
 
 
@@ -93,7 +94,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     log: NodeStore | None = None
     try:
         store = NodeStore(paths().node_db, _cmdlog_retention(paths()))
-        entry = store.command_started(caller(), "cli", shlex.join(["hakit", *argv]))
+        origin = os.environ.get(ORIGIN_ENV) or "cli"
+        entry = store.command_started(caller(), origin, shlex.join(["hakit", *argv]))
         log = store
     except (OSError, sqlite3.Error):
         pass

@@ -31,6 +31,8 @@ from hakit.node import boot as node_boot
 from hakit.node import remote_ops
 from hakit.node.notify import notify
 from hakit.node.rpc import RpcServer
+from hakit.node.web import reads
+from hakit.node.web.server import WebService, install_users
 from hakit.paths import ROOT_ENV, Paths, paths
 from hakit.store.module_store import Level, ModuleStore
 
@@ -65,6 +67,7 @@ class Daemon:
         self.started_at = time.time()
         self.done = asyncio.Event()
         self.booting: list[asyncio.Task[None]] = []
+        self.web = WebService(p)
 
     def module_log(self, name: str, level: Level, message: str) -> None:
         with ModuleStore(self.paths.module_db(name)) as store:
@@ -100,13 +103,22 @@ class Daemon:
             return await self.command(name, str(args.get("verb", "")), user, bool(args.get("fullsync")))
         # Asked by other nodes over RPC (hakit -H ...): see node/remote_ops.py.
         if op == "cli":
-            return await remote_ops.run_cli(args)
+            return await remote_ops.run_cli(args, user)
         if op == "apply_cluster":
-            return remote_ops.apply_cluster(self.paths, args, user)
+            done = remote_ops.apply_cluster(self.paths, args, user)
+            await self.web.reload()
+            return done
         if op == "apply_module":
             return remote_ops.apply_module(self.paths, args, running=str(args.get("module")) in self.modules)
         if op == "module_state":
             return remote_ops.module_state(self.paths, args)
+        if op == "web_reload":
+            await self.web.reload()
+            return {}
+        if op == "web_users":
+            return install_users(self.paths, args)
+        if op == "web_read":
+            return await asyncio.to_thread(reads.read, self.paths, args)
         raise HakitError(f"unknown request '{op}'")
 
     async def spawn(self, name: str, intent: str | None = None, cleanup: bool = False,
@@ -341,6 +353,7 @@ async def _main() -> int:
     rpc = RpcServer(p, daemon.handle)
     server = await ipc.serve(p.daemon_socket, rpc.handle)
     await rpc.reload()
+    await daemon.web.reload()
     p.daemon_pidfile.write_text(f"{os.getpid()}\n")
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
@@ -353,6 +366,7 @@ async def _main() -> int:
     notify("STOPPING=1")
     server.close()
     rpc.close()
+    await daemon.web.close()
     await daemon.shutdown()
     for f in (p.daemon_socket, p.daemon_pidfile):
         with contextlib.suppress(FileNotFoundError):

@@ -4,12 +4,14 @@
   apply_cluster  {files}                       install a shipped cluster.xml (and renewed credentials)
   apply_module   {module, archive, nodes, id}  install or replace a module's configuration
   module_state   {module}                      -> {state, status}, from the module's store
+  web_read       {what, ...}                   what the web service shows of this node (node/web/reads.py)
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import shlex
 import tempfile
 import time
@@ -150,9 +152,10 @@ def module_state(p: Paths, args: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------- commands
 
 
-async def run_cli(args: dict[str, Any]) -> dict[str, Any]:
+async def run_cli(args: dict[str, Any], user: str) -> dict[str, Any]:
     """`hakit ARGV...` on this node, as a separate process (the CLI's own error handling,
-    commands log and exit code apply)."""
+    commands log and exit code apply), on behalf of `user` (the commands log and the module
+    log name them) coming from `origin` ("api" for the web service, else the asking node)."""
     argv = args.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise ApplyError("cli needs argv, a non-empty list of strings")
@@ -161,6 +164,8 @@ async def run_cli(args: dict[str, Any]) -> dict[str, Any]:
     proc = await asyncio.create_subprocess_exec(
         *python_argv("hakit.cli.main", *argv),
         stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        env={**os.environ, ipc.USER_ENV: user,
+             ipc.ORIGIN_ENV: str(args.get("origin") or user.rpartition("@")[2])},
     )
     try:
         out, err = await asyncio.wait_for(proc.communicate(), CLI_TIMEOUT)

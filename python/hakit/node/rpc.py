@@ -36,7 +36,8 @@ from hakit.throttle import Throttle
 
 IP_FREEBIND = 15  # Linux; not exported by the socket module
 # What other nodes may ask; everything else stays on the local socket.
-SERVED = frozenset({"ping", "cli", "apply_cluster", "apply_module", "module_state"})
+SERVED = frozenset({"ping", "cli", "apply_cluster", "apply_module", "module_state", "web_read",
+                    "web_users"})
 
 
 # ---------------------------------------------------------------- server
@@ -161,7 +162,9 @@ class RpcServer:
         """The daemon's handler, plus `rpc_reload` (after credentials or cluster.xml changed
         on this node) and a reload after each applied cluster configuration."""
         if op == "rpc_reload":
-            return await self.reload()
+            done = await self.reload()
+            await self.handler("web_reload", {}, user)  # the web listener uses the same files
+            return done
         result = await self.handler(op, args, user)
         if op == "apply_cluster":
             await self.reload()

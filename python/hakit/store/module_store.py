@@ -71,6 +71,7 @@ class LogLine:
     level: Level
     source: str
     message: str
+    id: int = 0  # increasing: where a reader following the log left off
 
 
 class ModuleStore:
@@ -156,20 +157,22 @@ class ModuleStore:
         if self._pruner is not None:
             self._pruner.wrote()
 
-    def logs(self, levels: Iterable[Level] | None = None, limit: int | None = None) -> list[LogLine]:
-        """Log lines, oldest first, restricted to `levels` (all when None)."""
-        sql = "SELECT at, level, source, message FROM log"
-        params: list[object] = []
+    def logs(self, levels: Iterable[Level] | None = None, limit: int | None = None,
+             after: int = 0) -> list[LogLine]:
+        """Log lines, oldest first, restricted to `levels` (all when None) and to those
+        written after the line whose id is `after`."""
+        sql = "SELECT at, level, source, message, id FROM log WHERE id > ?"
+        params: list[object] = [after]
         if levels is not None:
             wanted = sorted(str(lv) for lv in levels)
-            sql += f" WHERE level IN ({','.join('?' * len(wanted))})"
+            sql += f" AND level IN ({','.join('?' * len(wanted))})"
             params += wanted
         sql += " ORDER BY id DESC"
         if limit is not None:
             sql += " LIMIT ?"
             params.append(limit)
         rows = self._db.execute(sql, params).fetchall()
-        return [LogLine(at, Level(level), src, msg) for at, level, src, msg in reversed(rows)]
+        return [LogLine(at, Level(level), src, msg, i) for at, level, src, msg, i in reversed(rows)]
 
 
 class _tx:
