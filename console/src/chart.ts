@@ -28,8 +28,19 @@ function numericScale(values: number[]): Scale {
   return { y, ticks: [lo, (lo + hi) / 2, hi].map((v) => ({ label: fmt(v), y: y(String(v)) })) };
 }
 
+// Bottom to top, for the values whose order means something: a module's states from
+// stopped to serving, a link or daemon from down to up.
+const ORDERS = [
+  ["STOP", "WAIT", "SECOND", "ALONE", "UP", "PRIM"],
+  ["NotReady", "Transient", "Ready"],
+  ["down", "stopped", "up"],
+  ["off", "on"],
+];
+
 function levelScale(values: string[]): Scale {
-  const levels = [...new Set(values)].sort();
+  const distinct = [...new Set(values)];
+  const order = ORDERS.find((o) => distinct.every((v) => o.includes(v)));
+  const levels = order !== undefined ? order.filter((v) => distinct.includes(v)) : distinct.sort();
   const span = H - PAD.top - PAD.bottom;
   const step = levels.length > 1 ? span / (levels.length - 1) : 0;
   const at = (v: string): number =>

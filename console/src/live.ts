@@ -59,6 +59,8 @@ export function followLog(path: string, onLine: (line: LogLine) => void, onLink:
     onLink("live");
     onLine(JSON.parse((ev as MessageEvent<string>).data) as LogLine);
   });
+  // The node the console talks to is there, but the one whose log this is is not.
+  source.addEventListener("unreachable", () => onLink("reconnecting"));
   source.addEventListener("error", () => onLink("reconnecting"));
   return () => source.close();
 }

@@ -4,12 +4,12 @@
 import { ApiError, errorText, get, onUnauthenticated, post, setCsrf } from "./api.js";
 import { allows, type Ctx, href, type Page, parseRoute } from "./app.js";
 import { h } from "./dom.js";
-import { commandsPage } from "./pages/commands.js";
-import { loginPage } from "./pages/login.js";
-import { modulePage } from "./pages/module.js";
-import { overviewPage } from "./pages/overview.js";
-import { usersPage } from "./pages/users.js";
-import { wizardPage } from "./pages/wizard.js";
+import { commandsPage } from "./page-commands.js";
+import { loginPage } from "./page-login.js";
+import { modulePage } from "./page-module.js";
+import { overviewPage } from "./page-overview.js";
+import { usersPage } from "./page-users.js";
+import { wizardPage } from "./page-wizard.js";
 import type { Role, Session } from "./types.js";
 import { problem } from "./ui.js";
 

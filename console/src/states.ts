@@ -67,11 +67,15 @@ export function stateChip(state: NodeState | null, opts: { since?: boolean } = {
 }
 
 export function legend(): HTMLElement {
-  const items = STATES.map((s) =>
-    h("li", {}, stateChip({ state: s, status: "Ready", since: null }), " ", meaning(s)),
+  // Each state with the status it usually shows; then what the status adds.
+  const usual: Record<string, string> = { WAIT: "NotReady", STOP: "NotReady" };
+  const item = (chip: HTMLElement, text: string): HTMLElement => h("li", {}, chip, " ", text);
+  return h(
+    "ul",
+    { class: "legend" },
+    ...STATES.map((s) => item(stateChip({ state: s, status: usual[s] ?? "Ready", since: null }), meaning(s))),
+    item(stateChip({ state: "PRIM", status: "Transient", since: null }), "striped, moving: scripts running"),
+    item(stateChip({ state: "ALONE", status: "NotReady", since: null }), "dashed: not ready"),
+    item(stateChip(null), meaning("unreachable")),
   );
-  items.push(h("li", {}, stateChip({ state: "SECOND", status: "Transient", since: null }), " scripts running"));
-  items.push(h("li", {}, stateChip({ state: "WAIT", status: "NotReady", since: null }), " not ready"));
-  items.push(h("li", {}, stateChip(null), " " + meaning("unreachable")));
-  return h("ul", { class: "legend" }, ...items);
 }

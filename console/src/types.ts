@@ -61,6 +61,8 @@ export interface LogLine {
 export interface SyncProgress {
   active: boolean;
   kind: string | null;
+  state?: string | null; // rfs.sync_state: running, done, failed...
+  files?: number;
   done_bytes: number | null;
   total_bytes: number | null;
   rate_bps: number | null;
@@ -95,6 +97,7 @@ export interface Template {
 export interface Problem {
   line: number | null;
   message: string;
+  warning?: boolean;
 }
 
 export interface CheckResult {
@@ -111,4 +114,6 @@ export interface ActionResult {
 export interface User {
   name: string;
   role: Role;
+  password: boolean; // whether a local password is set
+  tokens: { name: string; created: number; expires: number | null }[];
 }

@@ -152,14 +152,16 @@ def module_state(p: Paths, args: dict[str, Any]) -> dict[str, str]:
 # ---------------------------------------------------------------- commands
 
 
-async def run_cli(args: dict[str, Any], user: str) -> dict[str, Any]:
+async def run_cli(args: dict[str, Any], user: str, fan_out: bool = False) -> dict[str, Any]:
     """`hakit ARGV...` on this node, as a separate process (the CLI's own error handling,
     commands log and exit code apply), on behalf of `user` (the commands log and the module
-    log name them) coming from `origin` ("api" for the web service, else the asking node)."""
+    log name them) coming from `origin` ("api" for the web service, else the asking node).
+    fan_out: ARGV may be `-H NODES ...` (this node's own web service applying a
+    configuration), never when another node asks (no command bouncing between nodes)."""
     argv = args.get("argv")
     if not isinstance(argv, list) or not argv or not all(isinstance(a, str) for a in argv):
         raise ApplyError("cli needs argv, a non-empty list of strings")
-    if argv[0] == "-H":
+    if argv[0] == "-H" and not fan_out:
         raise ApplyError("a command run through -H cannot use -H itself")
     proc = await asyncio.create_subprocess_exec(
         *python_argv("hakit.cli.main", *argv),

@@ -382,9 +382,9 @@ async def change_user(call: Call) -> dict[str, Any]:
     def change(u: Any) -> None:
         u.get(name)
         if "role" in call.body:
-            u.set_role(check_role(call.body["role"]))
+            u.set_role(name, check_role(call.body["role"]))
         if "password" in call.body:
-            u.set_password(call.body["password"])
+            u.set_password(name, call.body["password"])
     await call.service.change_users(call, change)
     call.service.auth.end_sessions_of(name)
     return {"name": name}

@@ -82,7 +82,7 @@ class Peers:
         """`hakit ARGV` on the node, for the web user: {code, stdout, stderr}."""
         args = {"argv": argv, "origin": "api"}
         if node == self.me():
-            return await remote_ops.run_cli(args, user)
+            return await remote_ops.run_cli(args, user, fan_out=True)
         return dict(await self._call(node, "cli", args, ACTION_TIMEOUT_S))
 
     async def overview(self) -> dict[str, Any]:

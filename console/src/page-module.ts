@@ -2,14 +2,14 @@
 // a chosen node its resources, their history, the live log; a mirror's synchronisation
 // progress, a farm's shares.
 
-import { type ActionDef, actionsFor, question } from "../actions.js";
-import { ApiError, errorText, get, post, seg } from "../api.js";
-import { allows, href, type Page } from "../app.js";
-import { historyChart } from "../chart.js";
-import { clear, h } from "../dom.js";
-import { bytes, clock, duration, when } from "../format.js";
-import { followLog, type LinkState, repeat, watchOverview } from "../live.js";
-import { stateChip } from "../states.js";
+import { type ActionDef, actionsFor, question } from "./actions.js";
+import { ApiError, errorText, get, post, seg } from "./api.js";
+import { allows, href, type Page } from "./app.js";
+import { historyChart } from "./chart.js";
+import { clear, h } from "./dom.js";
+import { bytes, clock, duration, when } from "./format.js";
+import { followLog, type LinkState, repeat, watchOverview } from "./live.js";
+import { stateChip } from "./states.js";
 import type {
   ActionResult,
   HistoryPoint,
@@ -19,9 +19,9 @@ import type {
   Overview,
   Resource,
   SyncProgress,
-} from "../types.js";
-import { confirmAction, notify, problem } from "../ui.js";
-import { linkBadge } from "./overview.js";
+} from "./types.js";
+import { confirmAction, notify, problem } from "./ui.js";
+import { linkBadge } from "./page-overview.js";
 
 const LOG_KEEP = 500;
 const SHARE_PREFIX = "vip.share.";
@@ -264,7 +264,7 @@ function nodeDetails(module: string, mode: string): Details {
   const title = h("h3", {});
   const resources = h("div", { class: "resources" });
   const chartTitle = h("h4", {}, "History");
-  const chart = h("div", { class: "chart-wrap", id: "history" }, h("p", { class: "muted" }, "Pick a resource."));
+  const chart = h("div", { class: "chart-wrap", id: "history" });
   const levelSelect = h(
     "select",
     { id: "log-level", "aria-label": "log level" },
@@ -415,10 +415,11 @@ function nodeDetails(module: string, mode: string): Details {
     show: (n) => {
       if (n === node) return;
       node = n;
-      resource = null;
+      // The state's history first: what an operator looking at a node wants to see.
+      resource = "module.state";
       title.textContent = `${module} on ${n}`;
       chartTitle.textContent = "History";
-      chart.replaceChildren(h("p", { class: "muted" }, "Pick a resource to see its changes."));
+      chart.replaceChildren(h("p", { class: "muted" }, "Asking…"));
       rfsdiffOut.hidden = true;
       stopResources();
       resources.replaceChildren(h("p", { class: "muted" }, "Asking…"));

@@ -1,27 +1,15 @@
-// The web users of the node that answers (each node keeps its own users file):
-// list, add, change role or password, delete.  Admin only.
+// The web users (each node keeps a users file; a change made here is copied to the
+// others): list, add, change role or password, delete.  Admin only.
 
-import { del, errorText, get, post, put, seg } from "../api.js";
-import type { Page } from "../app.js";
-import { h } from "../dom.js";
-import type { Role } from "../types.js";
-import { confirmAction, notify, problem } from "../ui.js";
+import { del, errorText, get, post, put, seg } from "./api.js";
+import type { Page } from "./app.js";
+import { h } from "./dom.js";
+import type { Role, User } from "./types.js";
+import { confirmAction, notify, problem } from "./ui.js";
 
 const ROLES: Role[] = ["admin", "control", "monitor"];
 
-interface UserRow {
-  name: string;
-  role: Role;
-}
 
-// The list names a user "user" (as login does) or "name"; both are read.
-function normalise(raw: unknown): UserRow[] {
-  if (!Array.isArray(raw)) return [];
-  return raw.map((u: Record<string, unknown>) => ({
-    name: String(u["user"] ?? u["name"] ?? ""),
-    role: String(u["role"] ?? "monitor") as Role,
-  }));
-}
 
 function roleSelect(current: Role, id?: string): HTMLSelectElement {
   return h(
@@ -33,7 +21,7 @@ function roleSelect(current: Role, id?: string): HTMLSelectElement {
 
 export const usersPage: Page = (ctx, root) => {
   const list = h("div", { class: "users" }, h("p", { class: "muted" }, "Asking…"));
-  const where = h("span", { class: "muted" }, ctx.session.node !== undefined ? `users of ${ctx.session.node}` : "");
+  const where = h("span", { class: "muted" }, ctx.session.node !== undefined ? `as ${ctx.session.node} has them` : "");
 
   const name = h("input", { id: "new-user", name: "user", required: true, autocomplete: "off", pattern: "[A-Za-z0-9_.@-]+" });
   const password = h("input", { id: "new-password", type: "password", required: true, autocomplete: "new-password" });
@@ -49,7 +37,7 @@ export const usersPage: Page = (ctx, root) => {
 
   const load = async (): Promise<void> => {
     try {
-      draw(normalise(await get<unknown>("users")));
+      draw(await get<User[]>("users"));
     } catch (err) {
       list.replaceChildren(problem(errorText(err)));
     }
@@ -65,7 +53,7 @@ export const usersPage: Page = (ctx, root) => {
     await load();
   };
 
-  const draw = (users: UserRow[]): void => {
+  const draw = (users: User[]): void => {
     const rows = users
       .sort((a, b) => a.name.localeCompare(b.name))
       .map((u) => {
@@ -97,6 +85,7 @@ export const usersPage: Page = (ctx, root) => {
           h("td", {}, u.name, u.name === ctx.session.user ? h("span", { class: "muted" }, " (you)") : null),
           h("td", {}, sel),
           h("td", {}, pw, " ", setPw),
+          h("td", { class: "muted" }, u.tokens.map((t) => t.name).join(", ")),
           h("td", {}, remove),
         );
       });
@@ -104,7 +93,7 @@ export const usersPage: Page = (ctx, root) => {
       h(
         "table",
         { class: "table", id: "users-table" },
-        h("thead", {}, h("tr", {}, h("th", {}, "User"), h("th", {}, "Role"), h("th", {}, "Password"), h("th", {}))),
+        h("thead", {}, h("tr", {}, h("th", {}, "User"), h("th", {}, "Role"), h("th", {}, "Password"), h("th", {}, "Tokens"), h("th", {}))),
         h("tbody", {}, ...rows),
       ),
     );
@@ -114,7 +103,7 @@ export const usersPage: Page = (ctx, root) => {
     ev.preventDefault();
     void (async () => {
       try {
-        await post("users", { user: name.value, role: role.value, password: password.value });
+        await post("users", { name: name.value, role: role.value, password: password.value });
         notify(`${name.value} added as ${role.value}`, "ok");
         name.value = "";
         password.value = "";
@@ -131,7 +120,8 @@ export const usersPage: Page = (ctx, root) => {
       "p",
       { class: "muted" },
       "Admin: everything. Control: module actions, no configuration. Monitor: read only. " +
-        "Each node keeps its own users: this page manages the node that served the console.",
+        "A change is made on this node and copied to every node that answers (a node down gets the users " +
+        "at the next change).",
     ),
     list,
     h("h3", {}, "Add a user"),

@@ -3,11 +3,11 @@
 // installed, applied to the chosen nodes and started, each step on a button so the
 // operator sees what each did.
 
-import { ApiError, errorText, get, post, seg } from "../api.js";
-import { href, type Page } from "../app.js";
-import { h } from "../dom.js";
-import type { ActionResult, CheckResult, ModuleInfo, Overview, Problem, Template } from "../types.js";
-import { notify, problem } from "../ui.js";
+import { ApiError, del, errorText, get, post, seg } from "./api.js";
+import { href, type Page } from "./app.js";
+import { h } from "./dom.js";
+import type { ActionResult, CheckResult, ModuleInfo, Overview, Problem, Template } from "./types.js";
+import { notify, problem } from "./ui.js";
 
 function escapeAttr(value: string, quote: string): string {
   const s = value.replaceAll("&", "&amp;").replaceAll("<", "&lt;").replaceAll(">", "&gt;");
@@ -32,10 +32,11 @@ function annotated(xml: string, problems: Problem[]): HTMLElement {
   const byLine = new Map<number, string[]>();
   const loose: string[] = [];
   for (const p of problems) {
+    const text = p.warning === true ? `warning: ${p.message}` : p.message;
     if (p.line === null || p.line === undefined) {
-      loose.push(p.message);
+      loose.push(text);
     } else {
-      byLine.set(p.line, [...(byLine.get(p.line) ?? []), p.message]);
+      byLine.set(p.line, [...(byLine.get(p.line) ?? []), text]);
     }
   }
   const lines = xml.split("\n");
@@ -69,7 +70,7 @@ function problemsOf(err: unknown): Problem[] | null {
   return Array.isArray(p) ? (p as Problem[]) : null;
 }
 
-export const wizardPage: Page = (_ctx, root) => {
+export const wizardPage: Page = (ctx, root) => {
   const templateSelect = h("select", { id: "wizard-template", "aria-label": "template" });
   const macros = h("div", { class: "macros", id: "wizard-macros" });
   const moduleName = h("input", { id: "wizard-name", required: true, autocomplete: "off", placeholder: "e.g. mirror1" });
@@ -163,10 +164,14 @@ export const wizardPage: Page = (_ctx, root) => {
     post<CheckResult>("config/check", { userconfig: text })
       .then((r) => {
         showXml(r.problems);
+        const errors = r.problems.filter((p) => p.warning !== true).length;
+        const warnings = r.problems.length - errors;
         checkStatus.className = r.ok ? "step-status ok" : "step-status bad";
         checkStatus.textContent = r.ok
-          ? "No problem found."
-          : `${r.problems.length} problem${r.problems.length === 1 ? "" : "s"}: see the lines marked below.`;
+          ? warnings === 0
+            ? "No problem found."
+            : `No error; ${warnings} warning${warnings === 1 ? "" : "s"} at the lines marked below.`
+          : `${errors} problem${errors === 1 ? "" : "s"}: see the lines marked below.`;
       })
       .catch((err: unknown) => {
         checkStatus.className = "step-status bad";
@@ -190,11 +195,12 @@ export const wizardPage: Page = (_ctx, root) => {
     installButton.disabled = true;
     installStatus.className = "step-status";
     installStatus.textContent = "Installing…";
-    post<{ name: string; id: number }>("modules", body)
+    post<{ name: string; id?: number }>("modules", body)
       .then((r) => {
         installed = r.name;
         installStatus.className = "step-status ok";
-        installStatus.textContent = `Installed ${r.name} (id ${r.id}) on the node serving this console.`;
+        const id = r.id !== undefined ? ` (id ${r.id})` : "";
+        installStatus.textContent = `Installed ${r.name}${id} on the node serving this console.`;
         applyButton.disabled = false;
       })
       .catch((err: unknown) => {
@@ -217,10 +223,27 @@ export const wizardPage: Page = (_ctx, root) => {
     applyButton.disabled = true;
     applyStatus.className = "step-status";
     applyStatus.textContent = `Applying to ${nodes.join(", ")}…`;
-    post<{ output: string }>(`modules/${seg(installed)}/apply`, { nodes })
-      .then((r) => {
+    const name = installed;
+    post<{ output: string }>(`modules/${seg(name)}/apply`, { nodes })
+      .then(async (r) => {
+        let note = "";
+        // The node serving the console holds the module only to ship it: left there, it
+        // would count as one of the module's nodes (every node of the cluster, for a
+        // module -E never configured on it).
+        const here = ctx.session.node;
+        if (here !== undefined && !nodes.includes(here)) {
+          try {
+            await del(`modules/${seg(name)}`);
+            note = ` Removed from ${here}, which only staged it.`;
+          } catch (err) {
+            note = ` Could not remove it from ${here}, which only staged it: ${errorText(err)}`;
+          }
+        }
         applyStatus.className = "step-status ok";
-        applyStatus.replaceChildren(`Applied to ${nodes.join(", ")}.`, h("pre", { class: "output" }, r.output));
+        applyStatus.replaceChildren(
+          `Applied to ${nodes.join(", ")}.${note}`,
+          h("pre", { class: "output" }, r.output),
+        );
         startButton.disabled = false;
       })
       .catch((err: unknown) => {

@@ -1,11 +1,11 @@
 // The cluster overview: every module on every node, SafeKit's modules x nodes grid,
 // kept up to date by the overview stream.
 
-import { allows, href, type Page } from "../app.js";
-import { h } from "../dom.js";
-import { type LinkState, watchOverview } from "../live.js";
-import { legend, stateChip } from "../states.js";
-import type { ModuleInfo, NodeInfo, Overview } from "../types.js";
+import { allows, href, type Page } from "./app.js";
+import { h } from "./dom.js";
+import { type LinkState, watchOverview } from "./live.js";
+import { legend, stateChip } from "./states.js";
+import type { ModuleInfo, NodeInfo, Overview } from "./types.js";
 
 export function linkBadge(): { el: HTMLElement; set: (s: LinkState) => void } {
   const el = h("span", { class: "link link-reconnecting", "data-link": "connecting" }, "connecting…");

@@ -1,8 +1,8 @@
 // The login page: the only page shown without a session.
 
-import { ApiError, errorText, post, setCsrf } from "../api.js";
-import { h } from "../dom.js";
-import type { Session } from "../types.js";
+import { ApiError, errorText, get, post, setCsrf } from "./api.js";
+import { h } from "./dom.js";
+import type { Session } from "./types.js";
 
 export function loginPage(root: HTMLElement, onLogin: (s: Session) => void): void {
   const user = h("input", { name: "user", id: "login-user", autocomplete: "username", required: true });
@@ -32,9 +32,10 @@ export function loginPage(root: HTMLElement, onLogin: (s: Session) => void): voi
     submit.disabled = true;
     message.textContent = "";
     post<Session>("login", { user: user.value, password: password.value })
-      .then((s) => {
+      .then(async (s) => {
         setCsrf(s.csrf);
-        onLogin(s);
+        // The session says which node answers, which the login does not.
+        onLogin(await get<Session>("session").catch(() => s));
       })
       .catch((err: unknown) => {
         password.value = "";

@@ -1,13 +1,13 @@
 // The commands log of a node: what was run there, by whom (a web user's name, or
 // root@node for the CLI), from where, and how it ended.
 
-import { errorText, get } from "../api.js";
-import type { Page } from "../app.js";
-import { h } from "../dom.js";
-import { when } from "../format.js";
-import { repeat } from "../live.js";
-import type { CommandEntry, Overview } from "../types.js";
-import { problem } from "../ui.js";
+import { errorText, get } from "./api.js";
+import type { Page } from "./app.js";
+import { h } from "./dom.js";
+import { when } from "./format.js";
+import { repeat } from "./live.js";
+import type { CommandEntry, Overview } from "./types.js";
+import { problem } from "./ui.js";
 
 function row(c: CommandEntry): HTMLElement {
   const failed = c.result !== null && c.result !== 0;
