@@ -20,8 +20,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Locator, Page, Playwright, expect, sync_playwright
 
+from hakit.testing.demo import with_macros
 from hakit.testing.sim import Sim
 from tests.cluster import hk, install, mirror_conf, state, wait_state
+from tests.helpers import wait_for
 from tests.sim_support import IS_ROOT, unique_sim_name
 
 pytestmark = pytest.mark.root
@@ -127,6 +129,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sim]:
         hk(sim, "node1", "prim", "-m", MODULE)
         hk(sim, "node2", "start", "-m", MODULE)
         wait_state(sim, "node2", "SECOND (Ready)", MODULE, timeout=60)
+        # A farm on every node, as shipped (its scripts start no service): its shares.
+        farm = with_macros("farm.safe", {"VIRTUAL_IP": sim.spare_addr(0, 3)},
+                           tmp_path_factory.mktemp("farm") / "farm.safe")
+        hk(sim, "node1", "module", "install", "-m", "farm", "-M", "12", str(farm))
+        hk(sim, "node1", "-H", "node1,node2,node3", "-E", "farm")
+        hk(sim, "node1", "-H", "node1,node2,node3", "start", "-m", "farm")
         for role, (user, password) in USERS.items():
             sim.exec("node1", ["hakit", "web", "user", "add", user, "--role", role, "--password-stdin"],
                      input=password + "\n")
@@ -294,7 +302,7 @@ def test_wizard_makes_checks_installs_applies_and_starts_a_mirror(console: Conso
         expect(grid_chip(page, "web", "node3")).to_have_attribute("data-state", "PRIM")
         expect(page.locator('[data-module-row="web"] td.cell-none')).to_have_count(1)  # node1
     assert "web" not in hk(sim, "node1", "module", "list")
-    assert hk(sim, "node2", "module", "list").splitlines() == [f"{MODULE}\tmirror", "web\tmirror"]
+    assert "web\tmirror" in hk(sim, "node3", "module", "list").splitlines()
 
 
 def test_each_role_is_offered_what_it_may_do(console: Console) -> None:
@@ -346,6 +354,21 @@ def test_commands_log_and_users(console: Console) -> None:
         expect(page.locator('#users-table tr[data-user="ops"]')).to_have_count(0)
 
 
+def test_farm_shares_per_node(console: Console) -> None:
+    with console.page() as page:
+        go(page, "#/module/farm")
+        for node in ("node1", "node2", "node3"):
+            expect(card_chip(page, node)).to_have_attribute("data-state", "UP", timeout=LONG_MS)
+        cells = page.locator('#shares td[data-share-group="FarmProto"]')
+        expect(cells).to_have_count(3)
+
+        def shared_out() -> bool:
+            shares = [float(v) for v in cells.evaluate_all("cs => cs.map(c => c.dataset.share)")]
+            return all(v > 0 for v in shares) and abs(sum(shares) - 100) < 0.5
+        wait_for("the farm's clients shared by the three nodes", shared_out, timeout=60)
+        shot(page, "farm")
+
+
 def test_a_node_down_is_shown_down(console: Console) -> None:
     with console.page() as page:
         expect(grid_chip(page, "web", "node3")).to_have_attribute("data-state", "PRIM")
@@ -362,5 +385,6 @@ def test_a_node_down_is_shown_down(console: Console) -> None:
         shot(page, "overview-node-down")
         go(page, "#/module/web")
         # (Each overview now waits for node3's read to time out: the first one takes a moment.)
-        expect(page.locator('[data-node-card="node3"]')).to_have_class(re.compile(r"\bdown\b"), timeout=LONG_MS)
+        down = page.locator('[data-node-card="node3"]')
+        expect(down).to_have_class(re.compile(r"\bdown\b"), timeout=LONG_MS)
         expect(card_chip(page, "node3")).to_have_attribute("data-state", "unreachable")

@@ -132,28 +132,12 @@ function stateCards(
 
 // ---- a mirror's synchronisation
 
-function syncBox(node: string, s: SyncProgress | null, error: string | null): HTMLElement {
-  const box = h("div", {
-    class: "sync",
-    "data-sync-node": node,
-    "data-active": s?.active === true ? "true" : "false",
-  });
-  const title = h("div", { class: "sync-title" }, h("strong", {}, node));
-  box.append(title);
-  if (error !== null) {
-    box.append(h("span", { class: "muted" }, error));
-    return box;
-  }
-  if (s === null || !s.active) {
-    title.append(" no synchronisation running");
-    if (s?.line) box.append(h("div", { class: "muted" }, s.line));
-    return box;
-  }
-  title.append(` ${s.kind ?? "full"} synchronisation`);
+function syncBox(sender: string, receiver: string | null, s: SyncProgress): HTMLElement {
   const total = s.total_bytes ?? 0;
   const done = s.done_bytes ?? 0;
   const pct = total > 0 ? Math.min(100, Math.floor((100 * done) / total)) : null;
   const fill = h("div", { class: "bar-fill" });
+  fill.style.width = `${pct ?? 100}%`;
   const bar = h(
     "div",
     {
@@ -162,26 +146,50 @@ function syncBox(node: string, s: SyncProgress | null, error: string | null): HT
       "aria-valuemin": 0,
       "aria-valuemax": 100,
       "aria-valuenow": pct,
-      "aria-label": `synchronisation of ${node}`,
+      "aria-label": `synchronisation from ${sender}`,
     },
     fill,
     h("span", { class: "bar-text" }, pct === null ? "starting…" : `${pct} %`),
   );
-  fill.style.width = `${pct ?? 100}%`;
   const facts = [total > 0 ? `${bytes(done)} / ${bytes(total)}` : bytes(done)];
   if (s.rate_bps !== null && s.rate_bps > 0) facts.push(`${bytes(s.rate_bps)}/s`);
   if (s.eta_s !== null) facts.push(`ETA ${duration(s.eta_s)}`);
-  box.append(bar, h("div", { class: "sync-facts" }, facts.join(" · ")));
-  return box;
+  const route = receiver !== null ? `${sender} → ${receiver}` : sender;
+  return h(
+    "div",
+    { class: "sync", "data-sync-node": sender, "data-active": "true" },
+    h("div", { class: "sync-title" }, h("strong", {}, `${s.kind ?? "full"} synchronisation`), ` ${route}`),
+    bar,
+    h("div", { class: "sync-facts" }, facts.join(" · ")),
+  );
 }
 
-function syncSection(module: string, nodes: () => string[]): { el: HTMLElement; stop: () => void } {
+/** What the last synchronisation did, while none runs. */
+function syncIdle(s: SyncProgress | null): HTMLElement {
+  const text = ["No synchronisation running."];
+  if (s?.state === "done" && (s.total_bytes ?? 0) > 0) {
+    text.push(`The last one (${s.kind ?? "full"}) went over ${bytes(s.total_bytes ?? 0)}.`);
+  } else if (s?.state === "failed") {
+    text.push("The last one failed: see the log.");
+  }
+  return h("p", { class: "sync muted", "data-active": "false" }, text.join(" "));
+}
+
+/**
+ * A mirror's synchronisation, as its primary (which sends it) reports it; the secondary
+ * shows the same figures, heard from the primary, which count when the primary's node
+ * does not answer.
+ */
+function syncSection(
+  module: string,
+  reachable: () => string[],
+  mirror: () => { primary: string | null; nodes: string[] },
+): { el: HTMLElement; stop: () => void } {
   const list = h("div", { class: "sync-list" });
   const el = h("section", { class: "panel", id: "sync" }, h("h3", {}, "Synchronisation"), list);
   const stop = repeat(1000, async () => {
-    const names = nodes();
     const answers = await Promise.all(
-      names.map(async (n) => {
+      reachable().map(async (n) => {
         try {
           return { n, s: await get<SyncProgress>(nodePath(module, n, "sync")), e: null };
         } catch (err) {
@@ -189,7 +197,18 @@ function syncSection(module: string, nodes: () => string[]): { el: HTMLElement; 
         }
       }),
     );
-    list.replaceChildren(...answers.map((a) => syncBox(a.n, a.s, a.e)));
+    const { primary, nodes } = mirror();
+    const running = answers.filter((a) => a.s?.active === true);
+    const shown = running.find((a) => a.n === primary) ?? running[0];
+    const errors = answers.filter((a) => a.e !== null).map((a) => h("p", { class: "muted" }, `${a.n}: ${a.e}`));
+    if (shown?.s) {
+      const sender = primary ?? shown.n;
+      const receiver = nodes.find((n) => n !== sender) ?? null;
+      list.replaceChildren(syncBox(sender, receiver, shown.s), ...errors);
+    } else {
+      const last = answers.find((a) => a.n === primary)?.s ?? answers.find((a) => a.s !== null)?.s ?? null;
+      list.replaceChildren(syncIdle(last), ...errors);
+    }
   });
   return { el, stop };
 }
@@ -487,7 +506,10 @@ export const modulePage: Page = (ctx, root) => {
     const parts: HTMLElement[] = [cards.el];
     if (!canAct) parts.push(h("p", { class: "muted" }, `Read only: your role is ${ctx.session.role}.`));
     if (m.mode === "mirror") {
-      const sync = syncSection(name, reachable);
+      const sync = syncSection(name, reachable, () => ({
+        primary: module?.nodes.find((n) => ["PRIM", "ALONE"].includes(module?.states[n]?.state ?? "")) ?? null,
+        nodes: module?.nodes ?? [],
+      }));
       stops.push(sync.stop);
       parts.push(sync.el);
     }

@@ -65,11 +65,12 @@ export const usersPage: Page = (ctx, root) => {
           if (pw.value === "") return;
           void change("password", u.name, { password: pw.value });
         });
-        const remove = h("button", { type: "button", class: "danger", "data-delete": u.name }, "Delete");
+        // The node refuses to delete the user asking: no button for it.
+        const self = u.name === ctx.session.user;
+        const remove = h("button", { type: "button", class: "danger", "data-delete": u.name, hidden: self }, "Delete");
         remove.addEventListener("click", () => {
           void (async () => {
-            const self = u.name === ctx.session.user ? " This is you: you will be logged out." : "";
-            if (!(await confirmAction(`Delete ${u.name}`, `Delete the user ${u.name}?${self}`, "Delete"))) return;
+            if (!(await confirmAction(`Delete ${u.name}`, `Delete the user ${u.name}?`, "Delete"))) return;
             try {
               await del(`users/${seg(u.name)}`);
               notify(`${u.name} deleted`, "ok");

@@ -74,7 +74,7 @@ export const wizardPage: Page = (ctx, root) => {
   const templateSelect = h("select", { id: "wizard-template", "aria-label": "template" });
   const macros = h("div", { class: "macros", id: "wizard-macros" });
   const moduleName = h("input", { id: "wizard-name", required: true, autocomplete: "off", placeholder: "e.g. mirror1" });
-  const moduleId = h("input", { id: "wizard-id", type: "number", min: 1, max: 255, placeholder: "automatic" });
+  const moduleId = h("input", { id: "wizard-id", class: "short", type: "number", min: 1, placeholder: "auto" });
   const nodeBoxes = h("div", { class: "node-boxes", id: "wizard-nodes" });
   const primary = h("select", { id: "wizard-primary", "aria-label": "primary node" });
   const primaryRow = h("label", { class: "primary-row" }, "Node whose data is the reference (started as primary) ", primary);
