@@ -180,7 +180,7 @@ def test_login_then_the_cluster_grid(console: Console) -> None:
         expect(page.locator(".link")).to_have_attribute("data-link", "live")
         assert colour(grid_chip(page, MODULE, "node1")) != colour(grid_chip(page, MODULE, "node2"))
 
-        # Any node serves the whole cluster, and the session stays with the node that gave it.
+    # Any node serves the whole cluster, node3 too, where db does not run.
     with console.page(node="node3") as page:
         expect(grid_chip(page, MODULE, "node1")).to_have_attribute("data-state", "PRIM")
         expect(page.locator(".who")).to_contain_text("on node3")
