@@ -36,9 +36,3 @@ export function when(at: number | null | undefined): string {
 export function clock(at: number): string {
   return when(at).slice(11);
 }
-
-/** "3 min 02 s ago", for how long a state has held. */
-export function ago(at: number | null | undefined): string {
-  if (at === null || at === undefined) return "";
-  return `${duration(Date.now() / 1000 - at)} ago`;
-}

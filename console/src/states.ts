@@ -7,7 +7,7 @@
 // status are always written too, so nothing depends on telling colours apart.
 
 import { h } from "./dom.js";
-import { ago } from "./format.js";
+import { clock, when } from "./format.js";
 import type { NodeState } from "./types.js";
 
 export const STATES = ["PRIM", "UP", "ALONE", "SECOND", "WAIT", "STOP"] as const;
@@ -60,8 +60,9 @@ export function stateChip(state: NodeState | null, opts: { since?: boolean } = {
     h("span", { class: "chip-state" }, state.state),
     h("span", { class: "chip-status" }, state.status),
   );
+  // A time, not "n s ago": the page redraws on changes only, and an age would go stale.
   if (opts.since === true && state.since !== null) {
-    chip.append(h("span", { class: "chip-since" }, ago(state.since)));
+    chip.append(h("span", { class: "chip-since", title: when(state.since) }, `since ${clock(state.since)}`));
   }
   return chip;
 }
