@@ -12,19 +12,23 @@ BUILD_DIR := build/cp
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
 # Debian packages: compiler and headers for the native and eBPF parts, the kernel
-# tools the simulated cluster drives, and the real clients the tests use.
+# tools the simulated cluster drives, and the real clients the tests use (chromium: the
+# console's browser tests drive it through Playwright; no browser is ever downloaded).
 DEB_PKGS := gcc clang libclang-rt-dev llvm libbpf-dev libelf-dev zlib1g-dev liblz4-dev libfuse3-dev libxxhash-dev libssl-dev fuse3 \
 	pkg-config iproute2 nftables iputils-ping util-linux procps psmisc zip unzip faketime \
-	rpm rpmlint lintian cpio slapd ldap-utils
+	rpm rpmlint lintian cpio slapd ldap-utils chromium
 # Only for `make bench` (kept out of `make test`): the peers hakit is measured against.  postgresql
 # (bench/database.py): its postinst may create and start a system cluster (5432, /var/run/postgresql);
 # the bench runs its own postgres with its socket in a private directory and no TCP, and never
 # touches that one.
 BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy bpftool postgresql
-PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 aiohttp ldap3 pytest pytest-benchmark ruff mypy import-linter atheris
+PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 aiohttp ldap3 pytest pytest-benchmark ruff mypy import-linter atheris playwright
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
 	meson.build pyproject.toml
+# The web console (console/, TypeScript): built into the package, where hakitd serves it.
+CONSOLE_SOURCES := $(shell find console -type f -not -path 'console/node_modules/*' 2>/dev/null)
+CONSOLE_OUT := python/hakit/node/web/console
 
 .PHONY: all deps build test demo demo-down lint bench clean rfs-asan rfs-faults fuzz fuzz-build deb rpm packages
 all: build
@@ -47,7 +51,19 @@ $(STAMPS)/venv: $(STAMPS)/deb Makefile
 	$(PY) -m pip install -q --disable-pip-version-check $(PY_PKGS)
 	@touch $@
 
-$(STAMPS)/build: $(STAMPS)/venv $(SOURCES)
+# npm from Debian when the machine has none; `npm ci` installs exactly the lock file's
+# versions (typescript only), then tsc writes the console into $(CONSOLE_OUT).
+$(STAMPS)/console: $(CONSOLE_SOURCES)
+	@mkdir -p $(STAMPS)
+	@command -v npm >/dev/null || { \
+		echo "installing Debian packages: nodejs npm"; \
+		export DEBIAN_FRONTEND=noninteractive; \
+		apt-get install -y -qq nodejs npm >/dev/null 2>&1 || \
+		{ apt-get update -qq && apt-get install -y -qq nodejs npm; } || exit 1; }
+	cd console && npm ci --no-audit --no-fund --loglevel=error && npm run --silent build
+	@touch $@
+
+$(STAMPS)/build: $(STAMPS)/venv $(STAMPS)/console $(SOURCES)
 	$(PY) -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps \
 		-Cbuild-dir=$(BUILD_DIR) .
 	@touch $@
@@ -170,4 +186,4 @@ demo-down: build
 	$(VENV)/bin/hakit sim down --name demo
 
 clean:
-	rm -rf build $(STAMPS)
+	rm -rf build $(STAMPS) $(CONSOLE_OUT) console/node_modules
