@@ -38,8 +38,10 @@ async def _overview() -> dict[str, Any]:
 
 def cell(module: dict[str, Any], node: dict[str, Any]) -> str:
     state = module["states"].get(node["name"])
-    if state is not None:
+    if state is not None and state["state"] is not None:
         return f"{state['state']} ({state['status']})"
+    if state is not None:
+        return NOT_THERE  # the node answered: the module is not installed there
     # Nothing from that node: it is down, or the module is not installed there.
     return UNREACHABLE if not node["up"] and node["name"] in module["nodes"] else NOT_THERE
 
@@ -56,7 +58,8 @@ def render(view: dict[str, Any]) -> str:
     notes = [f"{n['name']} {UNREACHABLE}: {str(n['error']).removeprefix(n['name'] + ': ')}"
              for n in nodes if not n["up"]]
     notes += [f"{m['name']} on {node}: {s['error']}" for m in view["modules"]
-              for node, s in m["states"].items() if s is not None and s.get("error")]
+              for node, s in m["states"].items()
+              if s is not None and s.get("error") and s["state"] is not None]
     if view.get("problem"):
         notes.append(view["problem"])
     if notes:
