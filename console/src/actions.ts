@@ -72,7 +72,7 @@ export const ACTIONS: ActionDef[] = [
     label: "Restart",
     body: { action: "restart" },
     confirm: "Restart the application of {m} on {n} (its stop then start scripts)? It is unavailable meanwhile.",
-    when: (_m, s) => RUNNING.includes(s.state),
+    when: (_m, s) => s.state !== null && RUNNING.includes(s.state),
   },
   {
     key: "stopstart",

@@ -49,6 +49,13 @@ export function stateChip(state: NodeState | null, opts: { since?: boolean } = {
       h("span", { class: "chip-state" }, "unreachable"),
     );
   }
+  if (state.state === null || state.status === null) {
+    return h(
+      "span",
+      { class: "chip st-none", "data-state": "none", "data-status": "", title: state.error ?? "not installed" },
+      h("span", { class: "chip-state" }, "not installed"),
+    );
+  }
   const chip = h(
     "span",
     {

@@ -18,9 +18,10 @@ export interface NodeInfo {
 }
 
 export interface NodeState {
-  state: string;
-  status: string;
+  state: string | null; // null: the node answered, but the module is not installed there
+  status: string | null;
   since: number | null;
+  error?: string | null;
 }
 
 export interface ModuleInfo {

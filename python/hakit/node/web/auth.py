@@ -87,9 +87,12 @@ class Authenticator:
         keys = [f"addr:{client}", f"user:{user}"]
         self._limited(keys, now)
         async with self._checks:
-            found = await asyncio.to_thread(self._users().check, user, password)
+            users = self._users()
+            found = await asyncio.to_thread(users.check, user, password)
             role, via = (found.role, "session") if found else (None, "")
-            if role is None and self.directory is not None and password:
+            # A local name is never asked of the directory: a directory user of the same name
+            # must not log in as someone the commands log could not tell from the local one.
+            if role is None and self.directory is not None and password and user not in users.users:
                 role, via = await self.directory(user, password), "ldap session"
         if role is None:
             self._failed(keys, now)

@@ -17,6 +17,9 @@ from hakit.paths import Paths
 from hakit.runtime import rpc_client
 
 READ_TIMEOUT_S = 3.0  # an overview must not wait on a node that is gone
+# A node that did not answer is taken as down this long: every console polling the overview
+# would otherwise wait READ_TIMEOUT_S on it, one after the other.
+DOWN_MEMORY_S = 5.0
 ACTION_TIMEOUT_S = remote_ops.CLI_TIMEOUT
 
 
@@ -29,6 +32,7 @@ class Peers:
         self.paths = p
         self._conns: dict[str, rpc_client.Connection] = {}
         self._locks: dict[str, asyncio.Lock] = {}
+        self._down: dict[str, tuple[float, str]] = {}  # node -> (when it failed, why)
 
     def cluster(self) -> Cluster:
         return load_cluster(self.paths.cluster_xml)
@@ -38,6 +42,19 @@ class Peers:
 
     async def _call(self, node: str, op: str, args: dict[str, Any], timeout: float,
                     user: str | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        if (down := self._down.get(node)) and loop.time() - down[0] < DOWN_MEMORY_S:
+            raise NodeDown(down[1])
+        try:
+            result = await self._call_once(node, op, args, timeout, user)
+        except NodeDown as exc:
+            self._down[node] = (loop.time(), str(exc))
+            raise
+        self._down.pop(node, None)
+        return result
+
+    async def _call_once(self, node: str, op: str, args: dict[str, Any], timeout: float,
+                         user: str | None) -> Any:
         lock = self._locks.setdefault(node, asyncio.Lock())
         async with lock:
             for attempt in (1, 2):
