@@ -34,5 +34,6 @@ install -m 0755 "$here/bin/hakit" "$here/bin/safekit" "$here/bin/exitcode" "$roo
 install -m 0644 "$here/systemd/hakitd.service" "$root/usr/lib/systemd/system/hakitd.service"
 install -m 0644 "$here/../README.md" "$root/usr/share/doc/hakit/README.md"
 install -D -m 0644 "$here/firewall/hakit.xml" "$root/usr/lib/firewalld/services/hakit.xml"
+install -D -m 0644 "$here/firewall/hakit-web.xml" "$root/usr/lib/firewalld/services/hakit-web.xml"
 install -D -m 0644 "$here/firewall/hakit.nft" "$root/usr/share/hakit/firewall/hakit.nft"
 chmod 0700 "$root"/var/lib/hakit "$root"/var/log/hakit

@@ -12,6 +12,7 @@ from hakit.testing import demo
 from hakit.testing.sim import Sim
 from tests.helpers import wait_for
 from tests.sim_support import unique_sim_name
+from tests.web_client import Client
 
 pytestmark = pytest.mark.root
 
@@ -32,6 +33,13 @@ def test_demo_farm_serves_http_from_three_nodes_and_survives_a_kill(tmp_path):
         seen: set[str] = set()
         wait_for("all three nodes answering", lambda: seen.update({fetch(vip) for _ in range(30)}) or
                  {"node1", "node2", "node3"} <= seen, timeout=30)
+        # The console's URL and its demo administrator, as `make demo` prints them, let one in.
+        said = demo.describe(sim)
+        line = next(ln for ln in said.splitlines() if ln.startswith("Web console: "))
+        assert f"https://{sim.addr('node1')}:9453/" in line
+        password = line.rsplit("password ", 1)[1]
+        console = Client(sim.addr("node2"), sim.host_path("node2", "/etc/hakit/pki/ca.crt"))
+        assert console.login(demo.DEMO_ADMIN, password).json()["role"] == "admin"
         sim.kill("node1")
         wait_for("served without node1", lambda: all(fetch(vip) in ("node2", "node3") for _ in range(30)),
                  timeout=10)

@@ -6,6 +6,7 @@ watched: every state change on every node is printed as it happens."""
 from __future__ import annotations
 
 import re
+import secrets
 import signal
 import sqlite3
 import tempfile
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from hakit.config.safe_archive import USERCONFIG
 from hakit.errors import HakitError
+from hakit.files import write_atomic
 from hakit.module.catalog import template
 from hakit.module.scripts import hakit_bin_dir
 from hakit.store.module_store import ModuleStore
@@ -23,6 +25,7 @@ from hakit.testing.sim import Sim
 
 MIRROR_NODES = ("node1", "node2")
 FARM_NODES = ("node1", "node2", "node3")
+DEMO_ADMIN = "admin"
 
 
 # The demo's farm application: a web server on every node answering with the node's name.
@@ -86,6 +89,16 @@ def bring_up(sim: Sim, workdir: Path, owner_pid: int | None = None) -> None:
     run("node1", "prim", "-m", "mirror")
     run("node2", "start", "-m", "mirror")
     run("node1", "-H", ",".join(FARM_NODES), "start", "-m", "farm")
+    # The console's administrator, made for this demo only (a real cluster has none until an
+    # operator makes one); its password stays beside node1's files for describe().
+    password = secrets.token_urlsafe(12)
+    sim.exec("node1", [hk, "web", "user", "add", DEMO_ADMIN, "--role", "admin", "--password-stdin"],
+             input=password + "\n")
+    write_atomic(demo_password_file(sim), password.encode(), 0o600)
+
+
+def demo_password_file(sim: Sim) -> Path:
+    return sim.host_path("node1", "/etc/hakit/web/demo-admin-password")
 
 
 def states(sim: Sim) -> dict[tuple[str, str], str]:
@@ -148,7 +161,16 @@ def describe(sim: Sim) -> str:
     for node in sim.nodes():
         logdir = sim.host_path(node, "/var/log/hakit")
         lines.append(f"  {node}: {logdir}  (hakitd.out, modules/*/userlog_*.ulog)")
+    try:
+        password = demo_password_file(sim).read_text()
+    except OSError:
+        password = "(unknown: 'hakit web user passwd admin' on node1 sets one)"
     lines += [
+        "",
+        f"Web console: https://{sim.addr('node1')}:9453/ (or any node's address), "
+        f"user {DEMO_ADMIN}, password {password}",
+        f"  (made for this demo; the certificate is the cluster's own: accept the browser's warning, or "
+        f"trust {sim.host_path('node1', '/etc/hakit/pki/ca.crt')})",
         "",
         f"Break it: {hk} sim kill --name {n} node1     # mirror fails over to node2; the farm's VIP "
         "keeps answering (node2, node3)",
