@@ -22,7 +22,7 @@ DEB_PKGS := gcc clang libclang-rt-dev llvm libbpf-dev libelf-dev zlib1g-dev libl
 # the bench runs its own postgres with its socket in a private directory and no TCP, and never
 # touches that one.
 BENCH_DEB_PKGS := keepalived fio glusterfs-server glusterfs-client nginx wrk haproxy bpftool postgresql
-PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 aiohttp ldap3 pytest pytest-benchmark ruff mypy import-linter atheris playwright
+PY_PKGS := meson-python meson ninja cython msgpack uvloop pyroute2 cryptography google-re2 aiohttp ldap3 pytest pytest-benchmark ruff mypy import-linter atheris playwright schemathesis
 
 SOURCES := $(shell find python native ebpf templates -type f -not -path '*/__pycache__/*' 2>/dev/null) \
 	meson.build pyproject.toml

@@ -20,6 +20,7 @@ from aiohttp import web
 from hakit.config.loader import check_files
 from hakit.errors import HakitError
 from hakit.node.web import templates
+from hakit.node.web.peers import NodeDown, UnknownNode
 from hakit.node.web.routes import Api, ApiError, Field
 from hakit.node.web.users import ROLES, Users, check_role
 
@@ -70,11 +71,19 @@ def _fail(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
+def _node_error(exc: HakitError, otherwise: int) -> ApiError:
+    """A node that did not answer is the gateway's failure (502); one that is not in the cluster,
+    or a module it does not have, is not found (404)."""
+    if isinstance(exc, NodeDown):
+        return ApiError(502, str(exc))
+    return ApiError(404 if isinstance(exc, UnknownNode) else otherwise, str(exc))
+
+
 async def _read(call: Call, node: str, what: str, **args: Any) -> Any:
     try:
         return await call.service.peers.read(node, what, **args)
     except HakitError as exc:
-        raise ApiError(502 if "no answer" in str(exc) or "dropped" in str(exc) else 404, str(exc)) from None
+        raise _node_error(exc, 404) from None
 
 
 # ---------------------------------------------------------------- session
@@ -236,7 +245,7 @@ async def _run(call: Call, node: str, argv: list[str]) -> dict[str, Any]:
     try:
         return await call.service.peers.run(node, argv, call.user)
     except HakitError as exc:
-        raise ApiError(502, str(exc)) from None
+        raise _node_error(exc, 409) from None
 
 
 @api.add("POST", f"{ON_NODE}/action", "control", "A module command on a node, as `hakit VERB -m AM` there",

@@ -27,6 +27,10 @@ class NodeDown(HakitError):
     """The node did not answer (down, cut off, or its hakitd stopped)."""
 
 
+class UnknownNode(HakitError):
+    """No node of that name in cluster.xml."""
+
+
 class Peers:
     def __init__(self, p: Paths) -> None:
         self.paths = p
@@ -62,7 +66,7 @@ class Peers:
                 if conn is None:
                     cluster = self.cluster()
                     if node not in cluster.node_names:
-                        raise HakitError(f"no node {node!r} in cluster.xml")
+                        raise UnknownNode(f"no node {node!r} in cluster.xml")
                     try:
                         conn = await asyncio.wait_for(
                             rpc_client.connect(self.paths, pki.node_addresses(cluster, node), node=node),
