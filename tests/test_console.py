@@ -25,6 +25,7 @@ from hakit.testing.sim import Sim
 from tests.cluster import hk, install, mirror_conf, state, wait_state
 from tests.helpers import wait_for
 from tests.sim_support import IS_ROOT, unique_sim_name
+from tests.test_web_metrics import find, parse_exposition, scrape
 
 pytestmark = pytest.mark.root
 
@@ -225,7 +226,10 @@ def test_full_sync_progress_bar(console: Console) -> None:
     # What the secondary lacks: written while it is stopped, sent again by a full sync.
     hk(sim, second, "stop", "-m", MODULE)
     wait_state(sim, prim, "ALONE (Ready)", MODULE, timeout=30)
-    sim.exec(prim, ["sh", "-c", f"head -c {SYNC_MIB}M /dev/urandom > {DATA}/big && sync"], timeout=120)
+    wrote = sim.exec(prim, ["sh", "-c", f"head -c {SYNC_MIB}M /dev/urandom > {DATA}/big && sync"],
+                     timeout=120, check=False)
+    assert wrote.returncode == 0, f"writing on the primary {prim}: {wrote.stderr}\n" + hk(
+        sim, prim, "logview", "-m", MODULE, "-A", check=False)[-3000:]
     with console.page() as page:
         go(page, f"#/module/{MODULE}")
         expect(card_chip(page, second)).to_have_attribute("data-state", "STOP")
@@ -367,6 +371,19 @@ def test_farm_shares_per_node(console: Console) -> None:
             return all(v > 0 for v in shares) and abs(sum(shares) - 100) < 0.5
         wait_for("the farm's clients shared by the three nodes", shared_out, timeout=60)
         shot(page, "farm")
+    # What Prometheus reads of the same farm: each node's share and its filter in the kernel.
+    user = USERS["monitor"][0]
+    made = console.sim.exec("node1", ["hakit", "web", "token", "add", user, "farm-scrape"])
+    token = made.stdout.split()[-1]
+    shares = []
+    for node in ("node1", "node2", "node3"):
+        status, _kind, body = scrape(console.sim, node, token)
+        assert status == 200
+        series = parse_exposition(body)[1]
+        (attached,) = find(series, "hakit_farm_filter_attached", module="farm").values()
+        assert attached == 1
+        shares += find(series, "hakit_farm_share_ratio", module="farm", group="FarmProto").values()
+    assert len(shares) == 3 and all(v > 0 for v in shares) and abs(sum(shares) - 1) < 0.01
 
 
 def test_a_node_down_is_shown_down(console: Console) -> None:
