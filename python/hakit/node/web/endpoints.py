@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import binascii
 import json
 import tempfile
 from collections.abc import AsyncIterator
@@ -308,15 +307,16 @@ async def install(call: Call) -> web.Response:
         raise ApiError(400, "'macros' go with 'template'")
     with tempfile.TemporaryDirectory(prefix="hakit-install-") as tmp:
         archive = Path(tmp) / f"{body['name']}.safe"
-        try:
-            if "template" in body:
+        if "template" in body:
+            try:
                 await asyncio.to_thread(templates.filled, body["template"], body.get("macros", {}), archive)
-            else:
+            except HakitError as exc:
+                raise ApiError(400, str(exc)) from None
+        else:
+            try:
                 archive.write_bytes(base64.b64decode(body["safe"], validate=True))
-        except binascii.Error:
-            raise ApiError(400, "'safe' is not base64") from None
-        except HakitError as exc:
-            raise ApiError(400, str(exc)) from None
+            except ValueError:  # (binascii.Error, or characters that are not ASCII at all)
+                raise ApiError(400, "'safe' is not base64") from None
         argv = ["module", "install", "-m", body["name"], *(["-M", str(body["id"])] if "id" in body else []),
                 str(archive)]
         _fail(await _run(call, call.service.peers.me(), argv))

@@ -193,7 +193,14 @@ class WebService:
         return app
 
     async def _openapi(self, _request: web.Request) -> web.Response:
-        return web.json_response(endpoints.api.openapi())
+        doc = endpoints.api.openapi()
+        doc["paths"]["/metrics"] = {"get": {
+            "summary": "This node's metrics, in Prometheus' text format (docs/web.md, \"Metrics\")",
+            "description": "Role: any; none with <web metrics=\"open\">.",
+            "security": [{"session": []}, {"bearer": []}, {}],
+            "responses": {"200": {"description": "OK", "content": {metrics.CONTENT_TYPE: {}}},
+                          "401": {"$ref": "#/components/responses/Error"}}}}
+        return web.json_response(doc)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         # Any role may read them; <web metrics="open"> lets a Prometheus without credentials in.
