@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 UNITS = ("B", "KiB", "MiB", "GiB", "TiB")
 
@@ -38,18 +39,33 @@ def sync_fraction(values: Mapping[str, str]) -> float:
     return min(1.0, done / total) if total else 1.0
 
 
+@dataclass(frozen=True)
+class SyncProgress:
+    active: bool  # a synchronisation runs
+    done: int  # bytes
+    total: int  # bytes, never less than done
+    files: int
+    rate: float  # bytes per second; 0 when unknown or not running
+
+
+def sync_progress(values: Mapping[str, str]) -> SyncProgress:
+    """The numbers of the synchronisation the rfs.sync_* resources among `values` describe."""
+    active = values.get("rfs.sync_state") == "running"
+    done, total = _int(values, "rfs.sync_bytes_scanned"), _int(values, "rfs.sync_bytes_total")
+    elapsed = _int(values, "rfs.sync_elapsed_ms") / 1000
+    return SyncProgress(active, done, max(total, done), _int(values, "rfs.sync_files_scanned"),
+                        done / elapsed if active and elapsed > 0 else 0.0)
+
+
 def sync_line(values: Mapping[str, str]) -> str | None:
     """"sync: incremental 1.2 GiB / 2.0 GiB (60 %), 1532 files, 95.0 MiB/s, ETA 8 s" while a
     synchronisation runs, else None.  `values`: resources, rfs.sync_* among them."""
-    if values.get("rfs.sync_state") != "running":
+    p = sync_progress(values)
+    if not p.active:
         return None
-    done, total = _int(values, "rfs.sync_bytes_scanned"), _int(values, "rfs.sync_bytes_total")
-    total = max(total, done)
-    elapsed = _int(values, "rfs.sync_elapsed_ms") / 1000
-    rate = done / elapsed if elapsed > 0 else 0.0
     percent = int(sync_fraction(values) * 100)
-    line = (f"sync: {values.get('rfs.sync_mode') or 'full'} {human_bytes(done)} / {human_bytes(total)} "
-            f"({percent} %), {_int(values, 'rfs.sync_files_scanned')} files")
-    if rate > 0:
-        line += f", {human_bytes(rate)}/s, ETA {human_duration((total - done) / rate)}"
+    line = (f"sync: {values.get('rfs.sync_mode') or 'full'} {human_bytes(p.done)} / {human_bytes(p.total)} "
+            f"({percent} %), {p.files} files")
+    if p.rate > 0:
+        line += f", {human_bytes(p.rate)}/s, ETA {human_duration((p.total - p.done) / p.rate)}"
     return line

@@ -61,15 +61,6 @@ class Call:
         return self.identity.user
 
 
-def _fail(result: dict[str, Any]) -> dict[str, Any]:
-    """The CLI's answer, or its refusal as a 409 with its own message."""
-    if result.get("code") != 0:
-        message = (result.get("stderr") or result.get("stdout") or "").strip()
-        raise ApiError(409, message.removeprefix("hakit: ") or f"exit code {result.get('code')}",
-                       code=result.get("code"))
-    return result
-
-
 def _node_error(exc: HakitError, otherwise: int) -> ApiError:
     """A node that did not answer is the gateway's failure (502); one that is not in the cluster,
     or a module it does not have, is not found (404)."""
@@ -215,7 +206,7 @@ async def sync(call: Call) -> Any:
 @api.add("GET", f"{ON_NODE}/rfsdiff", "monitor",
          "A mirror primary's estimate of what a synchronisation would send now (hakit rfsdiff)")
 async def rfsdiff(call: Call) -> dict[str, Any]:
-    result = _fail(await _run(call, call.param("node"), ["rfsdiff", "-m", call.param("module")]))
+    result = await _hakit(call, call.param("node"), ["rfsdiff", "-m", call.param("module")])
     return {"output": result["stdout"]}
 
 
@@ -240,11 +231,22 @@ async def template_list(call: Call) -> Any:
 # ---------------------------------------------------------------- acting
 
 
-async def _run(call: Call, node: str, argv: list[str]) -> dict[str, Any]:
+async def _hakit(call: Call, node: str, argv: list[str]) -> dict[str, Any]:
+    """`hakit ARGV` on the node for the web user: its answer, or its refusal as a 409 with the
+    command's own message."""
     try:
-        return await call.service.peers.run(node, argv, call.user)
+        result = await call.service.peers.run(node, argv, call.user)
     except HakitError as exc:
         raise _node_error(exc, 409) from None
+    if result.get("code") != 0:
+        message = (result.get("stderr") or result.get("stdout") or "").strip()
+        raise ApiError(409, message.removeprefix("hakit: ") or f"exit code {result.get('code')}",
+                       code=result.get("code"))
+    return result
+
+
+def _output(result: dict[str, Any]) -> str:
+    return (result["stdout"] + result["stderr"]).strip()
 
 
 @api.add("POST", f"{ON_NODE}/action", "control", "A module command on a node, as `hakit VERB -m AM` there",
@@ -266,8 +268,8 @@ async def action(call: Call) -> dict[str, Any]:
             raise ApiError(400, "'fullsync' goes with the action second only")
         argv.append("fullsync")
     node = call.param("node")
-    result = _fail(await _run(call, node, [*argv, "-m", call.param("module")]))
-    return {"node": node, "code": 0, "output": (result["stdout"] + result["stderr"]).strip()}
+    result = await _hakit(call, node, [*argv, "-m", call.param("module")])
+    return {"node": node, "code": 0, "output": _output(result)}
 
 
 # ---------------------------------------------------------------- configuring
@@ -319,7 +321,7 @@ async def install(call: Call) -> web.Response:
                 raise ApiError(400, "'safe' is not base64") from None
         argv = ["module", "install", "-m", body["name"], *(["-M", str(body["id"])] if "id" in body else []),
                 str(archive)]
-        _fail(await _run(call, call.service.peers.me(), argv))
+        await _hakit(call, call.service.peers.me(), argv)
     return web.json_response({"name": body["name"]}, status=201)
 
 
@@ -344,23 +346,23 @@ NODES = {"nodes": Field(list, "node names", required=True, items=str)}
 @api.add("POST", f"{MODULE}/apply", "admin",
          "Apply the module's configuration of the answering node to nodes (hakit -H NODES -E AM)", body=NODES)
 async def apply_module(call: Call) -> dict[str, Any]:
-    result = _fail(await _run(call, call.service.peers.me(),
-                              ["-H", ",".join(call.body["nodes"]), "-E", call.param("module")]))
-    return {"output": (result["stdout"] + result["stderr"]).strip()}
+    result = await _hakit(call, call.service.peers.me(),
+                          ["-H", ",".join(call.body["nodes"]), "-E", call.param("module")])
+    return {"output": _output(result)}
 
 
 @api.add("POST", f"{V1}/config/cluster/apply", "admin",
          "Apply the answering node's cluster.xml to nodes (hakit -H NODES -G)", body=NODES)
 async def apply_cluster(call: Call) -> dict[str, Any]:
-    result = _fail(await _run(call, call.service.peers.me(), ["-H", ",".join(call.body["nodes"]), "-G"]))
-    return {"output": (result["stdout"] + result["stderr"]).strip()}
+    result = await _hakit(call, call.service.peers.me(), ["-H", ",".join(call.body["nodes"]), "-G"])
+    return {"output": _output(result)}
 
 
 @api.add("DELETE", MODULE, "admin", "Uninstall a module from the answering node (a backup .safe is kept)")
 async def uninstall(call: Call) -> dict[str, Any]:
     argv = ["module", "uninstall", "-m", call.param("module")]
-    result = _fail(await _run(call, call.service.peers.me(), argv))
-    return {"output": (result["stdout"] + result["stderr"]).strip()}
+    result = await _hakit(call, call.service.peers.me(), argv)
+    return {"output": _output(result)}
 
 
 # ---------------------------------------------------------------- users

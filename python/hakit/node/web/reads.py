@@ -15,7 +15,7 @@ from hakit.config.loader import load_cluster
 from hakit.errors import HakitError
 from hakit.module.catalog import Catalog
 from hakit.paths import Paths
-from hakit.rfs.progress import sync_line
+from hakit.rfs import progress
 from hakit.runtime.identity import local_node
 from hakit.store.module_store import MAIN_LEVELS, Level, ModuleStore
 from hakit.store.node_store import NodeStore
@@ -32,13 +32,17 @@ def node_name(p: Paths) -> str:
         return os.environ.get("HAKIT_NODE") or socket.gethostname()
 
 
+def _cluster_nodes(p: Paths) -> list[str]:
+    try:
+        return load_cluster(p.cluster_xml).node_names
+    except HakitError:
+        return []
+
+
 def summary(p: Paths, _args: dict[str, Any]) -> dict[str, Any]:
     """This node and the state of each of its modules."""
     catalog = Catalog(p)
-    try:
-        cluster_nodes = load_cluster(p.cluster_xml).node_names
-    except HakitError:
-        cluster_nodes = []
+    cluster_nodes = _cluster_nodes(p)
     modules: dict[str, Any] = {}
     for name in catalog.names():
         entry: dict[str, Any] = {"mode": None, "id": None, "nodes": [], "state": "STOP",
@@ -95,28 +99,22 @@ def sync(p: Paths, args: dict[str, Any]) -> dict[str, Any]:
 
 def sync_progress(values: Mapping[str, str]) -> dict[str, Any]:
     """The synchronisation's progress from the rfs.* resources (the sync read and /metrics)."""
-    def number(key: str) -> int:
-        try:
-            return int(values.get(key) or 0)
-        except ValueError:
-            return 0
-
-    active = values.get("rfs.sync_state") == "running"
-    done, total = number("rfs.sync_bytes_scanned"), number("rfs.sync_bytes_total")
-    elapsed = number("rfs.sync_elapsed_ms") / 1000
-    rate = done / elapsed if active and elapsed > 0 else 0.0
-    return {"active": active, "kind": values.get("rfs.sync_mode") or None,
+    p = progress.sync_progress(values)
+    return {"active": p.active, "kind": values.get("rfs.sync_mode") or None,
             "state": values.get("rfs.sync_state"),
-            "done_bytes": done, "total_bytes": max(total, done), "files": number("rfs.sync_files_scanned"),
-            "rate_bps": rate, "eta_s": (max(total - done, 0) / rate) if rate > 0 else None,
-            "line": sync_line(values)}
+            "done_bytes": p.done, "total_bytes": p.total, "files": p.files,
+            "rate_bps": p.rate, "eta_s": (p.total - p.done) / p.rate if p.rate > 0 else None,
+            "line": progress.sync_line(values)}
 
 
 def config(p: Paths, args: dict[str, Any]) -> dict[str, Any]:
     name = str(args.get("module", ""))
     Catalog(p).require(name)
-    return {"userconfig": p.module_conf(name).read_text(errors="replace"),
-            "nodes": summary(p, {})["modules"][name]["nodes"]}
+    try:
+        nodes = Catalog(p).nodes(name, _cluster_nodes(p))
+    except HakitError:
+        nodes = []  # (as the overview says: its error is shown there)
+    return {"userconfig": p.module_conf(name).read_text(errors="replace"), "nodes": nodes}
 
 
 def commands(p: Paths, args: dict[str, Any]) -> list[dict[str, Any]]:

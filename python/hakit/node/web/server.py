@@ -19,13 +19,13 @@ from aiohttp import web
 
 from hakit.config.cluster_model import Web
 from hakit.config.loader import load_cluster
-from hakit.errors import HakitError
+from hakit.errors import HakitError, UsageError
 from hakit.files import write_atomic
 from hakit.module.catalog import Catalog
 from hakit.node.web import auth, endpoints, metrics
 from hakit.node.web.peers import Peers
 from hakit.node.web.routes import ApiError, Endpoint
-from hakit.node.web.users import Users, role_rank
+from hakit.node.web.users import UserExists, Users, role_rank
 from hakit.paths import Paths
 from hakit.runtime import credentials
 from hakit.store.node_store import NodeStore
@@ -75,9 +75,12 @@ class WebService:
         users = Users(self.paths.web_users)
         try:
             result = change(users)
-        except HakitError as exc:
-            raise ApiError(409 if "exists" in str(exc) else 400 if "must" in str(exc) or "needs" in str(exc)
-                           else 404, str(exc)) from None
+        except UsageError as exc:
+            raise ApiError(400, str(exc)) from None
+        except UserExists as exc:
+            raise ApiError(409, str(exc)) from None
+        except HakitError as exc:  # no such user or token
+            raise ApiError(404, str(exc)) from None
         users.save()
         self._users = None
         self.record(call.user, f"web: {call.request.method} {call.request.path}", 0)

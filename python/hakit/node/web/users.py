@@ -30,6 +30,10 @@ class UserError(HakitError):
     pass
 
 
+class UserExists(UserError):
+    pass
+
+
 def role_rank(role: str) -> int:
     return ROLES.index(role)
 
@@ -117,7 +121,7 @@ class Users:
         if not NAME.match(name):
             raise UsageError(f"user name {name!r}: 1 to 64 letters, digits or _.@-")
         if name in self.users:
-            raise UserError(f"user {name!r} exists already ('hakit web user passwd' or 'role')")
+            raise UserExists(f"user {name!r} exists already ('hakit web user passwd' or 'role')")
         self.users[name] = User(name, check_role(role), hash_password(check_password(password)))
 
     def set_password(self, name: str, password: str) -> None:
